@@ -1,0 +1,55 @@
+"""Shared fixtures: no network, offline HF, fixed seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+def _blocked(*args, **kwargs):
+    raise NetworkBlocked(f"network access attempted in a test: {args!r}")
+
+
+_ALLOWED_FAMILIES = {getattr(socket, "AF_UNIX", None)}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch, request):
+    """Every test runs with outgoing connections blocked (AF_UNIX and loopback stay open
+    for the distributed gloo tests, which mark themselves ``allow_loopback``)."""
+    allow_loopback = request.node.get_closest_marker("allow_loopback") is not None
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in _ALLOWED_FAMILIES:
+            return real_connect(self, address)
+        if allow_loopback and isinstance(address, tuple) and str(address[0]) in ("127.0.0.1", "localhost", "::1"):
+            return real_connect(self, address)
+        _blocked(address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: _blocked(*a))
+    yield
+
+
+@pytest.fixture
+def seed():
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    return 0

@@ -1,0 +1,28 @@
+"""Builders with tiny defaults for tests."""
+
+from __future__ import annotations
+
+import functools
+
+from neurorit_lens.data.schema import Label, Passage, QAExample
+from neurorit_lens.models.tiny import tiny_model
+
+
+@functools.lru_cache(maxsize=8)
+def cached_tiny_model(n_layers: int = 2, d_mlp: int = 64, gated: bool = False, seed: int = 0):
+    """A shared tiny model (do not mutate it; use ``tiny_model`` for a fresh one)."""
+    return tiny_model(n_layers=n_layers, d_mlp=d_mlp, gated=gated, seed=seed)
+
+
+def make_example(i: int = 0, n_irrelevant: int = 3, counterfactual: bool = False) -> QAExample:
+    passages = [Passage(f"The capital of Zarnia{i} is Velmor{i}.", title=f"Zarnia{i}", label=Label.RELEVANT, has_answer=True)]
+    passages += [Passage(f"Trains in Brindle{j} run on time every day.", title=f"Brindle{j}", label=Label.IRRELEVANT,
+                         has_answer=False) for j in range(n_irrelevant)]
+    if counterfactual:
+        passages.append(Passage(f"The capital of Zarnia{i} is Quell{i}.", label=Label.COUNTERFACTUAL, has_answer=False))
+    return QAExample(id=f"q{i}", question=f"What is the capital of Zarnia{i}?", answers=[f"Velmor{i}"],
+                     passages=passages, source="test")
+
+
+def make_examples(n: int = 6, **kw) -> list[QAExample]:
+    return [make_example(i, **kw) for i in range(n)]
