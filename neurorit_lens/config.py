@@ -214,3 +214,13 @@ class RunConfig(ConfigBase):
     mining: MiningConfig = field(default_factory=MiningConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    methods: tuple[str, ...] = ("neurorit",)  # training methods compared in one run
+    stages: tuple[str, ...] = ("eval", "mine", "ablate", "train", "report")
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            _check(m in ("neurorit", "stage1", "layers", "full", "random"), f"unknown method {m!r}")
+        known = ("eval", "mine", "ablate", "train", "report")
+        for s in self.stages:
+            _check(s in known, f"unknown stage {s!r}; choose from {known}")
