@@ -215,6 +215,10 @@ class RunConfig(ConfigBase):
     ablation: AblationConfig = field(default_factory=AblationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     methods: tuple[str, ...] = ("neurorit",)  # training methods compared in one run
+    eval_limit: int | None = 40  # test questions evaluated before/after training
+    mine_limit: int | None = 40  # train questions used for mining
+    ablate_limit: int | None = 30  # dev questions used for the causal test
+    train_limit: int | None = None  # train questions used for tuning
     stages: tuple[str, ...] = ("eval", "mine", "ablate", "train", "report")
     device: str = "cpu"
 
