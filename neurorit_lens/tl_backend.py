@@ -13,6 +13,7 @@ with warnings.catch_warnings():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens import utils as tl_utils
     from transformer_lens.hook_points import HookPoint
+    from transformer_lens import TransformerLensKeyValueCache as KeyValueCache
 
 Model = HookedTransformer
 ModelConfig = HookedTransformerConfig
@@ -21,6 +22,7 @@ __all__ = [
     "HookPoint",
     "HookedTransformer",
     "HookedTransformerConfig",
+    "KeyValueCache",
     "Model",
     "ModelConfig",
     "act_name",
