@@ -164,11 +164,26 @@ class AblationConfig(ConfigBase):
     measure_accuracy: bool = True
     n_bootstrap: int = 1000
     seed: int = 0
+    site: str = "post"  # post | pre: must match the site the neurons were mined at
+    batch_size: int = 8  # sequences per forward pass (log-probs and generation)
+    max_new_tokens: int = 16  # greedy generation length for accuracy
+    accuracy_limit: int | None = None  # accuracy on the first N examples only (generation is costly)
+    random_exclude: str = "tested"  # tested | all: random controls avoid the tested set or every loaded set
 
     def __post_init__(self) -> None:
+        if isinstance(self.sets, str):
+            self.sets = tuple(s.strip() for s in self.sets.split(",") if s.strip())
         _check(self.mode in ("zero", "mean", "scale"), f"unknown mode {self.mode!r}")
-        _check(self.n_random >= 1, "n_random must be >= 1")
+        _check(self.n_random >= 5, f"n_random must be >= 5 (random controls with distinct seeds), got {self.n_random}")
         _check(len(self.sets) > 0, "at least one set is needed")
+        _check(len(set(self.sets)) == len(self.sets), f"duplicate set names in {self.sets}")
+        _check(self.site in ("post", "pre"), f"unknown site {self.site!r}")
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
+        _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        _check(self.accuracy_limit is None or self.accuracy_limit >= 1, "accuracy_limit must be >= 1")
+        _check(self.random_exclude in ("tested", "all"), f"unknown random_exclude {self.random_exclude!r}")
+        _check(self.n_bootstrap >= 0, "n_bootstrap must be >= 0")
+        _check(self.scale == self.scale and abs(self.scale) != float("inf"), "scale must be a finite number")
 
 
 @dataclass
