@@ -126,10 +126,20 @@ def scale_neurons_hook(indices: Sequence[int], alpha: float) -> HookFn:
 
 
 def set_neurons_hook(indices: Sequence[int], values: Float[torch.Tensor, "n"]) -> HookFn:
-    """Hook that replaces the chosen neurons by fixed values (mean ablation)."""
-    idx_list = sorted(indices)
-    if len(values) != len(idx_list):
-        raise ValueError(f"{len(values)} values for {len(idx_list)} neurons")
+    """Hook that replaces the chosen neurons by fixed values (mean ablation).
+
+    ``values[k]`` is the value of neuron ``indices[k]`` (the pairs are kept together when
+    the indices are sorted).
+    """
+    idx_in = [int(i) for i in indices]
+    values = torch.as_tensor(values).detach().flatten()
+    if len(values) != len(idx_in):
+        raise ValueError(f"{len(values)} values for {len(idx_in)} neurons")
+    if len(set(idx_in)) != len(idx_in):
+        raise ValueError(f"duplicate neuron indices in {idx_in}")
+    perm = sorted(range(len(idx_in)), key=idx_in.__getitem__)
+    idx_list = [idx_in[k] for k in perm]
+    values = values[torch.as_tensor(perm, dtype=torch.long)] if perm else values
 
     def hook(act: Float[torch.Tensor, "batch pos d_mlp"], *, hook: HookPoint) -> torch.Tensor:
         act = act.clone()
@@ -157,6 +167,9 @@ def mean_ablation(
     ``means[l, i]`` is the mean of neuron (l, i) over all positions of reference prompts
     (see :func:`neurorit_lens.ablation.neuron_means`).
     """
+    if means.ndim != 2:
+        raise ValueError(f"means must be a [layer, d_mlp] tensor, got shape {tuple(means.shape)}")
+    neurons.check_shape(means.shape[0], means.shape[1])
     hooks = []
     for layer, idx in neurons.by_layer().items():
         if idx:
