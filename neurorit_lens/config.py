@@ -191,7 +191,7 @@ class TrainConfig(ConfigBase):
     """The trainer and the two Neuro-RIT stages; baselines are other ``method`` values."""
 
     method: str = "neurorit"  # neurorit | stage1 | layers | full | random
-    steps: int = 100  # per stage for neurorit (stage 1 + stage 2), total otherwise
+    steps: int = 100  # total optimizer steps for every method (neurorit splits them, see stage1_fraction)
     lr: float = 1e-4
     lr_grid: tuple[float, ...] = ()  # optional learning-rate search on dev
     batch_size: int = 4
@@ -207,9 +207,31 @@ class TrainConfig(ConfigBase):
     eval_every: int = 50
     checkpoint_every: int = 25
     seed: int = 0
+    lr_schedule: str = "cosine"  # cosine | linear | constant (after linear warmup)
+    min_lr_ratio: float = 0.0  # floor of the decay, as a fraction of lr
+    stage1_fraction: float = 0.5  # neurorit: share of `steps` spent in stage 1 (rest: stage 2)
+    examples_per_question: int = 1  # noisy-context training instances per question
+    max_dev_items: int = 64  # dev items used for the teacher-forced dev loss
+    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    adam_eps: float = 1e-8
 
     def __post_init__(self) -> None:
         _check(self.method in ("neurorit", "stage1", "layers", "full", "random"), f"unknown method {self.method!r}")
+        _check(self.lr_schedule in ("cosine", "linear", "constant"), f"unknown lr_schedule {self.lr_schedule!r}")
+        _check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
+        _check(0 < self.stage1_fraction < 1, "stage1_fraction must be in (0, 1)")
+        _check(self.examples_per_question >= 1, "examples_per_question must be >= 1")
+        _check(self.max_dev_items >= 1, "max_dev_items must be >= 1")
+        _check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        _check(self.max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 = no clipping)")
+        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
+        _check(len(self.noise_ratios) > 0 and all(0 <= r <= 1 for r in self.noise_ratios),
+               "noise_ratios must be non-empty values in [0, 1]")
+        _check(all(lr > 0 for lr in self.lr_grid), "lr_grid values must be positive")
+        _check(self.n_target_layers is None or self.n_target_layers >= 1, "n_target_layers must be >= 1")
+        _check(self.checkpoint_every >= 0 and self.eval_every >= 0, "checkpoint_every and eval_every must be >= 0")
+        _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "adam_betas must be 2 values in [0, 1)")
+        _check(self.adam_eps > 0, "adam_eps must be positive")
         _check(self.steps >= 1, "steps must be >= 1")
         _check(self.lr > 0, "lr must be positive")
         _check(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1")
