@@ -82,9 +82,13 @@ class DataConfig(ConfigBase):
     template: str = "auto"  # auto | plain | chat
     max_prompt_tokens: int = 512  # passages are truncated (never the question) past this
     strict: bool = False  # error instead of skipping bad records
+    distractors: str = "random"  # random | bm25 | none: mined irrelevant passages for gold-only data (NQ-open)
+    n_distractors: int = 10  # how many, per example that has no irrelevant passage
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit > 0, "limit must be positive")
+        _check(self.distractors in ("random", "bm25", "none"), f"unknown distractors {self.distractors!r}")
+        _check(self.n_distractors >= 0, "n_distractors must be >= 0")
         _check(self.split in ("train", "dev", "test", "all"), f"unknown split {self.split!r}")
         _check(len(self.split_fractions) == 3 and all(f >= 0 for f in self.split_fractions)
                and abs(sum(self.split_fractions) - 1) < 1e-6, "split_fractions must be 3 non-negative numbers summing to 1")
