@@ -1,0 +1,122 @@
+"""Batched KV-cache greedy generation equals one-at-a-time and a naive no-cache loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurorit_lens.generation import (
+    encode_for_generation,
+    generate_greedy,
+    generate_greedy_ids,
+    left_pad,
+    stop_token_ids,
+)
+from neurorit_lens.hooks import neuron_hooks, zero_ablation
+from neurorit_lens.models import tiny_model
+from neurorit_lens.neurons import NeuronSet
+from tests.helpers import cached_tiny_model
+
+PROMPTS = [
+    "The capital of Zarnia is",
+    "Hi",
+    "Question: Who wrote the report? Answer: Alice wrote it. Passages: Document 1 says the river",
+    "What is the name of the tallest tower in Brindle?",
+    "Irrelevant text about weather and trains. The Sorrel Spire is",
+    "user: where? assistant:",
+]
+N_NEW = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny-model ops are too small to gain from threads; on a shared 2-core box they lose."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def naive_greedy(model, prompt: str, max_new_tokens: int, stop_at_eos: bool = True) -> list[int]:
+    """Reference: full forward on the unpadded sequence each step, argmax of the last logits."""
+    ids = encode_for_generation(model, prompt)
+    stops = set(stop_token_ids(model)) if stop_at_eos else set()
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            t = int(model(torch.tensor([ids + out]))[0, -1].argmax())
+            if t in stops:
+                break
+            out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_batched_equals_single_and_naive(gated):
+    model = cached_tiny_model(gated=gated)
+    batched = generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=3, show_progress=False)
+    single = [generate_greedy_ids(model, [p], max_new_tokens=N_NEW, show_progress=False)[0] for p in PROMPTS]
+    naive = [naive_greedy(model, p, N_NEW) for p in PROMPTS]
+    assert batched == single
+    assert batched == naive
+    assert any(len(x) == N_NEW for x in batched)  # something ran the whole length
+    texts = generate_greedy(model, PROMPTS, max_new_tokens=N_NEW, batch_size=4, show_progress=False)
+    assert texts == [model.tokenizer.decode(x, skip_special_tokens=True) for x in naive]
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_generation_with_zero_ablation_hook(gated):
+    model = cached_tiny_model(gated=gated)
+    ns = NeuronSet({0: list(range(0, 64, 2)), 1: list(range(20))})
+    plain = generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=4, show_progress=False)
+    with neuron_hooks(model, zero_ablation(ns)):
+        batched = generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=4, show_progress=False)
+        naive = [naive_greedy(model, p, N_NEW) for p in PROMPTS]
+    assert batched == naive
+    assert batched != plain  # the hook was in effect during generation
+    assert not any(hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+def test_hook_sees_every_step():
+    model = cached_tiny_model()
+    shapes = []
+
+    def record(act, *, hook):
+        shapes.append(tuple(act.shape))
+
+    with neuron_hooks(model, [("blocks.1.mlp.hook_post", record)]):
+        generate_greedy_ids(model, ["Hi there", "Hi"], max_new_tokens=4, stop_at_eos=False, show_progress=False)
+    assert shapes[0][0] == 2 and shapes[0][1] == max(len(encode_for_generation(model, p)) for p in ["Hi there", "Hi"])
+    assert shapes[1:] == [(2, 1, 64)] * 3  # one pass per new token after the prompt pass
+
+
+def test_stops_at_eos_and_chat_end():
+    model = tiny_model(seed=3)
+    tok = model.tokenizer
+    eos = tok.eos_token_id
+    assert eos in stop_token_ids(model)
+    assert tok.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(model)
+    assert tok.convert_tokens_to_ids("<|endoftext|>") in stop_token_ids(model)
+    with torch.no_grad():
+        model.unembed.b_U[eos] = 1e4  # EOS is always the argmax
+    assert generate_greedy(model, ["Hi", "The capital"], max_new_tokens=5, show_progress=False) == ["", ""]
+    ids = generate_greedy_ids(model, ["Hi"], max_new_tokens=5, stop_at_eos=False, show_progress=False)
+    assert ids == [[eos] * 5]
+
+
+def test_left_pad_and_bad_input():
+    toks, mask = left_pad([[5, 6, 7], [9]], pad_id=0)
+    assert toks.tolist() == [[5, 6, 7], [0, 0, 9]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    model = cached_tiny_model()
+    assert generate_greedy(model, [], show_progress=False) == []
+    with pytest.raises(ValueError, match="list of strings"):
+        generate_greedy(model, "a prompt", show_progress=False)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_greedy(model, ["a"], max_new_tokens=0, show_progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_greedy(model, ["a"], batch_size=0, show_progress=False)
+    with pytest.raises(ValueError, match="context"):
+        generate_greedy(model, ["word " * 600], show_progress=False)
+    with pytest.raises(ValueError, match="prompt 1"):
+        generate_greedy(model, ["a", 3], show_progress=False)
