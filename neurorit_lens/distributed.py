@@ -311,8 +311,6 @@ def all_reduce_additive(obj: T, fields: Sequence[str] = ADDITIVE_STAT_FIELDS) ->
     Returns:
         ``obj``, modified in place.
     """
-    if not is_distributed():
-        return obj
     tensors: dict[str, torch.Tensor] = {}
     numbers: dict[str, float | int] = {}
     for name in fields:
@@ -325,6 +323,8 @@ def all_reduce_additive(obj: T, fields: Sequence[str] = ADDITIVE_STAT_FIELDS) ->
             numbers[name] = v
         else:
             raise ValueError(f"field {name!r} of {type(obj).__name__} is {type(v).__name__}, not a tensor or number")
+    if not is_distributed():
+        return obj
     dev = _comm_device()
     by_dtype: dict[torch.dtype, list[str]] = {}
     for name, t in tensors.items():

@@ -1,0 +1,146 @@
+"""Worker side of the 2-process gloo tests (imported by spawned processes, not collected).
+
+Each task is a plain function that runs the same code in one process (no process group:
+every helper of :mod:`neurorit_lens.distributed` is then a no-op) and in every rank of a
+job, and returns something picklable; the test compares the two.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (bind only, no connect)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- tasks ---------------------------------------------------------------------------------
+class FakeStats:
+    """Stand-in with the additive fields of ``selection.SelectionStats``."""
+
+    def __init__(self, rank: int, n_layers: int = 3, d_mlp: int = 5):
+        self.n_examples = 2 + rank
+        self.keep_count = torch.arange(n_layers * d_mlp, dtype=torch.int64).view(n_layers, d_mlp) * (rank + 1)
+        self.score_sum = torch.full((n_layers, d_mlp), 0.5, dtype=torch.float32) * (rank + 1)
+
+
+def task_stats() -> dict[str, Any]:
+    from neurorit_lens.distributed import all_reduce_additive, get_rank
+
+    s = all_reduce_additive(FakeStats(get_rank()))
+    return {"n_examples": s.n_examples, "keep_count": s.keep_count, "score_sum": s.score_sum}
+
+
+GLOBAL_BATCH = [
+    ("The capital of Zarnia is", " Velmor"),
+    ("Question: Who wrote the report? Answer:", " Alice wrote it"),
+    ("The river Quell flows", " north"),
+    ("The tallest tower in Brindle is the", " Sorrel Spire is 300 metres tall"),
+]
+
+
+def tiny_model_for_check():
+    from neurorit_lens.models import tiny_model
+
+    return tiny_model(n_layers=2, d_mlp=64, seed=3)
+
+
+def manual_training(steps: int = 4, lr: float = 1e-2) -> dict[str, Any]:
+    """A minimal masked SFT loop on the tiny model with :class:`GradientSync`.
+
+    Each rank takes its strided slice of the global batch, normalises its summed token
+    loss by the global answer-token count, and gradients are summed across ranks.
+    """
+    from neurorit_lens.distributed import (GradientSync, all_reduce_scalar, get_rank, get_world_size,
+                                           global_token_count, local_batch_slice)
+    from neurorit_lens.targets import token_logprobs, tokenize_with_answers
+
+    model = tiny_model_for_check()
+    mask = torch.zeros(model.cfg.d_model, model.cfg.d_mlp)
+    mask[:, :8] = 1.0  # neuron-level: only the first 8 neurons' input columns
+    w_in = model.blocks[0].mlp.W_in
+    w_out = model.blocks[1].mlp.W_out
+    for p in (w_in, w_out):
+        p.requires_grad_(True)
+    handle = w_in.register_hook(lambda g: g * mask)
+    params = [w_in, w_out]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sync = GradientSync(model.parameters(), average=False)
+    items = local_batch_slice(GLOBAL_BATCH, get_rank(), get_world_size())
+    batch = tokenize_with_answers(model, [p for p, _ in items], [a for _, a in items])
+    n_global = global_token_count(batch.answer_mask.sum())
+    losses = []
+    try:
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = -token_logprobs(model(batch.tokens), batch).sum() / n_global
+            loss.backward()
+            sync()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(all_reduce_scalar(loss.item()))
+    finally:
+        handle.remove()
+    return {"losses": losses, "w_in": w_in.detach().clone(), "w_out": w_out.detach().clone(),
+            "n_global": n_global, "n_sync_params": len(sync.params)}
+
+
+TASKS = {"stats": task_stats, "manual_training": manual_training}
+
+
+# --- process entry -------------------------------------------------------------------------
+def worker(rank: int, world_size: int, port: int, out_dir: str, task_names: list[str]) -> None:
+    """``torch.multiprocessing.spawn`` target: open gloo on loopback, run tasks, save results."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from neurorit_lens.distributed import DistributedConfig, destroy_distributed, init_distributed
+
+    init_distributed(DistributedConfig(backend="gloo", timeout_s=120))
+    results: dict[str, Any] = {}
+    try:
+        for name in task_names:
+            try:
+                results[name] = TASKS[name]()
+            except Exception:
+                results[name] = {"error": traceback.format_exc()}
+                raise
+    finally:
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        destroy_distributed()
+
+
+def run_spawned(world_size: int, out_dir: str | Path, task_names: list[str], timeout_s: float = 240,
+                start_method: str = "fork") -> list[dict[str, Any]]:
+    """Run ``task_names`` in ``world_size`` gloo processes; the list of each rank's results.
+
+    ``fork`` by default: the children inherit the already imported torch/TransformerLens
+    (a fresh interpreter per rank costs ~15 s of imports on a loaded 2-core machine).
+    """
+    import torch.multiprocessing as mp
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = mp.start_processes(worker, args=(world_size, free_port(), str(out_dir), task_names),
+                             nprocs=world_size, join=False, start_method=start_method)
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"distributed workers did not finish in {timeout_s} s")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(world_size)]

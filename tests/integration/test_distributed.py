@@ -1,0 +1,89 @@
+"""Distributed mining and training: 2 CPU processes (gloo, loopback) against one process.
+
+The 2-process job runs once per module (spawning costs seconds) and every test compares
+one of its results with the same task run in this process without a process group.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurorit_lens import distributed as D
+from tests.integration import dist_worker as W
+
+WORLD = 2
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    return W.run_spawned(WORLD, out, list(W.TASKS))
+
+
+# --- single-process behaviour -----------------------------------------------------------------
+def test_dist_env_parsing():
+    assert D.dist_env({}) is None
+    assert D.dist_env({"WORLD_SIZE": "1", "RANK": "0"}) is None
+    env = D.dist_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.2",
+                      "MASTER_PORT": "1234"})
+    assert (env.rank, env.world_size, env.local_rank, env.master_port, env.is_main) == (3, 4, 1, 1234, False)
+    with pytest.raises(ValueError, match="RANK"):
+        D.dist_env({"WORLD_SIZE": "2"})
+    with pytest.raises(ValueError, match="out of range"):
+        D.dist_env({"WORLD_SIZE": "2", "RANK": "2"})
+    with pytest.raises(ValueError, match="not an integer"):
+        D.dist_env({"WORLD_SIZE": "two"})
+    with pytest.raises(ValueError, match="backend"):
+        D.DistributedConfig(backend="mpi")
+    assert D.resolve_backend("auto") in ("gloo", "nccl")
+
+
+def test_sharding_covers_every_item_once_and_interleave_inverts_it():
+    for n in range(0, 9):
+        for world in (1, 2, 3):
+            shards = [D.shard_indices(n, r, world) for r in range(world)]
+            assert sorted(i for s in shards for i in s) == list(range(n))
+            assert D.interleave(shards) == list(range(n))
+    with pytest.raises(ValueError, match="shard"):
+        D.shard_indices(3, rank=2, world_size=2)
+
+
+def test_helpers_are_noops_in_one_process():
+    assert not D.is_distributed() and D.get_rank() == 0 and D.get_world_size() == 1
+    s = W.FakeStats(0)
+    before = s.keep_count.clone()
+    assert D.all_reduce_additive(s) is s and torch.equal(s.keep_count, before)
+    assert D.all_reduce_scalar(2.5) == 2.5 and D.global_token_count(7) == 7
+    assert D.gather_objects("x") == ["x"] and D.current_shard() is None
+    assert D.stats_comm_bytes(s) == 8 + 15 * 8 + 15 * 4
+    with pytest.raises(ValueError, match="no field"):
+        D.all_reduce_additive(object(), fields=("keep_count",))
+
+
+# --- 2 processes vs 1 -----------------------------------------------------------------------
+@pytest.mark.allow_loopback
+def test_all_reduce_of_additive_stats_is_the_sum(spawned):
+    ref = [W.FakeStats(r) for r in range(WORLD)]
+    for res in spawned:
+        got = res["stats"]
+        assert got["n_examples"] == sum(s.n_examples for s in ref)
+        assert got["keep_count"].dtype == torch.int64
+        assert torch.equal(got["keep_count"], sum(s.keep_count for s in ref))
+        assert torch.allclose(got["score_sum"], sum(s.score_sum for s in ref))
+
+
+@pytest.mark.allow_loopback
+def test_gradient_sync_training_matches_one_process(spawned):
+    ref = W.manual_training()
+    for res in spawned:
+        got = res["manual_training"]
+        assert got["n_global"] == ref["n_global"]
+        assert got["n_sync_params"] == 2  # only the trainable subset is synchronised
+        assert got["losses"] == pytest.approx(ref["losses"], abs=1e-5)
+        assert torch.allclose(got["w_in"], ref["w_in"], atol=1e-5)
+        assert torch.allclose(got["w_out"], ref["w_out"], atol=1e-5)
+    # the loss went down, and masked entries never moved
+    assert ref["losses"][-1] < ref["losses"][0]
+    fresh = W.tiny_model_for_check()
+    assert torch.equal(ref["w_in"][:, 8:], fresh.blocks[0].mlp.W_in[:, 8:])
