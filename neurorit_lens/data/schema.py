@@ -20,6 +20,7 @@ class Passage:
     title: str = ""
     label: Label = Label.UNLABELLED
     has_answer: bool | None = None
+    kind: str = ""  # where it came from in the source data, e.g. "negative", "semantic noise", "distractor:bm25"
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
@@ -27,12 +28,13 @@ class Passage:
         object.__setattr__(self, "label", Label(self.label))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "title": self.title, "label": self.label.value, "has_answer": self.has_answer}
+        return {"text": self.text, "title": self.title, "label": self.label.value, "has_answer": self.has_answer,
+                "kind": self.kind}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Passage:
         return cls(text=d["text"], title=d.get("title", "") or "", label=Label(d.get("label", "unlabelled")),
-                   has_answer=d.get("has_answer"))
+                   has_answer=d.get("has_answer"), kind=d.get("kind", "") or "")
 
 
 @dataclass

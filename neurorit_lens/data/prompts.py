@@ -1,0 +1,203 @@
+"""Prompt templates: RAG instances -> prompt strings that fit the model's budget.
+
+Two templates with the same content:
+
+* ``plain`` (base models)::
+
+      Answer the question using the documents below. Reply with a short phrase only.
+
+      Document [1] (Title: Velmoria) The capital of Velmoria is Quelmet. ...
+      Document [2] (Title: ...) ...
+
+      Question: What is the capital of Velmoria?
+      Answer:
+
+  (closed-book prompts drop the documents and say "Answer the question ...").
+* ``chat`` (instruct models): the same text as the user message, a one-line system prompt
+  asking for a short phrase, through ``tokenizer.apply_chat_template(...,
+  add_generation_prompt=True)``. If the template rejects a system role, the system line is
+  prepended to the user message instead. A leading BOS *string* is stripped, since TL's
+  ``to_tokens`` prepends the BOS token itself.
+
+``auto`` picks ``chat`` when the tokenizer has a chat template. Prompts longer than
+``max_prompt_tokens`` (counted with the tokenizer, plus one slot for the BOS token TL
+prepends) are cut from the end of the passage block: the last passage is shortened
+token-wise, or dropped if even its header does not fit, then the one before it, and so
+on; the instruction and the question are never cut (a question that alone does not fit
+is a ``ValueError``). :func:`answer_continuation` gives the exact string appended to a
+prompt for teacher forcing (``" " + answer`` after ``Answer:``, ``answer`` after the chat
+generation prompt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .schema import Passage, RAGInstance
+
+TEMPLATES = ("auto", "plain", "chat")
+INSTRUCTION = "Answer the question using the documents below. Reply with a short phrase only."
+CLOSED_INSTRUCTION = "Answer the question. Reply with a short phrase only."
+SYSTEM_PROMPT = "You answer questions with a short phrase only."
+
+
+@dataclass
+class RenderedPrompts:
+    """Prompt strings, one per instance, and what truncation did."""
+
+    prompts: list[str]
+    instances: list[RAGInstance]  # as rendered (passages possibly shortened or dropped)
+    template: str
+    n_truncated: int = 0  # prompts whose passages were cut
+    n_passages_dropped: int = 0
+    truncated: list[bool] = field(default_factory=list)
+    n_tokens: list[int] = field(default_factory=list)  # prompt tokens incl. one BOS
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def resolve_template(tokenizer: Any, template: str = "auto") -> str:
+    """``plain`` or ``chat``; ``auto`` = chat if the tokenizer has a chat template."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+    has_chat = bool(getattr(tokenizer, "chat_template", None))
+    if template == "auto":
+        return "chat" if has_chat else "plain"
+    if template == "chat" and not has_chat:
+        raise ValueError("template 'chat' needs a tokenizer with a chat_template; use 'plain'")
+    return template
+
+
+def format_passage(i: int, p: Passage) -> str:
+    """``Document [i] (Title: t) text`` (1-based ``i``; no title part when the title is empty)."""
+    return f"Document [{i}] (Title: {p.title}) {p.text}" if p.title else f"Document [{i}] {p.text}"
+
+
+def user_content(question: str, passages: Sequence[Passage]) -> str:
+    """Instruction, numbered documents and the question (shared by both templates)."""
+    if not passages:
+        return f"{CLOSED_INSTRUCTION}\n\nQuestion: {question}"
+    docs = "\n".join(format_passage(i + 1, p) for i, p in enumerate(passages))
+    return f"{INSTRUCTION}\n\n{docs}\n\nQuestion: {question}"
+
+
+def render_prompt(question: str, passages: Sequence[Passage], tokenizer: Any, template: str) -> str:
+    """One prompt string for a resolved template (``plain`` or ``chat``)."""
+    content = user_content(question, passages)
+    if template == "plain":
+        return content + "\nAnswer:"
+    if template != "chat":
+        raise ValueError(f"render_prompt needs 'plain' or 'chat', got {template!r}")
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}],
+            tokenize=False, add_generation_prompt=True)
+    except Exception:  # some templates reject a system role
+        text = tokenizer.apply_chat_template([{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{content}"}],
+                                             tokenize=False, add_generation_prompt=True)
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos):
+        text = text[len(bos):]
+    return text
+
+
+def answer_continuation(answer: str, template: str) -> str:
+    """The exact string appended to a prompt for teacher forcing the answer.
+
+    >>> answer_continuation("Quelmet", "plain"), answer_continuation("Quelmet", "chat")
+    (' Quelmet', 'Quelmet')
+    """
+    if template == "plain":
+        return " " + answer
+    if template == "chat":
+        return answer
+    raise ValueError(f"template must be 'plain' or 'chat' (resolve 'auto' first), got {template!r}")
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens of ``text`` without special tokens, plus one for the BOS TL prepends."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+
+
+def _cut(tokenizer: Any, text: str, n: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:n]
+    return tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd").strip()
+
+
+def _fit(inst: RAGInstance, tokenizer: Any, template: str, max_tokens: int) -> tuple[str, RAGInstance, int, int]:
+    """(prompt, rendered instance, passages dropped, tokens) within ``max_tokens``."""
+    passages = list(inst.passages)
+    prompt = render_prompt(inst.question, passages, tokenizer, template)
+    n = count_tokens(tokenizer, prompt)
+    if n <= max_tokens:
+        return prompt, inst, 0, n
+    bare = render_prompt(inst.question, [], tokenizer, template)
+    if count_tokens(tokenizer, bare) > max_tokens:
+        raise ValueError(f"instance {inst.id!r}: the question alone needs {count_tokens(tokenizer, bare)} tokens, "
+                         f"more than max_prompt_tokens={max_tokens}")
+    dropped = 0
+    while passages:
+        last = passages[-1]
+        n_ids = len(tokenizer(last.text, add_special_tokens=False)["input_ids"])
+        lo, hi, best = 1, n_ids - 1, None  # longest prefix (in tokens) that fits
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            cand = dataclasses.replace(last, text=_cut(tokenizer, last.text, mid))
+            p = render_prompt(inst.question, passages[:-1] + [cand], tokenizer, template)
+            if count_tokens(tokenizer, p) <= max_tokens:
+                best, lo = (cand, p), mid + 1
+            else:
+                hi = mid - 1
+        if best is not None and best[0].text:
+            passages[-1] = best[0]
+            prompt = best[1]
+            break
+        passages.pop()
+        dropped += 1
+        prompt = render_prompt(inst.question, passages, tokenizer, template)
+        if count_tokens(tokenizer, prompt) <= max_tokens:
+            break
+    # gold positions of what is left (a cut gold passage stays gold; a dropped one is gone)
+    gold = tuple(i for i in inst.gold_positions if i < len(passages))
+    new = dataclasses.replace(inst, passages=tuple(passages), gold_positions=gold)
+    return prompt, new, dropped, count_tokens(tokenizer, prompt)
+
+
+def render_prompts(
+    instances: Sequence[RAGInstance],
+    tokenizer: Any,
+    template: str = "auto",
+    max_prompt_tokens: int = 512,
+) -> RenderedPrompts:
+    """Render instances to prompts that fit ``max_prompt_tokens``, cutting passages from the end.
+
+    Args:
+        instances: RAG instances (from :func:`~neurorit_lens.data.settings.build_instances`).
+        tokenizer: a HF tokenizer (``model.tokenizer``).
+        template: ``auto``, ``plain`` or ``chat``.
+        max_prompt_tokens: token budget per prompt, counting the BOS that TL prepends.
+
+    Returns:
+        :class:`RenderedPrompts`.
+
+    Raises:
+        ValueError: unknown template, too small a budget, or a question that alone does not fit.
+    """
+    tpl = resolve_template(tokenizer, template)
+    if not isinstance(max_prompt_tokens, int) or max_prompt_tokens < 8:
+        raise ValueError(f"max_prompt_tokens must be an int >= 8, got {max_prompt_tokens!r}")
+    out = RenderedPrompts(prompts=[], instances=[], template=tpl)
+    for inst in instances:
+        prompt, new, dropped, n = _fit(inst, tokenizer, tpl, max_prompt_tokens)
+        cut = new is not inst
+        out.prompts.append(prompt)
+        out.instances.append(new)
+        out.truncated.append(cut)
+        out.n_tokens.append(n)
+        out.n_truncated += cut
+        out.n_passages_dropped += dropped
+    return out

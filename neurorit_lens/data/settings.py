@@ -1,0 +1,189 @@
+"""Noise settings and the context builder: which passages, in which order, go in each prompt.
+
+Setting names (the ``neurorit eval --settings`` vocabulary):
+
+* ``closed``: no passage (closed-book).
+* ``gold``: the example's primary relevant passage alone (the first one the data lists:
+  NQ's gold ctx, RGB's first positive, NoiserBench's ``gold_text``).
+* ``gold+K``: the primary relevant passage plus ``K`` irrelevant ones.
+* ``noise=R``: ``n_passages`` passages in total, ``round(R * n_passages)`` of them
+  irrelevant (at most ``n_passages - 1`` when ``R < 1``, so at least one is gold) and the
+  rest relevant (the primary one first, then others at random). Fixed total: an example
+  without enough relevant or irrelevant passages is skipped and counted (NQ-open has one
+  gold passage, so only ``noise=R`` with ``round(R * n) = n - 1`` applies to it: use
+  ``gold+K`` there).
+* ``irrelevant``: ``n_passages`` irrelevant passages, no gold.
+* ``counterfactual``: the primary relevant passage plus up to ``n_passages - 1``
+  counterfactual passages; examples without counterfactual passages are skipped.
+
+Which irrelevant passages are used, and the order, come from a per-example RNG seeded
+with ``(seed, setting, example id)``: the same inputs always give the same instances,
+independent of list order. ``gold_position`` places the gold passage(s): ``random``,
+``first``, ``last``, or an int index (for the primary gold; clipped to the last slot,
+negative counts from the end).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .schema import Passage, QAExample, RAGInstance
+
+VALID_SETTINGS = "closed, gold, gold+K (K >= 0), noise=R (0 <= R <= 1), irrelevant, counterfactual"
+_GOLD_K = re.compile(r"^gold\+(\d+)$")
+_NOISE = re.compile(r"^noise=([0-9]*\.?[0-9]+)$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A parsed setting: ``kind`` in closed/gold/gold+k/noise/irrelevant/counterfactual."""
+
+    name: str
+    kind: str
+    k: int = 0  # irrelevant passages for gold+k
+    ratio: float = 0.0  # for noise
+
+    def counts(self, n_passages: int) -> tuple[int, int]:
+        """(relevant, irrelevant) passages this setting asks for (counterfactual: (1, 0))."""
+        if self.kind == "closed":
+            return 0, 0
+        if self.kind in ("gold", "counterfactual"):
+            return 1, 0
+        if self.kind == "gold+k":
+            return 1, self.k
+        if self.kind == "irrelevant":
+            return 0, n_passages
+        n_irr = round(self.ratio * n_passages)
+        if self.ratio < 1:
+            n_irr = min(n_irr, n_passages - 1)
+        return n_passages - n_irr, n_irr
+
+
+def parse_setting(name: str) -> Setting:
+    """Parse a setting name.
+
+    >>> parse_setting("gold+4")
+    Setting(name='gold+4', kind='gold+k', k=4, ratio=0.0)
+
+    Raises:
+        ValueError: unknown name (the message lists the valid forms).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"setting must be a string, got {type(name).__name__}; valid: {VALID_SETTINGS}")
+    s = name.strip()
+    if s in ("closed", "gold", "irrelevant", "counterfactual"):
+        return Setting(s, s)
+    m = _GOLD_K.match(s)
+    if m:
+        return Setting(s, "gold+k", k=int(m.group(1)))
+    m = _NOISE.match(s)
+    if m:
+        r = float(m.group(1))
+        if not 0 <= r <= 1:
+            raise ValueError(f"noise ratio must be in [0, 1], got {r} in {name!r}")
+        return Setting(s, "noise", ratio=r)
+    raise ValueError(f"unknown setting {name!r}; valid forms: {VALID_SETTINGS}")
+
+
+@dataclass
+class BuiltInstances:
+    """Instances for one setting, and how many examples lacked what it needs."""
+
+    setting: str
+    instances: list[RAGInstance]
+    n_skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __iter__(self):
+        return iter(self.instances)
+
+
+def _place(gold: list[Passage], others: list[Passage], gold_position: str | int,
+           rng: random.Random) -> tuple[tuple[Passage, ...], tuple[int, ...]]:
+    total = len(gold) + len(others)
+    if not gold:
+        return tuple(others), ()
+    if gold_position == "first":
+        slots = list(range(len(gold)))
+    elif gold_position == "last":
+        slots = list(range(total - len(gold), total))
+    else:
+        i = int(gold_position)
+        first = min(i, total - 1) if i >= 0 else max(total + i, 0)
+        rest = [j for j in range(total) if j != first]
+        slots = [first] + sorted(rng.sample(rest, len(gold) - 1))
+    out: list[Passage | None] = [None] * total
+    for p, j in zip(gold, slots):
+        out[j] = p
+    it = iter(others)
+    for j in range(total):
+        if out[j] is None:
+            out[j] = next(it)
+    return tuple(out), tuple(sorted(slots))  # type: ignore[arg-type]
+
+
+def build_instances(
+    examples: Sequence[QAExample],
+    setting: str,
+    n_passages: int = 5,
+    seed: int = 0,
+    gold_position: str | int = "random",
+) -> BuiltInstances:
+    """Build the RAG instances of ``examples`` under one noise setting.
+
+    Args:
+        examples: the examples.
+        setting: a setting name (see module docstring / :func:`parse_setting`).
+        n_passages: total passages for ``noise=R``, and passages for ``irrelevant``; the cap
+            of ``1 + counterfactual`` passages for ``counterfactual``.
+        seed: seed for passage choice and order.
+        gold_position: ``random``, ``first``, ``last`` or an int index.
+
+    Returns:
+        :class:`BuiltInstances` (examples lacking what the setting needs are skipped and counted).
+    """
+    st = parse_setting(setting)
+    if not isinstance(n_passages, int) or isinstance(n_passages, bool) or n_passages < 1:
+        raise ValueError(f"n_passages must be a positive int, got {n_passages!r}")
+    if not (gold_position in ("random", "first", "last")
+            or (isinstance(gold_position, int) and not isinstance(gold_position, bool))):
+        raise ValueError(f"gold_position must be 'random', 'first', 'last' or an int, got {gold_position!r}")
+    n_rel, n_irr = st.counts(n_passages)
+    out: list[RAGInstance] = []
+    reasons: Counter[str] = Counter()
+    for ex in examples:
+        if st.kind == "closed":
+            out.append(RAGInstance(ex, st.name, (), ()))
+            continue
+        rng = random.Random(f"{seed}:{st.name}:{n_passages}:{ex.id}")
+        rel, irr, cf = ex.relevant, ex.irrelevant, ex.counterfactual
+        if len(rel) < n_rel:
+            reasons["not_enough_relevant"] += 1
+            continue
+        if len(irr) < n_irr:
+            reasons["not_enough_irrelevant"] += 1
+            continue
+        if st.kind == "counterfactual" and not cf:
+            reasons["no_counterfactual"] += 1
+            continue
+        gold = ([rel[0]] + rng.sample(rel[1:], n_rel - 1)) if n_rel else []
+        others = rng.sample(irr, n_irr)
+        if st.kind == "counterfactual":
+            others = rng.sample(cf, min(len(cf), max(n_passages - 1, 1)))
+        if gold_position == "random":
+            passages = gold + others
+            order = rng.sample(range(len(passages)), len(passages))
+            placed = tuple(passages[j] for j in order)
+            pos = tuple(sorted(order.index(j) for j in range(len(gold))))
+        else:
+            placed, pos = _place(gold, others, gold_position, rng)
+        out.append(RAGInstance(ex, st.name, placed, pos))
+    return BuiltInstances(setting=st.name, instances=out, n_skipped=sum(reasons.values()),
+                          skipped_reasons=dict(reasons))
