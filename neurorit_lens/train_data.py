@@ -101,6 +101,34 @@ def assign_settings(n_questions: int, cfg: TrainConfig, seed: int) -> list[tuple
     return sorted(pairs, key=lambda p: (p[0], p[1]))
 
 
+def instance_setting(example: QAExample, setting: str, n_passages: int) -> tuple[str, int] | None:
+    """The data-module setting that realises a training ``setting`` for one example.
+
+    ``noise=R`` needs ``n_passages - round(R * n_passages)`` relevant passages; an example
+    with fewer (NQ-open has one gold passage) gets ``gold+K`` instead, with the same number
+    ``K`` of irrelevant passages as ``noise=R`` asks for (capped by what it has). An
+    ``irrelevant`` instance uses at most as many passages as the example has irrelevant
+    ones. ``None``: the example cannot take part (no relevant, or no irrelevant passage).
+
+    Returns:
+        ``(setting name, n_passages)`` for :func:`neurorit_lens.data.build_instances`.
+    """
+    from .data import parse_setting
+
+    n_rel_have, n_irr_have = len(example.relevant), len(example.irrelevant)
+    st = parse_setting(setting)
+    if st.kind == "irrelevant":
+        return ("irrelevant", min(n_passages, n_irr_have)) if n_irr_have else None
+    if st.kind != "noise":
+        raise ValueError(f"training settings are noise=R and irrelevant, got {setting!r}")
+    if not n_rel_have:
+        return None
+    n_rel, n_irr = st.counts(n_passages)
+    if n_rel_have >= n_rel and n_irr_have >= n_irr:
+        return setting, n_passages
+    return f"gold+{min(n_irr, n_irr_have)}", n_passages
+
+
 def build_train_items(
     examples: Sequence[QAExample],
     tokenizer: Any,
@@ -118,23 +146,26 @@ def build_train_items(
         seed: seed for ratio assignment and passage order (default ``cfg.seed``).
 
     Returns:
-        A :class:`TrainData`; examples the data module cannot build a context for (e.g.
-        no irrelevant passage for an irrelevant-only instance) are counted in ``n_skipped``.
+        A :class:`TrainData`; examples that cannot take part in a setting (see
+        :func:`instance_setting`) or that the data module skips are counted in ``n_skipped``.
     """
     from .data import answer_continuation, build_instances, render_prompts
 
     if not examples:
         raise ValueError("no examples to build training items from")
     seed = cfg.seed if seed is None else seed
-    pairs = assign_settings(len(examples), cfg, seed)
-    by_setting: dict[str, list[int]] = {}
-    for q, setting in pairs:
-        by_setting.setdefault(setting, []).append(q)
-    items: list[tuple[int, TrainItem]] = []
+    groups: dict[tuple[str, int], list[int]] = {}
     n_skipped = n_truncated = 0
+    for q, setting in assign_settings(len(examples), cfg, seed):
+        key = instance_setting(examples[q], setting, data_cfg.n_passages)
+        if key is None:
+            n_skipped += 1
+        else:
+            groups.setdefault(key, []).append(q)
+    items: list[tuple[int, TrainItem]] = []
     counts: Counter[str] = Counter()
-    for k, (setting, qs) in enumerate(sorted(by_setting.items())):
-        built = build_instances([examples[q] for q in qs], setting, data_cfg.n_passages, seed * 1000 + k)
+    for k, ((setting, n_passages), qs) in enumerate(sorted(groups.items())):
+        built = build_instances([examples[q] for q in qs], setting, n_passages, seed * 1000 + k)
         n_skipped += built.n_skipped
         if not built.instances:
             continue
@@ -169,7 +200,10 @@ def split_for_training(
     """
     from .data import split_examples
 
-    splits = split_examples(list(examples), data_cfg.split_fractions, data_cfg.seed)
+    try:
+        splits = split_examples(list(examples), data_cfg.split_fractions, data_cfg.seed)
+    except ValueError as e:
+        raise ValueError(f"not enough examples for training: {e}") from e
     train, dev = list(splits["train"]), list(splits["dev"])
     if data_cfg.limit is not None:
         train = train[: data_cfg.limit]
