@@ -445,10 +445,13 @@ class GradientSync:
             losses over equal local batches); ``False`` when losses are already normalised
             by the global count (:func:`global_token_count`).
         bucket_mb: bucket size.
+        only_trainable: drop parameters without ``requires_grad`` now (pass ``False`` when
+            ``params`` is already the trainable list and flags are set later).
     """
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], average: bool = True, bucket_mb: float = 25.0):
-        self.params = [p for p in params if p.requires_grad]
+    def __init__(self, params: Iterable[torch.nn.Parameter], average: bool = True, bucket_mb: float = 25.0,
+                 only_trainable: bool = True):
+        self.params = [p for p in params if p.requires_grad or not only_trainable]
         if bucket_mb <= 0:
             raise ValueError("bucket_mb must be positive")
         self.average = average

@@ -33,7 +33,7 @@ class FakeStats:
         self.score_sum = torch.full((n_layers, d_mlp), 0.5, dtype=torch.float32) * (rank + 1)
 
 
-def task_stats() -> dict[str, Any]:
+def task_stats(out_dir: Path | None = None) -> dict[str, Any]:
     from neurorit_lens.distributed import all_reduce_additive, get_rank
 
     s = all_reduce_additive(FakeStats(get_rank()))
@@ -54,7 +54,7 @@ def tiny_model_for_check():
     return tiny_model(n_layers=2, d_mlp=64, seed=3)
 
 
-def manual_training(steps: int = 4, lr: float = 1e-2) -> dict[str, Any]:
+def manual_training(out_dir: Path | None = None, steps: int = 4, lr: float = 1e-2) -> dict[str, Any]:
     """A minimal masked SFT loop on the tiny model with :class:`GradientSync`.
 
     Each rank takes its strided slice of the global batch, normalises its summed token
@@ -94,7 +94,34 @@ def manual_training(steps: int = 4, lr: float = 1e-2) -> dict[str, Any]:
             "n_global": n_global, "n_sync_params": len(sync.params)}
 
 
-TASKS = {"stats": task_stats, "manual_training": manual_training}
+def trainer_run(out_dir: Path | None = None) -> dict[str, Any]:
+    """Stage-1-like run of the real Trainer (hooks + neuron masks + accumulation + clipping).
+
+    In a process group this is :class:`DistributedTrainer`; in one process the plain
+    ``Trainer``. Global batch = ``batch_size * grad_accum`` = 4 items of unequal answer length.
+    """
+    from neurorit_lens.config import TrainConfig
+    from neurorit_lens.dist_training import trainer_class
+    from neurorit_lens.hooks import zero_ablation
+    from neurorit_lens.masks import neuron_param_masks
+    from neurorit_lens.neurons import NeuronSet
+    from neurorit_lens.train_data import TrainItem
+
+    model = tiny_model_for_check()
+    items = [TrainItem(p, a, id=str(i)) for i, (p, a) in enumerate(GLOBAL_BATCH)]
+    cfg = TrainConfig(steps=4, batch_size=2, grad_accum=2, warmup_steps=1, lr=2e-2, max_grad_norm=0.5,
+                      weight_decay=0.01, checkpoint_every=2, seed=1)
+    masks = neuron_param_masks(model, NeuronSet({0: list(range(10)), 1: [3, 4, 5]}))
+    hooks = zero_ablation(NeuronSet({0: [20, 21], 1: [30]}))
+    trainer = trainer_class()(model, items, cfg, dev_items=items[:3], hooks=hooks, param_masks=masks,
+                              out_dir=out_dir, progress=False)
+    log = trainer.fit()
+    return {"log": [o.to_dict() for o in log], "cls": type(trainer).__name__,
+            "params": {n: p.detach().clone() for n, p in model.named_parameters() if n in masks},
+            "files": sorted(x.name for x in out_dir.iterdir()) if out_dir and out_dir.exists() else []}
+
+
+TASKS = {"stats": task_stats, "manual_training": manual_training, "trainer": trainer_run}
 
 
 # --- process entry -------------------------------------------------------------------------
@@ -110,7 +137,7 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, task_names: list
     try:
         for name in task_names:
             try:
-                results[name] = TASKS[name]()
+                results[name] = TASKS[name](Path(out_dir) / name)
             except Exception:
                 results[name] = {"error": traceback.format_exc()}
                 raise

@@ -87,3 +87,23 @@ def test_gradient_sync_training_matches_one_process(spawned):
     assert ref["losses"][-1] < ref["losses"][0]
     fresh = W.tiny_model_for_check()
     assert torch.equal(ref["w_in"][:, 8:], fresh.blocks[0].mlp.W_in[:, 8:])
+
+
+@pytest.mark.allow_loopback
+def test_distributed_trainer_matches_single_process_trainer(spawned, tmp_path):
+    ref = W.trainer_run(tmp_path / "single")
+    assert ref["cls"] == "Trainer"
+    r0, r1 = (res["trainer"] for res in spawned)
+    assert r0["cls"] == r1["cls"] == "DistributedTrainer"
+    for got in (r0, r1):
+        assert len(got["log"]) == len(ref["log"]) == 4
+        for g, e in zip(got["log"], ref["log"]):
+            assert g["loss"] == pytest.approx(e["loss"], abs=1e-5)
+            assert g["grad_norm"] == pytest.approx(e["grad_norm"], abs=1e-5)
+            assert g["n_tokens"] == e["n_tokens"] and g["lr"] == pytest.approx(e["lr"])
+        assert got["log"][-1]["dev_loss"] == pytest.approx(ref["log"][-1]["dev_loss"], abs=1e-5)
+        for name, p in ref["params"].items():
+            assert torch.allclose(got["params"][name], p, atol=1e-5), name
+    assert ref["log"][-1]["loss"] < ref["log"][0]["loss"]
+    # rank 0 wrote the shared folder, rank 1 wrote nothing of its own
+    assert "checkpoint.pt" in r0["files"] and "train_log.jsonl" in r0["files"]
