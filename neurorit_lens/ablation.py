@@ -274,14 +274,27 @@ class SetEffect:
     verdict: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain dict (NaN, e.g. for an empty set, becomes ``None`` so the JSON stays standard)."""
+        return _nan_to_none(asdict(self))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SetEffect:
         d = dict(d)
         for k in ("effect", "random", "diff"):
-            d[k] = Effect(**d[k])
+            d[k] = Effect(**{f: (float("nan") if v is None and f != "n" else v) for f, v in d[k].items()})
+        if d.get("base") is None:
+            d["base"] = float("nan")
         return cls(**d)
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return x
 
 
 _CONTEXT_WORDS = {"relevant": "relevant-only contexts", "noisy": "noisy contexts"}
@@ -293,6 +306,11 @@ def _verdict(row: SetEffect) -> str:
     if row.n == 0 or row.n_neurons == 0:
         return f"{row.set_name}: no {'neurons' if row.n_neurons == 0 else 'examples'}, nothing measured under {ctx}"
     d = row.diff
+    neurons = f"{row.n_neurons} neuron{'s' if row.n_neurons != 1 else ''}"
+    if (row.metric == "accuracy" and row.effect.ci_low == row.effect.ci_high == 0
+            and row.random.ci_low == row.random.ci_high == 0):
+        return (f"{row.set_name} ablation changed no correct/incorrect outcome under {ctx}, and neither did "
+                f"the random controls (n={row.n}, {neurons})")
     if row.metric == "logprob":
         amount = f"{abs(d.mean):.3f} nats"
         ci = f"95% CI of the difference [{d.ci_low:+.3f}, {d.ci_high:+.3f}]"
@@ -303,10 +321,10 @@ def _verdict(row: SetEffect) -> str:
     if d.excludes_zero():
         direction = "lowers" if d.mean < 0 else "raises"
         return (f"{row.set_name} ablation {direction} {what} under {ctx} by {amount} more than random "
-                f"neurons of the same per-layer counts ({ci}; {own}; n={row.n}, {row.n_neurons} neurons)")
+                f"neurons of the same per-layer counts ({ci}; {own}; n={row.n}, {neurons})")
     return (f"{row.set_name} ablation is not distinguishable from random controls on {what} under {ctx} "
             f"(difference {d.mean * (1 if row.metric == 'logprob' else 100):+.3f}{'' if row.metric == 'logprob' else ' points'}, "
-            f"{ci} includes 0; {own}; n={row.n}, {row.n_neurons} neurons)")
+            f"{ci} includes 0; {own}; n={row.n}, {neurons})")
 
 
 # --------------------------------------------------------------------------------------

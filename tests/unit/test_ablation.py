@@ -344,3 +344,42 @@ def test_measure_ablation_rejects_bad_input():
     with pytest.raises(ValueError, match="random_exclude"):
         AblationConfig(random_exclude="some")
     assert _no_hooks(model)
+
+
+# --------------------------------------------------------------------------- CLI
+def _cli_model_available() -> bool:
+    import neurorit_lens.models as models
+
+    return hasattr(models, "load_model")
+
+
+@pytest.mark.skipif(not _cli_model_available(), reason="neurorit_lens.models.load_model has not landed")
+def test_cli_ablate_end_to_end_on_tiny_model(tmp_path, capsys):
+    from neurorit_lens.cli import main
+    from neurorit_lens.neurons import exclusive_sets, save_neuron_sets
+
+    sets = exclusive_sets(NeuronSet({0: [1, 2, 3, 4], 1: [5, 6]}), NeuronSet({0: [4, 9], 1: [10, 11, 12]}))
+    neurons = save_neuron_sets(tmp_path / "mine" / "neurons.json", sets, {"model_shape": [2, 64], "site": "post"})
+    out = tmp_path / "abl"
+    common = ["--model", "tiny", "--limit", "3", "--max-prompt-tokens", "128", "--n-passages", "3",
+              "--n-bootstrap", "100", "--batch-size", "4", "--no-plot"]
+    rc = main(["ablate", "--neurons", str(neurons), "--out", str(out), "--accuracy-limit", "2",
+               "--max-new-tokens", "2", "--sets", "R_excl,I_excl"] + common)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| R_excl |" in printed and "set - random" in printed
+    res = AblationResult.load(out / "ablation.json")
+    assert {(r.set_name, r.context, r.metric) for r in res.rows} == {
+        (s, c, m) for s in ("R_excl", "I_excl") for c in ("relevant", "noisy") for m in ("logprob", "accuracy")}
+    assert res.row("R_excl", "noisy").setting == "noise=0.8" and res.row("R_excl", "relevant").n == 3
+    assert res.row("I_excl", "relevant", "accuracy").n == 2
+    assert res.sets["R_excl"]["counts_per_layer"] == {"0": 3, "1": 2}
+    # a neuron file from another model is rejected with a clear error
+    save_neuron_sets(tmp_path / "other.json", {"R_excl": NeuronSet({20: [1000]})}, {"model_shape": [30, 1536]})
+    rc = main(["ablate", "--neurons", str(tmp_path / "other.json"), "--out", str(tmp_path / "x")] + common)
+    assert rc == 2
+    assert "shape [30, 1536]" in capsys.readouterr().err
+    save_neuron_sets(tmp_path / "nometa.json", {"R_excl": NeuronSet({5: [1]})})  # no shape in meta
+    rc = main(["ablate", "--neurons", str(tmp_path / "nometa.json"), "--out", str(tmp_path / "x")] + common)
+    assert rc == 2 and "another model" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "ablation.json").exists()
