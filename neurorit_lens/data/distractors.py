@@ -5,7 +5,7 @@ never one that contains any of this question's gold answers (normalised substrin
 :func:`~neurorit_lens.data.text.contains_answer`, conservative on purpose) and never one
 already attached to the question. Two ways to choose them:
 
-* ``random``: uniformly at random (seeded per question, independent of list order);
+* ``random``: uniformly at random (seeded per question);
 * ``bm25``: "hard" distractors, the passages that score highest for the question under
   Okapi BM25 (``k1 = 1.5``, ``b = 0.75``, idf ``log(1 + (N - df + 0.5) / (df + 0.5))``,
   each distinct query term counted once), over title + text; ties and any remaining
@@ -111,7 +111,7 @@ def add_distractors(
     Examples that already have ``k`` irrelevant passages are returned unchanged; the
     others get ``k - len(example.irrelevant)`` new passages (label ``irrelevant``,
     ``has_answer=False``, ``kind="distractor:<method>"``). The result is deterministic
-    given ``seed`` and the example ids. If the pool runs out, an example gets fewer
+    given the same examples (same order) and ``seed``. If the pool runs out, an example gets fewer
     (logged).
 
     Args:

@@ -343,10 +343,12 @@ def _make_from_fields(fields: dict[str, str]):
         for item in _passage_items(_get(rec, f["passages"]), "passages"):
             text, title = _text_title(item, "passages", f)
             label = has = None
+            kind = "passage"
             if isinstance(item, dict):
                 label = _label(_get(item, f["label"]))
                 has = _bool(_get(item, f["has_answer"]), "passages.has_answer")
-            passages.append((text, title, label, has, "passage"))
+                kind = item["kind"] if isinstance(item.get("kind"), str) and item["kind"] else kind
+            passages.append((text, title, label, has, kind))
         for key, label in (("relevant", Label.RELEVANT), ("irrelevant", Label.IRRELEVANT),
                            ("counterfactual", Label.COUNTERFACTUAL)):
             if key in f:

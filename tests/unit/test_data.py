@@ -1,0 +1,503 @@
+"""Data stage: text normalisation, BM25, distractors, loaders, settings, splits, prompts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from neurorit_lens.config import DataConfig
+from neurorit_lens.data import (
+    BM25,
+    DataError,
+    Label,
+    LoadResult,
+    Passage,
+    QAExample,
+    add_distractors,
+    answer_continuation,
+    build_instances,
+    contains_answer,
+    embedded_examples,
+    load_examples,
+    load_split,
+    normalize_answer,
+    parse_setting,
+    render_prompts,
+    split_examples,
+)
+from neurorit_lens.data.prompts import count_tokens
+from neurorit_lens.data.text import tokenize_words
+from neurorit_lens.models.tiny import tiny_tokenizer
+from tests.helpers import cached_tiny_model, make_examples
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ text
+
+def squad_normalize_reference(s: str) -> str:
+    """The official SQuAD v1.1 evaluate.py normalize_answer, verbatim."""
+    import re
+    import string
+
+    def remove_articles(text):
+        return re.sub(r"\b(a|an|the)\b", " ", text)
+
+    def white_space_fix(text):
+        return " ".join(text.split())
+
+    def remove_punc(text):
+        exclude = set(string.punctuation)
+        return "".join(ch for ch in text if ch not in exclude)
+
+    return white_space_fix(remove_articles(remove_punc(s.lower())))
+
+
+@pytest.mark.parametrize("s", ["The Eiffel Tower!", "  an apple,  a pear ", "Röntgen's (1901)", "THE", "a-b the-c"])
+def test_normalize_matches_squad(s):
+    assert normalize_answer(s) == squad_normalize_reference(s)
+
+
+def test_contains_answer_rules():
+    assert contains_answer("Founded in 1812 by James Madison.", ["james madison"])
+    assert not contains_answer("Founded in 1812.", ["1813"])
+    assert not contains_answer("Shaped like an S? sure", ["T"])
+    assert contains_answer("Shaped like an S.", ["S"])  # short answers: whole words
+    assert not contains_answer("Seas and oceans", ["S"])
+    assert not contains_answer("anything", ["", "  "])
+
+
+# ------------------------------------------------------------------ BM25
+
+def bm25_naive(docs, query, k1=1.5, b=0.75):
+    n = len(docs)
+    avgdl = sum(len(d) for d in docs) / n
+    out = []
+    for d in docs:
+        s = 0.0
+        for t in set(query):
+            df = sum(1 for x in docs if t in x)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            f = d.count(t)
+            s += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len(d) / avgdl))
+        out.append(s)
+    return out
+
+
+def test_bm25_matches_naive_formula():
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(12)]
+    docs = [[rng.choice(vocab) for _ in range(rng.randint(1, 15))] for _ in range(30)]
+    for _ in range(20):
+        q = [rng.choice(vocab + ["zz"]) for _ in range(rng.randint(1, 5))]
+        for k1, b in ((1.5, 0.75), (1.2, 0.0), (2.0, 1.0)):
+            got = BM25(docs, k1=k1, b=b).scores(q)
+            want = bm25_naive(docs, q, k1=k1, b=b)
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_bm25_bad_params():
+    with pytest.raises(ValueError, match="k1"):
+        BM25([["a"]], k1=-1)
+
+
+# ------------------------------------------------------------------ distractors
+
+def _gold_only(n=30):
+    exs = embedded_examples(n)
+    return [QAExample(e.id, e.question, e.answers, e.relevant[:1], source="t") for e in exs]
+
+
+@pytest.mark.parametrize("method", ["random", "bm25"])
+def test_add_distractors_properties(method):
+    exs = _gold_only(40)
+    out = add_distractors(exs, k=6, method=method, seed=1, progress=False)
+    golds = {(e.relevant[0].title, e.relevant[0].text): i for i, e in enumerate(exs)}
+    for i, (a, b) in enumerate(zip(exs, out)):
+        assert b.relevant == a.relevant and len(b.irrelevant) == 6
+        texts = [(p.title, p.text) for p in b.irrelevant]
+        assert len(set(texts)) == 6
+        for p in b.irrelevant:
+            assert not contains_answer(p.title + " " + p.text, a.answers)
+            assert golds[(p.title, p.text)] != i  # another question's gold passage
+            assert p.kind == f"distractor:{method}" and p.has_answer is False
+    assert [e.to_dict() for e in out] == [e.to_dict() for e in add_distractors(exs, k=6, method=method, seed=1,
+                                                                               progress=False)]
+    assert exs[0].irrelevant == []  # inputs untouched
+
+
+def test_bm25_distractors_are_the_top_eligible():
+    exs = _gold_only(25)
+    out = add_distractors(exs, k=3, method="bm25", seed=0, progress=False)
+    docs = [tokenize_words(e.relevant[0].title + " " + e.relevant[0].text) for e in exs]
+    for i, e in enumerate(exs):
+        sc = bm25_naive(docs, tokenize_words(e.question))
+        ranked = sorted((j for j in range(len(exs)) if j != i and sc[j] > 0
+                         and not contains_answer(exs[j].relevant[0].title + " " + exs[j].relevant[0].text, e.answers)),
+                        key=lambda j: (-sc[j], j))
+        want = [exs[j].relevant[0].text for j in ranked[:3]]
+        got = [p.text for p in out[i].irrelevant]
+        assert got[: len(want)] == want
+
+
+def test_add_distractors_keeps_examples_with_enough_and_validates():
+    exs = make_examples(4, n_irrelevant=3)
+    assert add_distractors(exs, k=3, progress=False) == exs
+    with pytest.raises(ValueError, match="unknown distractor method"):
+        add_distractors(exs, method="tfidf")
+
+
+# ------------------------------------------------------------------ embedded
+
+def test_embedded_examples_shape_and_determinism():
+    exs = embedded_examples(60, seed=3)
+    assert len(exs) == 60
+    assert len({normalize_answer(e.question) for e in exs}) == 60
+    assert len({e.id for e in exs}) == 60
+    assert [e.to_dict() for e in exs] == [e.to_dict() for e in embedded_examples(60, seed=3)]
+    assert exs[0].question != embedded_examples(60, seed=4)[0].question
+    rel = Counter(e.meta["relation"] for e in exs)
+    assert len(rel) == 12 and max(rel.values()) - min(rel.values()) <= 1
+    for e in exs:
+        assert (len(e.relevant), len(e.irrelevant), len(e.counterfactual)) == (5, 8, 1)
+        assert all(contains_answer(p.text, e.answers) for p in e.relevant)
+        assert not any(contains_answer(p.title + " " + p.text, e.answers) for p in e.irrelevant + e.counterfactual)
+        kinds = Counter(p.kind for p in e.irrelevant)
+        assert kinds == {"same_relation": 6, "same_entity": 2}
+        assert all(e.meta["subject"] in p.text for p in e.irrelevant if p.kind == "same_entity")
+    with pytest.raises(ValueError, match="positive"):
+        embedded_examples(0)
+
+
+# ------------------------------------------------------------------ settings and instances
+
+def test_parse_setting():
+    assert parse_setting("gold+4").k == 4
+    assert parse_setting("noise=0.4").ratio == 0.4
+    assert parse_setting("closed").kind == "closed"
+    for bad in ("gold+", "noise=1.5", "noise", "golden", "gold+-1", 3):
+        with pytest.raises(ValueError, match="valid"if bad != "noise=1.5" else "noise ratio"):
+            parse_setting(bad)
+
+
+@pytest.mark.parametrize("setting,n_rel,n_irr", [
+    ("closed", 0, 0), ("gold", 1, 0), ("gold+3", 1, 3), ("noise=0", 5, 0), ("noise=0.2", 4, 1), ("noise=0.4", 3, 2),
+    ("noise=0.8", 1, 4), ("noise=0.99", 1, 4), ("noise=1", 0, 5), ("irrelevant", 0, 5), ("counterfactual", 1, 0)])
+def test_build_instances_counts(setting, n_rel, n_irr):
+    exs = embedded_examples(12)
+    b = build_instances(exs, setting, n_passages=5, seed=0)
+    assert len(b) == 12 and b.n_skipped == 0
+    for inst in b.instances:
+        labels = Counter(p.label for p in inst.passages)
+        assert labels[Label.RELEVANT] == n_rel and labels[Label.IRRELEVANT] == n_irr
+        assert inst.gold_positions == tuple(i for i, p in enumerate(inst.passages) if p.label == Label.RELEVANT)
+        if n_rel:
+            assert inst.example.relevant[0] in inst.passages  # the primary gold is always there
+        if setting == "counterfactual":
+            assert labels[Label.COUNTERFACTUAL] == 1
+
+
+def test_build_instances_positions_seed_and_skips():
+    exs = embedded_examples(30)
+    a = build_instances(exs, "gold+4", seed=1)
+    assert [i.passages for i in a] == [i.passages for i in build_instances(exs, "gold+4", seed=1)]
+    assert [i.passages for i in a] != [i.passages for i in build_instances(exs, "gold+4", seed=2)]
+    assert len({i.gold_positions for i in a}) > 1  # random position varies
+    assert all(i.gold_positions == (0,) for i in build_instances(exs, "gold+4", gold_position="first"))
+    assert all(i.gold_positions == (4,) for i in build_instances(exs, "gold+4", gold_position="last"))
+    assert all(i.gold_positions == (2,) for i in build_instances(exs, "gold+4", gold_position=2))
+    assert all(i.gold_positions == (4,) for i in build_instances(exs, "gold+4", gold_position=99))
+    for i in build_instances(exs, "noise=0.4", gold_position=-1):
+        assert i.passages[-1] == i.example.relevant[0]
+    assert all(i.gold_positions == (2, 3, 4) for i in build_instances(exs, "noise=0.4", gold_position="last"))
+    # per-example seeding: an instance does not depend on the other examples
+    assert build_instances(exs[5:6], "gold+4", seed=1).instances[0].passages == a.instances[5].passages
+    small = make_examples(4, n_irrelevant=3)
+    b = build_instances(small, "irrelevant", n_passages=5)
+    assert len(b) == 0 and b.n_skipped == 4 and b.skipped_reasons == {"not_enough_irrelevant": 4}
+    c = build_instances(small, "counterfactual")
+    assert c.n_skipped == 4 and c.skipped_reasons == {"no_counterfactual": 4}
+    assert build_instances(small, "noise=0.4").skipped_reasons == {"not_enough_relevant": 4}
+    with pytest.raises(ValueError, match="gold_position"):
+        build_instances(small, "gold", gold_position="middle")
+    with pytest.raises(ValueError, match="n_passages"):
+        build_instances(small, "gold", n_passages=0)
+
+
+# ------------------------------------------------------------------ splits
+
+def test_split_by_question_no_leak():
+    exs = embedded_examples(50)
+    dup = [QAExample(f"d{i}", "  " + e.question.upper().replace("?", " ?!") + " ", e.answers, e.passages)
+           for i, e in enumerate(exs[:20])]
+    allx = exs + dup
+    s = split_examples(allx, (0.6, 0.2, 0.2), seed=0)
+    assert sum(len(v) for v in s.values()) == len(allx)
+    keys = {k: {normalize_answer(e.question) for e in v} for k, v in s.items()}
+    assert not (keys["train"] & keys["dev"]) and not (keys["train"] & keys["test"]) and not (keys["dev"] & keys["test"])
+    assert (len(keys["train"]), len(keys["dev"]), len(keys["test"])) == (30, 10, 10)
+    s2 = split_examples(allx, (0.6, 0.2, 0.2), seed=0)
+    assert {k: [e.id for e in v] for k, v in s.items()} == {k: [e.id for e in v] for k, v in s2.items()}
+    s3 = split_examples(allx, (0.6, 0.2, 0.2), seed=1)
+    assert [e.id for e in s3["test"]] != [e.id for e in s["test"]]
+    assert split_examples(exs, (1.0, 0.0, 0.0))["train"] == exs
+    with pytest.raises(ValueError, match="too few"):
+        split_examples(exs[:2], (0.6, 0.2, 0.2))
+    with pytest.raises(ValueError, match="summing to 1"):
+        split_examples(exs, (0.5, 0.2, 0.2))
+
+
+def test_load_split_embedded():
+    cfg = DataConfig(data="embedded:40", split="dev", limit=5, seed=0)
+    got = load_split(cfg)
+    assert len(got) == 5
+    dev = split_examples(embedded_examples(40), cfg.split_fractions, 0)["dev"]
+    assert [e.id for e in got] == [e.id for e in dev[:5]]
+    assert len(load_split(DataConfig(data="embedded:40", split="all"))) == 40
+    assert len(load_split(DataConfig())) == 40  # default: embedded (200), test split
+
+
+# ------------------------------------------------------------------ prompts
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def test_plain_prompt_format(tok):
+    ex = QAExample("q", "What is the capital of Zarnia?", ["Velmor"],
+                   [Passage("The capital of Zarnia is Velmor.", "Zarnia", Label.RELEVANT), Passage("Trains.", "", Label.IRRELEVANT)])
+    inst = build_instances([ex], "gold+1", gold_position="first").instances[0]
+    r = render_prompts([inst], tok, "plain")
+    assert r.template == "plain" and r.n_truncated == 0
+    assert r.prompts[0] == ("Answer the question using the documents below. Reply with a short phrase only.\n\n"
+                            "Document [1] (Title: Zarnia) The capital of Zarnia is Velmor.\nDocument [2] Trains.\n\n"
+                            "Question: What is the capital of Zarnia?\nAnswer:")
+    closed = render_prompts(build_instances([ex], "closed").instances, tok, "plain").prompts[0]
+    assert closed == "Answer the question. Reply with a short phrase only.\n\nQuestion: What is the capital of Zarnia?\nAnswer:"
+    assert answer_continuation("Velmor", "plain") == " Velmor" and answer_continuation("Velmor", "chat") == "Velmor"
+    with pytest.raises(ValueError, match="resolve"):
+        answer_continuation("x", "auto")
+
+
+def test_chat_prompt_and_bos_strip(tok):
+    import copy
+
+    insts = build_instances(embedded_examples(3), "gold").instances
+    r = render_prompts(insts, tok, "auto")
+    assert r.template == "chat"
+    p = r.prompts[0]
+    assert p.startswith("<|im_start|>system\n") and p.endswith("<|im_start|>assistant\n")
+    assert insts[0].question in p and insts[0].passages[0].text in p
+    tok2 = copy.deepcopy(tok)
+    tok2.chat_template = "{{ bos_token }}" + tok.chat_template
+    p2 = render_prompts(insts, tok2, "chat").prompts[0]
+    assert p2 == p and not p2.startswith(tok.bos_token)
+    with pytest.raises(ValueError, match="unknown template"):
+        render_prompts(insts, tok, "fancy")
+
+
+@pytest.mark.parametrize("template", ["plain", "chat"])
+def test_truncation_cuts_passages_from_the_end(tok, template):
+    exs = embedded_examples(6)
+    insts = build_instances(exs, "noise=0.4", gold_position="first").instances
+    full = render_prompts(insts, tok, template, max_prompt_tokens=100_000)
+    assert full.n_truncated == 0
+    budget = 260
+    r = render_prompts(insts, tok, template, max_prompt_tokens=budget)
+    assert r.n_truncated == sum(n > budget for n in full.n_tokens) > 0
+    model = cached_tiny_model()
+    for prompt, inst, orig in zip(r.prompts, r.instances, insts):
+        assert count_tokens(tok, prompt) <= budget
+        assert model.to_tokens(prompt).shape[1] <= budget  # TL's own count, BOS included
+        assert f"Question: {orig.question}" in prompt  # never the question
+        assert inst.passages[:-1] == orig.passages[: len(inst.passages) - 1]  # a prefix, last one maybe cut
+        if inst.passages:
+            assert orig.passages[len(inst.passages) - 1].text.startswith(inst.passages[-1].text)
+    with pytest.raises(ValueError, match="question alone"):
+        render_prompts(insts, tok, template, max_prompt_tokens=20)
+
+
+# ------------------------------------------------------------------ loaders on small files
+
+RGB_ROWS = [
+    {"id": 0, "query": "Where was Super Bowl 2021?", "answer": "Tampa, Florida", "fakeanswer": "Glendale",
+     "positive": ["It was in Tampa, Florida.", "Tampa, Florida hosted."], "negative": ["Tickets for Las Vegas.", "Tampa, Florida again."],
+     "positive_wrong": ["It was in Glendale."]},
+    {"id": 1, "query": "When?", "answer": [["July 21 2017", "Jul 21, 2017"]], "positive": ["On July 21 2017."], "negative": []},
+    {"id": 2, "query": "Multi?", "answer": [["a1"], ["b1"]], "positive": ["a1 b1"], "negative": []},
+    {"id": 1, "query": "No passages", "answer": "x", "positive": [], "negative": [], "positive_wrong": []},
+    {"id": 1, "query": "Dup id", "answer": ["y", "why"], "positive": ["y is it"], "negative": ["", "zzz"]},
+]
+
+
+def test_rgb_loader(tmp_path):
+    res = load_examples(write_jsonl(tmp_path / "rgb.json", RGB_ROWS))
+    assert res.format == "rgb" and len(res) == 3 and res.n_skipped == 2
+    assert res.skipped_reasons == {"multi_part_answer": 1, "no_passages": 1}
+    assert res.skipped_lines == [3, 4]
+    a, b, c = res.examples
+    assert a.id == "0" and a.answers == ["Tampa, Florida"] and a.meta["counterfactual_answer"] == "Glendale"
+    assert [p.label for p in a.passages] == [Label.RELEVANT, Label.RELEVANT, Label.IRRELEVANT, Label.UNLABELLED,
+                                             Label.COUNTERFACTUAL]
+    assert res.n_relabelled == 1 and res.n_empty_passages == 1
+    assert b.answers == ["July 21 2017", "Jul 21, 2017"]
+    assert (b.id, c.id) == ("1", "1#2") and res.n_duplicate_ids == 1
+    assert res.passage_counts() == {"relevant": 4, "irrelevant": 2, "counterfactual": 1, "unlabelled": 1}
+    with pytest.raises(DataError, match=r"rgb\.json:3: multi_part_answer"):
+        load_examples(tmp_path / "rgb.json", strict=True)
+    assert len(load_examples(tmp_path / "rgb.json", limit=2)) == 2
+
+
+def test_noiserbench_loader(tmp_path):
+    rows = [{"id": 0, "question": "Who was president when Citibank was founded?", "gold_answers": ["james madison"],
+             "gold_text": "Citibank was founded in 1812, under James Madison.",
+             "counterfactual answer": "John Adams", "counterfactual noise": "John Adams was president.",
+             "counterfactual noise2": "Thomas Jefferson was.",
+             "supportive noise": [{"id": 1, "title": "Citibank", "text": "City Bank of New York, 1812."}],
+             "semantic noise": [{"id": 1, "title": "Aircraft", "text": "The X-43A flew."}, {"id": 2, "title": "M", "text": "James Madison ate."}],
+             "illegal sentence noise": [{"id": 1, "text": "disambiguation apache dru"}],
+             "orthographic noise": {"0.01": "Citibank was founded in 1812"}, "datatype noise": ["x"]}]
+    p = tmp_path / "nb.json"
+    p.write_text(json.dumps(rows, indent=2))
+    res = load_examples(p)
+    assert res.format == "noiserbench" and len(res) == 1
+    ex = res.examples[0]
+    kinds = [(q.kind, q.label) for q in ex.passages]
+    assert kinds == [("gold_text", Label.RELEVANT), ("semantic noise", Label.IRRELEVANT),
+                     ("semantic noise", Label.UNLABELLED), ("illegal sentence noise", Label.IRRELEVANT),
+                     ("counterfactual noise", Label.COUNTERFACTUAL), ("counterfactual noise2", Label.COUNTERFACTUAL),
+                     ("supportive noise", Label.UNLABELLED)]
+    assert res.n_relabelled == 1 and ex.meta == {"counterfactual answer": "John Adams"}
+
+
+def test_dpr_loader_gz_and_distractors(tmp_path):
+    exs = embedded_examples(20)
+    rows = [{"question": e.question, "answers": e.answers,
+             "ctxs": [{"title": e.relevant[0].title, "text": e.relevant[0].text, "hasanswer": True, "isgold": True}]}
+            for e in exs]
+    rows[0]["ctxs"] += [{"title": "t", "text": "retrieved with " + exs[0].answer, "hasanswer": True, "isgold": False},
+                        {"title": "t", "text": "retrieved plain", "has_answer": False}]
+    p = tmp_path / "nq.jsonl.gz"
+    with gzip.open(p, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    res = load_examples(p, distractors="bm25", n_distractors=4, seed=0)
+    assert res.format == "dpr" and len(res) == 20 and res.n_with_distractors == 19
+    assert [q.label for q in res.examples[0].passages] == [Label.RELEVANT, Label.UNLABELLED, Label.IRRELEVANT]
+    for e in res.examples[1:]:
+        assert len(e.irrelevant) == 4 and all(q.kind == "distractor:bm25" for q in e.irrelevant)
+        assert not any(contains_answer(q.title + " " + q.text, e.answers) for q in e.irrelevant)
+    none = load_examples(p, distractors="none")
+    assert none.n_with_distractors == 0 and not none.examples[1].irrelevant
+    assert res.examples[0].id == "nq.jsonl-1"  # no id in the data: file stem + line
+
+
+def test_jsonl_fields_and_roundtrip(tmp_path):
+    rows = [{"qid": "a", "q": {"text": "Q1?"}, "gold": ["ans one"], "pos": ["ans one is here"], "neg": ["nothing"]},
+            {"qid": "b", "q": {"text": "Q2?"}, "gold": "two", "pos": [{"title": "T", "text": "two here"}], "neg": None}]
+    p = write_jsonl(tmp_path / "custom.jsonl", rows)
+    res = load_examples(p, fields={"id": "qid", "question": "q.text", "answers": "gold", "relevant": "pos",
+                                   "irrelevant": "neg"})
+    assert res.format == "jsonl" and [e.id for e in res] == ["a", "b"]
+    assert [q.label for q in res.examples[0].passages] == [Label.RELEVANT, Label.IRRELEVANT]
+    assert res.examples[1].passages[0].title == "T"
+    # our own to_dict output reads back with the default mapping (auto-detected)
+    p2 = write_jsonl(tmp_path / "native.jsonl", [e.to_dict() for e in embedded_examples(5)])
+    back = load_examples(p2)
+    assert back.format == "jsonl" and [e.to_dict() for e in back] == [e.to_dict() for e in embedded_examples(5)]
+    res.save(tmp_path / "res.json")
+    again = LoadResult.load(tmp_path / "res.json")
+    assert again.summary() == res.summary() and [e.to_dict() for e in again] == [e.to_dict() for e in res]
+    with pytest.raises(ValueError, match="unknown fields"):
+        load_examples(p, fields={"quest": "q"})
+
+
+def test_loader_errors(tmp_path):
+    with pytest.raises(ValueError, match="file not found"):
+        load_examples(tmp_path / "missing.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"empty\.jsonl: file is empty"):
+        load_examples(tmp_path / "empty.jsonl")
+    good = json.dumps(RGB_ROWS[0])
+    (tmp_path / "bad.jsonl").write_text(good + "\n" + good + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: malformed JSON"):
+        load_examples(tmp_path / "bad.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes((good + "\n").encode() + b'{"query": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not valid UTF-8"):
+        load_examples(tmp_path / "latin1.jsonl")
+    (tmp_path / "list.json").write_text('[\n' + good + ',\n' + good + ',\n{"query": 1,,}\n]')
+    with pytest.raises(ValueError, match=r"list\.json:4: malformed JSON"):
+        load_examples(tmp_path / "list.json")
+    write_jsonl(tmp_path / "skipall.jsonl", [{"query": "q", "answer": "", "positive": ["p"]}] * 3)
+    with pytest.raises(ValueError, match=r"skipall\.jsonl: no usable example: all 3 records skipped"):
+        load_examples(tmp_path / "skipall.jsonl")
+    write_jsonl(tmp_path / "what.jsonl", [{"foo": 1}])
+    with pytest.raises(ValueError, match=r"what\.jsonl:1: cannot detect the format"):
+        load_examples(tmp_path / "what.jsonl")
+    with pytest.raises(ValueError, match="unknown format"):
+        load_examples(tmp_path / "what.jsonl", format="csv")
+    with pytest.raises(ValueError, match="limit"):
+        load_examples("embedded", limit=0)
+
+
+def test_embedded_source_strings():
+    assert len(load_examples("embedded")) == 200
+    r = load_examples("embedded:30:2")
+    assert r.format == "embedded" and [e.id for e in r] == [e.id for e in embedded_examples(30, 2)]
+    with pytest.raises(ValueError, match="embedded"):
+        load_examples("embedded:many")
+
+
+def test_hf_loader_offline(tmp_path):
+    import datasets
+
+    rows = [e.to_dict() for e in embedded_examples(6)]
+    flat = [{"id": r["id"], "question": r["question"], "answers": r["answers"],
+             "ctxs": [{"title": p["title"], "text": p["text"], "has_answer": p["label"] == "relevant"}
+                      for p in r["passages"] if p["label"] in ("relevant", "irrelevant")]} for r in rows]
+    datasets.Dataset.from_list(flat).save_to_disk(str(tmp_path / "ds"))
+    res = load_examples(f"hf:{tmp_path / 'ds'}")
+    assert res.format == "dpr" and len(res) == 6
+    assert [len(e.relevant) for e in res] == [5] * 6 and [len(e.irrelevant) for e in res] == [8] * 6
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(flat[:4]),
+                          "validation": datasets.Dataset.from_list(flat[4:])}).save_to_disk(str(tmp_path / "dd"))
+    assert len(load_examples(f"hf:{tmp_path / 'dd'}:validation")) == 2
+    assert len(load_examples(f"hf:{tmp_path / 'dd'}")) == 4
+    with pytest.raises(ValueError, match="split 'nope' not found"):
+        load_examples(f"hf:{tmp_path / 'dd'}:nope")
+    with pytest.raises(ValueError, match="cannot load the HF dataset offline"):
+        load_examples("hf:surely/not-a-cached-dataset-xyz")
+
+
+# ------------------------------------------------------------------ real files (read from ../shared, never copied)
+
+REAL = [("rgb/en_fact.json", "rgb", 100), ("noiserbench/bamboogle.json", "noiserbench", 125),
+        ("lost_in_the_middle/nq-open-oracle.jsonl.gz", "dpr", 2655)]
+
+
+@pytest.mark.parametrize("rel,fmt,n", REAL)
+def test_real_files(rel, fmt, n):
+    path = SHARED / rel
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    res = load_examples(path, distractors="random", n_distractors=10)
+    assert res.format == fmt and len(res) == n and res.n_skipped == 0
+    counts = res.passage_counts()
+    assert counts["relevant"] >= n and counts["irrelevant"] > 0
+    for e in res.examples:
+        assert e.relevant and not any(contains_answer(p.title + " " + p.text, e.answers) for p in e.irrelevant)
+    if fmt != "dpr":
+        assert counts["counterfactual"] > 0
+    b = build_instances(res.examples, "gold+4")
+    assert len(b) + b.n_skipped == n  # RGB: 17 questions have fewer than 4 negatives
