@@ -13,6 +13,7 @@ with warnings.catch_warnings():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens import utils as tl_utils
     from transformer_lens.hook_points import HookPoint
+    from transformer_lens import loading_from_pretrained as tl_loading
     from transformer_lens import TransformerLensKeyValueCache as KeyValueCache
 
 Model = HookedTransformer
@@ -26,6 +27,7 @@ __all__ = [
     "Model",
     "ModelConfig",
     "act_name",
+    "tl_loading",
     "tl_utils",
 ]
 

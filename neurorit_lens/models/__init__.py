@@ -1,5 +1,24 @@
-"""Model loading: the embedded SmolLM2 default, local checkpoints offline, tiny test models."""
+"""Model loading: the embedded SmolLM2 default, Gemma 3 270M, local checkpoints offline, tiny test models.
 
+>>> from neurorit_lens.models import load_model, is_instruct, SUPPORTED
+>>> "smollm2-135m-instruct" in SUPPORTED
+True
+>>> is_instruct(load_model("tiny"))
+False
+"""
+
+from .cache import CacheDirError
+from .registry import DEFAULT_MODEL, SUPPORTED, default_cache_dir, is_instruct, load_model
 from .tiny import tiny_config, tiny_model, tiny_tokenizer
 
-__all__ = ["tiny_config", "tiny_model", "tiny_tokenizer"]
+__all__ = [
+    "CacheDirError",
+    "DEFAULT_MODEL",
+    "SUPPORTED",
+    "default_cache_dir",
+    "is_instruct",
+    "load_model",
+    "tiny_config",
+    "tiny_model",
+    "tiny_tokenizer",
+]
