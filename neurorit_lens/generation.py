@@ -169,9 +169,10 @@ def generate_greedy_ids(
     results: list[list[int]] = [[] for _ in ids]
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     with torch.inference_mode():
-        for idx in tqdm(batches, desc="generate", unit="batch", disable=not show_progress):
+        for idx in tqdm(batches, desc="generate", unit="batch", leave=False,
+                        disable=not show_progress):
             new = _generate_batch(model, [ids[i] for i in idx], max_new_tokens, stops, pad_id)
-            for i, toks in zip(idx, new):
+            for i, toks in zip(idx, new, strict=True):
                 results[i] = toks
     return results
 
