@@ -33,6 +33,7 @@ no hook and gives the same logits as the hooked one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -47,7 +48,7 @@ import torch
 from .config import DataConfig, TrainConfig
 from .data.schema import QAExample
 from .hooks import zero_ablation
-from .io import atomic_write_json, atomic_write_text, environment_info, read_json
+from .io import _json_default, atomic_write_json, atomic_write_text, environment_info, read_json
 from .masks import (
     ParamMasks,
     count_trainable,
@@ -291,8 +292,6 @@ def run_plan(
 
 
 def _json_line(o: StepOutput) -> str:
-    import json
-
     return json.dumps(o.to_dict()) + "\n"
 
 
@@ -325,7 +324,7 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["log"] = [o.to_dict() for o in self.log]
-        return d
+        return json.loads(json.dumps(d, default=_json_default))  # tuples -> lists, as after a JSON round trip
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainResult:
