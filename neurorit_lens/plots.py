@@ -279,7 +279,7 @@ def plot_accuracy_vs_noise(
 
     Settings with a noise ratio (see :func:`noise_ratio`) go on the line; ``noise=R`` settings
     are preferred where ``gold``/``gold+k`` land on the same ratio. Settings without one
-    (``closed``, ``counterfactual``) are drawn as dashed horizontal reference marks at the right.
+    (``closed``, ``counterfactual``) go in a small panel on the right.
 
     Args:
         evals: name (e.g. ``before``, ``neurorit``) -> ``eval.json`` dict.
@@ -289,48 +289,68 @@ def plot_accuracy_vs_noise(
     """
     if not evals:
         raise ValueError("no eval results given")
-    fig, ax = plt.subplots(figsize=(7.2, 4.0))
-    others: dict[str, list[tuple[str, float]]] = {}
-    drew = False
-    for j, (name, ev) in enumerate(evals.items()):
-        pts: dict[float, tuple[int, str, Mapping[str, Any]]] = {}
+    on_axis: dict[str, dict[float, Mapping[str, Any]]] = {}
+    others: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for name, ev in evals.items():
+        pts: dict[float, tuple[int, Mapping[str, Any]]] = {}
         for setting, res in _eval_settings(ev).items():
-            if metric not in res or res[metric] is None:
+            if not isinstance(res, Mapping) or res.get(metric) is None:
                 continue
             r = noise_ratio(setting)
             if r is None:
-                others.setdefault(setting, []).append((name, float(res[metric])))
+                others.setdefault(name, {})[setting] = res
                 continue
             prio = 0 if setting.startswith("noise") else 1
             if r not in pts or prio < pts[r][0]:
-                pts[r] = (prio, setting, res)
-        if not pts:
-            continue
-        xs = sorted(pts)
-        ys = np.array([float(pts[x][2][metric]) for x in xs]) * 100
-        lo = np.array([float((pts[x][2].get(f"{metric}_ci") or [np.nan, np.nan])[0]) for x in xs]) * 100
-        hi = np.array([float((pts[x][2].get(f"{metric}_ci") or [np.nan, np.nan])[1]) for x in xs]) * 100
-        color = f"C{j}"
-        ax.plot(xs, ys, "o-", color=color, label=name)
-        ok = np.isfinite(lo) & np.isfinite(hi)
-        if ok.any():
-            ax.fill_between(np.asarray(xs)[ok], lo[ok], hi[ok], color=color, alpha=0.15)
-        drew = True
-    names = list(evals)
-    for k, (setting, vals) in enumerate(others.items()):
-        for name, v in vals:
-            j = names.index(name)
-            ax.plot([1.06 + 0.05 * k, 1.09 + 0.05 * k], [v * 100] * 2, "-", color=f"C{j}", lw=2.5)
-        ax.annotate(setting, (1.075 + 0.05 * k, 0), xytext=(0, -2), textcoords="offset points", ha="center",
-                    va="top", fontsize=7, rotation=90)
-    if not drew and not others:
+                pts[r] = (prio, res)
+        on_axis[name] = {x: pts[x][1] for x in sorted(pts)}
+    other_names = list(dict.fromkeys(s for d in others.values() for s in d))
+    if not any(on_axis.values()) and not other_names:
         raise ValueError(f"no setting of any eval result has {metric!r}")
+
+    def ci(res: Mapping[str, Any]) -> tuple[float, float]:
+        c = res.get(f"{metric}_ci") or [np.nan, np.nan]
+        return float(c[0]) * 100, float(c[1]) * 100
+
+    if other_names:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8.4, 4.0), sharey=True,
+                                      gridspec_kw={"width_ratios": [4, max(1, len(other_names))]})
+    else:
+        fig, ax = plt.subplots(figsize=(7.2, 4.0))
+        ax2 = None
+    n = len(evals)
+    for j, name in enumerate(evals):
+        color = f"C{j}"
+        pts = on_axis.get(name) or {}
+        if pts:
+            xs = list(pts)
+            ys = np.array([float(pts[x][metric]) for x in xs]) * 100
+            lo, hi = map(np.array, zip(*(ci(pts[x]) for x in xs)))
+            ax.plot(xs, ys, "o-", color=color, label=name)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.fill_between(np.asarray(xs)[ok], lo[ok], hi[ok], color=color, alpha=0.15)
+        if ax2 is not None:
+            for k, setting in enumerate(other_names):
+                res = (others.get(name) or {}).get(setting)
+                if res is None:
+                    continue
+                y = float(res[metric]) * 100
+                lo, hi = ci(res)
+                err = [[max(0.0, y - lo)], [max(0.0, hi - y)]] if np.isfinite(lo) and np.isfinite(hi) else None
+                ax2.errorbar(k + (j - (n - 1) / 2) * 0.12, y, yerr=err, fmt="o", color=color, capsize=3)
     ax.set_xlabel("noise ratio (share of irrelevant passages; 1 = irrelevant only)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_ylim(-2, 102)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(title="model", fontsize=8)
+    if ax2 is not None:
+        ax2.set_xticks(range(len(other_names)))
+        ax2.set_xticklabels(other_names, rotation=30, ha="right")
+        ax2.set_xlim(-0.6, len(other_names) - 0.4)
+        ax2.set_xlabel("other settings")
+        ax2.grid(alpha=0.3)
     return _finish(fig, save)
 
 
@@ -386,7 +406,7 @@ def plot_training_curves(
         for (s0, a), (s1, b) in zip(stages, stages[1:]):
             if a != b:
                 ax.axvline(s1, color=f"C{j}", ls=":", lw=1)
-                ax.annotate(f"{b}", (s1, 1), xycoords=("data", "axes fraction"), fontsize=7, ha="left", va="top")
+                ax.annotate(f" {b}", (s1, 0.98), xycoords=("data", "axes fraction"), fontsize=7, ha="left", va="top")
     ax.set_xlabel("step")
     ax.set_ylabel("SFT loss (answer tokens)")
     ax.set_title("loss")

@@ -179,7 +179,8 @@ _FRAME_RESIZE = """
 """
 
 
-def page_html(body: str, title: str = "neurorit_lens", extra_head: str = "", resize_frame: bool = False) -> str:
+def page_html(body: str, title: str = "neurorit_lens", extra_head: str = "", resize_frame: bool = False,
+              include_bundle: bool = True) -> str:
     """A complete, self-contained HTML page: the circuitsvis bundle once, then ``body``.
 
     Args:
@@ -187,6 +188,7 @@ def page_html(body: str, title: str = "neurorit_lens", extra_head: str = "", res
         title: the page title.
         extra_head: more ``<head>`` content (for example a stylesheet).
         resize_frame: when shown inside an ``<iframe>``, grow the frame to fit the content.
+        include_bundle: embed the circuitsvis bundle (1.3 MB; leave it out for pages without views).
 
     Returns:
         The page as a string. It loads nothing from the network.
@@ -194,7 +196,8 @@ def page_html(body: str, title: str = "neurorit_lens", extra_head: str = "", res
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html_lib.escape(title)}</title>\n<style>{_PAGE_CSS}</style>\n{extra_head}\n"
-        f"<script>\n{circuitsvis_bundle()}\n</script>\n</head>\n<body>\n{body}\n"
+        + (f"<script>\n{circuitsvis_bundle()}\n</script>\n" if include_bundle else "")
+        + f"</head>\n<body>\n{body}\n"
         f"{_FRAME_RESIZE if resize_frame else ''}</body>\n</html>\n"
     )
 
@@ -484,8 +487,9 @@ def activation_view(
             samples_tok.append(str_tokens(model, toks[0]))
             samples_act.append(act[:, None, :].tolist())  # [tokens x 1 x neurons]
         n = len(group)
-        cap = (f"{n} sample{'s' if n > 1 else ''} (pick with 'Samples'); pick a neuron with 'Neuron'. "
-               f"Colour = activation at blocks.<layer>.mlp.hook_{site}.")
+        cap = ((f"{n} samples (pick one with 'Samples'); " if n > 1 else "")
+               + f"pick a neuron with 'Neuron'; colour = its activation (blocks.<layer>.mlp.hook_{site}) "
+               "at each token, hover a token for the value.")
         panels.append(CVPanel(
             "TextNeuronActivations",
             {"tokens": samples_tok, "activations": samples_act, "firstDimensionName": "Shown",

@@ -85,6 +85,7 @@ def test_accuracy_vs_noise(tmp_path):
     line = fig.axes[0].get_lines()[0]
     assert list(line.get_xdata()) == [0.0, 0.4, 0.8, 1.0]  # noise=0.8 wins over gold+4
     assert list(line.get_ydata()) == pytest.approx([80, 60, 40, 20])
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["closed"]
     _check(fig, tmp_path / "n.png")
     with pytest.raises(ValueError, match="settings"):
         plot_accuracy_vs_noise({"x": {"model": "m"}})
