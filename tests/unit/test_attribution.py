@@ -25,6 +25,15 @@ from neurorit_lens.hooks import layer_of, mlp_hook_name, scale_neurons_hook
 from neurorit_lens.models import tiny_model
 from neurorit_lens.targets import answer_target, tokenize_with_answers
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run ~10x faster on one thread when the 2 cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 PROMPTS = ["The capital of Zarnia is", "Who wrote the report? Answer:", "Trains"]
 ANSWERS = [" Velmor", " Alice wrote it", " run north"]
 
@@ -116,7 +125,7 @@ def test_ig_equals_captum_integrated_gradients(gated, rule, method):
 
     model = model64(gated)
     steps = 7
-    b = batch_for(model)
+    b = batch_for(model, (0, 1))
     ours = attribute(model, b, "ig", steps=steps, rule=rule, alpha_chunk=3)
     for i in range(len(b)):
         bi = single(model, i)
@@ -130,7 +139,7 @@ def test_ig_equals_captum_integrated_gradients(gated, rule, method):
                 return answer_target(logits, rep, "logprob")
 
             ref = IntegratedGradients(forward).attribute(a, baselines=torch.zeros_like(a), n_steps=steps,
-                                                         method=method, internal_batch_size=4)
+                                                         method=method)
             ref = ref[0].sum(0)
             rel = (ours[i, layer] - ref).norm() / ref.norm()
             assert rel < 1e-4, (i, layer, rel.item())
