@@ -97,12 +97,12 @@ def neuron_param_masks(model: Model, neurons: NeuronSet) -> ParamMasks:
 def layer_param_names(model: Model, layers: Iterable[int], attention: bool = False) -> list[str]:
     """Names of the MLP (and with ``attention`` the attention) parameters of ``layers``."""
     layers = sorted(set(int(x) for x in layers))
-    bad = [l for l in layers if not 0 <= l < model.cfg.n_layers]
+    bad = [layer for layer in layers if not 0 <= layer < model.cfg.n_layers]
     if bad:
         raise ValueError(f"layers {bad} out of range for a model with {model.cfg.n_layers} layers")
-    prefixes = [f"blocks.{l}.mlp." for l in layers]
+    prefixes = [f"blocks.{layer}.mlp." for layer in layers]
     if attention:
-        prefixes += [f"blocks.{l}.attn." for l in layers]
+        prefixes += [f"blocks.{layer}.attn." for layer in layers]
     return [n for n, _ in model.named_parameters() if n.startswith(tuple(prefixes))]
 
 

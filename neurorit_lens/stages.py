@@ -137,10 +137,10 @@ def layer_ranking(
             raise ValueError("layer_mass['R_excl'] contains NaN")
     elif r_excl:
         counts = r_excl.counts_per_layer()
-        mass = [float(counts.get(l, 0)) for l in range(n_layers)]
+        mass = [float(counts.get(layer, 0)) for layer in range(n_layers)]
     else:
         raise ValueError("cannot choose target layers: no layer_mass['R_excl'] and no R_excl neurons")
-    return sorted(range(n_layers), key=lambda l: (-mass[l], l))
+    return sorted(range(n_layers), key=lambda layer: (-mass[layer], layer))
 
 
 def select_target_layers(

@@ -174,7 +174,7 @@ def build_train_items(
         q_of_id: dict[str, list[int]] = {}
         for q in qs:
             q_of_id.setdefault(examples[q].id, []).append(q)
-        for inst, prompt in zip(built.instances, rendered.prompts):
+        for inst, prompt in zip(built.instances, rendered.prompts, strict=True):
             q = q_of_id[inst.id].pop(0) if q_of_id.get(inst.id) else len(examples)
             ans = answer_continuation(inst.answers[0], rendered.template)
             items.append((q, TrainItem(prompt=prompt, answer=ans, id=inst.id, setting=setting)))

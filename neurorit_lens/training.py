@@ -265,7 +265,7 @@ class Trainer:
             "position": step * self.items_per_step,
             "complete": complete,
             "fingerprint": json.loads(json.dumps(self.fingerprint(), default=list)),
-            "trainable": {n: p.detach().cpu().clone() for n, p in zip(self.param_names, self.params)},
+            "trainable": {n: p.detach().cpu().clone() for n, p in zip(self.param_names, self.params, strict=True)},
             "optimizer": None if complete else opt.state_dict(),
             "scheduler": sched.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": list(_py_state_to_list(random.getstate()))},
@@ -286,7 +286,7 @@ class Trainer:
             raise ValueError(f"{path} was written by a different run (differs in {diff}); "
                              "delete it or start without resuming")
         with torch.no_grad():
-            for n, p in zip(self.param_names, self.params):
+            for n, p in zip(self.param_names, self.params, strict=True):
                 p.copy_(state["trainable"][n].to(p.device, p.dtype))
         if state["optimizer"] is not None:
             opt.load_state_dict(state["optimizer"])
@@ -303,7 +303,7 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------
     def _mask_grads(self) -> None:
-        for n, p in zip(self.param_names, self.params):
+        for n, p in zip(self.param_names, self.params, strict=True):
             m = self.mask_tensors[n]
             if p.grad is not None and m is not None:
                 p.grad = torch.where(m, p.grad, torch.zeros((), dtype=p.grad.dtype, device=p.grad.device))
@@ -313,7 +313,7 @@ class Trainer:
         wd = self.cfg.weight_decay
         if wd <= 0:
             return
-        for n, p in zip(self.param_names, self.params):
+        for n, p in zip(self.param_names, self.params, strict=True):
             m = self.mask_tensors[n]
             if m is None:
                 p.mul_(1 - lr * wd)
@@ -415,4 +415,11 @@ def read_train_log(path: str | os.PathLike) -> list[StepOutput]:
     return [StepOutput.from_dict(json.loads(line)) for line in lines if line.strip()]
 
 
-__all__ = ["StepOutput", "Trainer", "evaluate_dev", "lr_factor", "read_train_log", "tokenize_items"]
+def train(*args: Any, **kwargs: Any) -> Any:
+    """The method-level entry point, :func:`neurorit_lens.stages.train` (re-exported here)."""
+    from .stages import train as _train
+
+    return _train(*args, **kwargs)
+
+
+__all__ = ["train", "StepOutput", "Trainer", "evaluate_dev", "lr_factor", "read_train_log", "tokenize_items"]

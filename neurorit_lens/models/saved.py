@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, environment_info, read_json
+from ..io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    environment_info,
+    read_json,
+)
 from ..neurons import NeuronSet, save_neuron_sets
 from ..tl_backend import HookedTransformer, HookedTransformerConfig
 
@@ -167,7 +173,7 @@ def load_saved_model(dir: str | os.PathLike, device: str = "cpu", dtype: torch.d
     if missing or unexpected:
         raise ValueError(f"{dir}: weights do not match the config (missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]})")
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)  # buffers come from cfg
     model.to(device, print_details=False)
     model.eval()
     for p in model.parameters():

@@ -30,7 +30,7 @@ def test_neuron_masks_select_exactly_the_neurons_entries(gated):
     d_model = m.cfg.d_model
     for name, mask in masks.items():
         layer = int(name.split(".")[1])
-        want = {i for l, i in [(n.layer, n.index) for n in ns] if l == layer}
+        want = {n.index for n in ns if n.layer == layer}
         suffix = name.split(".")[-1]
         for idx in torch.cartesian_prod(*[torch.arange(s) for s in mask.shape]) if mask.dim() > 1 else torch.arange(mask.shape[0]).unsqueeze(1):
             idx = tuple(idx.tolist())

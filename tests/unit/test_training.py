@@ -21,7 +21,12 @@ from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons import NeuronSet
 from neurorit_lens.stages import TrainResult, train
 from neurorit_lens.targets import sft_loss, tokenize_with_answers
-from neurorit_lens.train_data import TrainItem, assign_settings, build_train_items, split_for_training
+from neurorit_lens.train_data import (
+    TrainItem,
+    assign_settings,
+    build_train_items,
+    split_for_training,
+)
 from neurorit_lens.training import Trainer, evaluate_dev, lr_factor, read_train_log
 from tests.helpers import make_examples
 
@@ -91,7 +96,7 @@ def test_one_step_matches_closed_form_adamw():
         params[n].requires_grad_(True)
     with neuron_hooks(m, zero_ablation(I_EXCL)):
         loss = sft_loss(m(batch.tokens), batch)
-    grads = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names])))
+    grads = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names]), strict=True))
     for n in names:
         params[n].requires_grad_(False)
     out = Trainer(m, ITEMS, cfg, hooks=zero_ablation(I_EXCL), param_masks=masks, progress=False).fit()
@@ -175,12 +180,12 @@ def test_killed_run_resumes_to_identical_parameters_and_log(tmp_path):
     log = t2.fit()
     assert [o.to_dict() for o in log] == [o.to_dict() for o in ref_log]
     assert (tmp_path / "run" / "train_log.jsonl").read_text() == (tmp_path / "ref" / "train_log.jsonl").read_text()
-    for (n, a), (_, b) in zip(ref_m.named_parameters(), m2.named_parameters()):
+    for (n, a), (_, b) in zip(ref_m.named_parameters(), m2.named_parameters(), strict=True):
         assert torch.equal(a, b), n
     # a finished run resumes as a no-op that restores the final weights
     m3, t3 = _run(tmp_path / "run", steps=7, checkpoint_every=2)
     assert [o.to_dict() for o in t3.fit()] == [o.to_dict() for o in ref_log]
-    assert all(torch.equal(a, b) for a, b in zip(ref_m.parameters(), m3.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ref_m.parameters(), m3.parameters(), strict=True))
     # a checkpoint from a different run is refused
     _, t4 = _run(tmp_path / "run", steps=7, checkpoint_every=2, lr=5e-3)
     with pytest.raises(ValueError, match="different run"):
@@ -213,7 +218,7 @@ def test_sigkilled_subprocess_resumes_to_identical_result(tmp_path):
     ref_log = ref.fit()
     m, t = _run(tmp_path / "run", steps=7, checkpoint_every=2)
     assert [o.to_dict() for o in t.fit()] == [o.to_dict() for o in ref_log]
-    assert all(torch.equal(a, b) for a, b in zip(ref_m.parameters(), m.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ref_m.parameters(), m.parameters(), strict=True))
 
 
 # --- stages and the train() entry point ----------------------------------------------------
