@@ -58,6 +58,7 @@ __all__ = [
     "example_view",
     "mlp_activations",
     "page_html",
+    "answer_text",
     "passage_prompt",
     "str_tokens",
     "token_attribution",
@@ -412,17 +413,21 @@ def top_neurons(
     return ns[:k]
 
 
-def passage_prompt(example: QAExample, passages: Sequence[Passage]) -> str:
-    """A plain RAG prompt: numbered passages, then the question (the answer follows ``Answer:``).
+def passage_prompt(model: Model, example: QAExample, passages: Sequence[Passage], template: str = "auto") -> str:
+    """The project's RAG prompt for these passages (:func:`neurorit_lens.data.render_prompt`).
 
-    The same layout as the plain template's context block, kept here so a view needs only
-    a QAExample; pass ``prompt_fn`` to the view functions to use another template.
+    ``template`` ``auto`` picks the chat template when the tokenizer has one, as evaluation does.
     """
-    docs = "\n".join(
-        f"Document [{i + 1}] ({p.title}) {p.text}" if p.title else f"Document [{i + 1}] {p.text}"
-        for i, p in enumerate(passages)
-    )
-    return f"{docs}\nQuestion: {example.question}\nAnswer:"
+    from .data import render_prompt, resolve_template
+
+    return render_prompt(example.question, list(passages), model.tokenizer, resolve_template(model.tokenizer, template))
+
+
+def answer_text(model: Model, answer: str, template: str = "auto") -> str:
+    """The answer continuation teacher-forced after a prompt of this template (`` answer`` for plain)."""
+    from .data import answer_continuation, resolve_template
+
+    return answer_continuation(answer, resolve_template(model.tokenizer, template))
 
 
 PromptFn = Callable[[QAExample, Sequence[Passage]], str]
@@ -558,7 +563,8 @@ def example_view(
     scores: Mapping[str, Float[torch.Tensor, "layer d_mlp"]] | None = None,
     k: int = 5,
     set_names: Sequence[str] = ("R_excl", "I_excl"),
-    prompt_fn: PromptFn = passage_prompt,
+    prompt_fn: PromptFn | None = None,
+    template: str = "auto",
     n_irrelevant: int = 3,
     site: str = "post",
     max_tokens: int = 384,
@@ -573,7 +579,9 @@ def example_view(
         scores: set name -> ``[layer, d_mlp]`` ranking scores (else the first ``k`` of each set).
         k: neurons shown per set.
         set_names: which sets to show (missing or empty ones are skipped).
-        prompt_fn: builds a prompt from the example and an ordered list of passages.
+        prompt_fn: builds a prompt from the example and an ordered list of passages
+            (default: the project's template via :func:`passage_prompt`).
+        template: ``auto`` | ``plain`` | ``chat`` for the default prompt and answer continuation.
         n_irrelevant: irrelevant passages used.
         site: ``post`` or ``pre``.
         max_tokens: cut for each text.
@@ -590,6 +598,9 @@ def example_view(
     if not chosen:
         raise ValueError(f"none of the sets {list(set_names)} has neurons (sets given: "
                          f"{ {n: len(s) for n, s in sets.items()} })")
+    if prompt_fn is None:
+        def prompt_fn(ex: QAExample, ps: Sequence[Passage]) -> str:
+            return passage_prompt(model, ex, ps, template)
     rel = example.relevant
     irr = example.irrelevant[:n_irrelevant]
     if not rel and not irr:
@@ -606,7 +617,7 @@ def example_view(
                                       "in a prompt on its own with the question.",
                           max_tokens=max_tokens)
     prompts = {}
-    answer = " " + example.answer
+    answer = answer_text(model, example.answer, template)
     if rel:
         prompts["the relevant-context prompt"] = (prompt_fn(example, rel), answer)
     if irr:
