@@ -46,10 +46,17 @@ from tqdm.auto import tqdm
 from . import metrics as _metrics
 from .config import AblationConfig, DataConfig
 from .generation import generate_greedy
-from .hooks import FwdHook, mean_ablation, mlp_hook_name, neuron_hooks, scale_ablation, zero_ablation
+from .hooks import (
+    FwdHook,
+    mean_ablation,
+    mlp_hook_name,
+    neuron_hooks,
+    scale_ablation,
+    zero_ablation,
+)
 from .io import atomic_write_json, read_json
 from .neurons import NeuronSet
-from .targets import AnswerBatch, answer_target, tokenize_with_answers
+from .targets import AnswerBatch, tokenize_with_answers
 from .tl_backend import Model
 
 log = logging.getLogger(__name__)
@@ -134,7 +141,7 @@ def neuron_means(
         toks = tokens[idx, :L].to(dev)
         mask = (torch.arange(L)[None, :] < lengths[idx][:, None]).to(dev)
 
-        def make_hook(layer: int):
+        def make_hook(layer: int, mask: torch.Tensor = mask):
             def hook(act: Float[torch.Tensor, "batch pos d_mlp"], *, hook) -> None:
                 m = mask.to(act.dtype).unsqueeze(-1)
                 sums[layer] += (act.detach() * m).sum((0, 1)).double().cpu()
@@ -401,15 +408,28 @@ def answer_logprobs(
     """
     out = torch.full((n,), float("nan"))
     dev = _device(model)
-    with torch.no_grad(), neuron_hooks(model, list(hooks)):
+    with torch.inference_mode(), neuron_hooks(model, list(hooks)):
         for idx, batch in batches:
-            b = batch.to(dev)
-            out[idx] = answer_target(model(b.tokens), b, "logprob").float().cpu()
+            out[idx] = _batch_answer_logprob(model, batch.to(dev)).float().cpu()
     return out
 
 
+def _batch_answer_logprob(model: Model, batch: AnswerBatch) -> Float[torch.Tensor, "batch"]:
+    """Sum of answer-token log-probs, unembedding only the positions that predict the answer.
+
+    Equal to ``answer_target(model(batch.tokens), batch)`` (the final norm acts per position),
+    without the ``[batch, pos, d_vocab]`` logits of every prompt position.
+    """
+    resid = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
+    b_idx, p_idx = torch.nonzero(batch.answer_mask, as_tuple=True)
+    sel = resid[b_idx, p_idx]  # [n_answer_positions, d_model]
+    logits = model.unembed(model.ln_final(sel[:, None, :]))[:, 0]
+    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.target_ids[b_idx, p_idx, None])[:, 0]
+    return torch.zeros(len(batch), dtype=lp.dtype, device=lp.device).index_add_(0, b_idx, lp)
+
+
 def _per_example_correct(preds: Sequence[str], answers: Sequence[Sequence[str]]) -> np.ndarray:
-    return np.asarray([_metrics.accuracy(p, list(a)) for p, a in zip(preds, answers)], dtype=np.float64)
+    return np.asarray([_metrics.accuracy(p, list(a)) for p, a in zip(preds, answers, strict=True)], dtype=np.float64)
 
 
 def _correct(model: Model, ctx: ContextPrompts, n: int, cfg: AblationConfig, hooks: Sequence[FwdHook]) -> np.ndarray:

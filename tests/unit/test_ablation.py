@@ -165,13 +165,13 @@ def test_hooks_removed_on_error_and_compose_with_tl_and_nested_blocks():
 def test_neuron_means_match_naive_loop(site):
     model = cached_tiny_model()
     got = neuron_means(model, PROMPTS, site=site, batch_size=2)
-    name = lambda l: mlp_hook_name(l, site)  # noqa: E731
+    name = lambda layer: mlp_hook_name(layer, site)  # noqa: E731
     total = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.float64)
     count = 0
     for p in PROMPTS:  # one prompt at a time: no padding at all
         _, cache = model.run_with_cache(model.to_tokens(p))
-        for l in range(model.cfg.n_layers):
-            total[l] += cache[name(l)][0].double().sum(0)
+        for layer in range(model.cfg.n_layers):
+            total[layer] += cache[name(layer)][0].double().sum(0)
         count += cache[name(0)].shape[1]
     torch.testing.assert_close(got, (total / count).float(), rtol=1e-5, atol=1e-6)
     assert got.shape == (model.cfg.n_layers, model.cfg.d_mlp)
@@ -186,8 +186,8 @@ def test_neuron_means_on_answer_batch_counts_real_positions_only():
     for b in range(len(batch)):
         toks = batch.tokens[b : b + 1, : int(batch.lengths[b])]
         _, cache = model.run_with_cache(toks)
-        for l in range(model.cfg.n_layers):
-            total[l] += cache[mlp_hook_name(l)][0].double().sum(0)
+        for layer in range(model.cfg.n_layers):
+            total[layer] += cache[mlp_hook_name(layer)][0].double().sum(0)
         count += toks.shape[1]
     torch.testing.assert_close(got, (total / count).float(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="at least one"):
@@ -242,12 +242,12 @@ def test_logprob_effects_match_naive_loop_and_random_controls_are_disjoint():
     sets = {"R_excl": SET, "I_excl": NeuronSet({1: [7, 8]}), "shared": NeuronSet()}
     cfg = _cfg(sets=("R_excl", "I_excl", "shared"), batch_size=2)
     ctx = ContextPrompts("relevant", "gold", PROMPTS, ANSWERS)
-    noisy = ContextPrompts("noisy", "noise=0.8", [p + " trains trains" for p in PROMPTS], ANSWERS)
+    noisy = ContextPrompts("noisy", "noise=0.8", [p + " trains trains" for p in PROMPTS[:2]], ANSWERS[:2])
     res = measure_ablation(model, [ctx, noisy], sets, cfg, show_progress=False)
     assert _no_hooks(model)
-    base = [_naive_logprob(model, p, a) for p, a in zip(PROMPTS, ANSWERS)]
+    base = [_naive_logprob(model, p, a) for p, a in zip(PROMPTS, ANSWERS, strict=True)]
     np.testing.assert_allclose(res.per_example["relevant"]["base_logprob"], base, atol=1e-4)
-    abl = [_naive_logprob(model, p, a, zero_ablation(SET)) for p, a in zip(PROMPTS, ANSWERS)]
+    abl = [_naive_logprob(model, p, a, zero_ablation(SET)) for p, a in zip(PROMPTS, ANSWERS, strict=True)]
     eff = np.array(abl) - np.array(base)
     pe = res.per_example["relevant"]["sets"]["R_excl"]["logprob"]
     np.testing.assert_allclose(pe["effect"], eff, atol=1e-4)
@@ -262,7 +262,7 @@ def test_logprob_effects_match_naive_loop_and_random_controls_are_disjoint():
         assert r.counts_per_layer() == SET.counts_per_layer() and not (r & SET)
         if k == 0:
             first = r
-    r_eff = np.array([_naive_logprob(model, p, a, zero_ablation(first)) for p, a in zip(PROMPTS, ANSWERS)]) - base
+    r_eff = np.array([_naive_logprob(model, p, a, zero_ablation(first)) for p, a in zip(PROMPTS, ANSWERS, strict=True)]) - base
     np.testing.assert_allclose(pe["random"][0], r_eff, atol=1e-4)
     rnd_mean = np.array(pe["random"]).mean(0)
     assert abs(row.random.mean - rnd_mean.mean()) < 1e-6
@@ -275,6 +275,20 @@ def test_logprob_effects_match_naive_loop_and_random_controls_are_disjoint():
     assert empty.n_neurons == 0 and empty.n == 0 and "no neurons" in empty.verdict
     assert {r.context for r in res.rows} == {"relevant", "noisy"}
     assert all("R_excl" in v for v in res.verdicts() if v.startswith("R_excl"))
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_answer_logprobs_equal_answer_target_on_full_logits(gated):
+    from neurorit_lens.ablation import _prepare_batches
+    from neurorit_lens.targets import answer_target
+
+    model = cached_tiny_model(gated=gated)
+    batches = _prepare_batches(model, PROMPTS, ANSWERS, batch_size=3)
+    got = answer_logprobs(model, batches, len(PROMPTS))
+    want = torch.empty(len(PROMPTS))
+    for idx, b in batches:
+        want[idx] = answer_target(model(b.tokens), b)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_answer_logprobs_batched_equals_unbatched():
@@ -299,10 +313,10 @@ def test_accuracy_effects_match_naive_generation():
     res = measure_ablation(model, [ctx], {"R_excl": big}, cfg, show_progress=False)
     row = res.row("R_excl", "relevant", "accuracy")
     assert row.n == 4
-    base = np.array([accuracy(g, a) for g, a in zip(gen[:4], golds[:4])])
+    base = np.array([accuracy(g, a) for g, a in zip(gen[:4], golds[:4], strict=True)])
     with neuron_hooks(model, zero_ablation(big)):
         abl_gen = [generate_greedy(model, [p], 4, 1, show_progress=False)[0] for p in PROMPTS[:4]]
-    abl = np.array([accuracy(g, a) for g, a in zip(abl_gen, golds[:4])])
+    abl = np.array([accuracy(g, a) for g, a in zip(abl_gen, golds[:4], strict=True)])
     assert res.per_example["relevant"]["base_correct"] == base.tolist()
     np.testing.assert_allclose(res.per_example["relevant"]["sets"]["R_excl"]["accuracy"]["effect"], abl - base)
     assert abs(row.effect.mean - (abl - base).mean()) < 1e-9 and abs(row.base - base.mean()) < 1e-9
@@ -316,7 +330,7 @@ def test_mean_mode_and_result_roundtrip(tmp_path):
                            meta={"model": "tiny"})
     means = neuron_means(model, tokenize_with_answers(model, PROMPTS[:3], ANSWERS[:3]))
     want = np.array([_naive_logprob(model, p, a, ablation_hooks(SET, "mean", means)) - _naive_logprob(model, p, a)
-                     for p, a in zip(PROMPTS[:3], ANSWERS[:3])])
+                     for p, a in zip(PROMPTS[:3], ANSWERS[:3], strict=True)])
     np.testing.assert_allclose(res.per_example["relevant"]["sets"]["R_excl"]["logprob"]["effect"], want, atol=1e-4)
     path = res.save(tmp_path)
     assert path.name == "ablation.json" and json.loads(path.read_text())["config"]["mode"] == "mean"
