@@ -116,10 +116,23 @@ def iter_json_list(raw: bytes, path: str | os.PathLike) -> Iterator[tuple[int, A
         raise DataError("malformed JSON (expected ',' or ']' between list elements)", path, line_of(i))
 
 
+def _first_line_is_a_record(raw: bytes) -> bool:
+    """True for JSON Lines whose first record happens to be an array: the first non-blank
+    line is complete JSON on its own and more non-blank lines follow."""
+    lines = [b for b in raw.split(b"\n") if b.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        json.loads(lines[0])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return True
+
+
 def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """Records of a JSON Lines or JSON-list file (gzip allowed), each with its line number."""
     raw = read_bytes(path)
-    if peek_kind(raw) == "list":
+    if peek_kind(raw) == "list" and not _first_line_is_a_record(raw):
         yield from iter_json_list(raw, path)
     else:
         yield from iter_json_lines(raw, path)
