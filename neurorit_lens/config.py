@@ -138,9 +138,11 @@ class MiningConfig(ConfigBase):
     relevant_setting: str = "gold"
     irrelevant_setting: str = "irrelevant"
     offload_scores: bool = True
+    batch_size: int = 1  # examples per attribution call (rows = batch_size * alpha_chunk)
 
     def __post_init__(self) -> None:
         _check(self.method in ("ig", "ig_joint", "grad_x_act"), f"unknown method {self.method!r}")
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(self.steps >= 1, "steps must be >= 1")
         _check(self.rule in ("midpoint", "right"), f"unknown rule {self.rule!r}")
         _check(self.alpha_chunk >= 1, "alpha_chunk must be >= 1")
