@@ -7,7 +7,13 @@ Pipeline: ``load_examples`` (or ``embedded_examples``) -> ``split_examples`` ->
 from .distractors import BM25, add_distractors
 from .embedded import embedded_examples
 from .loaders import FORMATS, LoadResult, detect_format, load_examples
-from .prompts import RenderedPrompts, answer_continuation, render_prompt, render_prompts, resolve_template
+from .prompts import (
+    RenderedPrompts,
+    answer_continuation,
+    render_prompt,
+    render_prompts,
+    resolve_template,
+)
 from .records import DataError
 from .schema import Label, Passage, QAExample, RAGInstance
 from .settings import VALID_SETTINGS, BuiltInstances, Setting, build_instances, parse_setting

@@ -144,7 +144,7 @@ def add_distractors(
         own = {(p.title, p.text) for p in ex.passages}
         rng = random.Random(f"{seed}:{ex.id}:{method}")
 
-        def ok(j: int) -> bool:
+        def ok(j: int, i: int = i, own: set = own, answers: list = answers) -> bool:
             if i in owners[j] or (pool[j].title, pool[j].text) in own:
                 return False
             return not contains_normalized(norm[j], answers)

@@ -120,7 +120,7 @@ def _place(gold: list[Passage], others: list[Passage], gold_position: str | int,
         rest = [j for j in range(total) if j != first]
         slots = [first] + sorted(rng.sample(rest, len(gold) - 1))
     out: list[Passage | None] = [None] * total
-    for p, j in zip(gold, slots):
+    for p, j in zip(gold, slots, strict=True):
         out[j] = p
     it = iter(others)
     for j in range(total):

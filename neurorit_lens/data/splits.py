@@ -53,7 +53,7 @@ def split_examples(
         n_test += n_train
         n_train = 0
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
-    for name, f in zip(SPLITS, fr):
+    for name, f in zip(SPLITS, fr, strict=True):
         if f > 0 and sizes[name] == 0:
             raise ValueError(f"too few distinct questions ({g}) for fractions {fr}: split {name!r} would be empty")
     assign: dict[int, str] = {}

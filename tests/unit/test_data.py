@@ -124,7 +124,7 @@ def test_add_distractors_properties(method):
     exs = _gold_only(40)
     out = add_distractors(exs, k=6, method=method, seed=1, progress=False)
     golds = {(e.relevant[0].title, e.relevant[0].text): i for i, e in enumerate(exs)}
-    for i, (a, b) in enumerate(zip(exs, out)):
+    for i, (a, b) in enumerate(zip(exs, out, strict=True)):
         assert b.relevant == a.relevant and len(b.irrelevant) == 6
         texts = [(p.title, p.text) for p in b.irrelevant]
         assert len(set(texts)) == 6
@@ -318,7 +318,7 @@ def test_truncation_cuts_passages_from_the_end(tok, template):
     r = render_prompts(insts, tok, template, max_prompt_tokens=budget)
     assert r.n_truncated == sum(n > budget for n in full.n_tokens) > 0
     model = cached_tiny_model()
-    for prompt, inst, orig in zip(r.prompts, r.instances, insts):
+    for prompt, inst, orig in zip(r.prompts, r.instances, insts, strict=True):
         assert count_tokens(tok, prompt) <= budget
         assert model.to_tokens(prompt).shape[1] <= budget  # TL's own count, BOS included
         assert f"Question: {orig.question}" in prompt  # never the question
@@ -544,7 +544,7 @@ def test_smollm2_chat_prompt_tokens_match_hf_template():
     insts = build_instances(embedded_examples(4), "gold+2").instances
     r = render_prompts(insts, tok, "auto")
     assert r.template == "chat"
-    for p, inst in zip(r.prompts, insts):
+    for p, inst in zip(r.prompts, insts, strict=True):
         full = tok.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT},
                                         {"role": "user", "content": user_content(inst.question, inst.passages)}],
                                        tokenize=False, add_generation_prompt=True)

@@ -266,7 +266,7 @@ def test_prompts_from_loaded_records_fit(tmpdir_module, records, budget, templat
     except ValueError as e:
         assert "question alone" in str(e)
         return
-    for p, inst in zip(out.prompts, out.instances):
+    for p, inst in zip(out.prompts, out.instances, strict=True):
         assert count_tokens(tok, p) <= budget
         assert inst.question in p
         assert all(q.label in (Label.RELEVANT, Label.IRRELEVANT) for q in inst.passages)
