@@ -47,7 +47,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 
 from .hooks import mlp_hook_name, neuron_hooks, resid_pre_name
@@ -217,7 +217,7 @@ def _gated_pass(
     gates = [row_alphas.to(start.device, dtype)[:, None, None].expand(rows, 1, d_mlp).clone().requires_grad_(True)
              for _ in gate_layers]
     mask3 = mask[..., None]
-    hooks = [(mlp_hook_name(l, site), _gate_hook(g, mask3)) for l, g in zip(gate_layers, gates)]
+    hooks = [(mlp_hook_name(l, site), _gate_hook(g, mask3)) for l, g in zip(gate_layers, gates, strict=True)]
     with torch.enable_grad(), neuron_hooks(model, hooks):
         resid = _trunk(model, start, start_layer)
         F = readout.target(model, resid, target)
