@@ -518,15 +518,27 @@ def wrap_ddp(model: torch.nn.Module, find_unused_parameters: bool = True, **kwar
     return DDP(model, find_unused_parameters=find_unused_parameters, **kwargs)
 
 
-def shard_model_fsdp(model: torch.nn.Module, reshard_after_forward: bool = True, **kwargs: Any) -> torch.nn.Module:
+def shard_model_fsdp(
+    model: torch.nn.Module, reshard_after_forward: bool = True, sum_gradients: bool = False, **kwargs: Any
+) -> torch.nn.Module:
     """Shard a HookedTransformer with FSDP2 (``fully_shard`` on every block, then the root).
 
     For models whose weights, gradients and optimiser state do not fit one GPU: each rank
-    keeps ``1/W`` of every parameter and gathers a block's weights just for its forward and
-    backward. TL's hook points live inside the blocks and keep working. Gradient masks
-    should be applied as ``param.register_hook`` masks *before* sharding, or (sharded
-    layout) by masking the DTensor gradient's local shard after ``backward``. No-op in one
-    process.
+    keeps ``1/W`` of every parameter (a ``DTensor`` sharded on dim 0) and gathers a block's
+    weights just for its forward and backward. TL's hook points live inside the blocks and
+    keep working, so deactivation hooks stay on. Intended for layer-level training (stage 2,
+    the ``layers``/``full`` baselines: whole tensors trainable, no masks); entry-level masks
+    would have to be applied to each rank's local shard of the gradient.
+
+    Args:
+        model: a HookedTransformer (``requires_grad`` already set on what trains).
+        reshard_after_forward: free gathered weights after forward (ZeRO-3) or keep them (ZeRO-2).
+        sum_gradients: sum instead of average gradients over ranks (use with losses already
+            normalised by the global token count, :func:`global_token_count`).
+        **kwargs: passed to ``fully_shard`` (e.g. ``mp_policy`` for bf16 compute).
+
+    Returns:
+        The same model, sharded in place (unchanged in one process).
     """
     if not is_distributed():
         return model
@@ -538,7 +550,70 @@ def shard_model_fsdp(model: torch.nn.Module, reshard_after_forward: bool = True,
     for block in blocks:
         fully_shard(block, reshard_after_forward=reshard_after_forward, **kwargs)
     fully_shard(model, reshard_after_forward=reshard_after_forward, **kwargs)
+    if sum_gradients:
+        for m in [*blocks, model]:
+            m.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]  (gloo has no PREMUL_SUM)
+            m.set_gradient_divide_factor(1.0)  # type: ignore[operator]
     return model
+
+
+def split_across_devices(model: torch.nn.Module, n_devices: int, first_device: int = 0) -> torch.nn.Module:
+    """Pipeline-free model splitting in one process: TransformerLens' ``n_devices``.
+
+    Blocks go to ``cuda:first_device .. cuda:first_device+n_devices-1`` in contiguous
+    groups (TL's ``get_device_for_block_index``), embeddings to the first GPU and
+    ``ln_final``/``unembed`` to the last; TL's forward moves the residual stream between
+    GPUs. Memory per GPU ~ weights / n_devices; no speed-up (one GPU works at a time).
+    Combine with torchrun by giving each process its own ``CUDA_VISIBLE_DEVICES`` group.
+
+    Args:
+        model: a HookedTransformer on CPU or one GPU.
+        n_devices: number of GPUs to spread it over (1 = leave it where it is).
+        first_device: index of the first GPU to use.
+
+    Raises:
+        ValueError: ``n_devices`` < 1, or more GPUs requested than are visible.
+    """
+    if n_devices < 1:
+        raise ValueError(f"n_devices must be >= 1, got {n_devices}")
+    if n_devices == 1:
+        return model
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if first_device + n_devices > available:
+        raise ValueError(f"n_devices={n_devices} from cuda:{first_device} needs {first_device + n_devices} GPUs, "
+                         f"{available} visible")
+    cfg = model.cfg  # type: ignore[attr-defined]
+    cfg.n_devices = n_devices
+    cfg.device = f"cuda:{first_device}"
+    first, last = torch.device("cuda", first_device), torch.device("cuda", first_device + n_devices - 1)
+    for name in ("embed", "hook_embed", "pos_embed", "hook_pos_embed"):
+        if hasattr(model, name):
+            getattr(model, name).to(first)
+    for i, block in enumerate(model.blocks):  # type: ignore[attr-defined]
+        block.to(torch.device("cuda", block_device_index(i, cfg.n_layers, n_devices, first_device)))
+    for name in ("ln_final", "unembed"):
+        if hasattr(model, name):
+            getattr(model, name).to(last)
+    return model
+
+
+def block_device_index(layer: int, n_layers: int, n_devices: int, first_device: int = 0) -> int:
+    """GPU index of block ``layer`` under TL's ``n_devices`` rule: contiguous, balanced groups.
+
+    Same formula as TransformerLens' ``get_device_for_block_index``.
+
+    >>> [block_device_index(i, 30, 4) for i in (0, 7, 8, 29)]
+    [0, 0, 1, 3]
+    """
+    return first_device + (layer * n_devices) // n_layers
+
+
+def rank_device(device: str, env: DistEnv | None = None) -> str:
+    """``cuda`` -> ``cuda:LOCAL_RANK`` under torchrun (each rank its own GPU); anything else unchanged."""
+    env = env if env is not None else dist_env()
+    if env is not None and device == "cuda":
+        return f"cuda:{env.local_rank}"
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -568,6 +643,7 @@ __all__ = [
     "all_reduce_scalar",
     "all_reduce_sum",
     "barrier",
+    "block_device_index",
     "broadcast_object",
     "broadcast_parameters",
     "current_shard",
@@ -588,7 +664,9 @@ __all__ = [
     "resolve_backend",
     "seed_everything",
     "shard_indices",
+    "rank_device",
     "shard_model_fsdp",
+    "split_across_devices",
     "stats_comm_bytes",
     "wrap_ddp",
     "sync_gradients",

@@ -121,7 +121,44 @@ def trainer_run(out_dir: Path | None = None) -> dict[str, Any]:
             "files": sorted(x.name for x in out_dir.iterdir()) if out_dir and out_dir.exists() else []}
 
 
-TASKS = {"stats": task_stats, "manual_training": manual_training, "trainer": trainer_run}
+def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2) -> dict[str, Any]:
+    """Layer-level training (the whole MLP of block 1, as in stage 2) with the model sharded by FSDP2.
+
+    (Attention key biases are left out on purpose: their true gradient is 0 (softmax shift
+    invariance), so Adam turns float noise into full-size steps that differ between runs.)
+    """
+    from neurorit_lens.distributed import (all_reduce_scalar, get_rank, get_world_size, global_token_count,
+                                           local_batch_slice, shard_model_fsdp)
+    from neurorit_lens.hooks import zero_ablation
+    from neurorit_lens.hooks import neuron_hooks
+    from neurorit_lens.neurons import NeuronSet
+    from neurorit_lens.targets import token_logprobs, tokenize_with_answers
+
+    model = tiny_model_for_check()
+    names = [n for n, _ in model.named_parameters() if n.startswith("blocks.1.mlp.")]  # stage-2 style
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+    shard_model_fsdp(model, sum_gradients=True)
+    params = [p for n, p in model.named_parameters() if n in names]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    items = local_batch_slice(GLOBAL_BATCH, get_rank(), get_world_size())
+    batch = tokenize_with_answers(model, [p for p, _ in items], [a for _, a in items])
+    n_global = global_token_count(batch.answer_mask.sum())
+    losses = []
+    with neuron_hooks(model, zero_ablation(NeuronSet({0: [20, 21]}))):
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = -token_logprobs(model(batch.tokens), batch).sum() / n_global
+            loss.backward()
+            opt.step()
+            losses.append(all_reduce_scalar(loss.item()))
+    sharded = any(type(p).__name__ == "DTensor" for p in params)
+    full = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+            for n, p in model.named_parameters() if n in names}
+    return {"losses": losses, "sharded": sharded, "params": full}
+
+
+TASKS = {"fsdp": fsdp_training, "stats": task_stats, "manual_training": manual_training, "trainer": trainer_run}
 
 
 # --- process entry -------------------------------------------------------------------------

@@ -107,3 +107,31 @@ def test_distributed_trainer_matches_single_process_trainer(spawned, tmp_path):
     assert ref["log"][-1]["loss"] < ref["log"][0]["loss"]
     # rank 0 wrote the shared folder, rank 1 wrote nothing of its own
     assert "checkpoint.pt" in r0["files"] and "train_log.jsonl" in r0["files"]
+
+
+@pytest.mark.allow_loopback
+def test_fsdp_sharded_layer_training_matches_one_process(spawned):
+    ref = W.fsdp_training()
+    assert not ref["sharded"]
+    for res in spawned:
+        got = res["fsdp"]
+        assert got["sharded"]  # parameters really were DTensor shards
+        assert got["losses"] == pytest.approx(ref["losses"], abs=1e-5)
+        for name, p in ref["params"].items():
+            assert torch.allclose(got["params"][name], p, atol=1e-5), name
+    assert ref["losses"][-1] < ref["losses"][0]
+
+
+def test_split_across_devices_validates_and_maps_blocks_like_tl():
+    model = W.tiny_model_for_check()
+    assert D.split_across_devices(model, 1) is model
+    with pytest.raises(ValueError, match="n_devices"):
+        D.split_across_devices(model, 0)
+    if torch.cuda.device_count() < 64:
+        with pytest.raises(ValueError, match="GPUs"):
+            D.split_across_devices(model, 64)
+    groups = [D.block_device_index(i, 30, 4) for i in range(30)]
+    assert groups == sorted(groups) and set(groups) == {0, 1, 2, 3}
+    assert max(groups.count(g) for g in set(groups)) - min(groups.count(g) for g in set(groups)) <= 1
+    assert D.rank_device("cuda", D.DistEnv(1, 2, 1, "127.0.0.1", 1)) == "cuda:1"
+    assert D.rank_device("cpu", D.DistEnv(1, 2, 1, "127.0.0.1", 1)) == "cpu"
