@@ -63,7 +63,8 @@ class Runner:
             from .data import load_examples, split_examples
 
             d = self.cfg.data
-            loaded = load_examples(d.data, format=d.format, strict=d.strict)
+            loaded = load_examples(d.data, format=d.format, strict=d.strict, distractors=d.distractors,
+                                   n_distractors=d.n_distractors, seed=d.seed)
             self._splits = split_examples(loaded.examples, d.split_fractions, seed=d.seed)
             sizes = {k: len(v) for k, v in self._splits.items()}
             log.info("data %s: %d examples (%d skipped) -> %s", d.data, len(loaded.examples), loaded.n_skipped, sizes)
