@@ -36,6 +36,15 @@ R_EXCL = NeuronSet({0: [1, 2, 3], 1: [4, 5]})
 I_EXCL = NeuronSet({0: [10, 11], 1: [12]})
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run much faster on one thread when the 2 cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _cfg(**kw) -> TrainConfig:
     base = dict(steps=6, batch_size=2, lr=1e-2, warmup_steps=2, checkpoint_every=2, eval_every=3, seed=0)
     base.update(kw)
