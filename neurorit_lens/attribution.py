@@ -26,6 +26,9 @@ How it is computed (the speed comes from here, the numbers do not change):
   chunk of alphas the forward starts at that layer from the cached residual
   (``start_at_layer``), with the alphas batched along the batch dimension.
 * The unembedding is applied only at the positions that predict answer tokens.
+* With ``positions="last"`` the positions before the last prompt token never change
+  (causal model), so their keys and values are recorded once and every alpha pass runs
+  only the remaining positions on top of that prefix (TL's ``past_kv_cache`` interface).
 * Parameters are frozen for the duration (``requires_grad`` restored in ``finally``);
   gradients flow only to the gates.
 
@@ -139,6 +142,15 @@ class _Readout:
         self.batch = AnswerBatch(tokens=tgt, answer_mask=amask, target_ids=tgt, lengths=n,
                                  prompt_lengths=torch.ones_like(n), n_answer_tokens=n)
 
+    def shift(self, p0: int) -> _Readout:
+        """The same read-out for a sequence whose first ``p0`` positions were cut off."""
+        if p0 == 0:
+            return self
+        out = object.__new__(_Readout)
+        out.index = (self.index - p0).clamp(min=0)
+        out.batch = self.batch
+        return out
+
     def repeat(self, times: int) -> _Readout:
         out = object.__new__(_Readout)
         out.index = self.index.repeat(times, 1)
@@ -167,6 +179,8 @@ def _check_inputs(model: Model, batch: AnswerBatch, target: str, site: str, posi
     mlp_hook_name(0, site)  # validates site
     if positions not in POSITIONS:
         raise ValueError(f"unknown positions {positions!r}; choose from {POSITIONS}")
+    if model.cfg.positional_embedding_type == "shortformer":
+        raise ValueError("shortformer positional embeddings are not supported (forward passes start at a layer)")
     n_layers = model.cfg.n_layers
     if layers is None:
         return list(range(n_layers))
@@ -179,14 +193,43 @@ def _check_inputs(model: Model, batch: AnswerBatch, target: str, site: str, posi
     return out
 
 
-def _trunk(model: Model, tokens_or_resid: torch.Tensor, start_at_layer: int | None) -> torch.Tensor:
+def _trunk(model: Model, tokens_or_resid: torch.Tensor, start_at_layer: int | None, past: dict | None = None) -> torch.Tensor:
     """Run the blocks (from ``start_at_layer`` if given) and return the final residual stream."""
     n = model.cfg.n_layers
     if start_at_layer is None:
         return model(tokens_or_resid, stop_at_layer=n, padding_side="right")
     if start_at_layer >= n:
         return tokens_or_resid
-    return model(tokens_or_resid, start_at_layer=start_at_layer, stop_at_layer=n)
+    return model(tokens_or_resid, start_at_layer=start_at_layer, stop_at_layer=n, past_kv_cache=past)
+
+
+class _KV:
+    """A key/value cache entry in TL's interface (``past_keys``, ``append``).
+
+    ``record=True``: starts empty and keeps what the layer computes (to capture the keys
+    and values of a forward pass exactly as TL's own cache would store them).
+    ``record=False``: a frozen prefix; ``append`` returns prefix + new without storing.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, record: bool = False):
+        self.past_keys, self.past_values, self.record = keys, values, record
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.record:
+            self.past_keys, self.past_values = k.detach(), v.detach()
+            return k, v
+        return torch.cat([self.past_keys, k], dim=1), torch.cat([self.past_values, v], dim=1)
+
+    def prefix(self, p0: int, times: int) -> _KV:
+        return _KV(_tile(self.past_keys[:, :p0], times), _tile(self.past_values[:, :p0], times))
+
+
+def _prefix_len(model: Model, batch: AnswerBatch, positions: str) -> int:
+    """Positions before the first attributed one are the same for every alpha (causal model):
+    with ``positions="last"`` they are computed once and reused through a key/value prefix."""
+    if positions != "last" or model.cfg.positional_embedding_type not in ("standard", "rotary"):
+        return 0
+    return int(batch.last_prompt_pos.min())
 
 
 def _gate_hook(gate: torch.Tensor, mask3: torch.Tensor):
@@ -206,6 +249,7 @@ def _gated_pass(
     readout: _Readout,
     target: str,
     site: str,
+    past: dict | None = None,
 ) -> tuple[Float[torch.Tensor, "rows layer d_mlp"], Float[torch.Tensor, "rows"]]:
     """One forward + backward with every layer in ``gate_layers`` multiplied by its row's alpha.
 
@@ -219,26 +263,39 @@ def _gated_pass(
     mask3 = mask[..., None]
     hooks = [(mlp_hook_name(l, site), _gate_hook(g, mask3)) for l, g in zip(gate_layers, gates, strict=True)]
     with torch.enable_grad(), neuron_hooks(model, hooks):
-        resid = _trunk(model, start, start_layer)
+        resid = _trunk(model, start, start_layer, past)
         F = readout.target(model, resid, target)
         grads = torch.autograd.grad(F.sum(), gates)
     return torch.stack([g[:, 0, :] for g in grads], dim=1), F.detach()
 
 
-def _cache_resid_pre(model: Model, tokens: torch.Tensor, layers: Sequence[int], offload: bool) -> dict[int, torch.Tensor]:
-    """``resid_pre`` of each chosen layer from one forward that stops after the last of them."""
+def _cache_resid_pre(model: Model, tokens: torch.Tensor, layers: Sequence[int], offload: bool,
+                     p0: int = 0) -> tuple[dict[int, torch.Tensor], dict[int, _KV] | None]:
+    """``resid_pre`` of each chosen layer (positions ``p0:``) from one forward.
+
+    With ``p0 > 0`` the forward runs every layer and also records each layer's keys and
+    values, whose first ``p0`` positions become the reusable prefix.
+    """
     cache: dict[int, torch.Tensor] = {}
 
     def make(layer: int):
         def hook(x: torch.Tensor, *, hook) -> None:
-            cache[layer] = x.detach().to("cpu") if offload else x.detach()
+            x = x[:, p0:].detach()
+            cache[layer] = x.to("cpu") if offload else x
 
         return hook
 
     hooks = [(resid_pre_name(l), make(l)) for l in layers]
     with torch.no_grad(), neuron_hooks(model, hooks):
-        model(tokens, stop_at_layer=max(layers) + 1, padding_side="right")
-    return cache
+        if p0 == 0:
+            model(tokens, stop_at_layer=max(layers) + 1, padding_side="right")
+            return cache, None
+        n = model.cfg.n_layers
+        resid0 = model(tokens, stop_at_layer=0, padding_side="right")  # embeddings only
+        empty = resid0.new_zeros(resid0.shape[0], 0)
+        rec = {i: _KV(empty, empty, record=True) for i in range(n)}
+        model(resid0, start_at_layer=0, stop_at_layer=n, past_kv_cache=rec)
+    return cache, rec
 
 
 def _tile(x: torch.Tensor, times: int) -> torch.Tensor:
@@ -304,12 +361,17 @@ def attribute(
     B, L, d_mlp = len(batch), model.cfg.n_layers, model.cfg.d_mlp
     out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
     scores = torch.zeros(B, L, d_mlp, dtype=out_dtype, device=device)
-    readout = _Readout(batch)
-    mask = position_mask(batch, positions)
+    p0 = _prefix_len(model, batch, positions)
+    readout = _Readout(batch).shift(p0)
+    mask = position_mask(batch, positions)[:, p0:]
     chunks = list(a.split(alpha_chunk))
+
+    def past_for(c: int) -> dict | None:
+        return None if kv is None else {i: e.prefix(p0, c) for i, e in kv.items()}
+
     with frozen_parameters(model):
         if method == "ig":
-            resid = _cache_resid_pre(model, batch.tokens, chosen, offload)
+            resid, kv = _cache_resid_pre(model, batch.tokens, chosen, offload, p0)
             bar = tqdm(total=len(chosen) * len(chunks), desc="ig", disable=not show_progress, leave=False)
             try:
                 for layer in chosen:
@@ -317,7 +379,7 @@ def attribute(
                     for chunk in chunks:
                         c = len(chunk)
                         g, _ = _gated_pass(model, _tile(r0, c), layer, [layer], chunk.repeat_interleave(B),
-                                           _tile(mask, c), readout.repeat(c), target, site)
+                                           _tile(mask, c), readout.repeat(c), target, site, past_for(c))
                         scores[:, layer] += g[:, 0].view(c, B, d_mlp).sum(0).to(out_dtype)
                         bar.update(1)
                     del r0
@@ -325,13 +387,14 @@ def attribute(
                 bar.close()
         else:
             start_layer = chosen[0]
-            start = _cache_resid_pre(model, batch.tokens, [start_layer], offload)[start_layer].to(device)
+            cached, kv = _cache_resid_pre(model, batch.tokens, [start_layer], offload, p0)
+            start = cached[start_layer].to(device)
             bar = tqdm(total=len(chunks), desc=method, disable=not show_progress or len(chunks) == 1, leave=False)
             try:
                 for chunk in chunks:
                     c = len(chunk)
                     g, _ = _gated_pass(model, _tile(start, c), start_layer, chosen, chunk.repeat_interleave(B),
-                                       _tile(mask, c), readout.repeat(c), target, site)
+                                       _tile(mask, c), readout.repeat(c), target, site, past_for(c))
                     scores[:, chosen] += g.view(c, B, len(chosen), d_mlp).sum(0).to(out_dtype)
                     bar.update(1)
             finally:

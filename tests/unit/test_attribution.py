@@ -146,7 +146,7 @@ def test_ig_equals_captum_integrated_gradients(gated, rule, method):
             assert rel < 1e-4, (i, layer, rel.item())
 
 
-@pytest.mark.parametrize("gated,positions", [(False, "all"), (True, "all"), (True, "last")])
+@pytest.mark.parametrize("gated,positions", [(False, "all"), (True, "all"), (True, "last"), (False, "last")])
 def test_batched_padded_ig_equals_naive_loop(gated, positions):
     model = model64(gated)
     b = batch_for(model)
@@ -197,6 +197,19 @@ def test_ig_joint_equals_naive_path_loop(gated):
                 act, x = store[mlp_hook_name(l)]
                 total[l] += (act * x.grad)[0].sum(0)  # a_i(alpha) * dF/dx_i, summed over positions
         assert_rel_close(ours[i], total / steps)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_last_position_prefix_reuse_keeps_completeness(gated):
+    """positions='last' reuses the unchanged prefix; completeness must still hold for every method."""
+    model = model64(gated)
+    b = batch_for(model)
+    s = attribute(model, b, "ig_joint", steps=32, alpha_chunk=16, positions="last")
+    assert completeness_gap(model, b, s, "ig_joint", positions="last").abs().max() < 1e-3
+    s = attribute(model, b, "ig", steps=32, alpha_chunk=16, positions="last")
+    assert completeness_gap(model, b, s, "ig", positions="last").abs().max() < 1e-3
+    g = attribute(model, b, "grad_x_act", positions="last")
+    torch.testing.assert_close(g, attribute(model, b, "ig", steps=1, rule="right", positions="last"))
 
 
 def test_ig_joint_on_one_layer_is_ig():

@@ -1,0 +1,296 @@
+"""Benchmark: our per-layer IG vs Captum's IntegratedGradients vs the knowledge-neurons package.
+
+Same weights, same prompts, same number of steps (20), all on this machine in one run:
+
+* A random-init GPT-2-architecture model is saved as a Hugging Face checkpoint dir (with
+  the offline tiny tokenizer); TransformerLens loads it for ours and Captum, Hugging Face
+  loads it for knowledge-neurons.
+* Setting "all positions" (our default: F = answer log-prob, every position scaled,
+  post-activation, midpoint rule): ours ``ig`` vs Captum ``IntegratedGradients`` on the
+  function "run the model with this layer's activation replaced by the input", looped
+  over layers (exactly as in ``tests/unit/test_attribution.py``), plus the cost of
+  ``ig_joint`` and ``grad_x_act``.
+* Setting "knowledge-neurons" (what that package computes for GPT-2: probability of a
+  one-token answer at the last prompt position, pre-activation ``mlp.c_fc`` output scaled
+  at that position only, 20 points ``linspace(0, 1, 20)``, weight 1/20): ours ``ig`` with
+  ``positions="last", target="prob", site="pre"`` and those alphas vs ``KnowledgeNeurons.get_scores``.
+
+Each method runs in its own subprocess (peak RSS = ``ru_maxrss`` of that process, also
+given as the increase over the RSS after loading the model), one warm-up prompt first,
+one torch thread each (the machine's 2 cores are shared). Scores are compared where the
+computations are the same.
+
+Run: ``python benchmarks/bench_attribution.py`` (about 5-10 minutes on 2 shared cores);
+writes ``benchmarks/results/attribution.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROMPTS = [
+    "Question: Who wrote the report? Passages: Document 1 says the river Quell flows north. The capital of "
+    "Zarnia is Velmor. Irrelevant text about weather and trains. Answer:",
+    "What is the name of the tallest tower in Brindle? The Sorrel Spire is 300 metres tall. Trains in Brindle "
+    "run on time every day. The capital of Zarnia is Velmor. Answer:",
+    "Passages: Irrelevant text about weather and trains. Document 1 says the river Quell flows north. "
+    "Question: Which way does the river Quell flow? Answer:",
+    "The capital of Zarnia is Velmor. Alice wrote the report about the Sorrel Spire in Brindle. Question: "
+    "What is the capital of Zarnia? Answer:",
+]
+CANDIDATE_ANSWERS = [" the", " of", " passage", " wrote", " 300", " is"]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --- workers (one per subprocess) ---------------------------------------------------------
+
+
+def _ours_model(ckpt: str):
+    from neurorit_lens.models import load_model
+
+    return load_model(ckpt)
+
+
+def worker(name: str, ckpt: str, spec: dict, out: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    prompts, answers, steps, chunk = spec["prompts"], spec["answers"], spec["steps"], spec["alpha_chunk"]
+    t_load = time.perf_counter()
+    if name == "kn":
+        sys.path.insert(0, spec["kn_path"])
+        from knowledge_neurons import KnowledgeNeurons
+        from transformers import AutoTokenizer, GPT2LMHeadModel
+
+        hf = GPT2LMHeadModel.from_pretrained(ckpt, local_files_only=True).eval()
+        tok = AutoTokenizer.from_pretrained(ckpt, local_files_only=True)
+        kn = KnowledgeNeurons(hf, tok, model_type="gpt2", device="cpu")
+
+        def run_one(p, a, s):
+            return kn.get_scores(p, a, batch_size=chunk, steps=s, pbar=False).detach()
+    else:
+        from neurorit_lens.attribution import attribute
+        from neurorit_lens.hooks import mlp_hook_name
+        from neurorit_lens.targets import answer_target, tokenize_with_answers
+
+        model = _ours_model(ckpt)
+
+        def batch_of(p, a):
+            return tokenize_with_answers(model, [p], [a], prepend_bos=False)
+
+        if name == "captum":
+            from captum.attr import IntegratedGradients
+
+            def run_one(p, a, s):
+                b = batch_of(p, a)
+                out_rows = []
+                for layer in range(model.cfg.n_layers):
+                    hname = mlp_hook_name(layer)
+                    _, cache = model.run_with_cache(b.tokens, names_filter=hname)
+                    act = cache[hname]
+
+                    def forward(x, b=b, hname=hname):
+                        rep = b.select([0] * x.shape[0])
+                        logits = model.run_with_hooks(rep.tokens, fwd_hooks=[(hname, lambda t, hook: x)])
+                        return answer_target(logits, rep, "logprob")
+
+                    attr = IntegratedGradients(forward).attribute(act, baselines=torch.zeros_like(act), n_steps=s,
+                                                                  method="riemann_middle", internal_batch_size=chunk)
+                    out_rows.append(attr[0].sum(0).detach())
+                return torch.stack(out_rows)
+        elif name == "ours_kn":
+            def run_one(p, a, s):
+                alphas = torch.linspace(0, 1, s).tolist()
+                return attribute(model, batch_of(p, a), "ig", alphas=alphas, alpha_chunk=chunk, positions="last",
+                                 target="prob", site="pre")[0]
+        else:
+            method = {"ours_ig": "ig", "ours_ig_joint": "ig_joint", "ours_grad_x_act": "grad_x_act"}[name]
+
+            def run_one(p, a, s):
+                return attribute(model, batch_of(p, a), method, steps=s, alpha_chunk=chunk)[0]
+    load_s = time.perf_counter() - t_load
+    rss_loaded = rss_mb()
+    run_one(prompts[0], answers[0], 2 if name != "kn" else chunk)  # warm-up
+    t0 = time.perf_counter()
+    scores = [run_one(p, a, steps) for p, a in zip(prompts, answers, strict=True)]
+    seconds = time.perf_counter() - t0
+    torch.save(torch.stack([s.float() for s in scores]), out + ".pt")
+    res = {"name": name, "seconds": seconds, "per_prompt_s": seconds / len(prompts), "load_s": load_s,
+           "peak_rss_mb": rss_mb(), "rss_after_load_mb": rss_loaded, "peak_rss_increase_mb": rss_mb() - rss_loaded,
+           "torch_threads": torch.get_num_threads(), "loadavg_after": list(os.getloadavg())}
+    Path(out + ".json").write_text(json.dumps(res))
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+
+def build_checkpoint(d: Path, n_layer: int, d_model: int, n_head: int, vocab: int) -> None:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from neurorit_lens.models import tiny_tokenizer
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=n_layer, n_embd=d_model, n_head=n_head, vocab_size=vocab, n_positions=256,
+                     bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg)
+    model.save_pretrained(d, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(d)
+
+
+def single_token_answers(ckpt: Path) -> list[str]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt, local_files_only=True)
+    ok = [a for a in CANDIDATE_ANSWERS if len(tok.encode(a, add_special_tokens=False)) == 1]
+    if len(ok) < len(PROMPTS):
+        raise RuntimeError(f"need {len(PROMPTS)} one-token answers, found {ok}")
+    return ok[: len(PROMPTS)]
+
+
+def rel_err(a, b) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--worker")
+    ap.add_argument("--ckpt")
+    ap.add_argument("--spec")
+    ap.add_argument("--wout")
+    ap.add_argument("--n-layer", type=int, default=6)
+    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--n-head", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--alpha-chunk", type=int, default=5)
+    ap.add_argument("--kn-path", default=os.environ.get("KN_PATH", "/tmp/kn_pkg"),
+                    help="where knowledge-neurons==0.0.2 is installed (pip install --no-deps --target DIR)")
+    ap.add_argument("--methods", default="ours_ig,captum,ours_kn,kn,ours_ig_joint,ours_grad_x_act")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.ckpt, json.loads(args.spec), args.wout)
+        return 0
+
+    import torch
+
+    from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_attr_"))
+    ckpt = tmp / "gpt2-random"
+    build_checkpoint(ckpt, args.n_layer, args.d_model, args.n_head, args.vocab)
+    spec = {"prompts": PROMPTS, "answers": single_token_answers(ckpt), "steps": args.steps,
+            "alpha_chunk": args.alpha_chunk, "kn_path": args.kn_path}
+    results, scores = {}, {}
+    env = environment_info(0, {"loadavg_start": list(os.getloadavg())})
+    for name in args.methods.split(","):
+        wout = str(tmp / name)
+        cmd = [sys.executable, __file__, "--worker", name, "--ckpt", str(ckpt), "--spec", json.dumps(spec), "--wout", wout]
+        print(f"running {name} ...", flush=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                                                     "TRANSFORMERS_OFFLINE": "1"})
+        if p.returncode != 0:
+            results[name] = {"name": name, "error": p.stderr[-3000:]}
+            print(f"  {name} FAILED:\n{p.stderr[-3000:]}", flush=True)
+            continue
+        results[name] = json.loads(Path(wout + ".json").read_text())
+        scores[name] = torch.load(wout + ".pt")
+        print(f"  {name}: {results[name]['seconds']:.2f} s, peak RSS {results[name]['peak_rss_mb']:.0f} MB", flush=True)
+
+    def ratio(a, b):
+        if a in results and b in results and "seconds" in results[a] and "seconds" in results[b]:
+            return results[b]["seconds"] / results[a]["seconds"]
+        return None
+
+    checks = {}
+    if "ours_ig" in scores and "captum" in scores:
+        checks["ours_ig_vs_captum_rel_err"] = rel_err(scores["ours_ig"], scores["captum"])
+    if "ours_kn" in scores and "kn" in scores:
+        checks["ours_kn_vs_knowledge_neurons_rel_err"] = rel_err(scores["ours_kn"], scores["kn"])
+    summary = {
+        "model": {"arch": "GPT-2 (random init, HF checkpoint)", "n_layer": args.n_layer, "d_model": args.d_model,
+                  "d_mlp": 4 * args.d_model, "vocab": args.vocab},
+        "prompts": len(PROMPTS), "prompt_tokens": None, "steps": args.steps, "alpha_chunk": args.alpha_chunk,
+        "speedup_vs_captum": ratio("ours_ig", "captum"),
+        "speedup_vs_knowledge_neurons": ratio("ours_kn", "kn"),
+        "ig_joint_vs_ig_time": (results.get("ours_ig_joint", {}).get("seconds", 0) / results["ours_ig"]["seconds"]
+                                if "seconds" in results.get("ours_ig", {}) else None),
+        "grad_x_act_vs_ig_time": (results.get("ours_grad_x_act", {}).get("seconds", 0) / results["ours_ig"]["seconds"]
+                                  if "seconds" in results.get("ours_ig", {}) else None),
+        "score_checks": checks,
+        "results": results,
+        "environment": {**env, "loadavg_end": list(os.getloadavg())},
+        "command": "python benchmarks/bench_attribution.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt, local_files_only=True)
+    summary["prompt_tokens"] = [len(tok.encode(p)) for p in PROMPTS]
+    out = Path(args.out)
+    atomic_write_json(out / "attribution.json", summary)
+    atomic_write_text(out / "attribution.md", render_md(summary))
+    print(render_md(summary))
+    return 0
+
+
+def render_md(s: dict) -> str:
+    def f(x, fmt="{:.2f}"):
+        return "n/a" if x is None else fmt.format(x)
+
+    m = s["model"]
+    lines = [
+        "# Attribution benchmark",
+        "",
+        f"Model: {m['arch']}, {m['n_layer']} layers, d_model {m['d_model']}, d_mlp {m['d_mlp']}, vocab {m['vocab']}; "
+        f"{s['prompts']} prompts of {s['prompt_tokens']} tokens, one-token answers; {s['steps']} steps, "
+        f"alphas in chunks of {s['alpha_chunk']}; one torch thread per subprocess; "
+        f"load average {s['environment']['loadavg_start']} (start) / {s['environment']['loadavg_end']} (end), "
+        f"{s['environment']['cpu_count']} CPUs.",
+        "",
+        "| method | setting | time (s) | per prompt (s) | peak RSS (MB) | RSS increase (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    setting = {"ours_ig": "all positions, log-prob, post, midpoint", "captum": "all positions, log-prob, post, midpoint",
+               "ours_kn": "knowledge-neurons (last pos, prob, pre, linspace)",
+               "kn": "knowledge-neurons (last pos, prob, pre, linspace)",
+               "ours_ig_joint": "all positions, log-prob, post, midpoint",
+               "ours_grad_x_act": "all positions, log-prob, post"}
+    for name, r in s["results"].items():
+        if "error" in r:
+            lines.append(f"| {name} | {setting.get(name, '')} | failed | | | |")
+        else:
+            lines.append(f"| {name} | {setting.get(name, '')} | {r['seconds']:.2f} | {r['per_prompt_s']:.3f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['peak_rss_increase_mb']:.0f} |")
+    lines += [
+        "",
+        f"- ours `ig` vs Captum IntegratedGradients: **{f(s['speedup_vs_captum'])}x** faster "
+        f"(relative error of scores {f(s['score_checks'].get('ours_ig_vs_captum_rel_err'), '{:.2e}')})",
+        f"- ours `ig` vs knowledge-neurons 0.0.2: **{f(s['speedup_vs_knowledge_neurons'])}x** faster "
+        f"(relative error of scores {f(s['score_checks'].get('ours_kn_vs_knowledge_neurons_rel_err'), '{:.2e}')})",
+        f"- `ig_joint` costs {f(s['ig_joint_vs_ig_time'], '{:.3f}')}x and `grad_x_act` "
+        f"{f(s['grad_x_act_vs_ig_time'], '{:.3f}')}x the time of per-layer `ig`.",
+        "",
+        f"Reproduce: `{s['command']}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
