@@ -158,7 +158,32 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
     return {"losses": losses, "sharded": sharded, "params": full}
 
 
-TASKS = {"fsdp": fsdp_training, "stats": task_stats, "manual_training": manual_training, "trainer": trainer_run}
+MINE_EXAMPLES = 5  # odd: the shards are uneven
+
+
+def mining_setup():
+    from neurorit_lens.config import DataConfig, MiningConfig
+    from neurorit_lens.data import embedded_examples
+
+    model = tiny_model_for_check()
+    examples = embedded_examples()[:MINE_EXAMPLES]
+    cfg = MiningConfig(method="ig", steps=2, alpha_chunk=2, threshold=0.3, frequency=0.4)
+    return model, examples, cfg, DataConfig(max_prompt_tokens=256)  # 128 would drop every passage
+
+
+def mining_run(out_dir: Path | None = None) -> dict[str, Any]:
+    """Distributed mining in a process group; plain ``mine`` in one process."""
+    from neurorit_lens.dist_mining import mine_distributed
+
+    model, examples, cfg, data_cfg = mining_setup()
+    res = mine_distributed(model, examples, cfg, data_cfg, out_dir=out_dir, show_progress=False, model_name="tiny")
+    return {"sets": {k: v.to_dict() for k, v in res.sets.items()}, "ids_R": res.ids_R, "ids_I": res.ids_I,
+            "scores_R": res.scores_R, "scores_I": res.scores_I, "keep_R": res.stats_R.keep_count,
+            "keep_I": res.stats_I.keep_count, "sum_R": res.stats_R.score_sum, "n_R": res.stats_R.n_examples,
+            "info": res.info, "files": sorted(x.name for x in out_dir.iterdir()) if out_dir and out_dir.exists() else []}
+
+
+TASKS = {"mine": mining_run, "fsdp": fsdp_training, "stats": task_stats, "manual_training": manual_training, "trainer": trainer_run}
 
 
 # --- process entry -------------------------------------------------------------------------

@@ -16,9 +16,15 @@ WORLD = 2
 
 
 @pytest.fixture(scope="module")
-def spawned(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
-    return W.run_spawned(WORLD, out, list(W.TASKS))
+def spawned_dir(tmp_path_factory):
+    """The shared folder of the 2-process job (one sub-folder per task)."""
+    return tmp_path_factory.mktemp("dist")
+
+
+@pytest.fixture(scope="module")
+def spawned(spawned_dir):
+    """Each rank's task results (the job runs once per module)."""
+    return W.run_spawned(WORLD, spawned_dir, list(W.TASKS))
 
 
 # --- single-process behaviour -----------------------------------------------------------------
@@ -135,3 +141,36 @@ def test_split_across_devices_validates_and_maps_blocks_like_tl():
     assert max(groups.count(g) for g in set(groups)) - min(groups.count(g) for g in set(groups)) <= 1
     assert D.rank_device("cuda", D.DistEnv(1, 2, 1, "127.0.0.1", 1)) == "cuda:1"
     assert D.rank_device("cpu", D.DistEnv(1, 2, 1, "127.0.0.1", 1)) == "cpu"
+
+
+@pytest.mark.allow_loopback
+def test_distributed_mining_equals_single_process(spawned, spawned_dir, tmp_path):
+    from neurorit_lens.io import read_json
+    from neurorit_lens.mining import MiningResult
+
+    ref = W.mining_run(tmp_path / "single")
+    assert ref["n_R"] > 0 and ref["sets"]["R_excl"] and ref["sets"]["I_excl"]  # a non-trivial case
+    r0, r1 = (res["mine"] for res in spawned)
+    for got in (r0, r1):  # every rank selects the same sets from the all-reduced stats
+        assert got["sets"] == ref["sets"]
+        assert torch.equal(got["keep_R"], ref["keep_R"]) and torch.equal(got["keep_I"], ref["keep_I"])
+        assert got["n_R"] == ref["n_R"]
+        assert torch.allclose(got["sum_R"], ref["sum_R"], rtol=1e-4, atol=1e-5)  # threads: float32 order
+    # rank 0 holds every example's scores in the single-process order and wrote the same files
+    assert r0["ids_R"] == ref["ids_R"] and r0["ids_I"] == ref["ids_I"]
+    assert torch.allclose(r0["scores_R"], ref["scores_R"], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(r0["scores_I"], ref["scores_I"], rtol=1e-4, atol=1e-5)
+    assert len(r1["ids_R"]) < len(ref["ids_R"])  # rank 1 only kept its own shard
+    assert r0["info"]["distributed"]["world_size"] == 2
+    assert [p["n_input_examples"] for p in r0["info"]["distributed"]["per_rank"]] == [3, 2]
+    assert {"neurons.json", "scores_R.safetensors", "scores_I.safetensors", "mining.json", "scores"} <= set(r0["files"])
+    single = read_json(tmp_path / "single" / "neurons.json")
+    dist_dir = spawned_dir / "mine"
+    multi = read_json(dist_dir / "neurons.json")
+    assert {k: v for k, v in multi.items() if k != "meta"} == {k: v for k, v in single.items() if k != "meta"}
+    for key in ("counts", "totals", "n_examples", "excluded", "config", "model_shape"):
+        assert multi["meta"][key] == single["meta"][key], key
+    for name, mass in single["meta"]["layer_mass"].items():
+        assert multi["meta"]["layer_mass"][name] == pytest.approx(mass, rel=1e-4, abs=1e-5)
+    loaded = MiningResult.load(dist_dir)
+    assert loaded.sets == {k: v for k, v in MiningResult.load(tmp_path / "single").sets.items()}
