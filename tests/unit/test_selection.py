@@ -106,3 +106,33 @@ def test_exclusive_sets_from_two_conditions():
     assert set(sets["R_excl"]) == set(R) - set(I)
     assert set(sets["I_excl"]) == set(I) - set(R)
     assert set(sets["shared"]) == set(R) & set(I)
+
+
+def _agreement_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "agreement.py"
+    spec = importlib.util.spec_from_file_location("agreement_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_agreement_metrics_against_naive_definitions():
+    ag = _agreement_module()
+    x = torch.tensor([3.0, 1.0, 2.0, 2.0, 5.0])
+    y = torch.tensor([1.0, 0.0, 4.0, 3.0, 2.0])
+
+    def naive_ranks(v):  # average ranks of ties, 0-based
+        vals = v.tolist()
+        return [sum(1 for w in vals if w < a) + (sum(1 for w in vals if w == a) - 1) / 2 for a in vals]
+
+    rx, ry = naive_ranks(x), naive_ranks(y)
+    mx, my = sum(rx) / 5, sum(ry) / 5
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    ref = cov / (sum((a - mx) ** 2 for a in rx) ** 0.5 * sum((b - my) ** 2 for b in ry) ** 0.5)
+    assert ag.spearman(x, y) == pytest.approx(ref)
+    assert ag.spearman(x, x) == pytest.approx(1.0) and ag.spearman(x, -x) == pytest.approx(-1.0)
+    assert ag.topk_overlap(torch.tensor([5.0, 4, 3, 2, 1]), torch.tensor([5.0, 1, 4, 2, 3]), 2) == 0.5
+    assert ag.jaccard(NeuronSet({0: [1, 2]}), NeuronSet({0: [2, 3]})) == pytest.approx(1 / 3)
