@@ -1,0 +1,28 @@
+"""Execute notebooks/*.ipynb on the tiny model (NEURORIT_NB_MODEL=tiny), as nbmake would.
+
+Marked ``slow``: the three notebooks take about 1-1.5 CPU-minutes together (more wall time on a
+busy machine), so they run with ``make test-slow`` or directly with
+``NEURORIT_NB_MODEL=tiny python -m pytest --nbmake notebooks``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("NEURORIT_NB_MODEL", "tiny")
+    monkeypatch.setenv("NEURORIT_NB_OUT", str(tmp_path))
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name}: outputs not stripped"
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(Path.cwd())}})
+    client.execute()  # the kernel inherits os.environ (monkeypatched above)
