@@ -112,6 +112,7 @@ def write_entry(
     ensure_writable(final.parent)
     stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.staging-"))
     try:
+        os.chmod(stage, 0o755)  # mkdtemp makes it 0700; the entry is an ordinary cache dir
         cfg = {k: v for k, v in tl_config.items() if k not in ("dtype", "device")}
         atomic_write_json(stage / _CONFIG, cfg)
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in state_dict.items()}

