@@ -566,6 +566,7 @@ def example_view(
     prompt_fn: PromptFn | None = None,
     template: str = "auto",
     n_irrelevant: int = 3,
+    n_relevant: int = 2,
     site: str = "post",
     max_tokens: int = 384,
 ) -> NeuronView:
@@ -583,6 +584,7 @@ def example_view(
             (default: the project's template via :func:`passage_prompt`).
         template: ``auto`` | ``plain`` | ``chat`` for the default prompt and answer continuation.
         n_irrelevant: irrelevant passages used.
+        n_relevant: relevant passages used (the data's first ones; the first is the gold).
         site: ``post`` or ``pre``.
         max_tokens: cut for each text.
 
@@ -601,7 +603,7 @@ def example_view(
     if prompt_fn is None:
         def prompt_fn(ex: QAExample, ps: Sequence[Passage]) -> str:
             return passage_prompt(model, ex, ps, template)
-    rel = example.relevant
+    rel = example.relevant[:n_relevant]
     irr = example.irrelevant[:n_irrelevant]
     if not rel and not irr:
         raise ValueError(f"example {example.id!r} has no labelled passages")
