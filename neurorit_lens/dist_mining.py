@@ -100,9 +100,8 @@ def mine_distributed(
                  model_name)
     for cond in CONDITIONS:
         all_reduce_additive(getattr(local, f"stats_{cond}"))
-    R = local.stats_R.select(cfg.selection, cfg.frequency, cfg.top_k)
-    I = local.stats_I.select(cfg.selection, cfg.frequency, cfg.top_k)
-    sets = exclusive_sets(R, I)
+    sets = exclusive_sets(local.stats_R.select(cfg.selection, cfg.frequency, cfg.top_k),
+                          local.stats_I.select(cfg.selection, cfg.frequency, cfg.top_k))
     comm = {"world_size": world, "stats_bytes_per_rank": sum(stats_comm_bytes(getattr(local, f"stats_{c}"))
                                                              for c in CONDITIONS)}
     payload = {"ids": {c: local.ids_R if c == "R" else local.ids_I for c in CONDITIONS},

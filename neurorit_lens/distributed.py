@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKENDS = ("auto", "gloo", "nccl")
-STRATEGIES = ("ddp", "fsdp")
 
 
 # --------------------------------------------------------------------------------------
@@ -78,21 +77,18 @@ class DistEnv:
 
 @dataclass
 class DistributedConfig:
-    """How the process group is opened and how training is parallelised.
+    """How the process group is opened (CLI flags ``--dist-backend``, ``--dist-timeout-s``).
 
     Kept out of :mod:`neurorit_lens.config` on purpose: it describes the *launch*, not the
     experiment, so it is not saved into run configs (a run repeats on any world size).
     """
 
     backend: str = "auto"  # auto (nccl with CUDA, else gloo) | gloo | nccl
-    strategy: str = "ddp"  # ddp (replicate, all-reduce trainable grads) | fsdp (shard blocks)
     timeout_s: int = 1800
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose from {BACKENDS}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
 
@@ -329,7 +325,7 @@ def all_reduce_additive(obj: T, fields: Sequence[str] = ADDITIVE_STAT_FIELDS) ->
     by_dtype: dict[torch.dtype, list[str]] = {}
     for name, t in tensors.items():
         by_dtype.setdefault(t.dtype, []).append(name)
-    for dtype, names in by_dtype.items():
+    for names in by_dtype.values():
         flat = torch.cat([tensors[n].detach().reshape(-1).to(dev) for n in names])
         all_reduce_sum(flat)
         offset = 0
@@ -341,7 +337,7 @@ def all_reduce_additive(obj: T, fields: Sequence[str] = ADDITIVE_STAT_FIELDS) ->
         names = list(numbers)
         buf = torch.tensor([float(numbers[n]) for n in names], dtype=torch.float64, device=dev)
         all_reduce_sum(buf)
-        for n, v in zip(names, buf.tolist()):
+        for n, v in zip(names, buf.tolist(), strict=True):
             setattr(obj, n, int(round(v)) if isinstance(numbers[n], int) else v)
     return obj
 

@@ -60,8 +60,14 @@ def manual_training(out_dir: Path | None = None, steps: int = 4, lr: float = 1e-
     Each rank takes its strided slice of the global batch, normalises its summed token
     loss by the global answer-token count, and gradients are summed across ranks.
     """
-    from neurorit_lens.distributed import (GradientSync, all_reduce_scalar, get_rank, get_world_size,
-                                           global_token_count, local_batch_slice)
+    from neurorit_lens.distributed import (
+        GradientSync,
+        all_reduce_scalar,
+        get_rank,
+        get_world_size,
+        global_token_count,
+        local_batch_slice,
+    )
     from neurorit_lens.targets import token_logprobs, tokenize_with_answers
 
     model = tiny_model_for_check()
@@ -127,10 +133,15 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
     (Attention key biases are left out on purpose: their true gradient is 0 (softmax shift
     invariance), so Adam turns float noise into full-size steps that differ between runs.)
     """
-    from neurorit_lens.distributed import (all_reduce_scalar, get_rank, get_world_size, global_token_count,
-                                           local_batch_slice, shard_model_fsdp)
-    from neurorit_lens.hooks import zero_ablation
-    from neurorit_lens.hooks import neuron_hooks
+    from neurorit_lens.distributed import (
+        all_reduce_scalar,
+        get_rank,
+        get_world_size,
+        global_token_count,
+        local_batch_slice,
+        shard_model_fsdp,
+    )
+    from neurorit_lens.hooks import neuron_hooks, zero_ablation
     from neurorit_lens.neurons import NeuronSet
     from neurorit_lens.targets import token_logprobs, tokenize_with_answers
 

@@ -103,7 +103,7 @@ def test_distributed_trainer_matches_single_process_trainer(spawned, tmp_path):
     assert r0["cls"] == r1["cls"] == "DistributedTrainer"
     for got in (r0, r1):
         assert len(got["log"]) == len(ref["log"]) == 4
-        for g, e in zip(got["log"], ref["log"]):
+        for g, e in zip(got["log"], ref["log"], strict=True):
             assert g["loss"] == pytest.approx(e["loss"], abs=1e-5)
             assert g["grad_norm"] == pytest.approx(e["grad_norm"], abs=1e-5)
             assert g["n_tokens"] == e["n_tokens"] and g["lr"] == pytest.approx(e["lr"])
@@ -174,3 +174,43 @@ def test_distributed_mining_equals_single_process(spawned, spawned_dir, tmp_path
         assert multi["meta"]["layer_mass"][name] == pytest.approx(mass, rel=1e-4, abs=1e-5)
     loaded = MiningResult.load(dist_dir)
     assert loaded.sets == {k: v for k, v in MiningResult.load(tmp_path / "single").sets.items()}
+
+
+# --- the CLI under torchrun (subprocesses: slow on a loaded 2-core machine) ------------------
+def _cli(tmp_path, nproc: int | None, argv: list[str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if nproc is None:
+        cmd = [sys.executable, "-m", "neurorit_lens", *argv]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
+               "127.0.0.1", "--master-port", str(W.free_port()), "-m", "neurorit_lens", *argv]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.allow_loopback
+def test_torchrun_mine_and_train_cli_equal_single_process(tmp_path):
+    import json
+
+    mine_args = ["mine", "--model", "tiny", "--limit", "5", "--method", "grad_x_act", "--max-prompt-tokens", "256",
+                 "--no-progress"]
+    _cli(tmp_path, None, [*mine_args, "--out", str(tmp_path / "m1")])
+    _cli(tmp_path, 2, [*mine_args, "--out", str(tmp_path / "m2")])
+    a, b = (json.loads((tmp_path / d / "neurons.json").read_text()) for d in ("m1", "m2"))
+    assert {k: v for k, v in a.items() if k != "meta"} == {k: v for k, v in b.items() if k != "meta"}
+    assert a["meta"]["n_examples"] == b["meta"]["n_examples"]
+
+    train_args = ["train", "--model", "tiny", "--neurons", str(tmp_path / "m1" / "neurons.json"), "--limit", "8",
+                  "--method", "neurorit", "--steps", "4", "--batch-size", "2", "--grad-accum", "2",
+                  "--warmup-steps", "0", "--lr", "1e-3", "--max-prompt-tokens", "256", "--no-progress"]
+    _cli(tmp_path, None, [*train_args, "--out", str(tmp_path / "t1")])
+    _cli(tmp_path, 2, [*train_args, "--out", str(tmp_path / "t2")])
+    la, lb = ([json.loads(x) for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in ("t1", "t2"))
+    assert [x["loss"] for x in lb] == pytest.approx([x["loss"] for x in la], abs=1e-5)
+    assert [x["n_tokens"] for x in lb] == [x["n_tokens"] for x in la]
+    assert (tmp_path / "t2" / "model").is_dir() and (tmp_path / "t2" / "train.json").is_file()
