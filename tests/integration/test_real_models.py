@@ -74,7 +74,7 @@ def test_smollm2_logprobs_match_hf(smollm2):
                                    add_generation_prompt=True) + "William Shakespeare"
     texts = PROMPTS + [chat]
     token_lists = [tok(t, add_special_tokens=True).input_ids for t in texts]
-    for t, ids in zip(texts, token_lists):
+    for t, ids in zip(texts, token_lists, strict=True):
         assert smollm2.to_tokens(t)[0].tolist() == ids  # TL tokenises exactly as HF does
     diff = _max_logprob_diff(smollm2, hf, token_lists)
     print(f"smollm2 HF vs HT max |dlogprob| = {diff:.2e}")
@@ -104,7 +104,7 @@ def test_gemma3_270m_logprobs_match_hf():
     assert model.cfg.original_architecture == "Gemma3ForCausalLM"
     hf, tok = load_hf_from_gguf(gemma3_gguf_path(default_cache_dir()))
     token_lists = [tok(t).input_ids for t in PROMPTS]
-    for t, ids in zip(PROMPTS, token_lists):
+    for t, ids in zip(PROMPTS, token_lists, strict=True):
         assert ids[0] == tok.bos_token_id and model.to_tokens(t)[0].tolist() == ids
     diff = _max_logprob_diff(model, hf, token_lists)
     print(f"gemma-3-270m HF vs HT max |dlogprob| = {diff:.2e}")

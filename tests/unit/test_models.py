@@ -11,7 +11,13 @@ import warnings
 import pytest
 import torch
 
-from neurorit_lens.models import SUPPORTED, CacheDirError, default_cache_dir, is_instruct, load_model
+from neurorit_lens.models import (
+    SUPPORTED,
+    CacheDirError,
+    default_cache_dir,
+    is_instruct,
+    load_model,
+)
 from neurorit_lens.models import cache as cache_mod
 from neurorit_lens.models.convert import gemma_config_dict, hf_to_tl, tl_config_dict
 from neurorit_lens.models.tiny import tiny_tokenizer
