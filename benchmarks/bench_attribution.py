@@ -15,6 +15,8 @@ Same weights, same prompts, same number of steps (20), all on this machine in on
   at that position only, 20 points ``linspace(0, 1, 20)``, weight 1/20): ours ``ig`` with
   ``positions="last", target="prob", site="pre"`` and those alphas vs ``KnowledgeNeurons.get_scores``.
 
+Times are CPU seconds (user + system) of the worker process with one torch thread, which
+other jobs on a shared machine disturb far less than wall time; wall time is kept too.
 Each method runs in its own subprocess (peak RSS = ``ru_maxrss`` of that process, also
 given as the increase over the RSS after loading the model), one warm-up prompt first,
 one torch thread each (the machine's 2 cores are shared). Scores are compared where the
@@ -50,6 +52,12 @@ PROMPTS = [
     "What is the capital of Zarnia? Answer:",
 ]
 CANDIDATE_ANSWERS = [" the", " of", " passage", " wrote", " 300", " is"]
+
+
+def cpu_s() -> float:
+    """User + system CPU time of this process (robust to other jobs on a shared machine)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def rss_mb() -> float:
@@ -126,11 +134,11 @@ def worker(name: str, ckpt: str, spec: dict, out: str) -> None:
     load_s = time.perf_counter() - t_load
     rss_loaded = rss_mb()
     run_one(prompts[0], answers[0], 2 if name != "kn" else chunk)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     scores = [run_one(p, a, steps) for p, a in zip(prompts, answers, strict=True)]
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, cpu_s() - c0
     torch.save(torch.stack([s.float() for s in scores]), out + ".pt")
-    res = {"name": name, "seconds": seconds, "per_prompt_s": seconds / len(prompts), "load_s": load_s,
+    res = {"name": name, "seconds": cpu_seconds, "wall_seconds": seconds, "cpu_seconds": cpu_seconds, "per_prompt_s": cpu_seconds / len(prompts), "load_s": load_s,
            "peak_rss_mb": rss_mb(), "rss_after_load_mb": rss_loaded, "peak_rss_increase_mb": rss_mb() - rss_loaded,
            "torch_threads": torch.get_num_threads(), "loadavg_after": list(os.getloadavg())}
     Path(out + ".json").write_text(json.dumps(res))
@@ -263,8 +271,8 @@ def render_md(s: dict) -> str:
         f"load average {s['environment']['loadavg_start']} (start) / {s['environment']['loadavg_end']} (end), "
         f"{s['environment']['cpu_count']} CPUs.",
         "",
-        "| method | setting | time (s) | per prompt (s) | peak RSS (MB) | RSS increase (MB) |",
-        "|---|---|---|---|---|---|",
+        "| method | setting | CPU time (s) | wall (s) | per prompt (CPU s) | peak RSS (MB) | RSS increase (MB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     setting = {"ours_ig": "all positions, log-prob, post, midpoint", "captum": "all positions, log-prob, post, midpoint",
                "ours_kn": "knowledge-neurons (last pos, prob, pre, linspace)",
@@ -273,9 +281,9 @@ def render_md(s: dict) -> str:
                "ours_grad_x_act": "all positions, log-prob, post"}
     for name, r in s["results"].items():
         if "error" in r:
-            lines.append(f"| {name} | {setting.get(name, '')} | failed | | | |")
+            lines.append(f"| {name} | {setting.get(name, '')} | failed | | | | |")
         else:
-            lines.append(f"| {name} | {setting.get(name, '')} | {r['seconds']:.2f} | {r['per_prompt_s']:.3f} | "
+            lines.append(f"| {name} | {setting.get(name, '')} | {r['seconds']:.2f} | {r['wall_seconds']:.2f} | {r['per_prompt_s']:.3f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['peak_rss_increase_mb']:.0f} |")
     lines += [
         "",
