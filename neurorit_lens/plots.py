@@ -205,7 +205,7 @@ def plot_ablation_effects(
     scale = 100.0 if metric == "accuracy" else 1.0
     contexts = list(dict.fromkeys(r["context"] for r in rows))
     fig, axes = plt.subplots(1, len(contexts), figsize=(4.2 * len(contexts) + 1, 3.6), squeeze=False, sharey=True)
-    for ax, ctx in zip(axes[0], contexts):
+    for ax, ctx in zip(axes[0], contexts, strict=True):
         sub = [r for r in rows if r["context"] == ctx]
         for i, r in enumerate(sub):
             for off, key, color, label in ((-0.15, "effect", SET_COLORS.get(r["set_name"], "#333"), "set"),
@@ -325,7 +325,7 @@ def plot_accuracy_vs_noise(
         if pts:
             xs = list(pts)
             ys = np.array([float(pts[x][metric]) for x in xs]) * 100
-            lo, hi = map(np.array, zip(*(ci(pts[x]) for x in xs)))
+            lo, hi = map(np.array, zip(*(ci(pts[x]) for x in xs), strict=True))
             ax.plot(xs, ys, "o-", color=color, label=name)
             ok = np.isfinite(lo) & np.isfinite(hi)
             if ok.any():
@@ -400,10 +400,10 @@ def plot_training_curves(
     for j, (name, rows) in enumerate(series.items()):
         pts = [(r["step"], r["loss"]) for r in rows if isinstance(r.get("loss"), (int, float)) and "step" in r]
         if pts:
-            s, l = zip(*pts)
-            ax.plot(s, l, "-", color=f"C{j}", lw=1.2, label=name or "loss")
+            steps, losses = zip(*pts, strict=True)
+            ax.plot(steps, losses, "-", color=f"C{j}", lw=1.2, label=name or "loss")
         stages = [(r["step"], r.get("stage")) for r in rows if "step" in r and r.get("stage") is not None]
-        for (s0, a), (s1, b) in zip(stages, stages[1:]):
+        for (_, a), (s1, b) in zip(stages, stages[1:], strict=False):
             if a != b:
                 ax.axvline(s1, color=f"C{j}", ls=":", lw=1)
                 ax.annotate(f" {b}", (s1, 0.98), xycoords=("data", "axes fraction"), fontsize=7, ha="left", va="top")
@@ -419,7 +419,7 @@ def plot_training_curves(
             for k, key in enumerate(dev_keys):
                 pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
                 if pts:
-                    s, v = zip(*pts)
+                    s, v = zip(*pts, strict=True)
                     ax2.plot(s, v, marker="o", color=f"C{j}", ms=3, ls=["-", "--", ":", "-."][k % 4],
                              label=f"{name} {key}".strip())
         ax2.set_xlabel("step")

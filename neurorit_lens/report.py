@@ -374,7 +374,7 @@ def _section_neurons(c: RunContents) -> list[Block]:
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
         frac = f"{100 * len(s) / (shape[0] * shape[1]):.2f}" if shape and len(shape) == 2 else "n/a"
         rows.append([name, str(len(s)), frac, str(len(counts)),
-                     ", ".join(f"L{l}: {n}" for l, n in top) or "-", ", ".join(s.labels()[:6]) or "-"])
+                     ", ".join(f"L{layer}: {n}" for layer, n in top) or "-", ", ".join(s.labels()[:6]) or "-"])
     blocks: list[Block] = [_Table(["set", "neurons", "% of all", "layers", "busiest layers", "first neurons"], rows,
                                   f"Model shape (layers, d_mlp) = {shape}. R_excl = R \\ I, I_excl = I \\ R, "
                                   "shared = R & I.")]

@@ -109,7 +109,7 @@ def test_token_attribution_matches_finite_differences():
         toks = batch.tokens[b : b + 1].repeat(2 * P, 1)  # row 2p: +eps at position p, row 2p+1: -eps
         for j, n in enumerate(ns):
 
-            def bump(act, *, hook, n=n):
+            def bump(act, *, hook, n=n, P=P):
                 act = act.clone()
                 for p in range(P):
                     act[2 * p, p, n.index] += eps
