@@ -160,7 +160,7 @@ class Runner:
     def stage_report(self) -> None:
         from .report import write_report
 
-        html, md = write_report(self.out)
+        html, md = write_report(self.out, model=self.model, examples=self.splits["dev"], n_views=2)
         log.info("report: %s", html)
 
 
