@@ -110,6 +110,12 @@ def write_entry(
 
     final = entry_dir(cache_dir, name)
     ensure_writable(final.parent)
+    for old in final.parent.glob(f".{final.name}.staging-*"):  # left by killed conversions
+        try:
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.staging-"))
     try:
         os.chmod(stage, 0o755)  # mkdtemp makes it 0700; the entry is an ordinary cache dir
