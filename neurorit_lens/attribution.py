@@ -139,6 +139,7 @@ class _Readout:
             amask[b, : len(pos)] = True
             tgt[b, : len(pos)] = batch.target_ids[b, pos]
         self.index = idx
+        self.unembed_wt: torch.Tensor | None = None  # W_U^T, made contiguous once per call
         self.batch = AnswerBatch(tokens=tgt, answer_mask=amask, target_ids=tgt, lengths=n,
                                  prompt_lengths=torch.ones_like(n), n_answer_tokens=n)
 
@@ -149,10 +150,18 @@ class _Readout:
         out = object.__new__(_Readout)
         out.index = (self.index - p0).clamp(min=0)
         out.batch = self.batch
+        out.unembed_wt = self.unembed_wt
         return out
+
+    def prepare(self, model: Model) -> _Readout:
+        """Transpose the unembedding once (TL's ``Unembed`` copies ``W_U.T`` on every call)."""
+        W_U = getattr(model.unembed, "W_U", None)
+        self.unembed_wt = W_U.detach().T.contiguous() if W_U is not None else None
+        return self
 
     def repeat(self, times: int) -> _Readout:
         out = object.__new__(_Readout)
+        out.unembed_wt = self.unembed_wt
         out.index = self.index.repeat(times, 1)
         b = self.batch
         out.batch = AnswerBatch(*(t.repeat(times, *([1] * (t.dim() - 1))) for t in (
@@ -163,7 +172,11 @@ class _Readout:
         x = resid.gather(1, self.index[..., None].expand(-1, -1, resid.shape[-1]))
         if model.cfg.normalization_type is not None:
             x = model.ln_final(x)
-        logits = model.unembed(x)
+        if self.unembed_wt is not None:
+            # same F.linear as TL's Unembed.forward, with the transposed weight made once
+            logits = torch.nn.functional.linear(x, self.unembed_wt, model.unembed.b_U)
+        else:
+            logits = model.unembed(x)
         cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
         if cap > 0:
             logits = cap * torch.tanh(logits / cap)
@@ -362,7 +375,7 @@ def attribute(
     out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
     scores = torch.zeros(B, L, d_mlp, dtype=out_dtype, device=device)
     p0 = _prefix_len(model, batch, positions)
-    readout = _Readout(batch).shift(p0)
+    readout = _Readout(batch).prepare(model).shift(p0)
     mask = position_mask(batch, positions)[:, p0:]
     chunks = list(a.split(alpha_chunk))
 
