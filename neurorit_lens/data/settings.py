@@ -8,10 +8,13 @@ Setting names (the ``neurorit eval --settings`` vocabulary):
 * ``gold+K``: the primary relevant passage plus ``K`` irrelevant ones.
 * ``noise=R``: ``n_passages`` passages in total, ``round(R * n_passages)`` of them
   irrelevant (at most ``n_passages - 1`` when ``R < 1``, so at least one is gold) and the
-  rest relevant (the primary one first, then others at random). Fixed total: an example
-  without enough relevant or irrelevant passages is skipped and counted (NQ-open has one
-  gold passage, so only ``noise=R`` with ``round(R * n) = n - 1`` applies to it: use
-  ``gold+K`` there).
+  rest relevant (the primary one first, then others at random). An example with fewer
+  relevant passages than that (NQ-open and NoiserBench have one gold passage) keeps the
+  *ratio* instead of the total: all its ``r`` relevant passages plus
+  ``round(R * r / (1 - R))`` irrelevant ones (capped at ``n_passages - r``), the nearest
+  ratio it can reach: for a single gold passage ``noise=0.2`` is gold alone, ``noise=0.4``
+  gold+1, ``noise=0.6`` gold+2 and ``noise=0.8`` gold+4. An example
+  without enough irrelevant passages is skipped and counted.
 * ``irrelevant``: ``n_passages`` irrelevant passages, no gold.
 * ``counterfactual``: the primary relevant passage plus up to ``n_passages - 1``
   counterfactual passages; examples without counterfactual passages are skipped.
@@ -129,6 +132,15 @@ def _place(gold: list[Passage], others: list[Passage], gold_position: str | int,
     return tuple(out), tuple(sorted(slots))  # type: ignore[arg-type]
 
 
+def _counts_for(st: Setting, n_passages: int, n_relevant: int) -> tuple[int, int]:
+    """(relevant, irrelevant) for one example: ``noise=R`` keeps the ratio when gold is scarce."""
+    n_rel, n_irr = st.counts(n_passages)
+    if st.kind == "noise" and 0 < n_relevant < n_rel and st.ratio < 1:
+        k = round(st.ratio * n_relevant / (1 - st.ratio) + 1e-9)
+        return n_relevant, min(k, max(n_passages - n_relevant, 1))
+    return n_rel, n_irr
+
+
 def build_instances(
     examples: Sequence[QAExample],
     setting: str,
@@ -155,7 +167,6 @@ def build_instances(
     if not (gold_position in ("random", "first", "last")
             or (isinstance(gold_position, int) and not isinstance(gold_position, bool))):
         raise ValueError(f"gold_position must be 'random', 'first', 'last' or an int, got {gold_position!r}")
-    n_rel, n_irr = st.counts(n_passages)
     out: list[RAGInstance] = []
     reasons: Counter[str] = Counter()
     for ex in examples:
@@ -164,6 +175,7 @@ def build_instances(
             continue
         rng = random.Random(f"{seed}:{st.name}:{n_passages}:{ex.id}")
         rel, irr, cf = ex.relevant, ex.irrelevant, ex.counterfactual
+        n_rel, n_irr = _counts_for(st, n_passages, len(rel))
         if len(rel) < n_rel:
             reasons["not_enough_relevant"] += 1
             continue

@@ -228,7 +228,11 @@ def test_build_instances_positions_seed_and_skips():
     assert len(b) == 0 and b.n_skipped == 4 and b.skipped_reasons == {"not_enough_irrelevant": 4}
     c = build_instances(small, "counterfactual")
     assert c.n_skipped == 4 and c.skipped_reasons == {"no_counterfactual": 4}
-    assert build_instances(small, "noise=0.4").skipped_reasons == {"not_enough_relevant": 4}
+    # one gold passage: noise=R keeps the ratio (nearest reachable) instead of the total
+    counts = {r: [(sum(p.label == "relevant" for p in i.passages), sum(p.label == "irrelevant" for p in i.passages))
+                  for i in build_instances(small, f"noise={r}")] for r in (0.0, 0.2, 0.4, 0.6, 0.8)}
+    assert counts == {0.0: [(1, 0)] * 4, 0.2: [(1, 0)] * 4, 0.4: [(1, 1)] * 4, 0.6: [(1, 2)] * 4, 0.8: []}
+    assert build_instances(small, "noise=0.8").skipped_reasons == {"not_enough_irrelevant": 4}  # needs gold+4
     with pytest.raises(ValueError, match="gold_position"):
         build_instances(small, "gold", gold_position="middle")
     with pytest.raises(ValueError, match="n_passages"):
