@@ -25,7 +25,8 @@ full ``[batch, pos, d_vocab]`` logits are never materialised.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -92,6 +93,53 @@ def left_pad(
         tokens[b, T - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
         mask[b, T - len(r):] = 1
     return tokens.to(device), mask.to(device)
+
+
+def _as_transposed(w: torch.Tensor) -> torch.Tensor:
+    return w.T.contiguous().T  # same values and shape; ``.T.contiguous()`` is now a view
+
+
+def _as_qkv(w: torch.Tensor) -> torch.Tensor:
+    return w.permute(0, 2, 1).contiguous().permute(0, 2, 1)  # "h m d -> (h d) m" is now a view
+
+
+def _as_out(w: torch.Tensor) -> torch.Tensor:
+    return w.permute(2, 0, 1).contiguous().permute(1, 2, 0)  # "h d m -> m (h d)" is now a view
+
+
+_LAYOUTS = {
+    "mlp.W_in": (2, _as_transposed), "mlp.W_gate": (2, _as_transposed), "mlp.W_out": (2, _as_transposed),
+    "unembed.W_U": (2, _as_transposed),
+    "attn.W_Q": (3, _as_qkv), "attn.W_K": (3, _as_qkv), "attn.W_V": (3, _as_qkv),
+    "attn._W_K": (3, _as_qkv), "attn._W_V": (3, _as_qkv), "attn.W_O": (3, _as_out),
+}
+
+
+@contextlib.contextmanager
+def decode_layout(model: Model) -> Iterator[Model]:
+    """Temporarily store weights in the memory layout TL's forward transposes them into.
+
+    TL's MLP and unembed call ``W.T.contiguous()`` and its attention rearranges
+    ``W_Q/W_K/W_V/W_O`` on every forward, which copies every weight matrix once per
+    forward pass. In a one-token decode step those copies cost more than the matmuls.
+    Inside this block each such parameter holds the same values (same shape, same
+    ``Parameter`` object, so hooks and optimizers are unaffected) with strides that make
+    TL's transform a free view; the matmuls then see the very same contiguous operands,
+    so logits are bitwise unchanged. The original tensors are restored in ``finally``.
+    """
+    saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                for suffix, (ndim, fn) in _LAYOUTS.items():
+                    if name.endswith(suffix) and p.dim() == ndim and p.is_floating_point():
+                        saved.append((p, p.data))
+                        p.data = fn(p.data)
+                        break
+        yield model
+    finally:
+        for p, data in reversed(saved):
+            p.data = data
 
 
 def _last_logits(model: Model, resid: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch d_vocab"]:
@@ -168,7 +216,7 @@ def generate_greedy_ids(
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
     results: list[list[int]] = [[] for _ in ids]
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    with torch.inference_mode():
+    with torch.inference_mode(), decode_layout(model):
         for idx in tqdm(batches, desc="generate", unit="batch", leave=False,
                         disable=not show_progress):
             new = _generate_batch(model, [ids[i] for i in idx], max_new_tokens, stops, pad_id)

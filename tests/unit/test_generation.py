@@ -120,3 +120,24 @@ def test_left_pad_and_bad_input():
         generate_greedy(model, ["word " * 600], show_progress=False)
     with pytest.raises(ValueError, match="prompt 1"):
         generate_greedy(model, ["a", 3], show_progress=False)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_decode_layout_is_bitwise_neutral_and_restored(gated):
+    from neurorit_lens.generation import decode_layout
+
+    model = cached_tiny_model(gated=gated)
+    before = {n: (p, p.data_ptr(), p.stride()) for n, p in model.named_parameters()}
+    toks = model.to_tokens(PROMPTS[2])
+    with torch.no_grad():
+        ref = model(toks)
+        with decode_layout(model):
+            changed = [n for n, p in model.named_parameters() if p.stride() != before[n][2]]
+            got = model(toks)
+    assert any(n.endswith("mlp.W_out") for n in changed) and any(n.endswith("attn.W_O") for n in changed)
+    assert torch.equal(ref, got)
+    for n, p in model.named_parameters():
+        assert p is before[n][0] and p.data_ptr() == before[n][1] and p.stride() == before[n][2]
+    with pytest.raises(RuntimeError), decode_layout(model):
+        raise RuntimeError("boom")
+    assert all(p.data_ptr() == before[n][1] for n, p in model.named_parameters())
