@@ -214,3 +214,16 @@ def test_torchrun_mine_and_train_cli_equal_single_process(tmp_path):
     assert [x["loss"] for x in lb] == pytest.approx([x["loss"] for x in la], abs=1e-5)
     assert [x["n_tokens"] for x in lb] == [x["n_tokens"] for x in la]
     assert (tmp_path / "t2" / "model").is_dir() and (tmp_path / "t2" / "train.json").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bf16_mining_and_grad_sync_path():
+    from neurorit_lens.config import DataConfig, MiningConfig
+    from neurorit_lens.data import embedded_examples
+    from neurorit_lens.dist_mining import mine_distributed
+    from neurorit_lens.models import tiny_model
+
+    model = tiny_model(dtype=torch.bfloat16).to("cuda")
+    res = mine_distributed(model, embedded_examples()[:2], MiningConfig(method="ig", steps=2, alpha_chunk=2),
+                           DataConfig(max_prompt_tokens=256), show_progress=False)
+    assert torch.isfinite(res.scores_R).all() and res.scores_R.shape[1:] == (2, 64)
