@@ -10,7 +10,7 @@ from ..cli import add_config_args, config_from_args
 from ..config import DataConfig, EvalConfig
 
 NAME = "eval"
-HELP = "evaluate a model's answers under noise settings (accuracy, EM, F1, 95% CIs)"
+HELP = "evaluate a model's answers under noise settings (accuracy, EM, F1, 95%% CIs)"
 DESCRIPTION = (
     "Load a model and QA data, build each noise setting (closed, gold, gold+K, noise=R, "
     "irrelevant, counterfactual), answer greedily and score: accuracy (normalised gold "
