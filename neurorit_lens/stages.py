@@ -47,6 +47,8 @@ import torch
 
 from .config import DataConfig, TrainConfig
 from .data.schema import QAExample
+from .dist_training import trainer_class  # DistributedTrainer under torchrun, else Trainer
+from .distributed import is_main_process
 from .hooks import zero_ablation
 from .io import _json_default, atomic_write_json, atomic_write_text, environment_info, read_json
 from .masks import (
@@ -61,7 +63,7 @@ from .masks import (
 from .neurons import NeuronSet, exclusive_sets
 from .tl_backend import Model
 from .train_data import TrainData, TrainItem, build_train_items
-from .training import TRAIN_LOG, StepOutput, Trainer, evaluate_dev
+from .training import TRAIN_LOG, StepOutput, Trainer, evaluate_dev  # noqa: F401  (Trainer: public name)
 
 log = logging.getLogger(__name__)
 
@@ -281,12 +283,12 @@ def run_plan(
     for st in plan.stages:
         sdir = Path(out_dir) / st.name if out_dir is not None else None
         hooks = zero_ablation(st.deactivate) if st.deactivate else []
-        trainer = Trainer(model, train_items, cfg, dev_items, hooks=hooks, param_masks=st.masks, out_dir=sdir,
-                          steps=st.steps, lr=lr, stage=st.name, step_offset=offset, resume=resume,
-                          callbacks=callbacks, progress=progress)
+        trainer = trainer_class()(model, train_items, cfg, dev_items, hooks=hooks, param_masks=st.masks,
+                                  out_dir=sdir, steps=st.steps, lr=lr, stage=st.name, step_offset=offset,
+                                  resume=resume, callbacks=callbacks, progress=progress)
         history += trainer.fit()
         offset += st.steps
-    if out_dir is not None:
+    if out_dir is not None and is_main_process():
         atomic_write_text(Path(out_dir) / TRAIN_LOG, "".join(_json_line(o) for o in history))
     return history
 
@@ -446,7 +448,7 @@ def train(
         wall_s=time.perf_counter() - t0, final_dev=final_dev, data={"train": train_info, "dev": dev_info},
         config=cfg.to_dict(), environment=environment_info(cfg.seed), log=histories[best],
     )
-    if root is not None:
+    if root is not None and is_main_process():  # under torchrun only rank 0 writes
         atomic_write_text(root / TRAIN_LOG, "".join(_json_line(o) for o in result.log))
         if save_model:
             from .models.saved import save_trained_model

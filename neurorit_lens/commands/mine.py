@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
     add_config_args(p, DataConfig, defaults={"split": "train"})
     add_config_args(p, MiningConfig)
+    from ..distributed import DistributedConfig  # torchrun launches: see docs/distributed.md
+
+    add_config_args(p, DistributedConfig, prefix="dist_")
 
 
 def _parse_shard(s: str | None) -> tuple[int, int] | None:
@@ -49,7 +52,18 @@ def _parse_shard(s: str | None) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import DistributedConfig, dist_env, distributed_session
+
+    if dist_env() is not None and args.shard is None:  # launched by torchrun: shard, all-reduce, rank 0 writes
+        with distributed_session(config_from_args(args, DistributedConfig, prefix="dist_")):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..data import load_split
+    from ..dist_mining import mine_distributed
+    from ..distributed import is_distributed, is_main_process, rank_device
     from ..io import atomic_write_json, write_run_metadata
     from ..mining import mine
     from ..models import load_model
@@ -59,17 +73,25 @@ def run(args: argparse.Namespace) -> int:
     shard = _parse_shard(args.shard)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {"command": NAME, "model": args.model, "device": args.device,
-                                            "data": data_cfg.to_dict(), "mining": cfg.to_dict(), "shard": args.shard})
-    write_run_metadata(out, data_cfg.seed, command=NAME, model=args.model, device=args.device)
+    if is_main_process():
+        atomic_write_json(out / "config.json", {"command": NAME, "model": args.model, "device": args.device,
+                                                "data": data_cfg.to_dict(), "mining": cfg.to_dict(), "shard": args.shard})
+        write_run_metadata(out, data_cfg.seed, command=NAME, model=args.model, device=args.device)
+    args.device = rank_device(args.device)
     examples = load_split(data_cfg)
     if not examples:
         raise ValueError(f"no examples in split {data_cfg.split!r} of {data_cfg.data!r}")
     model = load_model(args.model, device=args.device)
     log.info("mining %s on %d examples of %s (split %s), method %s, %d steps", args.model, len(examples),
              data_cfg.data, data_cfg.split, cfg.method, cfg.steps)
-    res = mine(model, examples, cfg, data_cfg, out_dir=out, resume=args.resume, show_progress=args.progress,
-               shard=shard, model_name=args.model)
+    if is_distributed():
+        res = mine_distributed(model, examples, cfg, data_cfg, out_dir=out, resume=args.resume,
+                               show_progress=args.progress, model_name=args.model)
+        if not is_main_process():
+            return 0
+    else:
+        res = mine(model, examples, cfg, data_cfg, out_dir=out, resume=args.resume, show_progress=args.progress,
+                   shard=shard, model_name=args.model)
     print(f"examples: R {len(res.ids_R)}, I {len(res.ids_I)} (excluded: R {res.excluded['R']['n']}, "
           f"I {res.excluded['I']['n']}); {res.info['n_computed']} attributed, {res.info['seconds']:.1f} s")
     for name, s in res.sets.items():

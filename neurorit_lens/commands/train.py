@@ -37,10 +37,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
     add_config_args(p, DataConfig, exclude=("split",))  # training uses the train and dev splits
     add_config_args(p, TrainConfig, exclude=("seed",))  # one --seed (DataConfig's) seeds both
+    from ..distributed import DistributedConfig  # torchrun launches: see docs/distributed.md
+
+    add_config_args(p, DistributedConfig, prefix="dist_")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import DistributedConfig, dist_env, distributed_session
+
+    if dist_env() is not None:  # launched by torchrun: data-parallel over the global batch, rank 0 writes
+        with distributed_session(config_from_args(args, DistributedConfig, prefix="dist_")):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..data import load_split
+    from ..distributed import is_main_process, rank_device
     from ..io import atomic_write_json, read_json, write_run_metadata
     from ..models import load_model
     from ..neurons import load_neuron_sets
@@ -57,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if not neurons_path.is_file():
             raise FileNotFoundError(f"neuron file not found: {neurons_path}")
     t0 = time.time()
+    args.device = rank_device(args.device)
     model = load_model(args.model, device=args.device)
     sets, layer_mass = None, None
     if neurons_path is not None:
@@ -65,14 +79,17 @@ def run(args: argparse.Namespace) -> int:
     examples = load_split(data_cfg.replace(split="all", limit=None))  # split here, by question
     train_q, dev_q = split_for_training(examples, data_cfg)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {"command": NAME, "model": args.model, "neurons": args.neurons,
-                                            "device": args.device, "data": data_cfg.to_dict(), "train": cfg.to_dict()})
-    write_run_metadata(out, data_cfg.seed, command=NAME, model=args.model, device=args.device)
+    if is_main_process():
+        atomic_write_json(out / "config.json", {"command": NAME, "model": args.model, "neurons": args.neurons,
+                                                "device": args.device, "data": data_cfg.to_dict(), "train": cfg.to_dict()})
+        write_run_metadata(out, data_cfg.seed, command=NAME, model=args.model, device=args.device)
     log.info("training %s with method %s on %d train / %d dev questions of %s", args.model, cfg.method,
              len(train_q), len(dev_q), data_cfg.data)
     res = train(model, train_q, dev_q, sets, layer_mass, cfg, data_cfg, out, resume=args.resume,
                 base_model=args.model, progress=args.progress)
     res.wall_s = time.time() - t0
+    if not is_main_process():
+        return 0
     res.save(out / "train.json")
     print(f"method {res.method}: lr {res.lr:g}, {res.steps} steps, trainable {res.trainable_params:,} "
           f"of {res.total_params:,} parameters ({100 * res.trainable_fraction:.2f}%), target layers "
