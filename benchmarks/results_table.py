@@ -64,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test-limit", type=int, default=20, help="test questions per data set")
     p.add_argument("--mine-limit", type=int, default=32)
     p.add_argument("--mine-method", default="grad_x_act")
+    p.add_argument("--threshold", type=float, default=0.05,
+                   help="selection threshold t (DESIGN default 0.2 kept only 14 R_excl / 2 I_excl neurons "
+                        "on 24 SmolLM2 examples, too few to train)")
+    p.add_argument("--frequency", type=float, default=0.5)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -153,7 +157,8 @@ def main(argv=None) -> int:
     mdir = out / "mining"
     if not (mdir / "neurons.json").exists():
         t0 = time.perf_counter()
-        res = mine(base, train_pool[: args.mine_limit], MiningConfig(method=args.mine_method), data_cfg,
+        res = mine(base, train_pool[: args.mine_limit], MiningConfig(method=args.mine_method, threshold=args.threshold,
+                                                                frequency=args.frequency), data_cfg,
                    out_dir=str(mdir))
         res.save(mdir)
         log.info("mining took %.0f s", time.perf_counter() - t0)

@@ -56,7 +56,7 @@ from .hooks import (
 )
 from .io import atomic_write_json, read_json
 from .neurons import NeuronSet
-from .targets import AnswerBatch, tokenize_with_answers
+from .targets import AnswerBatch, encode_prompt, tokenize_with_answers
 from .tl_backend import Model
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def neuron_means(
             raise ValueError("neuron_means needs at least one reference prompt")
         if not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be strings or an AnswerBatch")
-        rows = [model.to_tokens(p, truncate=False)[0] for p in prompts]
+        rows = [torch.tensor(encode_prompt(model, p)) for p in prompts]
         lengths = torch.tensor([len(r) for r in rows])
         pad = model.tokenizer.pad_token_id if model.tokenizer is not None else None
         tokens = torch.full((len(rows), int(lengths.max())), pad if pad is not None else 0, dtype=torch.long)
@@ -379,7 +379,7 @@ class ContextPrompts:
 def _prepare_batches(model: Model, prompts: Sequence[str], continuations: Sequence[str],
                      batch_size: int) -> list[tuple[torch.Tensor, AnswerBatch]]:
     """Tokenise once, sorted by length so batches carry little padding: [(row indices, batch)]."""
-    lengths = [len(model.to_tokens(p, truncate=False)[0]) for p in prompts]
+    lengths = [len(encode_prompt(model, p)) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     out = []
     for s in range(0, len(order), batch_size):

@@ -60,8 +60,16 @@ def encode_answer(model: Model, answer: str) -> list[int]:
 
 
 def encode_prompt(model: Model, prompt: str, prepend_bos: bool | None = None) -> list[int]:
-    """Prompt token ids as TL tokenises them (``to_tokens`` adds BOS unless told not to)."""
-    return model.to_tokens(prompt, prepend_bos=prepend_bos, truncate=False)[0].tolist()
+    """Prompt token ids as TL tokenises them (BOS per ``cfg.default_prepend_bos``), never two BOS.
+
+    Rendered chat prompts keep their template's leading BOS string verbatim (SmolLM2's
+    ``<|im_start|>``); when TL would prepend BOS as well (Gemma), the doubled BOS is dropped.
+    """
+    ids = model.to_tokens(prompt, prepend_bos=prepend_bos, truncate=False)[0].tolist()
+    bos = getattr(model.tokenizer, "bos_token_id", None)
+    if len(ids) >= 2 and bos is not None and ids[0] == bos and ids[1] == bos:
+        ids = ids[1:]
+    return ids
 
 
 def tokenize_with_answers(

@@ -16,8 +16,10 @@ Two templates with the same content:
 * ``chat`` (instruct models): the same text as the user message, a one-line system prompt
   asking for a short phrase, through ``tokenizer.apply_chat_template(...,
   add_generation_prompt=True)``. If the template rejects a system role, the system line is
-  prepended to the user message instead. A leading BOS *string* is stripped, since TL's
-  ``to_tokens`` prepends the BOS token itself.
+  prepended to the user message instead. The rendered text is kept verbatim,
+  leading BOS string included (SmolLM2's template starts with its BOS ``<|im_start|>``, which
+  TL does not prepend for it); where TL does prepend BOS as well (Gemma),
+  ``neurorit_lens.targets.encode_prompt`` drops the doubled BOS.
 
 ``auto`` picks ``chat`` when the tokenizer has a chat template. Prompts longer than
 ``max_prompt_tokens`` (counted with the tokenizer, plus one slot for the BOS token TL
@@ -99,10 +101,7 @@ def render_prompt(question: str, passages: Sequence[Passage], tokenizer: Any, te
     except Exception:  # some templates reject a system role
         text = tokenizer.apply_chat_template([{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{content}"}],
                                              tokenize=False, add_generation_prompt=True)
-    bos = getattr(tokenizer, "bos_token", None)
-    if bos and text.startswith(bos):
-        text = text[len(bos):]
-    return text
+    return text  # verbatim: a leading BOS string stays (targets.encode_prompt drops a doubled BOS)
 
 
 def answer_continuation(answer: str, template: str) -> str:

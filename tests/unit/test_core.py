@@ -103,3 +103,13 @@ def test_cli_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_encode_prompt_never_doubles_bos():
+    from neurorit_lens.targets import encode_prompt
+
+    model = cached_tiny_model()  # default_prepend_bos=True
+    bos = model.tokenizer.bos_token
+    plain = encode_prompt(model, "Question: hi")
+    assert plain[0] == model.tokenizer.bos_token_id and plain[1] != model.tokenizer.bos_token_id
+    assert encode_prompt(model, bos + "Question: hi") == plain
