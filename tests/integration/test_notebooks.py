@@ -1,8 +1,7 @@
 """Execute notebooks/*.ipynb on the tiny model (NEURORIT_NB_MODEL=tiny), as nbmake would.
 
-Marked ``slow``: the three notebooks take about 1-1.5 CPU-minutes together (more wall time on a
-busy machine), so they run with ``make test-slow`` or directly with
-``NEURORIT_NB_MODEL=tiny python -m pytest --nbmake notebooks``.
+Part of the default suite (``make test``, so CI executes the notebooks): the three take about
+1-1.5 CPU-minutes together. Equivalent: ``NEURORIT_NB_MODEL=tiny python -m pytest --nbmake notebooks``.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
