@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
+from .resources import fit_batch_size, generation_bytes_per_row
 from .targets import encode_prompt
 from .tl_backend import KeyValueCache, Model
 
@@ -214,6 +215,10 @@ def generate_greedy_ids(
     stops = torch.tensor(stop_token_ids(model) if stop_at_eos else [], dtype=torch.long)
     pad_id = _pad_id(model)
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+    itemsize = torch.tensor([], dtype=model.cfg.dtype).element_size()
+    batch_size = fit_batch_size(batch_size, generation_bytes_per_row(model.cfg, len(ids[order[0]]) + max_new_tokens,
+                                                                     itemsize), model.cfg.device or "cpu",
+                                what="generation batch")
     results: list[list[int]] = [[] for _ in ids]
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     with torch.inference_mode(), decode_layout(model):
