@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
-import os
 import random
 import sys
 import time
@@ -32,9 +30,9 @@ import torch
 
 from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
 from neurorit_lens.data import load_examples, split_examples
-from neurorit_lens.evaluation import EvalResult, evaluate
+from neurorit_lens.evaluation import evaluate
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json
-from neurorit_lens.mining import MiningResult, mine
+from neurorit_lens.mining import mine
 from neurorit_lens.models import load_model
 from neurorit_lens.neurons import load_neuron_sets
 from neurorit_lens.stages import train

@@ -94,7 +94,7 @@ def tokenize_with_answers(
     if pad is None:
         pad = model.tokenizer.eos_token_id or 0
     rows, p_lens, a_lens = [], [], []
-    for i, (p, a) in enumerate(zip(prompts, answers)):
+    for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
         a_ids = encode_answer(model, a)
         if not a_ids:
             raise ValueError(f"answer {i} ({a!r}) tokenises to nothing")

@@ -11,10 +11,10 @@ import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import TransformerLensKeyValueCache as KeyValueCache
+    from transformer_lens import loading_from_pretrained as tl_loading
     from transformer_lens import utils as tl_utils
     from transformer_lens.hook_points import HookPoint
-    from transformer_lens import loading_from_pretrained as tl_loading
-    from transformer_lens import TransformerLensKeyValueCache as KeyValueCache
 
 Model = HookedTransformer
 ModelConfig = HookedTransformerConfig

@@ -9,7 +9,13 @@ import torch
 
 from neurorit_lens.config import DataConfig, MiningConfig, RunConfig
 from neurorit_lens.hooks import neuron_hooks, scale_ablation, zero_ablation
-from neurorit_lens.neurons import Neuron, NeuronSet, exclusive_sets, load_neuron_sets, save_neuron_sets
+from neurorit_lens.neurons import (
+    Neuron,
+    NeuronSet,
+    exclusive_sets,
+    load_neuron_sets,
+    save_neuron_sets,
+)
 from neurorit_lens.targets import answer_target, sft_loss, tokenize_with_answers
 from tests.helpers import cached_tiny_model
 
@@ -74,7 +80,7 @@ def test_answer_target_matches_naive_loop():
     prompts, answers = ["Q: capital of Zarnia? A:", "Who?"], [" Velmor", " Sorrel Spire"]
     batch = tokenize_with_answers(model, prompts, answers)
     got = answer_target(model(batch.tokens), batch)
-    for i, (p, a) in enumerate(zip(prompts, answers)):
+    for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
         ids = model.to_tokens(p)[0].tolist()
         total = 0.0
         for t in model.tokenizer.encode(a, add_special_tokens=False):
