@@ -75,6 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--gpu-config", action="store_true", help="print the larger GPU configuration and exit")
+    p.add_argument("--render-only", action="store_true", help="rewrite results.md/json from what OUT holds")
     return p.parse_args(argv)
 
 
@@ -104,26 +105,34 @@ def fmt_acc(s: dict) -> str:
 
 
 def write_table(out: Path, args, names: list[str], methods: list[str], settings: list[str]) -> str:
-    rows, blob = [], {"config": vars(args), "environment": environment_info(args.seed), "results": {}}
-    header = "| method | trainable params (fraction) | train wall s | " + " | ".join(
-        f"{d} {s}" for d in names for s in settings) + " |"
-    rows.append(header)
-    rows.append("|" + "---|" * (3 + len(names) * len(settings)))
+    """Render ``results.md`` (one table per data set, plus cost per method) and ``results.json``."""
+    blob = {"config": vars(args), "environment": environment_info(args.seed), "results": {}}
+    cost = ["| method | trainable params | fraction | target layers | LR | steps | train wall (s) |",
+            "|---|---|---|---|---|---|---|"]
     for m in methods:
         tj = out / "train" / m / "train.json"
-        tinfo = read_json(tj) if tj.exists() else {}
-        params = (f"{tinfo['trainable_params']:,} ({100 * tinfo['trainable_fraction']:.2f}%)"
-                  if tinfo else ("0 (0%)" if m == "ralm" else "?"))
-        wall = f"{tinfo['wall_s']:.0f}" if tinfo else ("0" if m == "ralm" else "?")
-        cells, blob["results"][m] = [], {"train": {k: tinfo.get(k) for k in (
+        t = read_json(tj) if tj.exists() else {}
+        blob["results"][m] = {"train": {k: t.get(k) for k in (
             "trainable_params", "trainable_fraction", "wall_s", "lr", "steps", "target_layers", "seed")}}
+        if m == "ralm":
+            cost.append("| ralm (no tuning) | 0 | 0% | - | - | 0 | 0 |")
+        elif t:
+            cost.append(f"| {m} | {t['trainable_params']:,} | {100 * t['trainable_fraction']:.2f}% | "
+                        f"{t.get('target_layers') or '-'} | {t['lr']:g} | {t['steps']} | {t['wall_s']:.0f} |")
+        else:
+            cost.append(f"| {m} | not run | | | | | |")
         for d in names:
             ej = out / "eval" / m / d / "eval.json"
-            ev = read_json(ej)["settings"] if ej.exists() else {}
-            blob["results"][m][d] = ev
-            cells += [fmt_acc(ev.get(s, {})) for s in settings]
-        rows.append(f"| {m} | {params} | {wall} | " + " | ".join(cells) + " |")
-    text = "\n".join(rows) + "\n"
+            blob["results"][m][d] = read_json(ej)["settings"] if ej.exists() else {}
+    parts = ["\n".join(cost)]
+    for d in names:
+        n = max((blob["results"][m][d].get(s, {}).get("n") or 0) for m in methods for s in settings)
+        rows = [f"**{d}** (accuracy %, 95% bootstrap CI; up to {n} test questions per setting)", "",
+                "| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+        for m in methods:
+            rows.append(f"| {m} | " + " | ".join(fmt_acc(blob["results"][m][d].get(s, {})) for s in settings) + " |")
+        parts.append("\n".join(rows))
+    text = "\n\n".join(parts) + "\n"
     atomic_write_text(out / "results.md", text)
     atomic_write_json(out / "results.json", blob)
     return text
@@ -138,13 +147,20 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", vars(args))
+    if args.render_only and (out / "config.json").exists():
+        saved = read_json(out / "config.json")
+        args = argparse.Namespace(**{**saved, "render_only": True})
+    else:
+        atomic_write_json(out / "config.json", vars(args))
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     unknown = [m for m in methods if m not in METHODS] + [n for n in names if n not in DATASETS]
     if unknown:
         raise SystemExit(f"unknown method(s)/data set(s): {unknown}")
+    if args.render_only:
+        print(write_table(out, args, names, methods, settings))
+        return 0
     data_cfg = DataConfig(n_passages=args.n_passages, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed)
     eval_cfg = EvalConfig(settings=tuple(settings), max_new_tokens=16, batch_size=8, seed=args.seed)
     splits = load_splits(names, args.seed)
