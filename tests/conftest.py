@@ -44,6 +44,21 @@ def no_network(monkeypatch, request):
     yield
 
 
+@pytest.fixture(autouse=True)
+def torch_threads(request):
+    """Tiny-model tests run on one thread (several times faster when the 2 cores are shared);
+    tests of the real model (``real_model``/``slow``) keep torch's default."""
+    import torch
+
+    if request.node.get_closest_marker("real_model") or request.node.get_closest_marker("slow"):
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def seed():
     import numpy as np

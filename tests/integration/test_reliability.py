@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from neurorit_lens.cli import main
 
@@ -19,12 +18,6 @@ MINE_ARGS = ["mine", "--model", "tiny", "--data", "embedded:40", "--limit", "12"
              "--max-prompt-tokens", "160", "--n-passages", "3", "--threshold", "0.05"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cli(args: list[str]) -> subprocess.Popen:

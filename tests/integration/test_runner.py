@@ -5,18 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-import torch
-
 from neurorit_lens.cli import main
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_run_pipeline_tiny_end_to_end_and_resume(tmp_path):

@@ -25,16 +25,6 @@ from neurorit_lens.hooks import layer_of, mlp_hook_name, scale_neurons_hook
 from neurorit_lens.models import tiny_model
 from neurorit_lens.targets import answer_target, tokenize_with_answers
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~10x faster on one thread when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 PROMPTS = ["The capital of Zarnia is", "Who wrote the report? Answer:", "Trains"]
 ANSWERS = [" Velmor", " Alice wrote it", " run north"]
 

@@ -22,12 +22,6 @@ from tests.helpers import cached_tiny_model, make_examples
 SETTINGS = ("closed", "gold", "gold+2", "irrelevant", "counterfactual")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,6 @@ PROMPTS = [
 N_NEW = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny-model ops are too small to gain from threads; on a shared 2-core box they lose."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def naive_greedy(model, prompt: str, max_new_tokens: int, stop_at_eos: bool = True) -> list[int]:

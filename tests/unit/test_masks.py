@@ -21,15 +21,6 @@ from neurorit_lens.stages import bake_deactivation, layer_ranking, plan_method, 
 from tests.helpers import cached_tiny_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run much faster on one thread when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("gated", [False, True])
 def test_neuron_masks_select_exactly_the_neurons_entries(gated):
     m = cached_tiny_model(gated=gated)

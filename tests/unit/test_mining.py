@@ -25,15 +25,6 @@ from neurorit_lens.selection import select
 from neurorit_lens.targets import tokenize_with_answers
 from tests.helpers import cached_tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 DATA = DataConfig(max_prompt_tokens=160, n_passages=2)
 FAST = MiningConfig(method="grad_x_act")
 

@@ -25,13 +25,6 @@ from neurorit_lens.stages import bake_deactivation
 PROMPTS = ["The capital of Zarnia is", "Trains in Brindle run on time"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run much faster on one thread when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("gated", [False, True])

@@ -36,13 +36,6 @@ R_EXCL = NeuronSet({0: [1, 2, 3], 1: [4, 5]})
 I_EXCL = NeuronSet({0: [10, 11], 1: [12]})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run much faster on one thread when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(**kw) -> TrainConfig:
