@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/default
-# The main job, sized for a 2-core CPU (about 20-30 minutes); see README "Results".
+# The main job, sized for a 2-core CPU (about 10 minutes plus set-up); see README "Results".
 RUN_ARGS ?= --eval-limit 24 --mine-limit 24 --ablate-limit 16 --train-limit 120 \
 	--data.n-passages 3 --data.max-prompt-tokens 256 \
 	--eval.settings closed,gold,noise=0.4,noise=0.8,irrelevant \
