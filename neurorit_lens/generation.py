@@ -71,14 +71,10 @@ def _pad_id(model: Model) -> int:
 def encode_for_generation(model: Model, prompt: str) -> list[int]:
     """Prompt ids as TL tokenises them (BOS per ``cfg.default_prepend_bos``), never two BOS.
 
-    A chat template that already starts with the BOS token would otherwise get a second one
-    from TL's ``to_tokens``.
+    The same ids as :func:`neurorit_lens.targets.encode_prompt`, so generation and teacher
+    forcing always see one tokenisation of a prompt.
     """
-    ids = encode_prompt(model, prompt)
-    bos = model.tokenizer.bos_token_id
-    if len(ids) >= 2 and bos is not None and ids[0] == bos and ids[1] == bos:
-        ids = ids[1:]
-    return ids
+    return encode_prompt(model, prompt)
 
 
 def left_pad(

@@ -23,25 +23,19 @@
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
-_PUNCT = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+from .data.text import normalize_answer as _normalize
 
 
 def normalize_answer(s: str) -> str:
     """SQuAD v1.1 normalisation: lower case, no punctuation, no articles, single spaces."""
     if not isinstance(s, str):
         raise ValueError(f"answer must be a string, got {type(s).__name__}")
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
+    return _normalize(s)
 
 
 def _check_answers(answers: Sequence[str]) -> Sequence[str]:
