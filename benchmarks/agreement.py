@@ -1,6 +1,6 @@
 """Agreement study: how well do the cheap estimators reproduce per-layer IG?
 
-Mines the same examples three times with :func:`neurorit_lens.mining.mine` (resumable,
+Mines the same examples three times with :func:`neurorit_lens.neurons.mining.mine` (resumable,
 per-example scores under ``OUT/<method>/``):
 
 * ``ig`` (per layer, the paper's method) on the chosen ``--layers`` only (it costs a full
@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from neurorit_lens.config import DataConfig, MiningConfig  # noqa: E402
-from neurorit_lens.neurons import exclusive_sets  # noqa: E402
-from neurorit_lens.selection import select  # noqa: E402
+from neurorit_lens.neurons.selection import select  # noqa: E402
+from neurorit_lens.neurons.sets import exclusive_sets  # noqa: E402
 
 METHODS = ("ig", "ig_joint", "grad_x_act")
 
@@ -160,8 +160,8 @@ def main(argv=None) -> int:
 
     from neurorit_lens.data import load_split
     from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
-    from neurorit_lens.mining import mine
     from neurorit_lens.models import load_model
+    from neurorit_lens.neurons.mining import mine
 
     layers = [int(x) for x in args.layers.split(",") if x.strip()]
     data_cfg = DataConfig(data=args.data, split=args.split, limit=args.limit, n_passages=args.n_passages,

@@ -92,9 +92,9 @@ def worker(name: str, ckpt: str, spec: dict, out: str) -> None:
         def run_one(p, a, s):
             return kn.get_scores(p, a, batch_size=chunk, steps=s, pbar=False).detach()
     else:
-        from neurorit_lens.attribution import attribute
         from neurorit_lens.hooks import mlp_hook_name
-        from neurorit_lens.targets import answer_target, tokenize_with_answers
+        from neurorit_lens.neurons.attribution import attribute
+        from neurorit_lens.objective import answer_target, tokenize_with_answers
 
         model = _ours_model(ckpt)
 

@@ -32,7 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neurorit_lens.data import build_instances, embedded_examples, render_prompts  # noqa: E402
-from neurorit_lens.generation import _pad_id, encode_for_generation, generate_greedy_ids, left_pad  # noqa: E402
+from neurorit_lens.evaluation.generation import (  # noqa: E402
+    _pad_id,
+    encode_for_generation,
+    generate_greedy_ids,
+    left_pad,
+)
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
 from neurorit_lens.models import load_model  # noqa: E402
 from neurorit_lens.models.gguf import load_hf_from_gguf, smollm2_gguf_path  # noqa: E402
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     agree_rows = sum(a == b for a, b in zip(tl_out, hf_out, strict=True))
     agree_tok = sum(x == y for a, b in zip(tl_out, hf_out, strict=True) for x, y in zip(a, b, strict=True))
     result = {
-        "benchmark": "greedy generation throughput, HookedTransformer (neurorit_lens.generation) vs HF generate",
+        "benchmark": "greedy generation throughput, HookedTransformer (neurorit_lens.evaluation.generation) vs HF generate",
         "model": args.model,
         "command": "python benchmarks/bench_generation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "n_prompts": len(prompts),

@@ -1,6 +1,6 @@
 """Peak memory and time per example of neuron attribution vs model size; extrapolation to 8B.
 
-How the implementation keeps IG within one GPU (``neurorit_lens.attribution``):
+How the implementation keeps IG within one GPU (``neurorit_lens.neurons.attribution``):
 bf16 weights (``load_model(..., dtype="bf16")``); per-layer IG starts each pass at the
 layer from a cached ``resid_pre`` (``start_at_layer``), so only layers ``l..L-1`` hold
 activations for backward; alphas go in chunks of ``alpha_chunk`` rows; parameters are
@@ -88,9 +88,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from neurorit_lens.attribution import attribute
     from neurorit_lens.models import load_model, tiny_model
-    from neurorit_lens.targets import tokenize_with_answers
+    from neurorit_lens.neurons.attribution import attribute
+    from neurorit_lens.objective import tokenize_with_answers
 
     rss0 = _status_kb("VmRSS")
     t0 = time.perf_counter()

@@ -51,8 +51,8 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     from neurorit_lens.config import DataConfig, MiningConfig
     from neurorit_lens.data import embedded_examples
-    from neurorit_lens.dist_mining import mine_distributed
-    from neurorit_lens.distributed import (
+    from neurorit_lens.distributed.mining import mine_distributed
+    from neurorit_lens.distributed.process import (
         all_reduce_additive,
         barrier,
         distributed_session,

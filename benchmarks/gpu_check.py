@@ -34,9 +34,9 @@ def main() -> int:
         return 2
     from neurorit_lens.config import DataConfig, MiningConfig, TrainConfig
     from neurorit_lens.data import embedded_examples
-    from neurorit_lens.mining import mine
     from neurorit_lens.models import load_model
-    from neurorit_lens.stages import train
+    from neurorit_lens.neurons.mining import mine
+    from neurorit_lens.training.methods import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

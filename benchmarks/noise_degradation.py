@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neurorit_lens.config import DataConfig, EvalConfig  # noqa: E402
 from neurorit_lens.data import load_split  # noqa: E402
-from neurorit_lens.evaluation import EvalResult, evaluate  # noqa: E402
+from neurorit_lens.evaluation.evaluate import EvalResult, evaluate  # noqa: E402
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
 from neurorit_lens.models import load_model  # noqa: E402
 

@@ -30,12 +30,12 @@ import torch
 
 from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
 from neurorit_lens.data import load_examples, split_examples
-from neurorit_lens.evaluation import evaluate
+from neurorit_lens.evaluation.evaluate import evaluate
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json
-from neurorit_lens.mining import mine
 from neurorit_lens.models import load_model
-from neurorit_lens.neurons import load_neuron_sets
-from neurorit_lens.stages import train
+from neurorit_lens.neurons.mining import mine
+from neurorit_lens.neurons.sets import load_neuron_sets
+from neurorit_lens.training.methods import train
 
 log = logging.getLogger("results_table")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

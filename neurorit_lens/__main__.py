@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from neurorit_lens.cli.main import main
 
 sys.exit(main())

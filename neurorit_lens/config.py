@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .io import atomic_write_json, read_json
+from neurorit_lens.io import atomic_write_json, read_json
 
 T = TypeVar("T", bound="ConfigBase")
 

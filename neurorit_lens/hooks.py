@@ -7,7 +7,7 @@ adds its own handles as *permanent* (so TL's ``reset_hooks`` elsewhere cannot dr
 half-way) and removes exactly those handles in ``finally``.
 
 >>> from neurorit_lens.models import tiny_model
->>> from neurorit_lens.neurons import NeuronSet
+>>> from neurorit_lens.neurons.sets import NeuronSet
 >>> model = tiny_model()
 >>> ns = NeuronSet({0: [1, 2]})
 >>> with neuron_hooks(model, zero_ablation(ns)):
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Float
 
-from .tl_backend import HookPoint, Model, act_name
+from neurorit_lens.tl_backend import HookPoint, Model, act_name
 
 if TYPE_CHECKING:
-    from .neurons import NeuronSet
+    from neurorit_lens.neurons.sets import NeuronSet
 
 HookFn = Callable[..., torch.Tensor | None]
 FwdHook = tuple[str, HookFn]
@@ -165,7 +165,7 @@ def mean_ablation(
     """Forward hooks that set each neuron to its mean activation over a reference set.
 
     ``means[l, i]`` is the mean of neuron (l, i) over all positions of reference prompts
-    (see :func:`neurorit_lens.ablation.neuron_means`).
+    (see :func:`neurorit_lens.ablation.ablate.neuron_means`).
     """
     if means.ndim != 2:
         raise ValueError(f"means must be a [layer, d_mlp] tensor, got shape {tuple(means.shape)}")

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
-from .io import atomic_write_json, read_json, write_run_metadata
+from neurorit_lens.config import RunConfig
+from neurorit_lens.io import atomic_write_json, read_json, write_run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Runner:
     @property
     def model(self):
         if self._model is None:
-            from .models import load_model
+            from neurorit_lens.models import load_model
 
             self._model = load_model(self.cfg.model, device=self.cfg.device)
         return self._model
@@ -60,7 +60,7 @@ class Runner:
     @property
     def splits(self) -> dict[str, list]:
         if self._splits is None:
-            from .data import load_examples, split_examples
+            from neurorit_lens.data import load_examples, split_examples
 
             d = self.cfg.data
             loaded = load_examples(d.data, format=d.format, strict=d.strict, distractors=d.distractors,
@@ -95,7 +95,7 @@ class Runner:
         return summary
 
     def _evaluate(self, model, out_dir: Path, name: str) -> None:
-        from .evaluation import evaluate
+        from neurorit_lens.evaluation.evaluate import evaluate
 
         if (out_dir / "eval.json").exists():
             log.info("skip: %s exists", out_dir / "eval.json")
@@ -109,7 +109,7 @@ class Runner:
         self._evaluate(self.model, self.out / "eval_before", self.cfg.model)
 
     def stage_mine(self) -> None:
-        from .mining import mine
+        from neurorit_lens.neurons.mining import mine
 
         out = self.out / "mining"
         if (out / "neurons.json").exists():
@@ -120,7 +120,7 @@ class Runner:
         res.save(out)
 
     def _neuron_sets(self):
-        from .neurons import load_neuron_sets
+        from neurorit_lens.neurons.sets import load_neuron_sets
 
         path = self.out / "mining" / "neurons.json"
         if not path.exists():
@@ -128,7 +128,7 @@ class Runner:
         return load_neuron_sets(path, self.model), (read_json(path).get("meta") or {})
 
     def stage_ablate(self) -> None:
-        from .ablation import run_ablation
+        from neurorit_lens.ablation.ablate import run_ablation
 
         out = self.out / "ablation"
         if (out / "ablation.json").exists():
@@ -141,7 +141,7 @@ class Runner:
         print(res.table())
 
     def stage_train(self) -> None:
-        from .training import train
+        from neurorit_lens.training.trainer import train
 
         sets, meta = self._neuron_sets()
         for method in self.cfg.methods:
@@ -151,14 +151,14 @@ class Runner:
                 model = copy.deepcopy(self.model)
                 train(model, _limit(self.splits["train"], self.cfg.train_limit), self.splits["dev"], sets,
                       meta.get("layer_mass"), tcfg, self.cfg.data, str(tdir))
-            from .models import load_model
+            from neurorit_lens.models import load_model
 
             tuned = load_model(str(tdir / "model"), device=self.cfg.device)
             self._evaluate(tuned, self.out / "eval_after" / method, f"{self.cfg.model}+{method}")
             del tuned
 
     def stage_report(self) -> None:
-        from .report import write_report
+        from neurorit_lens.viz.report import write_report
 
         html, md = write_report(self.out, model=self.model, examples=self.splits["dev"], n_views=2)
         log.info("report: %s", html)

@@ -4,21 +4,27 @@ Pipeline: ``load_examples`` (or ``embedded_examples``) -> ``split_examples`` ->
 ``build_instances(examples, "noise=0.4")`` -> ``render_prompts(instances, tokenizer)``.
 """
 
-from .distractors import BM25, add_distractors
-from .embedded import embedded_examples
-from .loaders import FORMATS, LoadResult, detect_format, load_examples
-from .prompts import (
+from neurorit_lens.data.distractors import BM25, add_distractors
+from neurorit_lens.data.embedded import embedded_examples
+from neurorit_lens.data.loaders import FORMATS, LoadResult, detect_format, load_examples
+from neurorit_lens.data.prompts import (
     RenderedPrompts,
     answer_continuation,
     render_prompt,
     render_prompts,
     resolve_template,
 )
-from .records import DataError
-from .schema import Label, Passage, QAExample, RAGInstance
-from .settings import VALID_SETTINGS, BuiltInstances, Setting, build_instances, parse_setting
-from .splits import load_split, split_examples
-from .text import contains_answer, normalize_answer, normalize_question
+from neurorit_lens.data.records import DataError
+from neurorit_lens.data.schema import Label, Passage, QAExample, RAGInstance
+from neurorit_lens.data.settings import (
+    VALID_SETTINGS,
+    BuiltInstances,
+    Setting,
+    build_instances,
+    parse_setting,
+)
+from neurorit_lens.data.splits import load_split, split_examples
+from neurorit_lens.data.text import contains_answer, normalize_answer, normalize_question
 
 __all__ = [
     "BM25",

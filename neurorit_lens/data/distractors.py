@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from .schema import Label, Passage, QAExample
-from .text import contains_normalized, normalize_answer, tokenize_words
+from neurorit_lens.data.schema import Label, Passage, QAExample
+from neurorit_lens.data.text import contains_normalized, normalize_answer, tokenize_words
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from .schema import Label, Passage, QAExample
-from .text import contains_answer, normalize_answer
+from neurorit_lens.data.schema import Label, Passage, QAExample
+from neurorit_lens.data.text import contains_answer, normalize_answer
 
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "qu", "r", "s", "sk", "st",
            "t", "tr", "v", "vr", "z", "th", "ph", "x"]

@@ -53,11 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json, read_json
-from .distractors import DISTRACTOR_METHODS, add_distractors
-from .records import DataError, iter_records
-from .schema import Label, Passage, QAExample
-from .text import contains_answer
+from neurorit_lens.data.distractors import DISTRACTOR_METHODS, add_distractors
+from neurorit_lens.data.records import DataError, iter_records
+from neurorit_lens.data.schema import Label, Passage, QAExample
+from neurorit_lens.data.text import contains_answer
+from neurorit_lens.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -483,7 +483,7 @@ def load_examples(
             raise ValueError(f"fields= applies to format 'jsonl' (or 'hf'), not {format!r}")
 
     if format == "embedded" or source == "embedded" or source.startswith("embedded:"):
-        from .embedded import embedded_examples
+        from neurorit_lens.data.embedded import embedded_examples
 
         n, s = _parse_embedded(source)
         exs = embedded_examples(n=n, seed=s)

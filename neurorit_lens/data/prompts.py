@@ -19,7 +19,7 @@ Two templates with the same content:
   prepended to the user message instead. The rendered text is kept verbatim,
   leading BOS string included (SmolLM2's template starts with its BOS ``<|im_start|>``, which
   TL does not prepend for it); where TL does prepend BOS as well (Gemma),
-  ``neurorit_lens.targets.encode_prompt`` drops the doubled BOS.
+  ``neurorit_lens.objective.encode_prompt`` drops the doubled BOS.
 
 ``auto`` picks ``chat`` when the tokenizer has a chat template. Prompts longer than
 ``max_prompt_tokens`` (counted with the tokenizer, plus one slot for the BOS token TL
@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import Passage, RAGInstance
+from neurorit_lens.data.schema import Passage, RAGInstance
 
 TEMPLATES = ("auto", "plain", "chat")
 INSTRUCTION = "Answer the question using the documents below. Reply with a short phrase only."

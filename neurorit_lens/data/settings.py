@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .schema import Passage, QAExample, RAGInstance
+from neurorit_lens.data.schema import Passage, QAExample, RAGInstance
 
 VALID_SETTINGS = "closed, gold, gold+K (K >= 0), noise=R (0 <= R <= 1), irrelevant, counterfactual"
 _GOLD_K = re.compile(r"^gold\+(\d+)$")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ..config import DataConfig
-from .loaders import load_examples
-from .schema import QAExample
-from .text import normalize_question
+from neurorit_lens.config import DataConfig
+from neurorit_lens.data.loaders import load_examples
+from neurorit_lens.data.schema import QAExample
+from neurorit_lens.data.text import normalize_question
 
 SPLITS = ("train", "dev", "test")
 

@@ -7,9 +7,15 @@ True
 False
 """
 
-from .cache import CacheDirError
-from .registry import DEFAULT_MODEL, SUPPORTED, default_cache_dir, is_instruct, load_model
-from .tiny import tiny_config, tiny_model, tiny_tokenizer
+from neurorit_lens.models.cache import CacheDirError
+from neurorit_lens.models.registry import (
+    DEFAULT_MODEL,
+    SUPPORTED,
+    default_cache_dir,
+    is_instruct,
+    load_model,
+)
+from neurorit_lens.models.tiny import tiny_config, tiny_model, tiny_tokenizer
 
 __all__ = [
     "CacheDirError",

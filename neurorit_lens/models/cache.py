@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_json, read_json
+from neurorit_lens.io import atomic_write_json, read_json
 
 CACHE_ENV = "NEURORIT_CACHE"
 FORMAT_VERSION = 1

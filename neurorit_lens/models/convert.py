@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ..tl_backend import HookedTransformer, HookedTransformerConfig, tl_loading
+from neurorit_lens.tl_backend import HookedTransformer, HookedTransformerConfig, tl_loading
 
 log = logging.getLogger(__name__)
 

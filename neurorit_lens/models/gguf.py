@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from ..tl_backend import HookedTransformer
-from . import cache as cache_mod
-from .convert import from_converted, hf_to_tl
+from neurorit_lens.models import cache as cache_mod
+from neurorit_lens.models.convert import from_converted, hf_to_tl
+from neurorit_lens.tl_backend import HookedTransformer
 
 log = logging.getLogger(__name__)
 

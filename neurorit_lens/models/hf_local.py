@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..tl_backend import HookedTransformer, tl_loading
-from .convert import architecture_of, hf_to_hooked
+from neurorit_lens.models.convert import architecture_of, hf_to_hooked
+from neurorit_lens.tl_backend import HookedTransformer, tl_loading
 
 
 def load_hf_dir(

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from ..tl_backend import HookedTransformer
-from . import cache as cache_mod
-from .convert import SUPPORTED_ARCHITECTURES, finalize
+from neurorit_lens.models import cache as cache_mod
+from neurorit_lens.models.convert import SUPPORTED_ARCHITECTURES, finalize
+from neurorit_lens.tl_backend import HookedTransformer
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,20 @@ class ModelSpec:
 
 
 def _load_smollm2(**kw: Any) -> HookedTransformer:
-    from .gguf import load_smollm2
+    from neurorit_lens.models.gguf import load_smollm2
 
     return load_smollm2(**kw)
 
 
 def _load_gemma3(**kw: Any) -> HookedTransformer:
-    from .gguf import load_gemma3_270m
+    from neurorit_lens.models.gguf import load_gemma3_270m
 
     return load_gemma3_270m(**kw)
 
 
 def _load_tiny(cache_dir: Any = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
                n_ctx: int | None = None) -> HookedTransformer:
-    from .tiny import tiny_model
+    from neurorit_lens.models.tiny import tiny_model
 
     kw = {} if n_ctx is None else {"n_ctx": n_ctx}
     model = tiny_model(dtype=dtype, **kw)  # tiny_model's defaults, the same model tests build
@@ -148,22 +148,22 @@ def load_model(
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "neurorit_model.json").is_file():
-            from .saved import load_saved_model  # written by the training stage
+            from neurorit_lens.models.saved import load_saved_model  # written by the training stage
 
             return load_saved_model(str(path), device=device, dtype=dt)
         if (path / "config.json").is_file():
-            from .hf_local import load_hf_dir
+            from neurorit_lens.models.hf_local import load_hf_dir
 
             return load_hf_dir(path, **kw)
         raise ValueError(_supported_message(name, f": directory {str(path)!r} holds neither config.json nor "
                                                   "neurorit_model.json"))
     if path.is_file() and path.suffix.lower() == ".gguf":
-        from .gguf import load_gguf_model
+        from neurorit_lens.models.gguf import load_gguf_model
 
         st = path.stat()
         key = {"file": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         return load_gguf_model(path.stem, path, key, cache_dir=cache_dir, **kw)
-    from .hf_local import load_tl_official, tl_official_name
+    from neurorit_lens.models.hf_local import load_tl_official, tl_official_name
 
     official = tl_official_name(name)
     if official is not None:

@@ -38,15 +38,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import (
+from neurorit_lens.io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     environment_info,
     read_json,
 )
-from ..neurons import NeuronSet, save_neuron_sets
-from ..tl_backend import HookedTransformer, HookedTransformerConfig
+from neurorit_lens.neurons.sets import NeuronSet, save_neuron_sets
+from neurorit_lens.tl_backend import HookedTransformer, HookedTransformerConfig
 
 MARKER = "neurorit_model.json"
 FORMAT = "neurorit_lens.trained_model"
@@ -183,6 +183,6 @@ def load_saved_model(dir: str | os.PathLike, device: str = "cpu", dtype: torch.d
 
 def load_saved_sets(dir: str | os.PathLike) -> dict[str, NeuronSet]:
     """The neuron sets recorded with a saved model."""
-    from ..neurons import load_neuron_sets
+    from neurorit_lens.neurons.sets import load_neuron_sets
 
     return load_neuron_sets(Path(dir) / "neuron_sets.json")

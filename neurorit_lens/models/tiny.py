@@ -13,7 +13,7 @@ import tempfile
 
 import torch
 
-from ..tl_backend import HookedTransformer, HookedTransformerConfig
+from neurorit_lens.tl_backend import HookedTransformer, HookedTransformerConfig
 
 _CORPUS = (
     "Question: Who wrote the report? Answer: Alice wrote it. The capital of Zarnia is Velmor. "

@@ -1,7 +1,7 @@
 """Worker side of the 2-process gloo tests (imported by spawned processes, not collected).
 
 Each task is a plain function that runs the same code in one process (no process group:
-every helper of :mod:`neurorit_lens.distributed` is then a no-op) and in every rank of a
+every helper of :mod:`neurorit_lens.distributed.process` is then a no-op) and in every rank of a
 job, and returns something picklable; the test compares the two.
 """
 
@@ -34,7 +34,7 @@ class FakeStats:
 
 
 def task_stats(out_dir: Path | None = None) -> dict[str, Any]:
-    from neurorit_lens.distributed import all_reduce_additive, get_rank
+    from neurorit_lens.distributed.process import all_reduce_additive, get_rank
 
     s = all_reduce_additive(FakeStats(get_rank()))
     return {"n_examples": s.n_examples, "keep_count": s.keep_count, "score_sum": s.score_sum}
@@ -60,7 +60,7 @@ def manual_training(out_dir: Path | None = None, steps: int = 4, lr: float = 1e-
     Each rank takes its strided slice of the global batch, normalises its summed token
     loss by the global answer-token count, and gradients are summed across ranks.
     """
-    from neurorit_lens.distributed import (
+    from neurorit_lens.distributed.process import (
         GradientSync,
         all_reduce_scalar,
         get_rank,
@@ -68,7 +68,7 @@ def manual_training(out_dir: Path | None = None, steps: int = 4, lr: float = 1e-
         global_token_count,
         local_batch_slice,
     )
-    from neurorit_lens.targets import token_logprobs, tokenize_with_answers
+    from neurorit_lens.objective import token_logprobs, tokenize_with_answers
 
     model = tiny_model_for_check()
     mask = torch.zeros(model.cfg.d_model, model.cfg.d_mlp)
@@ -107,11 +107,11 @@ def trainer_run(out_dir: Path | None = None) -> dict[str, Any]:
     ``Trainer``. Global batch = ``batch_size * grad_accum`` = 4 items of unequal answer length.
     """
     from neurorit_lens.config import TrainConfig
-    from neurorit_lens.dist_training import trainer_class
+    from neurorit_lens.distributed.training import trainer_class
     from neurorit_lens.hooks import zero_ablation
-    from neurorit_lens.masks import neuron_param_masks
-    from neurorit_lens.neurons import NeuronSet
-    from neurorit_lens.train_data import TrainItem
+    from neurorit_lens.neurons.sets import NeuronSet
+    from neurorit_lens.training.items import TrainItem
+    from neurorit_lens.training.masks import neuron_param_masks
 
     model = tiny_model_for_check()
     items = [TrainItem(p, a, id=str(i)) for i, (p, a) in enumerate(GLOBAL_BATCH)]
@@ -133,7 +133,7 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
     (Attention key biases are left out on purpose: their true gradient is 0 (softmax shift
     invariance), so Adam turns float noise into full-size steps that differ between runs.)
     """
-    from neurorit_lens.distributed import (
+    from neurorit_lens.distributed.process import (
         all_reduce_scalar,
         get_rank,
         get_world_size,
@@ -142,8 +142,8 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
         shard_model_fsdp,
     )
     from neurorit_lens.hooks import neuron_hooks, zero_ablation
-    from neurorit_lens.neurons import NeuronSet
-    from neurorit_lens.targets import token_logprobs, tokenize_with_answers
+    from neurorit_lens.neurons.sets import NeuronSet
+    from neurorit_lens.objective import token_logprobs, tokenize_with_answers
 
     model = tiny_model_for_check()
     names = [n for n, _ in model.named_parameters() if n.startswith("blocks.1.mlp.")]  # stage-2 style
@@ -184,7 +184,7 @@ def mining_setup():
 
 def mining_run(out_dir: Path | None = None) -> dict[str, Any]:
     """Distributed mining in a process group; plain ``mine`` in one process."""
-    from neurorit_lens.dist_mining import mine_distributed
+    from neurorit_lens.distributed.mining import mine_distributed
 
     model, examples, cfg, data_cfg = mining_setup()
     res = mine_distributed(model, examples, cfg, data_cfg, out_dir=out_dir, show_progress=False, model_name="tiny")
@@ -203,7 +203,11 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, task_names: list
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
-    from neurorit_lens.distributed import DistributedConfig, destroy_distributed, init_distributed
+    from neurorit_lens.distributed.process import (
+        DistributedConfig,
+        destroy_distributed,
+        init_distributed,
+    )
 
     init_distributed(DistributedConfig(backend="gloo", timeout_s=120))
     results: dict[str, Any] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurorit_lens import distributed as D
+from neurorit_lens.distributed import process as D
 from tests.integration import dist_worker as W
 
 WORLD = 2
@@ -146,7 +146,7 @@ def test_split_across_devices_validates_and_maps_blocks_like_tl():
 @pytest.mark.allow_loopback
 def test_distributed_mining_equals_single_process(spawned, spawned_dir, tmp_path):
     from neurorit_lens.io import read_json
-    from neurorit_lens.mining import MiningResult
+    from neurorit_lens.neurons.mining import MiningResult
 
     ref = W.mining_run(tmp_path / "single")
     assert ref["n_R"] > 0 and ref["sets"]["R_excl"] and ref["sets"]["I_excl"]  # a non-trivial case
@@ -220,7 +220,7 @@ def test_torchrun_mine_and_train_cli_equal_single_process(tmp_path):
 def test_gpu_bf16_mining_and_grad_sync_path():
     from neurorit_lens.config import DataConfig, MiningConfig
     from neurorit_lens.data import embedded_examples
-    from neurorit_lens.dist_mining import mine_distributed
+    from neurorit_lens.distributed.mining import mine_distributed
     from neurorit_lens.models import tiny_model
 
     model = tiny_model(dtype=torch.bfloat16).to("cuda")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from neurorit_lens.cli import main
+from neurorit_lens.cli.main import main
 
 MINE_ARGS = ["mine", "--model", "tiny", "--data", "embedded:40", "--limit", "12", "--method", "ig", "--steps", "6",
              "--max-prompt-tokens", "160", "--n-passages", "3", "--threshold", "0.05"]

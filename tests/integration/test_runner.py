@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from neurorit_lens.cli import main
+from neurorit_lens.cli.main import main
 
 
 def test_run_pipeline_tiny_end_to_end_and_resume(tmp_path):

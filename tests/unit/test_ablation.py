@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurorit_lens.ablation import (
+from neurorit_lens.ablation.ablate import (
     AblationResult,
     ContextPrompts,
     Effect,
@@ -21,12 +21,12 @@ from neurorit_lens.ablation import (
     random_controls,
 )
 from neurorit_lens.config import AblationConfig
-from neurorit_lens.generation import generate_greedy
+from neurorit_lens.evaluation.generation import generate_greedy
+from neurorit_lens.evaluation.metrics import accuracy
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, set_neurons_hook, zero_ablation
-from neurorit_lens.metrics import accuracy
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons import NeuronSet
-from neurorit_lens.targets import tokenize_with_answers
+from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.objective import tokenize_with_answers
 from tests.helpers import cached_tiny_model
 
 PROMPTS = [
@@ -279,8 +279,8 @@ def test_logprob_effects_match_naive_loop_and_random_controls_are_disjoint():
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_answer_logprobs_equal_answer_target_on_full_logits(gated):
-    from neurorit_lens.ablation import _prepare_batches
-    from neurorit_lens.targets import answer_target
+    from neurorit_lens.ablation.ablate import _prepare_batches
+    from neurorit_lens.objective import answer_target
 
     model = cached_tiny_model(gated=gated)
     batches = _prepare_batches(model, PROMPTS, ANSWERS, batch_size=3)
@@ -293,7 +293,7 @@ def test_answer_logprobs_equal_answer_target_on_full_logits(gated):
 
 def test_answer_logprobs_batched_equals_unbatched():
     model = cached_tiny_model()
-    from neurorit_lens.ablation import _prepare_batches
+    from neurorit_lens.ablation.ablate import _prepare_batches
 
     b1 = _prepare_batches(model, PROMPTS, ANSWERS, batch_size=1)
     b4 = _prepare_batches(model, PROMPTS, ANSWERS, batch_size=4)
@@ -369,8 +369,8 @@ def _cli_model_available() -> bool:
 
 @pytest.mark.skipif(not _cli_model_available(), reason="neurorit_lens.models.load_model has not landed")
 def test_cli_ablate_end_to_end_on_tiny_model(tmp_path, capsys):
-    from neurorit_lens.cli import main
-    from neurorit_lens.neurons import exclusive_sets, save_neuron_sets
+    from neurorit_lens.cli.main import main
+    from neurorit_lens.neurons.sets import exclusive_sets, save_neuron_sets
 
     sets = exclusive_sets(NeuronSet({0: [1, 2, 3, 4], 1: [5, 6]}), NeuronSet({0: [4, 9], 1: [10, 11, 12]}))
     neurons = save_neuron_sets(tmp_path / "mine" / "neurons.json", sets, {"model_shape": [2, 64], "site": "post"})

@@ -13,7 +13,9 @@ import pytest
 import torch
 from jaxtyping import Float
 
-from neurorit_lens.attribution import (
+from neurorit_lens.hooks import layer_of, mlp_hook_name, scale_neurons_hook
+from neurorit_lens.models import tiny_model
+from neurorit_lens.neurons.attribution import (
     attribute,
     baseline_target,
     completeness_gap,
@@ -21,9 +23,7 @@ from neurorit_lens.attribution import (
     position_mask,
     target_fn,
 )
-from neurorit_lens.hooks import layer_of, mlp_hook_name, scale_neurons_hook
-from neurorit_lens.models import tiny_model
-from neurorit_lens.targets import answer_target, tokenize_with_answers
+from neurorit_lens.objective import answer_target, tokenize_with_answers
 
 PROMPTS = ["The capital of Zarnia is", "Who wrote the report? Answer:", "Trains"]
 ANSWERS = [" Velmor", " Alice wrote it", " run north"]

@@ -9,14 +9,14 @@ import torch
 
 from neurorit_lens.config import DataConfig, MiningConfig, RunConfig
 from neurorit_lens.hooks import neuron_hooks, scale_ablation, zero_ablation
-from neurorit_lens.neurons import (
+from neurorit_lens.neurons.sets import (
     Neuron,
     NeuronSet,
     exclusive_sets,
     load_neuron_sets,
     save_neuron_sets,
 )
-from neurorit_lens.targets import answer_target, sft_loss, tokenize_with_answers
+from neurorit_lens.objective import answer_target, sft_loss, tokenize_with_answers
 from tests.helpers import cached_tiny_model
 
 
@@ -103,7 +103,7 @@ def test_configs_validate_and_roundtrip(tmp_path):
 
 
 def test_cli_help_lists_subcommands(capsys):
-    from neurorit_lens.cli import main
+    from neurorit_lens.cli.main import main
 
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -112,7 +112,7 @@ def test_cli_help_lists_subcommands(capsys):
 
 
 def test_encode_prompt_never_doubles_bos():
-    from neurorit_lens.targets import encode_prompt
+    from neurorit_lens.objective import encode_prompt
 
     model = cached_tiny_model()  # default_prepend_bos=True
     bos = model.tokenizer.bos_token

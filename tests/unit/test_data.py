@@ -510,7 +510,7 @@ def test_real_files(rel, fmt, n):
 # ------------------------------------------------------------------ CLI
 
 def test_cli_data_command(tmp_path, capsys):
-    from neurorit_lens.cli import main
+    from neurorit_lens.cli.main import main
 
     assert main(["data", "--data", "embedded:24", "--split", "all", "--settings", "gold,noise=0.4,irrelevant",
                  "--out", str(tmp_path)]) == 0

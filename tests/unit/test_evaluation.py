@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import neurorit_lens.evaluation as ev
-from neurorit_lens.cli import main
+import neurorit_lens.evaluation.evaluate as ev
+from neurorit_lens.cli.main import main
 from neurorit_lens.config import DataConfig, EvalConfig
 from neurorit_lens.data import build_instances, render_prompts
-from neurorit_lens.evaluation import EvalResult, aggregate, answer_logprobs, evaluate
-from neurorit_lens.generation import encode_for_generation, generate_greedy
+from neurorit_lens.evaluation.evaluate import EvalResult, aggregate, answer_logprobs, evaluate
+from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
+from neurorit_lens.evaluation.metrics import accuracy, bootstrap_ci, exact_match, f1
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
-from neurorit_lens.metrics import accuracy, bootstrap_ci, exact_match, f1
-from neurorit_lens.neurons import NeuronSet
+from neurorit_lens.neurons.sets import NeuronSet
 from tests.helpers import cached_tiny_model, make_examples
 
 SETTINGS = ("closed", "gold", "gold+2", "irrelevant", "counterfactual")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurorit_lens.generation import (
+from neurorit_lens.evaluation.generation import (
     encode_for_generation,
     generate_greedy,
     generate_greedy_ids,
@@ -14,7 +14,7 @@ from neurorit_lens.generation import (
 )
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons import NeuronSet
+from neurorit_lens.neurons.sets import NeuronSet
 from tests.helpers import cached_tiny_model
 
 PROMPTS = [
@@ -117,7 +117,7 @@ def test_left_pad_and_bad_input():
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_decode_layout_is_bitwise_neutral_and_restored(gated):
-    from neurorit_lens.generation import decode_layout
+    from neurorit_lens.evaluation.generation import decode_layout
 
     model = cached_tiny_model(gated=gated)
     before = {n: (p, p.data_ptr(), p.stride()) for n, p in model.named_parameters()}

@@ -7,7 +7,9 @@ import torch
 
 from neurorit_lens.config import TrainConfig
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
-from neurorit_lens.masks import (
+from neurorit_lens.models import tiny_model
+from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.training.masks import (
     count_trainable,
     full_param_masks,
     layer_param_masks,
@@ -15,9 +17,12 @@ from neurorit_lens.masks import (
     neuron_param_masks,
     total_params,
 )
-from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons import NeuronSet
-from neurorit_lens.stages import bake_deactivation, layer_ranking, plan_method, select_target_layers
+from neurorit_lens.training.methods import (
+    bake_deactivation,
+    layer_ranking,
+    plan_method,
+    select_target_layers,
+)
 from tests.helpers import cached_tiny_model
 
 

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neurorit_lens.metrics import accuracy, bootstrap_ci, exact_match, f1, normalize_answer
+from neurorit_lens.evaluation.metrics import (
+    accuracy,
+    bootstrap_ci,
+    exact_match,
+    f1,
+    normalize_answer,
+)
 
 
 # ---------------------------------------------------------------------------------------

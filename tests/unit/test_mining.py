@@ -8,9 +8,8 @@ import json
 import pytest
 import torch
 
-import neurorit_lens.mining as mining
-from neurorit_lens.attribution import attribute
-from neurorit_lens.cli import main
+import neurorit_lens.neurons.mining as mining
+from neurorit_lens.cli.main import main
 from neurorit_lens.config import DataConfig, MiningConfig
 from neurorit_lens.data import (
     Label,
@@ -19,10 +18,11 @@ from neurorit_lens.data import (
     embedded_examples,
     render_prompts,
 )
-from neurorit_lens.mining import MiningResult, mine, score_path
-from neurorit_lens.neurons import exclusive_sets, load_neuron_sets
-from neurorit_lens.selection import select
-from neurorit_lens.targets import tokenize_with_answers
+from neurorit_lens.neurons.attribution import attribute
+from neurorit_lens.neurons.mining import MiningResult, mine, score_path
+from neurorit_lens.neurons.selection import select
+from neurorit_lens.neurons.sets import exclusive_sets, load_neuron_sets
+from neurorit_lens.objective import tokenize_with_answers
 from tests.helpers import cached_tiny_model
 
 DATA = DataConfig(max_prompt_tokens=160, n_passages=2)

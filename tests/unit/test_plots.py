@@ -7,8 +7,8 @@ import json
 import matplotlib.pyplot as plt
 import pytest
 
-from neurorit_lens.neurons import NeuronSet
-from neurorit_lens.plots import (
+from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.viz.plots import (
     noise_ratio,
     plot_ablation_effects,
     plot_accuracy_vs_noise,

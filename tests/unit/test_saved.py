@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from neurorit_lens.cli import main
+from neurorit_lens.cli.main import main
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import load_model, tiny_model
 from neurorit_lens.models.saved import (
@@ -19,8 +19,8 @@ from neurorit_lens.models.saved import (
     load_saved_sets,
     save_trained_model,
 )
-from neurorit_lens.neurons import NeuronSet, save_neuron_sets
-from neurorit_lens.stages import bake_deactivation
+from neurorit_lens.neurons.sets import NeuronSet, save_neuron_sets
+from neurorit_lens.training.methods import bake_deactivation
 
 PROMPTS = ["The capital of Zarnia is", "Trains in Brindle run on time"]
 

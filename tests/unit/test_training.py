@@ -16,18 +16,18 @@ import torch
 
 from neurorit_lens.config import DataConfig, TrainConfig
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
-from neurorit_lens.masks import layer_param_masks, neuron_param_masks
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons import NeuronSet
-from neurorit_lens.stages import TrainResult, train
-from neurorit_lens.targets import sft_loss, tokenize_with_answers
-from neurorit_lens.train_data import (
+from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.objective import sft_loss, tokenize_with_answers
+from neurorit_lens.training.items import (
     TrainItem,
     assign_settings,
     build_train_items,
     split_for_training,
 )
-from neurorit_lens.training import Trainer, evaluate_dev, lr_factor, read_train_log
+from neurorit_lens.training.masks import layer_param_masks, neuron_param_masks
+from neurorit_lens.training.methods import TrainResult, train
+from neurorit_lens.training.trainer import Trainer, evaluate_dev, lr_factor, read_train_log
 from tests.helpers import make_examples
 
 ITEMS = [TrainItem(f"Question: What is the capital of Zarnia{i}? Answer:", f" Velmor{i}", id=f"q{i}") for i in range(6)]

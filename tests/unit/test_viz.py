@@ -9,9 +9,9 @@ import torch
 
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons import Neuron, NeuronSet
-from neurorit_lens.targets import tokenize_with_answers
-from neurorit_lens.viz import (
+from neurorit_lens.neurons.sets import Neuron, NeuronSet
+from neurorit_lens.objective import tokenize_with_answers
+from neurorit_lens.viz.views import (
     CVPanel,
     NeuronView,
     activation_view,
@@ -130,9 +130,9 @@ def test_token_attribution_matches_finite_differences():
 
 def test_token_attribution_sums_to_attribution_module():
     """Summed over positions it is the mining module's grad_x_act (when that module exists)."""
-    attribution = pytest.importorskip("neurorit_lens.attribution")
+    attribution = pytest.importorskip("neurorit_lens.neurons.attribution")
     if not hasattr(attribution, "attribute"):
-        pytest.skip("neurorit_lens.attribution.attribute not available")
+        pytest.skip("neurorit_lens.neurons.attribution.attribute not available")
     model = cached_tiny_model()
     batch = tokenize_with_answers(model, ["The capital of Zarnia is"], [" Velmor"])
     try:

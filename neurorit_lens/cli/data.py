@@ -1,0 +1,61 @@
+"""`neurorit data`: load a dataset and report what the data stage made of it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from neurorit_lens.cli.main import add_config_args, config_from_args
+from neurorit_lens.config import DEFAULT_SETTINGS, DataConfig
+
+NAME = "data"
+HELP = "load a dataset and report examples, skipped records, passages per label, splits and settings"
+DESCRIPTION = (
+    "Load --data (a file, 'hf:<name or dir>[:split]' or 'embedded[:N[:SEED]]') with the format "
+    "auto-detected, and print: examples loaded, records skipped and why, passages per label, "
+    "train/dev/test sizes, and for the chosen split how many instances each noise setting "
+    "builds (and how many examples it skips). --out DIR writes DIR/data_summary.json."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings", default=",".join(DEFAULT_SETTINGS) + ",counterfactual",
+                   help="comma-separated settings to count instances for")
+    p.add_argument("--out", default=None, help="folder for data_summary.json (optional)")
+    add_config_args(p, DataConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from neurorit_lens.data import build_instances, load_examples, split_examples
+    from neurorit_lens.io import atomic_write_json
+
+    cfg = config_from_args(args, DataConfig)
+    res = load_examples(cfg.data, format=cfg.format, strict=cfg.strict, distractors=cfg.distractors,
+                        n_distractors=cfg.n_distractors, seed=cfg.seed)
+    summary = res.summary()
+    splits = split_examples(res.examples, cfg.split_fractions, cfg.seed)
+    summary["splits"] = {k: len(v) for k, v in splits.items()}
+    chosen = res.examples if cfg.split == "all" else splits[cfg.split]
+    if cfg.limit is not None:
+        chosen = chosen[: cfg.limit]
+    summary["split"] = cfg.split
+    summary["settings"] = {}
+    for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
+        b = build_instances(chosen, name, n_passages=cfg.n_passages, seed=cfg.seed)
+        summary["settings"][name] = {"n": len(b), "n_skipped": b.n_skipped, "skipped_reasons": b.skipped_reasons}
+
+    print(f"{res.source}  (format {res.format})")
+    print(f"  examples {len(res)}   skipped {res.n_skipped} {res.skipped_reasons or ''}")
+    print(f"  duplicate ids renamed {res.n_duplicate_ids}   irrelevant->unlabelled (contain an answer) "
+          f"{res.n_relabelled}   empty passages dropped {res.n_empty_passages}   "
+          f"examples given mined distractors {res.n_with_distractors}")
+    print("  passages: " + "  ".join(f"{k} {v}" for k, v in summary["passages"].items()))
+    print("  splits:   " + "  ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+    print(f"  settings on {cfg.split} ({len(chosen)} examples, n_passages={cfg.n_passages}):")
+    for name, d in summary["settings"].items():
+        extra = f"  skipped {d['n_skipped']} {d['skipped_reasons']}" if d["n_skipped"] else ""
+        print(f"    {name:<16} {d['n']:>6}{extra}")
+    if args.out:
+        path = atomic_write_json(Path(args.out) / "data_summary.json", summary)
+        print(f"wrote {path}")
+    return 0

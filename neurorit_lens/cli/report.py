@@ -1,0 +1,63 @@
+"""`neurorit report RUN_DIR`: (re)write report.html and report.md of a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+NAME = "report"
+HELP = "write RUN_DIR/report.html (self-contained) and report.md from a run folder"
+DESCRIPTION = (
+    "Regenerate the report of a run folder from what it holds (an incomplete run gets a report "
+    "that lists what is missing). Saved neuron views (RUN_DIR/views/) are embedded; --views N "
+    "computes views for N dev examples first, which loads the model and the data named in "
+    "RUN_DIR/config.json."
+)
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="the run folder (as written by `neurorit run`)")
+    p.add_argument("--views", type=int, default=0, metavar="N",
+                   help="compute neuron views for N dev examples (loads the model)")
+    p.add_argument("--k", type=int, default=5, help="neurons per set in each view")
+    p.add_argument("--model", default=None, help="model for --views (default: the run's config.json model)")
+    p.add_argument("--device", default=None, help="device for --views (default: the run's config)")
+
+
+def _model_and_examples(run_dir: Path, args: argparse.Namespace):
+    from neurorit_lens.config import RunConfig
+
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path}: --views needs the run's config.json (model and data)")
+    cfg = RunConfig.load(cfg_path)
+    from neurorit_lens.data import load_examples, split_examples
+    from neurorit_lens.models import load_model
+
+    model = load_model(args.model or cfg.model, device=args.device or cfg.device)
+    d = cfg.data
+    loaded = load_examples(d.data, format=d.format, strict=d.strict)
+    splits = split_examples(loaded.examples, d.split_fractions, seed=d.seed)
+    examples = splits.get("dev") or splits.get("test") or loaded.examples
+    return model, examples
+
+
+def run(args: argparse.Namespace) -> int:
+    from neurorit_lens.viz.report import write_report
+
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"{run_dir} is not a run folder")
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    if args.views < 0 or args.k < 1:
+        raise ValueError("--views must be >= 0 and --k >= 1")
+    model = examples = None
+    if args.views:
+        model, examples = _model_and_examples(run_dir, args)
+    html, md = write_report(run_dir, model=model, examples=examples, n_views=args.views, k=args.k)
+    print(f"report: {html}\n        {md}")
+    return 0

@@ -1,0 +1,439 @@
+"""Noise-robustness evaluation: greedy answers per noise setting, scored, with intervals.
+
+For each noise setting (``closed``, ``gold``, ``gold+K``, ``noise=R``, ``irrelevant``,
+``counterfactual``; see :func:`neurorit_lens.data.parse_setting`) the examples become RAG
+instances (:func:`neurorit_lens.data.build_instances`), the instances become prompts
+(:func:`neurorit_lens.data.render_prompts`, chat template for instruct models, passages
+truncated past ``max_prompt_tokens``), the model answers greedily
+(:func:`neurorit_lens.evaluation.generation.generate_greedy`) and every answer is scored with
+accuracy (gold answer contained in the output, InstructRAG's exact presence), EM and F1
+(:mod:`neurorit_lens.evaluation.metrics`). Each setting reports the means and a percentile-bootstrap
+95% interval of the accuracy; :meth:`EvalResult.paired_difference` gives the gap
+between two settings (e.g. ``gold`` vs ``gold+4``) with a paired bootstrap interval over
+the questions both settings share.
+
+Hooks on the model (ablations, functional deactivation) stay active during evaluation.
+
+>>> from neurorit_lens.models import tiny_model
+>>> from neurorit_lens.config import EvalConfig
+>>> m = tiny_model()
+>>> lp = answer_logprobs(m, ["Q: capital of Zarnia? A:"], ["Velmor"], show_progress=False)
+>>> tuple(lp.shape)
+(1,)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+
+from neurorit_lens.config import DataConfig, EvalConfig
+from neurorit_lens.data.schema import QAExample, RAGInstance
+from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
+from neurorit_lens.evaluation.metrics import accuracy, bootstrap_ci, exact_match, f1
+from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
+from neurorit_lens.objective import answer_target, tokenize_with_answers
+from neurorit_lens.tl_backend import Model
+
+log = logging.getLogger(__name__)
+
+METRICS = ("accuracy", "em", "f1")
+
+
+@dataclass
+class EvalRecord:
+    """One example answered under one setting."""
+
+    id: str
+    setting: str
+    prompt_tokens: int
+    prediction: str
+    answers: list[str]
+    accuracy: float
+    em: float
+    f1: float
+    gold_positions: list[int] = field(default_factory=list)
+    n_passages: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalRecord:
+        return cls(**d)
+
+
+@dataclass
+class SettingResult:
+    """Aggregate scores of one noise setting."""
+
+    name: str
+    n: int
+    accuracy: float
+    em: float
+    f1: float
+    accuracy_ci: tuple[float, float]
+    n_skipped: int = 0
+    n_truncated: int = 0
+    em_ci: tuple[float, float] = (float("nan"), float("nan"))
+    f1_ci: tuple[float, float] = (float("nan"), float("nan"))
+    template: str = ""
+    mean_prompt_tokens: float = float("nan")
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("name")
+        for k in ("accuracy_ci", "em_ci", "f1_ci"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> SettingResult:
+        d = dict(d)
+        for k in ("accuracy_ci", "em_ci", "f1_ci"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(name=name, **d)
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    return x
+
+
+def _none_to_nan(x: Any) -> Any:
+    if x is None:
+        return float("nan")
+    if isinstance(x, list):
+        return [_none_to_nan(v) for v in x]
+    return x
+
+
+def aggregate(
+    name: str,
+    records: Sequence[EvalRecord],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    n_skipped: int = 0,
+    n_truncated: int = 0,
+    template: str = "",
+    seconds: float = 0.0,
+) -> SettingResult:
+    """Means and bootstrap 95% intervals of the per-example scores of one setting."""
+    nan = float("nan")
+    if not records:
+        return SettingResult(name, 0, nan, nan, nan, (nan, nan), n_skipped, n_truncated, template=template,
+                             seconds=seconds)
+    cols = {m: np.array([getattr(r, m) for r in records], dtype=np.float64) for m in METRICS}
+    cis = {m: bootstrap_ci(cols[m], n=n_bootstrap, seed=seed) for m in METRICS}
+    return SettingResult(
+        name=name,
+        n=len(records),
+        accuracy=float(cols["accuracy"].mean()),
+        em=float(cols["em"].mean()),
+        f1=float(cols["f1"].mean()),
+        accuracy_ci=cis["accuracy"],
+        n_skipped=n_skipped,
+        n_truncated=n_truncated,
+        em_ci=cis["em"],
+        f1_ci=cis["f1"],
+        template=template,
+        mean_prompt_tokens=float(np.mean([r.prompt_tokens for r in records])),
+        seconds=seconds,
+    )
+
+
+@dataclass
+class EvalResult:
+    """Scores per noise setting plus every per-example record.
+
+    ``to_dict()`` is the ``eval.json`` contract: ``{"model", "data", "settings": {name:
+    {"n", "accuracy", "em", "f1", "accuracy_ci", "n_skipped", "n_truncated", ...}}}``.
+    """
+
+    model: str
+    data: str
+    settings: dict[str, SettingResult] = field(default_factory=dict)
+    records: list[EvalRecord] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _nan_to_none({
+            "model": self.model,
+            "data": self.data,
+            "settings": {k: v.to_dict() for k, v in self.settings.items()},
+            "config": self.config,
+        })
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``eval.json`` and ``predictions.jsonl`` into ``out_dir`` (atomically)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "predictions.jsonl",
+                          "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in self.records))
+        return atomic_write_json(out / "eval.json", self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EvalResult:
+        """Load from a folder (or its ``eval.json``); records come from ``predictions.jsonl`` if present."""
+        p = Path(path)
+        folder = p if p.is_dir() else p.parent
+        d = read_json(folder / "eval.json")
+        for key in ("model", "data", "settings"):
+            if key not in d:
+                raise ValueError(f"{folder / 'eval.json'}: missing key {key!r}")
+        settings = {}
+        for name, s in d["settings"].items():
+            s = {k: _none_to_nan(v) for k, v in s.items()}
+            settings[name] = SettingResult.from_dict(name, s)
+        records = []
+        pred = folder / "predictions.jsonl"
+        if pred.exists():
+            for i, line in enumerate(pred.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(EvalRecord.from_dict(json.loads(line)))
+                    except (json.JSONDecodeError, TypeError) as e:
+                        raise ValueError(f"{pred}:{i}: bad record ({e})") from e
+        return cls(model=d["model"], data=d["data"], settings=settings, records=records, config=d.get("config", {}))
+
+    def merge(self, other: EvalResult) -> EvalResult:
+        """A new result with ``other``'s settings added (``other`` wins on a name clash)."""
+        names = set(other.settings)
+        records = [r for r in self.records if r.setting not in names] + list(other.records)
+        return EvalResult(self.model or other.model, self.data or other.data, {**self.settings, **other.settings},
+                          records, self.config or other.config)
+
+    def records_for(self, setting: str) -> list[EvalRecord]:
+        return [r for r in self.records if r.setting == setting]
+
+    def paired_difference(
+        self, a: str, b: str, metric: str = "accuracy", n: int = 1000, seed: int = 0
+    ) -> tuple[float, tuple[float, float], int]:
+        """Mean of ``metric[a] - metric[b]`` over questions in both settings, with a paired bootstrap CI.
+
+        Returns:
+            ``(difference, (lo, hi), n_pairs)``.
+        """
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+        for s in (a, b):
+            if s not in self.settings:
+                raise ValueError(f"no setting {s!r} in this result (have {sorted(self.settings)})")
+        va = {r.id: getattr(r, metric) for r in self.records_for(a)}
+        vb = {r.id: getattr(r, metric) for r in self.records_for(b)}
+        ids = [i for i in va if i in vb]
+        if not ids:
+            raise ValueError(f"settings {a!r} and {b!r} share no example ids (records missing?)")
+        diff = np.array([va[i] - vb[i] for i in ids])
+        return float(diff.mean()), bootstrap_ci(diff, n=n, seed=seed), len(ids)
+
+    def table(self) -> str:
+        """A fixed-width table: one row per setting."""
+        head = f"{'setting':<16}{'n':>6}  {'accuracy':>8}  {'95% CI':<16}{'EM':>7}{'F1':>7}{'skipped':>9}{'truncated':>11}"
+        lines = [f"model: {self.model}   data: {self.data}", head, "-" * len(head)]
+
+        def fmt(x: float) -> str:
+            return "   nan" if x != x else f"{x:6.3f}"
+
+        for name, s in self.settings.items():
+            lo, hi = s.accuracy_ci
+            ci = "" if lo != lo else f"[{lo:.3f}, {hi:.3f}]"
+            lines.append(f"{name:<16}{s.n:>6}  {fmt(s.accuracy):>8}  {ci:<16}{fmt(s.em):>7}{fmt(s.f1):>7}"
+                         f"{s.n_skipped:>9}{s.n_truncated:>11}")
+        return "\n".join(lines)
+
+    def top(self, k: int = 5, metric: str = "accuracy") -> list[tuple[str, float]]:
+        """The ``k`` settings with the highest ``metric`` (name, value), best first."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+        vals = [(n, getattr(s, metric)) for n, s in self.settings.items() if getattr(s, metric) == getattr(s, metric)]
+        return sorted(vals, key=lambda t: -t[1])[:k]
+
+
+def score_predictions(
+    instances: Sequence[RAGInstance],
+    prompts: Sequence[str],
+    predictions: Sequence[str],
+    prompt_tokens: Sequence[int],
+) -> list[EvalRecord]:
+    """Per-example records (accuracy, EM, F1) for generated answers."""
+    if not (len(instances) == len(prompts) == len(predictions) == len(prompt_tokens)):
+        raise ValueError(f"length mismatch: {len(instances)} instances, {len(prompts)} prompts, "
+                         f"{len(predictions)} predictions, {len(prompt_tokens)} token counts")
+    recs = []
+    for inst, pred, nt in zip(instances, predictions, prompt_tokens, strict=True):
+        ans = list(inst.answers)
+        recs.append(EvalRecord(
+            id=inst.id, setting=inst.setting, prompt_tokens=int(nt), prediction=pred, answers=ans,
+            accuracy=accuracy(pred, ans), em=exact_match(pred, ans), f1=f1(pred, ans),
+            gold_positions=list(inst.gold_positions), n_passages=len(inst.passages),
+        ))
+    return recs
+
+
+def evaluate_prompts(
+    model: Model,
+    instances: Sequence[RAGInstance],
+    prompts: Sequence[str],
+    cfg: EvalConfig,
+    show_progress: bool = True,
+) -> list[EvalRecord]:
+    """Generate greedily for already-rendered ``prompts`` and score against ``instances``."""
+    if len(instances) != len(prompts):
+        raise ValueError(f"{len(instances)} instances but {len(prompts)} prompts")
+    preds = generate_greedy(model, list(prompts), max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                            show_progress=show_progress)
+    ntoks = [len(encode_for_generation(model, p)) for p in prompts]
+    return score_predictions(instances, prompts, preds, ntoks)
+
+
+def evaluate(
+    model: Model,
+    examples: list[QAExample],
+    cfg: EvalConfig,
+    data_cfg: DataConfig | None = None,
+    model_name: str = "",
+    data_name: str = "",
+    show_progress: bool = True,
+) -> EvalResult:
+    """Evaluate ``model`` on ``examples`` under every noise setting of ``cfg.settings``.
+
+    Args:
+        model: a HookedTransformer with a tokenizer (hooks on it stay active).
+        examples: QA examples with labelled passages.
+        cfg: settings, generation length, batch size, bootstrap size and seed.
+        data_cfg: context building and prompt rendering (``n_passages``, ``seed``,
+            ``template``, ``max_prompt_tokens``); defaults to ``DataConfig()``. The prompt
+            budget is capped at the model's context minus ``cfg.max_new_tokens``.
+        model_name: recorded as ``"model"`` in the result.
+        data_name: recorded as ``"data"`` in the result.
+        show_progress: tqdm bars.
+
+    Returns:
+        An :class:`EvalResult` with one :class:`SettingResult` per setting. A setting with
+        no usable example (e.g. ``counterfactual`` on data without such passages) gets
+        ``n = 0`` and NaN scores, with a warning.
+    """
+    from neurorit_lens.data import build_instances, render_prompts
+
+    if not examples:
+        raise ValueError("no examples to evaluate")
+    data_cfg = data_cfg or DataConfig()
+    budget = min(data_cfg.max_prompt_tokens, model.cfg.n_ctx - cfg.max_new_tokens)
+    if budget < data_cfg.max_prompt_tokens:
+        log.info("prompt budget %d -> %d tokens (context %d minus %d new tokens)", data_cfg.max_prompt_tokens,
+                 budget, model.cfg.n_ctx, cfg.max_new_tokens)
+    result = EvalResult(model=model_name, data=data_name,
+                        config=json.loads(json.dumps({"eval": cfg.to_dict(), "data": data_cfg.to_dict()})))
+    for setting in tqdm(cfg.settings, desc="settings", unit="setting", disable=not show_progress):
+        t0 = time.perf_counter()
+        built = build_instances(examples, setting, n_passages=data_cfg.n_passages, seed=data_cfg.seed)
+        instances = list(built.instances)
+        if not instances:
+            log.warning("setting %s: no usable example (%d skipped)", setting, built.n_skipped)
+            result.settings[setting] = aggregate(setting, [], n_skipped=built.n_skipped)
+            continue
+        rendered = render_prompts(instances, model.tokenizer, template=data_cfg.template, max_prompt_tokens=budget)
+        if built.n_skipped:
+            log.warning("setting %s: %d example(s) skipped", setting, built.n_skipped)
+        if rendered.n_truncated:
+            log.warning("setting %s: %d prompt(s) had passages truncated to fit %d tokens", setting,
+                        rendered.n_truncated, budget)
+        rendered_instances = list(getattr(rendered, "instances", None) or instances)  # after truncation
+        recs = evaluate_prompts(model, rendered_instances, rendered.prompts, cfg, show_progress=show_progress)
+        result.records.extend(recs)
+        result.settings[setting] = aggregate(setting, recs, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
+                                             n_skipped=built.n_skipped, n_truncated=rendered.n_truncated,
+                                             template=str(rendered.template), seconds=time.perf_counter() - t0)
+        log.info("%s: n=%d accuracy=%.3f", setting, len(recs), result.settings[setting].accuracy)
+    return result
+
+
+def _default_answer_prefix(prompt: str) -> str:
+    return "" if not prompt or prompt[-1].isspace() else " "
+
+
+def answer_logprobs(
+    model: Model,
+    prompts: Sequence[str] | Sequence[RAGInstance],
+    answers: Sequence[str] | None = None,
+    batch_size: int = 8,
+    answer_prefix: str | None = None,
+    template: str = "auto",
+    max_prompt_tokens: int = 512,
+    show_progress: bool = True,
+) -> Float[torch.Tensor, "batch"]:
+    """Teacher-forced log-probability of each gold answer after its prompt.
+
+    F = sum over answer tokens of log p(token | prompt, earlier answer tokens), via
+    :func:`neurorit_lens.objective.tokenize_with_answers` and ``answer_target(kind="logprob")``.
+    Hooks on the model stay active.
+
+    Args:
+        model: a HookedTransformer with a tokenizer.
+        prompts: rendered prompt strings, or RAG instances (rendered here with
+            ``template`` and ``max_prompt_tokens``).
+        answers: answer strings; default for instances: each instance's first gold answer.
+        batch_size: prompts per forward pass.
+        answer_prefix: text put before each answer. Default: for instances, the data
+            module's ``answer_continuation`` for the template; for strings, ``" "`` if the
+            prompt ends with a non-space character (``"Answer:"``), else ``""`` (a chat
+            template's ``"assistant\\n"``).
+        template: prompt template for instances (see ``render_prompts``).
+        max_prompt_tokens: passage truncation limit for instances.
+        show_progress: tqdm bar over batches.
+
+    Returns:
+        A float tensor of shape ``[batch]`` (on CPU).
+    """
+    items = list(prompts)
+    if not items:
+        raise ValueError("no prompts given")
+    if all(isinstance(p, RAGInstance) for p in items):
+        from neurorit_lens.data import answer_continuation, render_prompts
+
+        if answers is None:
+            answers = [inst.answers[0] for inst in items]  # type: ignore[union-attr]
+        rendered = render_prompts(items, model.tokenizer, template=template, max_prompt_tokens=max_prompt_tokens)
+        items = list(rendered.prompts)
+        if answer_prefix is None:
+            answers = [answer_continuation(a, rendered.template) for a in answers]
+            answer_prefix = ""
+    elif not all(isinstance(p, str) for p in items):
+        raise ValueError("prompts must be all strings or all RAGInstance objects")
+    if answers is None:
+        raise ValueError("answers are required when prompts are strings")
+    if len(answers) != len(items):
+        raise ValueError(f"{len(items)} prompts but {len(answers)} answers")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    full_answers = [(answer_prefix if answer_prefix is not None else _default_answer_prefix(p)) + a
+                    for p, a in zip(items, answers, strict=True)]
+    out = []
+    starts = range(0, len(items), batch_size)
+    with torch.no_grad():
+        for s in tqdm(starts, desc="answer log-prob", unit="batch", disable=not show_progress):
+            batch = tokenize_with_answers(model, items[s:s + batch_size], full_answers[s:s + batch_size])
+            batch = batch.to(model.cfg.device or "cpu")
+            logits = model(batch.tokens)
+            out.append(answer_target(logits, batch, "logprob").float().cpu())
+    return torch.cat(out)

@@ -1,0 +1,254 @@
+"""Batched greedy generation on a HookedTransformer, with a KV cache and left padding.
+
+Greedy decoding picks ``argmax`` of the next-token logits at every step. To decode many
+prompts at once they are tokenised one by one (as TL's ``to_tokens`` does, BOS included
+when the model's config says so), sorted by length so each batch holds prompts of similar
+length, and LEFT padded so that every row's last real token sits in the last column. An
+explicit ``attention_mask`` (1 = real token, 0 = pad) goes to the model with TL's key-value
+cache: TL then masks the pad keys in attention and counts positions from each row's first
+real token (absolute and rotary embeddings alike), so a padded row computes exactly what
+it would compute alone. Each later step feeds one token per row and reuses the cached keys
+and values. A row stops at EOS or at a chat end token (``<|im_end|>``, ``<end_of_turn>``,
+...); finished rows are fed a pad token until every row is done.
+
+Forward hooks attached to the model (ablation, functional deactivation) stay in effect
+for every forward pass here, the prompt pass and each one-token step. The first pass runs
+the blocks with ``stop_at_layer`` and unembeds only the last position, so the prompt's
+full ``[batch, pos, d_vocab]`` logits are never materialised.
+
+>>> from neurorit_lens.models import tiny_model
+>>> out = generate_greedy(tiny_model(), ["The capital of Zarnia is", "Hi"], max_new_tokens=3,
+...                       show_progress=False)
+>>> len(out)
+2
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from tqdm.auto import tqdm
+
+from neurorit_lens.evaluation.resources import fit_batch_size, generation_bytes_per_row
+from neurorit_lens.objective import encode_prompt
+from neurorit_lens.tl_backend import KeyValueCache, Model
+
+# Special tokens that end an assistant turn in common chat templates (when in the vocab).
+CHAT_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<eos>", "</s>", "<|eot_id|>", "<|end|>")
+
+
+def stop_token_ids(model: Model) -> list[int]:
+    """Token ids that end a generated answer: the tokenizer's EOS plus chat end tokens.
+
+    Only tokens the tokenizer knows as special (or added) tokens count, so an ordinary
+    word that happens to be spelled like one is never a stop token.
+    """
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("model has no tokenizer; generation needs one")
+    ids: set[int] = set()
+    if tok.eos_token_id is not None:
+        ids.add(int(tok.eos_token_id))
+    special = set(getattr(tok, "all_special_tokens", [])) | set(getattr(tok, "get_added_vocab", dict)().keys())
+    vocab = tok.get_vocab()
+    for t in CHAT_END_TOKENS:
+        if t in special and t in vocab:
+            ids.add(int(vocab[t]))
+    return sorted(ids)
+
+
+def _pad_id(model: Model) -> int:
+    tok = model.tokenizer
+    for cand in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, 0):
+        if cand is not None:
+            return int(cand)
+    return 0  # pragma: no cover
+
+
+def encode_for_generation(model: Model, prompt: str) -> list[int]:
+    """Prompt ids as TL tokenises them (BOS per ``cfg.default_prepend_bos``), never two BOS.
+
+    The same ids as :func:`neurorit_lens.objective.encode_prompt`, so generation and teacher
+    forcing always see one tokenisation of a prompt.
+    """
+    return encode_prompt(model, prompt)
+
+
+def left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+    """Left-pad token id lists into ``(tokens, attention_mask)`` with mask 1 on real tokens."""
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError("every row needs at least one token")
+    T = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for b, r in enumerate(rows):
+        tokens[b, T - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[b, T - len(r):] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def _as_transposed(w: torch.Tensor) -> torch.Tensor:
+    return w.T.contiguous().T  # same values and shape; ``.T.contiguous()`` is now a view
+
+
+def _as_qkv(w: torch.Tensor) -> torch.Tensor:
+    return w.permute(0, 2, 1).contiguous().permute(0, 2, 1)  # "h m d -> (h d) m" is now a view
+
+
+def _as_out(w: torch.Tensor) -> torch.Tensor:
+    return w.permute(2, 0, 1).contiguous().permute(1, 2, 0)  # "h d m -> m (h d)" is now a view
+
+
+_LAYOUTS = {
+    "mlp.W_in": (2, _as_transposed), "mlp.W_gate": (2, _as_transposed), "mlp.W_out": (2, _as_transposed),
+    "unembed.W_U": (2, _as_transposed),
+    "attn.W_Q": (3, _as_qkv), "attn.W_K": (3, _as_qkv), "attn.W_V": (3, _as_qkv),
+    "attn._W_K": (3, _as_qkv), "attn._W_V": (3, _as_qkv), "attn.W_O": (3, _as_out),
+}
+
+
+@contextlib.contextmanager
+def decode_layout(model: Model) -> Iterator[Model]:
+    """Temporarily store weights in the memory layout TL's forward transposes them into.
+
+    TL's MLP and unembed call ``W.T.contiguous()`` and its attention rearranges
+    ``W_Q/W_K/W_V/W_O`` on every forward, which copies every weight matrix once per
+    forward pass. In a one-token decode step those copies cost more than the matmuls.
+    Inside this block each such parameter holds the same values (same shape, same
+    ``Parameter`` object, so hooks and optimizers are unaffected) with strides that make
+    TL's transform a free view; the matmuls then see the very same contiguous operands,
+    so logits are bitwise unchanged. The original tensors are restored in ``finally``.
+    """
+    saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                for suffix, (ndim, fn) in _LAYOUTS.items():
+                    if name.endswith(suffix) and p.dim() == ndim and p.is_floating_point():
+                        saved.append((p, p.data))
+                        p.data = fn(p.data)
+                        break
+        yield model
+    finally:
+        for p, data in reversed(saved):
+            p.data = data
+
+
+def _last_logits(model: Model, resid: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch d_vocab"]:
+    """Final norm + unembed of the last position only (hooks in ln_final still fire)."""
+    x = resid[:, -1:, :]
+    if model.cfg.normalization_type is not None:
+        x = model.ln_final(x)
+    logits = model.unembed(x)[:, -1, :]
+    cap = getattr(model.cfg, "output_logits_soft_cap", None)
+    if cap is not None and cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
+def _generate_batch(
+    model: Model, rows: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: torch.Tensor, pad_id: int
+) -> list[list[int]]:
+    device = model.cfg.device or "cpu"
+    tokens, mask = left_pad(rows, pad_id, device)
+    B = tokens.shape[0]
+    cache = KeyValueCache.init_cache(model.cfg, device, B)
+    resid = model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
+    next_tok = _last_logits(model, resid).argmax(-1)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    out: list[list[int]] = [[] for _ in range(B)]
+    ones = torch.ones((B, 1), dtype=torch.long, device=device)
+    stop_ids = stop_ids.to(device)
+    for step in range(max_new_tokens):
+        if stop_ids.numel():
+            is_stop = torch.isin(next_tok, stop_ids) & ~finished
+        else:
+            is_stop = torch.zeros_like(finished)
+        for b in (~finished & ~is_stop).nonzero().flatten().tolist():
+            out[b].append(int(next_tok[b]))
+        finished |= is_stop
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        feed = torch.where(finished, torch.full_like(next_tok, pad_id), next_tok)
+        resid = model(feed[:, None], attention_mask=ones, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
+        next_tok = _last_logits(model, resid).argmax(-1)
+    return out
+
+
+def generate_greedy_ids(
+    model: Model,
+    prompts: list[str],
+    max_new_tokens: int = 16,
+    batch_size: int = 8,
+    stop_at_eos: bool = True,
+    show_progress: bool = True,
+) -> list[list[int]]:
+    """Like :func:`generate_greedy` but returns the new token ids (stop token excluded)."""
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings, not a single string")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if model.tokenizer is None:
+        raise ValueError("model has no tokenizer; generation needs one")
+    if not prompts:
+        return []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ValueError(f"prompt {i} is a {type(p).__name__}, not a string")
+    ids = [encode_for_generation(model, p) for p in prompts]
+    n_ctx = model.cfg.n_ctx
+    for i, r in enumerate(ids):
+        if len(r) + max_new_tokens > n_ctx:
+            raise ValueError(f"prompt {i} has {len(r)} tokens; with max_new_tokens={max_new_tokens} it exceeds "
+                             f"the model's context of {n_ctx} (truncate passages when rendering prompts)")
+    stops = torch.tensor(stop_token_ids(model) if stop_at_eos else [], dtype=torch.long)
+    pad_id = _pad_id(model)
+    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+    itemsize = torch.tensor([], dtype=model.cfg.dtype).element_size()
+    batch_size = fit_batch_size(batch_size, generation_bytes_per_row(model.cfg, len(ids[order[0]]) + max_new_tokens,
+                                                                     itemsize), model.cfg.device or "cpu",
+                                what="generation batch")
+    results: list[list[int]] = [[] for _ in ids]
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    with torch.inference_mode(), decode_layout(model):
+        for idx in tqdm(batches, desc="generate", unit="batch", leave=False,
+                        disable=not show_progress):
+            new = _generate_batch(model, [ids[i] for i in idx], max_new_tokens, stops, pad_id)
+            for i, toks in zip(idx, new, strict=True):
+                results[i] = toks
+    return results
+
+
+def generate_greedy(
+    model: Model,
+    prompts: list[str],
+    max_new_tokens: int = 16,
+    batch_size: int = 8,
+    stop_at_eos: bool = True,
+    show_progress: bool = True,
+) -> list[str]:
+    """Greedy continuations of ``prompts`` (new text only), batched with a KV cache.
+
+    Args:
+        model: a HookedTransformer with a tokenizer. Hooks on it stay active throughout.
+        prompts: fully rendered prompt strings (chat template already applied if wanted).
+        max_new_tokens: most tokens generated per prompt.
+        batch_size: prompts per forward pass (prompts are grouped by length).
+        stop_at_eos: stop a row at EOS or a chat end token (the stop token is not returned).
+        show_progress: show a tqdm bar over batches.
+
+    Returns:
+        One decoded string per prompt, in the input order, special tokens skipped.
+
+    Raises:
+        ValueError: on a non-list/str prompt, bad sizes, or a prompt too long for the model.
+    """
+    ids = generate_greedy_ids(model, prompts, max_new_tokens, batch_size, stop_at_eos, show_progress)
+    return [model.tokenizer.decode(t, skip_special_tokens=True) for t in ids]

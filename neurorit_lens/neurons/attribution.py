@@ -1,0 +1,477 @@
+"""Attribution of the answer log-prob to MLP neurons: Integrated Gradients and cheaper kin.
+
+Three estimators behind one interface, :func:`attribute`, all returning one score per
+(example, layer, neuron), summed over the attributed positions:
+
+``ig`` (per layer, Knowledge-Neurons style; the paper's method)
+    For layer ``l`` scale that layer's activation ``a`` by ``alpha`` from a zero baseline,
+    everything else untouched: ``IG_i = a_i * mean_k dF(alpha_k a)/da_i``. Completeness holds
+    per layer: ``sum_i IG_i = F(a) - F(a_l := 0)`` up to discretisation error.
+``ig_joint``
+    Every neuron of every chosen layer is scaled together by multiplicative gates going
+    from 0 to 1: ``IG_i = mean_k a_i(alpha_k) * dF/dx_i(alpha_k)``, the gradient w.r.t. the
+    gate (``a_i(alpha)`` is the raw activation on that path, ``x = alpha * a`` what the next
+    module sees). ``m`` passes for all layers at once; completeness holds for the whole
+    model: ``sum over all neurons = F(gates = 1) - F(all chosen layers zeroed)``.
+``grad_x_act`` (attribution patching)
+    ``a_i * dF/da_i`` at alpha = 1: one forward and one backward.
+
+How it is computed (the speed comes from here, the numbers do not change):
+
+* Gates, not activations, are the leaves: the hook multiplies the activation by a gate
+  ``g`` of shape ``[rows, 1, d_mlp]`` (1 outside the attributed positions), so
+  ``dF/dg_i = sum_pos a_{pos,i} dF/dx_{pos,i}``, i.e. IG summed over positions, without
+  materialising a ``[rows, pos, d_mlp]`` gradient per layer.
+* ``ig``: one forward caches ``resid_pre`` of every chosen layer; for each layer and each
+  chunk of alphas the forward starts at that layer from the cached residual
+  (``start_at_layer``), with the alphas batched along the batch dimension.
+* The unembedding is applied only at the positions that predict answer tokens.
+* With ``positions="last"`` the positions before the last prompt token never change
+  (causal model), so their keys and values are recorded once and every alpha pass runs
+  only the remaining positions on top of that prefix (TL's ``past_kv_cache`` interface).
+* Parameters are frozen for the duration (``requires_grad`` restored in ``finally``);
+  gradients flow only to the gates.
+
+Sequences are right padded (see :mod:`neurorit_lens.objective`), so padded positions never
+influence real ones in a causal model, and they are never scaled.
+
+>>> from neurorit_lens.models import tiny_model
+>>> from neurorit_lens.objective import tokenize_with_answers
+>>> model = tiny_model()
+>>> batch = tokenize_with_answers(model, ["The capital of Zarnia is"], [" Velmor"])
+>>> scores = attribute(model, batch, method="ig", steps=4)
+>>> tuple(scores.shape)
+(1, 2, 64)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from jaxtyping import Bool, Float
+from tqdm.auto import tqdm
+
+from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, resid_pre_name
+from neurorit_lens.objective import TARGETS, AnswerBatch, answer_target
+from neurorit_lens.tl_backend import Model
+
+METHODS = ("ig", "ig_joint", "grad_x_act")
+RULES = ("midpoint", "right", "left")
+POSITIONS = ("all", "last")
+
+__all__ = [
+    "METHODS",
+    "POSITIONS",
+    "RULES",
+    "attribute",
+    "baseline_target",
+    "completeness_gap",
+    "ig_alphas",
+    "position_mask",
+    "target_fn",
+]
+
+
+# --- small pieces ------------------------------------------------------------------
+
+
+def ig_alphas(steps: int, rule: str = "midpoint") -> Float[torch.Tensor, "steps"]:
+    """Riemann points on [0, 1]: midpoint ``(k - 0.5)/m``, right ``k/m``, left ``(k - 1)/m``.
+
+    These are Captum's ``riemann_middle`` / ``riemann_right`` / ``riemann_left`` points; every
+    point has weight ``1/m``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+    k = torch.arange(1, steps + 1, dtype=torch.float64)
+    offset = {"midpoint": 0.5, "right": 0.0, "left": 1.0}[rule]
+    return (k - offset) / steps
+
+
+def position_mask(batch: AnswerBatch, positions: str = "all") -> Bool[torch.Tensor, "batch pos"]:
+    """Which positions are scaled and attributed: every real one, or the last prompt token."""
+    if positions not in POSITIONS:
+        raise ValueError(f"unknown positions {positions!r}; choose from {POSITIONS}")
+    ar = torch.arange(batch.tokens.shape[1], device=batch.tokens.device)[None, :]
+    if positions == "all":
+        return ar < batch.lengths[:, None].to(ar.device)
+    return ar == batch.last_prompt_pos[:, None].to(ar.device)
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: Model) -> Iterator[Model]:
+    """Set ``requires_grad=False`` on every parameter; restore the previous flags in ``finally``."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class _Readout:
+    """The answer-predicting positions of a batch, gathered compactly ``[batch, n_answer]``.
+
+    F only reads these positions, so the final norm and the unembedding are applied to them
+    alone instead of to every position.
+    """
+
+    def __init__(self, batch: AnswerBatch):
+        mask = batch.answer_mask
+        n = mask.sum(1)
+        if bool((n == 0).any()):
+            bad = torch.nonzero(n == 0).flatten().tolist()
+            raise ValueError(f"example(s) {bad} have no answer token to attribute to")
+        A = int(n.max())
+        B = mask.shape[0]
+        idx = torch.zeros(B, A, dtype=torch.long, device=mask.device)
+        amask = torch.zeros(B, A, dtype=torch.bool, device=mask.device)
+        tgt = torch.zeros(B, A, dtype=torch.long, device=mask.device)
+        for b in range(B):
+            pos = torch.nonzero(mask[b]).flatten()
+            idx[b, : len(pos)] = pos
+            amask[b, : len(pos)] = True
+            tgt[b, : len(pos)] = batch.target_ids[b, pos]
+        self.index = idx
+        self.unembed_wt: torch.Tensor | None = None  # W_U^T, made contiguous once per call
+        self.batch = AnswerBatch(tokens=tgt, answer_mask=amask, target_ids=tgt, lengths=n,
+                                 prompt_lengths=torch.ones_like(n), n_answer_tokens=n)
+
+    def shift(self, p0: int) -> _Readout:
+        """The same read-out for a sequence whose first ``p0`` positions were cut off."""
+        if p0 == 0:
+            return self
+        out = object.__new__(_Readout)
+        out.index = (self.index - p0).clamp(min=0)
+        out.batch = self.batch
+        out.unembed_wt = self.unembed_wt
+        return out
+
+    def prepare(self, model: Model) -> _Readout:
+        """Transpose the unembedding once (TL's ``Unembed`` copies ``W_U.T`` on every call)."""
+        W_U = getattr(model.unembed, "W_U", None)
+        self.unembed_wt = W_U.detach().T.contiguous() if W_U is not None else None
+        return self
+
+    def repeat(self, times: int) -> _Readout:
+        out = object.__new__(_Readout)
+        out.unembed_wt = self.unembed_wt
+        out.index = self.index.repeat(times, 1)
+        b = self.batch
+        out.batch = AnswerBatch(*(t.repeat(times, *([1] * (t.dim() - 1))) for t in (
+            b.tokens, b.answer_mask, b.target_ids, b.lengths, b.prompt_lengths, b.n_answer_tokens)))
+        return out
+
+    def target(self, model: Model, resid: Float[torch.Tensor, "batch pos d_model"], kind: str) -> Float[torch.Tensor, "batch"]:
+        x = resid.gather(1, self.index[..., None].expand(-1, -1, resid.shape[-1]))
+        if model.cfg.normalization_type is not None:
+            x = model.ln_final(x)
+        if self.unembed_wt is not None:
+            # same F.linear as TL's Unembed.forward, with the transposed weight made once
+            logits = torch.nn.functional.linear(x, self.unembed_wt, model.unembed.b_U)
+        else:
+            logits = model.unembed(x)
+        cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+        if cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        return answer_target(logits, self.batch, kind)
+
+
+def _check_inputs(model: Model, batch: AnswerBatch, target: str, site: str, positions: str,
+                  layers: Sequence[int] | None) -> list[int]:
+    if not isinstance(batch, AnswerBatch):
+        raise ValueError(f"batch must be an AnswerBatch (see targets.tokenize_with_answers), got {type(batch).__name__}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
+    mlp_hook_name(0, site)  # validates site
+    if positions not in POSITIONS:
+        raise ValueError(f"unknown positions {positions!r}; choose from {POSITIONS}")
+    if model.cfg.positional_embedding_type == "shortformer":
+        raise ValueError("shortformer positional embeddings are not supported (forward passes start at a layer)")
+    n_layers = model.cfg.n_layers
+    if layers is None:
+        return list(range(n_layers))
+    out = sorted({int(x) for x in layers})
+    if not out:
+        raise ValueError("layers is empty")
+    bad = [x for x in out if x < 0 or x >= n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} out of range for a model with {n_layers} layers")
+    return out
+
+
+def _trunk(model: Model, tokens_or_resid: torch.Tensor, start_at_layer: int | None, past: dict | None = None) -> torch.Tensor:
+    """Run the blocks (from ``start_at_layer`` if given) and return the final residual stream."""
+    n = model.cfg.n_layers
+    if start_at_layer is None:
+        return model(tokens_or_resid, stop_at_layer=n, padding_side="right")
+    if start_at_layer >= n:
+        return tokens_or_resid
+    return model(tokens_or_resid, start_at_layer=start_at_layer, stop_at_layer=n, past_kv_cache=past)
+
+
+class _KV:
+    """A key/value cache entry in TL's interface (``past_keys``, ``append``).
+
+    ``record=True``: starts empty and keeps what the layer computes (to capture the keys
+    and values of a forward pass exactly as TL's own cache would store them).
+    ``record=False``: a frozen prefix; ``append`` returns prefix + new without storing.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, record: bool = False):
+        self.past_keys, self.past_values, self.record = keys, values, record
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.record:
+            self.past_keys, self.past_values = k.detach(), v.detach()
+            return k, v
+        return torch.cat([self.past_keys, k], dim=1), torch.cat([self.past_values, v], dim=1)
+
+    def prefix(self, p0: int, times: int) -> _KV:
+        return _KV(_tile(self.past_keys[:, :p0], times), _tile(self.past_values[:, :p0], times))
+
+
+def _prefix_len(model: Model, batch: AnswerBatch, positions: str) -> int:
+    """Positions before the first attributed one are the same for every alpha (causal model):
+    with ``positions="last"`` they are computed once and reused through a key/value prefix."""
+    if positions != "last" or model.cfg.positional_embedding_type not in ("standard", "rotary"):
+        return 0
+    return int(batch.last_prompt_pos.min())
+
+
+def _gate_hook(gate: torch.Tensor, mask3: torch.Tensor):
+    def hook(act: torch.Tensor, *, hook) -> torch.Tensor:
+        return act * torch.where(mask3, gate.to(act.dtype), torch.ones((), dtype=act.dtype, device=act.device))
+
+    return hook
+
+
+def _gated_pass(
+    model: Model,
+    start: torch.Tensor,
+    start_layer: int | None,
+    gate_layers: Sequence[int],
+    row_alphas: Float[torch.Tensor, "rows"],
+    mask: Bool[torch.Tensor, "rows pos"],
+    readout: _Readout,
+    target: str,
+    site: str,
+    past: dict | None = None,
+) -> tuple[Float[torch.Tensor, "rows layer d_mlp"], Float[torch.Tensor, "rows"]]:
+    """One forward + backward with every layer in ``gate_layers`` multiplied by its row's alpha.
+
+    Returns dF/dgate per gated layer (``[rows, len(gate_layers), d_mlp]``) and F per row.
+    """
+    d_mlp = model.cfg.d_mlp
+    dtype = model.cfg.dtype
+    rows = row_alphas.shape[0]
+    gates = [row_alphas.to(start.device, dtype)[:, None, None].expand(rows, 1, d_mlp).clone().requires_grad_(True)
+             for _ in gate_layers]
+    mask3 = mask[..., None]
+    hooks = [(mlp_hook_name(l, site), _gate_hook(g, mask3)) for l, g in zip(gate_layers, gates, strict=True)]
+    with torch.enable_grad(), neuron_hooks(model, hooks):
+        resid = _trunk(model, start, start_layer, past)
+        F = readout.target(model, resid, target)
+        grads = torch.autograd.grad(F.sum(), gates)
+    return torch.stack([g[:, 0, :] for g in grads], dim=1), F.detach()
+
+
+def _cache_resid_pre(model: Model, tokens: torch.Tensor, layers: Sequence[int], offload: bool,
+                     p0: int = 0) -> tuple[dict[int, torch.Tensor], dict[int, _KV] | None]:
+    """``resid_pre`` of each chosen layer (positions ``p0:``) from one forward.
+
+    With ``p0 > 0`` the forward runs every layer and also records each layer's keys and
+    values, whose first ``p0`` positions become the reusable prefix.
+    """
+    cache: dict[int, torch.Tensor] = {}
+
+    def make(layer: int):
+        def hook(x: torch.Tensor, *, hook) -> None:
+            x = x[:, p0:].detach()
+            cache[layer] = x.to("cpu") if offload else x
+
+        return hook
+
+    hooks = [(resid_pre_name(l), make(l)) for l in layers]
+    with torch.no_grad(), neuron_hooks(model, hooks):
+        if p0 == 0:
+            model(tokens, stop_at_layer=max(layers) + 1, padding_side="right")
+            return cache, None
+        n = model.cfg.n_layers
+        resid0 = model(tokens, stop_at_layer=0, padding_side="right")  # embeddings only
+        empty = resid0.new_zeros(resid0.shape[0], 0)
+        rec = {i: _KV(empty, empty, record=True) for i in range(n)}
+        model(resid0, start_at_layer=0, stop_at_layer=n, past_kv_cache=rec)
+    return cache, rec
+
+
+def _tile(x: torch.Tensor, times: int) -> torch.Tensor:
+    return x.repeat(times, *([1] * (x.dim() - 1)))
+
+
+# --- the interface -------------------------------------------------------------------
+
+
+def attribute(
+    model: Model,
+    batch: AnswerBatch,
+    method: str = "ig",
+    steps: int = 20,
+    rule: str = "midpoint",
+    alpha_chunk: int = 5,
+    positions: str = "all",
+    target: str = "logprob",
+    site: str = "post",
+    layers: Sequence[int] | None = None,
+    show_progress: bool = False,
+    offload: bool = False,
+    alphas: Sequence[float] | None = None,
+) -> Float[torch.Tensor, "batch layer d_mlp"]:
+    """Attribution score of every MLP neuron for every example of ``batch``.
+
+    Args:
+        model: a HookedTransformer (its parameters are frozen for the call and restored).
+        batch: right-padded prompt + answer tokens (``targets.tokenize_with_answers``).
+        method: ``ig`` (per layer), ``ig_joint`` (all chosen layers together) or ``grad_x_act``.
+        steps: number of Riemann points m for the IG methods (ignored by ``grad_x_act``).
+        rule: ``midpoint`` (default), ``right`` or ``left`` Riemann points.
+        alpha_chunk: alphas per forward pass (batched along the batch dimension).
+        positions: ``all`` real positions, or only the ``last`` prompt position.
+        target: F, one of ``logprob``, ``prob``, ``logit``, ``logit_diff``.
+        site: ``post`` (default, the input to W_out) or ``pre``.
+        layers: layers to attribute (default all); rows of other layers are 0. For
+            ``ig_joint`` only these layers are gated.
+        show_progress: tqdm bar over forward passes.
+        offload: keep the cached residuals and the returned scores on CPU.
+        alphas: explicit integration points (each weight ``1/len(alphas)``), overriding
+            ``steps`` / ``rule``; for comparisons with other libraries' grids.
+
+    Returns:
+        ``[batch, n_layers, d_mlp]`` scores (model dtype promoted to at least float32),
+        summed over the attributed positions.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if alpha_chunk < 1:
+        raise ValueError(f"alpha_chunk must be >= 1, got {alpha_chunk}")
+    chosen = _check_inputs(model, batch, target, site, positions, layers)
+    device = model.cfg.device or "cpu"
+    batch = batch.to(device)
+    if method == "grad_x_act":
+        a = torch.ones(1, dtype=torch.float64)
+    elif alphas is not None:
+        a = torch.as_tensor(list(alphas), dtype=torch.float64)
+        if a.numel() == 0:
+            raise ValueError("alphas is empty")
+    else:
+        a = ig_alphas(steps, rule)
+    B, L, d_mlp = len(batch), model.cfg.n_layers, model.cfg.d_mlp
+    out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
+    scores = torch.zeros(B, L, d_mlp, dtype=out_dtype, device=device)
+    p0 = _prefix_len(model, batch, positions)
+    readout = _Readout(batch).prepare(model).shift(p0)
+    mask = position_mask(batch, positions)[:, p0:]
+    chunks = list(a.split(alpha_chunk))
+
+    def past_for(c: int) -> dict | None:
+        return None if kv is None else {i: e.prefix(p0, c) for i, e in kv.items()}
+
+    with frozen_parameters(model):
+        if method == "ig":
+            resid, kv = _cache_resid_pre(model, batch.tokens, chosen, offload, p0)
+            bar = tqdm(total=len(chosen) * len(chunks), desc="ig", disable=not show_progress, leave=False)
+            try:
+                for layer in chosen:
+                    r0 = resid.pop(layer).to(device)
+                    for chunk in chunks:
+                        c = len(chunk)
+                        g, _ = _gated_pass(model, _tile(r0, c), layer, [layer], chunk.repeat_interleave(B),
+                                           _tile(mask, c), readout.repeat(c), target, site, past_for(c))
+                        scores[:, layer] += g[:, 0].view(c, B, d_mlp).sum(0).to(out_dtype)
+                        bar.update(1)
+                    del r0
+            finally:
+                bar.close()
+        else:
+            start_layer = chosen[0]
+            cached, kv = _cache_resid_pre(model, batch.tokens, [start_layer], offload, p0)
+            start = cached[start_layer].to(device)
+            bar = tqdm(total=len(chunks), desc=method, disable=not show_progress or len(chunks) == 1, leave=False)
+            try:
+                for chunk in chunks:
+                    c = len(chunk)
+                    g, _ = _gated_pass(model, _tile(start, c), start_layer, chosen, chunk.repeat_interleave(B),
+                                       _tile(mask, c), readout.repeat(c), target, site, past_for(c))
+                    scores[:, chosen] += g.view(c, B, len(chosen), d_mlp).sum(0).to(out_dtype)
+                    bar.update(1)
+            finally:
+                bar.close()
+    scores /= a.numel()
+    return scores.cpu() if offload else scores
+
+
+# --- targets and completeness ----------------------------------------------------------
+
+
+def target_fn(model: Model, batch: AnswerBatch, target: str = "logprob") -> Float[torch.Tensor, "batch"]:
+    """F for the unmodified model (no gradient): the quantity every attribution explains."""
+    return baseline_target(model, batch, layers=(), target=target)
+
+
+def baseline_target(
+    model: Model,
+    batch: AnswerBatch,
+    layers: Sequence[int] = (),
+    target: str = "logprob",
+    site: str = "post",
+    positions: str = "all",
+) -> Float[torch.Tensor, "batch"]:
+    """F with the activations of ``layers`` set to zero at the attributed positions (the IG baseline)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
+    device = model.cfg.device or "cpu"
+    batch = batch.to(device)
+    mask3 = position_mask(batch, positions)[..., None]
+
+    def zero(act: torch.Tensor, *, hook) -> torch.Tensor:
+        return act * (~mask3).to(act.dtype)
+
+    hooks = [(mlp_hook_name(l, site), zero) for l in layers]
+    with torch.no_grad(), neuron_hooks(model, hooks):
+        resid = _trunk(model, batch.tokens, None)
+        return _Readout(batch).target(model, resid, target)
+
+
+def completeness_gap(
+    model: Model,
+    batch: AnswerBatch,
+    scores: Float[torch.Tensor, "batch layer d_mlp"],
+    method: str = "ig",
+    target: str = "logprob",
+    site: str = "post",
+    positions: str = "all",
+    layers: Sequence[int] | None = None,
+) -> Float[torch.Tensor, "batch ..."]:
+    """Sum of attributions minus what completeness says it should be.
+
+    For ``ig``: ``[batch, len(layers)]`` gaps ``sum_i IG_{l,i} - (F(a) - F(a_l := 0))``.
+    For ``ig_joint`` (and ``grad_x_act``, which has no such guarantee): ``[batch]`` gaps
+    ``sum over layers, neurons - (F(1) - F(every chosen layer zeroed))``.
+    """
+    chosen = _check_inputs(model, batch, target, site, positions, layers)
+    f1 = baseline_target(model, batch, (), target, site, positions)
+    s = scores.to(f1.device, torch.float64)
+    if method == "ig":
+        gaps = []
+        for l in chosen:
+            f0 = baseline_target(model, batch, [l], target, site, positions)
+            gaps.append(s[:, l].sum(-1) - (f1 - f0).double())
+        return torch.stack(gaps, dim=1)
+    f0 = baseline_target(model, batch, chosen, target, site, positions)
+    return s[:, chosen].sum((1, 2)) - (f1 - f0).double()
