@@ -32,17 +32,18 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neurorit_lens.config import DataConfig, MiningConfig  # noqa: E402
+from neurorit_lens.config import AttributionMethod, DataConfig, MiningConfig  # noqa: E402
 from neurorit_lens.neurons.selection import select  # noqa: E402
 from neurorit_lens.neurons.sets import exclusive_sets  # noqa: E402
 
-METHODS = ("ig", "ig_joint", "grad_x_act")
+METHODS = get_args(AttributionMethod)
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> float:

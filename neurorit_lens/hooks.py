@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import torch
 from jaxtyping import Float
 
+from neurorit_lens.config import Site
 from neurorit_lens.tl_backend import HookPoint, Model, act_name
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 HookFn = Callable[..., torch.Tensor | None]
 FwdHook = tuple[str, HookFn]
 
-SITES = ("post", "pre")
+SITES = get_args(Site)
 
 
 def mlp_hook_name(layer: int, site: str = "post") -> str:

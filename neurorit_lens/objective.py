@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 from jaxtyping import Bool, Float, Int
 
+from neurorit_lens.config import Target
 from neurorit_lens.tl_backend import Model
 
-TARGETS = ("logprob", "prob", "logit", "logit_diff")
+TARGETS = get_args(Target)
 
 
 @dataclass

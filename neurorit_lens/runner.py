@@ -21,9 +21,9 @@ import copy
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from neurorit_lens.config import RunConfig
+from neurorit_lens.config import RunConfig, Stage
 from neurorit_lens.io import atomic_write_json, read_json, write_run_metadata
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Runner:
                             "use a new --out to rerun them", cfg_path)
         self.cfg.save(cfg_path)
         write_run_metadata(self.out, self.cfg.seed, model=self.cfg.model)
-        for stage in ("eval", "mine", "ablate", "train", "report"):
+        for stage in get_args(Stage):
             if stage in self.cfg.stages:
                 t0 = time.perf_counter()
                 getattr(self, f"stage_{stage}")()

@@ -36,14 +36,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from neurorit_lens.config import AblationConfig, DataConfig
+from neurorit_lens.config import AblationConfig, AblationMode, DataConfig
 from neurorit_lens.evaluation import metrics as _metrics
 from neurorit_lens.evaluation.generation import generate_greedy
 from neurorit_lens.hooks import (
@@ -61,7 +61,7 @@ from neurorit_lens.tl_backend import Model
 
 log = logging.getLogger(__name__)
 
-MODES = ("zero", "mean", "scale")
+MODES = get_args(AblationMode)
 METRICS = ("logprob", "accuracy")
 RESULT_FILE = "ablation.json"
 

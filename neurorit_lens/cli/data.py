@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from neurorit_lens.cli.main import add_config_args, config_from_args
+from neurorit_lens.cli.common import Flat, config_of
 from neurorit_lens.config import DEFAULT_SETTINGS, DataConfig
 
 NAME = "data"
 HELP = "load a dataset and report examples, skipped records, passages per label, splits and settings"
-DESCRIPTION = (
-    "Load --data (a file, 'hf:<name or dir>[:split]' or 'embedded[:N[:SEED]]') with the format "
-    "auto-detected, and print: examples loaded, records skipped and why, passages per label, "
-    "train/dev/test sizes, and for the chosen split how many instances each noise setting "
-    "builds (and how many examples it skips). --out DIR writes DIR/data_summary.json."
-)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--settings", default=",".join(DEFAULT_SETTINGS) + ",counterfactual",
-                   help="comma-separated settings to count instances for")
-    p.add_argument("--out", default=None, help="folder for data_summary.json (optional)")
-    add_config_args(p, DataConfig)
+@dataclass
+class Args:
+    """Load --data (a file, 'hf:<name or dir>[:split]' or 'embedded[:N[:SEED]]') with the format
+    auto-detected, and print: examples loaded, records skipped and why, passages per label,
+    train/dev/test sizes, and for the chosen split how many instances each noise setting builds
+    (and how many examples it skips). --out DIR writes DIR/data_summary.json.
+    """
+
+    settings: tuple[str, ...] = (*DEFAULT_SETTINGS, "counterfactual")  # Noise settings to count instances for, comma-separated.
+    out: str | None = None  # Folder for data_summary.json (none = print only).
+    data: Flat[DataConfig] = field(default_factory=DataConfig)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     from neurorit_lens.data import build_instances, load_examples, split_examples
     from neurorit_lens.io import atomic_write_json
 
-    cfg = config_from_args(args, DataConfig)
+    cfg = config_of(args.data)
     res = load_examples(cfg.data, format=cfg.format, strict=cfg.strict, distractors=cfg.distractors,
                         n_distractors=cfg.n_distractors, seed=cfg.seed)
     summary = res.summary()
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = chosen[: cfg.limit]
     summary["split"] = cfg.split
     summary["settings"] = {}
-    for name in [s.strip() for s in args.settings.split(",") if s.strip()]:
+    for name in args.settings:
         b = build_instances(chosen, name, n_passages=cfg.n_passages, seed=cfg.seed)
         summary["settings"][name] = {"n": len(b), "n_skipped": b.n_skipped, "skipped_reasons": b.skipped_reasons}
 

@@ -2,45 +2,54 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from neurorit_lens.cli.main import add_config_args, config_from_args
+import tyro
+
+from neurorit_lens.cli.common import (
+    DEFAULT_MODEL,
+    Device,
+    Flat,
+    Launch,
+    ModelName,
+    OutDir,
+    Progress,
+    config_of,
+    load_examples,
+    load_model,
+    write_config,
+)
 from neurorit_lens.config import DataConfig, MiningConfig
 
 NAME = "mine"
 HELP = "mine relevant/irrelevant-context MLP neurons (IG, joint IG or grad x act) and write neurons.json"
-DESCRIPTION = (
-    "Build each example's relevant-context (R) and irrelevant-context (I) prompts, score every "
-    "MLP neuron's contribution to the gold answer's log-prob (--method ig: per-layer Integrated "
-    "Gradients, the paper's method; ig_joint: IG over all layers at once; grad_x_act: one "
-    "backward pass), select neurons per condition (threshold t * max kept in >= p of the "
-    "examples, or top-k) and write OUT/neurons.json with R, I, R_excl = R - I, I_excl = I - R, "
-    "shared = R & I, the raw scores OUT/scores_{R,I}.safetensors and per-example scores under "
-    "OUT/scores/ (an interrupted run resumes from them). Mining uses the train split by default."
-)
 
 log = logging.getLogger("neurorit_lens")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2-135m-instruct",
-                   help="model name (smollm2-135m-instruct, gemma-3-270m, tiny, ...) or local checkpoint dir")
-    p.add_argument("--out", default="runs/mine", help="output folder")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="reuse per-example scores already in OUT/scores (same model, settings and tokens)")
-    p.add_argument("--shard", default=None, metavar="RANK/WORLD",
-                   help="process examples[RANK::WORLD] only (per-example scores; no neurons.json)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
-    add_config_args(p, DataConfig, defaults={"split": "train"})
-    add_config_args(p, MiningConfig)
-    from neurorit_lens.distributed.process import (
-        DistributedConfig,  # torchrun launches: see docs/distributed.md
-    )
+@dataclass
+class Args:
+    """Build each example's relevant-context (R) and irrelevant-context (I) prompts, score every
+    MLP neuron's contribution to the gold answer's log-prob (--method ig: per-layer Integrated
+    Gradients, the paper's method; ig_joint: IG over all layers at once; grad_x_act: one
+    backward pass), select neurons per condition (threshold t * max kept in >= p of the
+    examples, or top-k) and write OUT/neurons.json with R, I, R_excl = R - I, I_excl = I - R,
+    shared = R & I, the raw scores OUT/scores_{R,I}.safetensors and per-example scores under
+    OUT/scores/ (an interrupted run resumes from them). Mining uses the train split by default.
+    """
 
-    add_config_args(p, DistributedConfig, prefix="dist_")
+    model: ModelName = DEFAULT_MODEL
+    out: OutDir = "runs/mine"
+    device: Device = "cpu"
+    resume: bool = True  # Reuse the per-example scores already in OUT/scores (same model, settings and tokens).
+    shard: Annotated[str | None, tyro.conf.arg(metavar="RANK/WORLD")] = None  # Process examples[RANK::WORLD] only, writing per-example scores and no neurons.json.
+    progress: Progress = True
+    data: Flat[DataConfig] = field(default_factory=lambda: DataConfig(split="train"))
+    mining: Flat[MiningConfig] = field(default_factory=MiningConfig)
+    launch: Flat[Launch] = field(default_factory=Launch)
 
 
 def _parse_shard(s: str | None) -> tuple[int, int] | None:
@@ -53,37 +62,28 @@ def _parse_shard(s: str | None) -> tuple[int, int] | None:
     return rank, world
 
 
-def run(args: argparse.Namespace) -> int:
-    from neurorit_lens.distributed.process import DistributedConfig, dist_env, distributed_session
+def run(args: Args) -> int:
+    from neurorit_lens.distributed.process import dist_env, distributed_session
 
     if dist_env() is not None and args.shard is None:  # launched by torchrun: shard, all-reduce, rank 0 writes
-        with distributed_session(config_from_args(args, DistributedConfig, prefix="dist_")):
+        with distributed_session(args.launch.config()):
             return _run(args)
     return _run(args)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from neurorit_lens.data import load_split
+def _run(args: Args) -> int:
     from neurorit_lens.distributed.mining import mine_distributed
     from neurorit_lens.distributed.process import is_distributed, is_main_process, rank_device
-    from neurorit_lens.io import atomic_write_json, write_run_metadata
-    from neurorit_lens.models import load_model
     from neurorit_lens.neurons.mining import mine
 
-    data_cfg = config_from_args(args, DataConfig)
-    cfg = config_from_args(args, MiningConfig)
+    data_cfg, cfg = config_of(args.data), config_of(args.mining)
     shard = _parse_shard(args.shard)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        atomic_write_json(out / "config.json", {"command": NAME, "model": args.model, "device": args.device,
-                                                "data": data_cfg.to_dict(), "mining": cfg.to_dict(), "shard": args.shard})
-        write_run_metadata(out, data_cfg.seed, command=NAME, model=args.model, device=args.device)
-    args.device = rank_device(args.device)
-    examples = load_split(data_cfg)
-    if not examples:
-        raise ValueError(f"no examples in split {data_cfg.split!r} of {data_cfg.data!r}")
-    model = load_model(args.model, device=args.device)
+    write_config(out, NAME, data_cfg.seed, {"model": args.model, "device": args.device, "data": data_cfg.to_dict(),
+                                            "mining": cfg.to_dict(), "shard": args.shard}, write=is_main_process())
+    device = rank_device(args.device)
+    examples = load_examples(data_cfg)
+    model = load_model(args.model, device)
     log.info("mining %s on %d examples of %s (split %s), method %s, %d steps", args.model, len(examples),
              data_cfg.data, data_cfg.split, cfg.method, cfg.steps)
     if is_distributed():

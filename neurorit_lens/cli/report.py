@@ -2,42 +2,45 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from neurorit_lens.cli.common import load_model
 
 NAME = "report"
 HELP = "write RUN_DIR/report.html (self-contained) and report.md from a run folder"
-DESCRIPTION = (
-    "Regenerate the report of a run folder from what it holds (an incomplete run gets a report "
-    "that lists what is missing). Saved neuron views (RUN_DIR/views/) are embedded; --views N "
-    "computes views for N dev examples first, which loads the model and the data named in "
-    "RUN_DIR/config.json."
-)
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="the run folder (as written by `neurorit run`)")
-    p.add_argument("--views", type=int, default=0, metavar="N",
-                   help="compute neuron views for N dev examples (loads the model)")
-    p.add_argument("--k", type=int, default=5, help="neurons per set in each view")
-    p.add_argument("--model", default=None, help="model for --views (default: the run's config.json model)")
-    p.add_argument("--device", default=None, help="device for --views (default: the run's config)")
+@dataclass
+class Args:
+    """Regenerate the report of a run folder from what it holds (an incomplete run gets a report
+    that lists what is missing). Saved neuron views (RUN_DIR/views/) are embedded; --views N
+    computes views for N dev examples first, which loads the model and the data named in
+    RUN_DIR/config.json.
+    """
+
+    run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]  # The run folder, as written by `neurorit run`.
+    views: Annotated[int, tyro.conf.arg(metavar="N")] = 0  # Compute neuron views for N dev examples first (loads the model).
+    k: int = 5  # Neurons per set shown in each view.
+    model: str | None = None  # Model for --views (none = the model in the run's config.json).
+    device: str | None = None  # Torch device for --views (none = the device in the run's config.json).
 
 
-def _model_and_examples(run_dir: Path, args: argparse.Namespace):
+def _model_and_examples(run_dir: Path, args: Args):
     from neurorit_lens.config import RunConfig
+    from neurorit_lens.data import load_examples, split_examples
 
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path}: --views needs the run's config.json (model and data)")
     cfg = RunConfig.load(cfg_path)
-    from neurorit_lens.data import load_examples, split_examples
-    from neurorit_lens.models import load_model
-
-    model = load_model(args.model or cfg.model, device=args.device or cfg.device)
+    model = load_model(args.model or cfg.model, args.device or cfg.device)
     d = cfg.data
     loaded = load_examples(d.data, format=d.format, strict=d.strict)
     splits = split_examples(loaded.examples, d.split_fractions, seed=d.seed)
@@ -45,7 +48,7 @@ def _model_and_examples(run_dir: Path, args: argparse.Namespace):
     return model, examples
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     from neurorit_lens.viz.report import write_report
 
     run_dir = Path(args.run_dir)

@@ -24,15 +24,17 @@ import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import get_args
 
 from tqdm.auto import tqdm
 
+from neurorit_lens.config import DistractorMethod
 from neurorit_lens.data.schema import Label, Passage, QAExample
 from neurorit_lens.data.text import contains_normalized, normalize_answer, tokenize_words
 
 log = logging.getLogger(__name__)
 
-DISTRACTOR_METHODS = ("random", "bm25")
+DISTRACTOR_METHODS = get_args(DistractorMethod)
 
 
 class BM25:

@@ -51,8 +51,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from neurorit_lens.config import DataFormat
 from neurorit_lens.data.distractors import DISTRACTOR_METHODS, add_distractors
 from neurorit_lens.data.records import DataError, iter_records
 from neurorit_lens.data.schema import Label, Passage, QAExample
@@ -61,7 +62,7 @@ from neurorit_lens.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "rgb", "noiserbench", "dpr", "jsonl", "hf", "embedded")
+FORMATS = get_args(DataFormat)
 FIELD_KEYS = ("id", "question", "answers", "passages", "relevant", "irrelevant", "counterfactual",
               "text", "title", "label", "has_answer")
 DEFAULT_FIELDS = {"id": "id", "question": "question", "answers": "answers", "passages": "passages",

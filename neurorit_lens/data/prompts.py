@@ -36,11 +36,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
+from neurorit_lens.config import Template
 from neurorit_lens.data.schema import Passage, RAGInstance
 
-TEMPLATES = ("auto", "plain", "chat")
+TEMPLATES = get_args(Template)
 INSTRUCTION = "Answer the question using the documents below. Reply with a short phrase only."
 CLOSED_INSTRUCTION = "Answer the question. Reply with a short phrase only."
 SYSTEM_PROMPT = "You answer questions with a short phrase only."

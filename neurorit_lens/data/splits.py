@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import get_args
 
-from neurorit_lens.config import DataConfig
+from neurorit_lens.config import DataConfig, Split
 from neurorit_lens.data.loaders import load_examples
 from neurorit_lens.data.schema import QAExample
 from neurorit_lens.data.text import normalize_question
 
-SPLITS = ("train", "dev", "test")
+SPLITS = get_args(Split)
 
 
 def split_examples(

@@ -41,17 +41,19 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import torch
 import torch.distributed as dist
 from jaxtyping import Float
 
+from neurorit_lens.config import DistBackend
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BACKENDS = ("auto", "gloo", "nccl")
+BACKENDS = get_args(DistBackend)
 
 
 # --------------------------------------------------------------------------------------

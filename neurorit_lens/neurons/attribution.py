@@ -48,18 +48,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import get_args
 
 import torch
 from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 
+from neurorit_lens.config import AttributionMethod, Positions, RiemannRule
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, resid_pre_name
 from neurorit_lens.objective import TARGETS, AnswerBatch, answer_target
 from neurorit_lens.tl_backend import Model
 
-METHODS = ("ig", "ig_joint", "grad_x_act")
-RULES = ("midpoint", "right", "left")
-POSITIONS = ("all", "last")
+METHODS = get_args(AttributionMethod)
+RULES = get_args(RiemannRule)
+POSITIONS = get_args(Positions)
 
 __all__ = [
     "METHODS",

@@ -30,13 +30,15 @@ selecting. Ties are broken by the lower (layer, index).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import get_args
 
 import torch
 from jaxtyping import Float, Int
 
+from neurorit_lens.config import SelectionRule
 from neurorit_lens.neurons.sets import NeuronSet
 
-RULES = ("threshold", "topk", "topk_per_layer")
+RULES = get_args(SelectionRule)
 
 __all__ = ["RULES", "SelectionStats", "select"]
 

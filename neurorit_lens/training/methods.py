@@ -41,11 +41,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
-from neurorit_lens.config import DataConfig, TrainConfig
+from neurorit_lens.config import DataConfig, TrainConfig, TrainMethod
 from neurorit_lens.data.schema import QAExample
 from neurorit_lens.distributed.process import is_main_process
 from neurorit_lens.distributed.training import (
@@ -75,7 +75,7 @@ from neurorit_lens.training.trainer import TRAIN_LOG, StepOutput, Trainer, evalu
 
 log = logging.getLogger(__name__)
 
-METHODS = ("neurorit", "stage1", "layers", "full", "random")
+METHODS = get_args(TrainMethod)
 
 
 @dataclass

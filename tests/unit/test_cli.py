@@ -1,0 +1,128 @@
+"""The command line explains itself: every flag has help, choices are checked, old spellings parse."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from neurorit_lens.cli import common
+from neurorit_lens.cli.main import command_modules, main, parse_command
+from neurorit_lens.config import (
+    AblationConfig,
+    DataConfig,
+    EvalConfig,
+    MiningConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+MODULES = {m.NAME: m for m in command_modules()}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _help(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def _options(text: str) -> dict[str, str]:
+    """``{"--flag": "help text"}`` from tyro's help, boxed (a terminal) or not (captured)."""
+    opts: dict[str, list[str]] = {}
+    cur = None
+    for raw in text.splitlines():
+        line = raw.removeprefix("│").rstrip().removesuffix("│").rstrip()
+        body = line.lstrip()
+        indent = len(line) - len(body)
+        if body.startswith("-") and not set(body) <= {"-", "─"} and indent <= 2:
+            invocation, _, rest = re.split(r"(\s{2,})", body + "  ", maxsplit=1)
+            cur = invocation.split()[0].rstrip(",")
+            opts[cur] = [rest.strip()]
+        elif cur is not None and body and indent > 2:
+            opts[cur].append(body)
+        else:
+            cur = None  # a border, a group title or description, a blank line
+    return {k: " ".join(p for p in v if p) for k, v in opts.items()}
+
+
+def test_every_subcommand_is_found():
+    assert {"ablate", "data", "eval", "mine", "report", "run", "train"} <= set(MODULES)
+    for mod in MODULES.values():
+        assert mod.HELP and mod.Args.__doc__, mod.NAME
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_flag_says_what_it_does_and_shows_its_default_once(name, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    opts = _options(_help(capsys, [name]))
+    assert "-h" in opts and len(opts) >= 3, opts
+    for flag, text in opts.items():
+        if flag == "-h":
+            continue
+        marks = re.findall(r"\((?:default: [^)]*|required)\)", text)
+        assert len(marks) == 1, f"{name} {flag}: default shown {len(marks)} times: {text!r}"
+        words = re.sub(r"\((?:default: [^)]*|required)\)", "", text).split()
+        assert len(words) >= 3, f"{name} {flag} has no help text: {text!r}"
+
+
+def test_root_help_lists_every_subcommand(capsys):
+    text = _help(capsys, [])
+    for name, mod in MODULES.items():
+        assert name in text and mod.HELP.split()[0] in text
+
+
+@pytest.mark.parametrize("argv, allowed", [
+    (["mine", "--method", "igg"], ("ig_joint", "grad_x_act")),
+    (["mine", "--site", "mid"], ("post", "pre")),
+    (["train", "--model", "tiny", "--out", "x", "--lr-schedule", "cosin"], ("cosine", "linear", "constant")),
+    (["ablate", "--model", "tiny", "--neurons", "n.json", "--out", "x", "--mode", "zeros"], ("zero", "mean", "scale")),
+    (["run", "--stages", "eval,mien"], ("ablate", "report")),
+    (["run", "--methods", "neurorit,fulll"], ("stage1", "layers")),
+    (["eval", "--template", "chatml"], ("plain", "chat")),
+])
+def test_a_bad_choice_exits_2_listing_the_allowed_values(argv, allowed, capsys, tmp_path):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert all(a in err for a in allowed), err
+    assert not (tmp_path / "x").exists()
+
+
+def test_makefile_run_args_parse_to_the_same_config():
+    make = (ROOT / "Makefile").read_text()
+    raw = re.search(r"RUN_ARGS \?=((?:.*\\\n)*.*)", make).group(1).replace("\\\n", " ")
+    cfg = MODULES["run"].build_config(parse_command(MODULES["run"], shlex.split(raw)))
+    assert type(cfg) is RunConfig
+    assert (cfg.eval_limit, cfg.mine_limit, cfg.ablate_limit, cfg.train_limit) == (24, 24, 16, 120)
+    assert cfg.data == DataConfig(n_passages=3, max_prompt_tokens=256)
+    assert cfg.eval == EvalConfig(settings=("closed", "gold", "noise=0.4", "noise=0.8", "irrelevant"))
+    assert cfg.mining == MiningConfig(threshold=0.05)
+    assert cfg.ablation == AblationConfig(accuracy_limit=8)
+    assert cfg.train == TrainConfig(steps=24, batch_size=2, lr=3e-4)
+
+
+def test_defaults_match_the_configs_and_none_tuples_parse():
+    mine = parse_command(MODULES["mine"], [])
+    assert common.config_of(mine.data) == DataConfig(split="train")
+    assert common.config_of(mine.mining) == MiningConfig()
+    assert parse_command(MODULES["run"], []).to_dict() == {**RunConfig().to_dict(), "config": None}
+    mine = parse_command(MODULES["mine"], ["--layers", "0,2", "--limit", "none", "--split-fractions", "0.5,0.25,0.25"])
+    assert mine.mining.layers == (0, 2) and mine.data.limit is None and mine.data.split_fractions == (0.5, 0.25, 0.25)
+    assert parse_command(MODULES["mine"], ["--layers", "none"]).mining.layers is None
+    train = parse_command(MODULES["train"], ["--model", "tiny", "--out", "o", "--lr-grid", "1e-3,3e-2",
+                                             "--no-resume", "--seed", "3", "--train-attention"])
+    cfg = common.config_of(train.train, seed=train.data.seed)
+    assert type(cfg) is TrainConfig and cfg.lr_grid == (1e-3, 3e-2) and cfg.seed == 3 and cfg.train_attention
+    assert not train.resume and train.launch.config().backend == "auto"
+    assert main(["mine", "--split-fractions", "0.5,0.5"]) == 2
+
+
+def test_without_hides_a_flag_and_config_of_restores_the_plain_config(capsys):
+    flags = common.without(EvalConfig, "seed")
+    cfg = common.config_of(flags(max_new_tokens=4), seed=7)
+    assert type(cfg) is EvalConfig and cfg == EvalConfig(max_new_tokens=4, seed=7)
+    eval_opts = _options(_help(capsys, ["eval"]))
+    assert "--seed" in eval_opts and "Random seed for the split" in eval_opts["--seed"]
