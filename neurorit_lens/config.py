@@ -115,18 +115,31 @@ def _split_commas(value: Any) -> Any:
 class DataConfig(ConfigBase):
     """Which QA data, how it is split, and how prompts are built."""
 
-    data: str = "embedded"  # The QA data: "embedded[:N[:SEED]]", a file path, or "hf:<name or dir>[:split]".
-    format: DataFormat = "auto"  # File format of --data; auto detects it from the name and the records.
-    limit: int | None = None  # Use only the first N questions of the chosen split (none = all of them).
-    split: SplitChoice = "test"  # Which part of the question-level train/dev/test split to use (all = no split).
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # Train, dev and test shares of the questions, summing to 1.
-    seed: int = 0  # Random seed for the split, the noisy contexts and every later random draw.
-    n_passages: int = 5  # Total passages in a noise=R context (relevant plus irrelevant).
-    template: Template = "auto"  # Prompt format: the model's chat template (chat), plain text, or chat when the tokenizer has one (auto).
-    max_prompt_tokens: int = 512  # Token budget of a prompt; passages are truncated past it, never the question.
-    strict: bool = False  # Stop with an error on a bad record instead of skipping it.
-    distractors: DistractorChoice = "random"  # How to mine irrelevant passages for gold-only data such as NQ-open (none = don't).
-    n_distractors: int = 10  # Mined irrelevant passages per example that has none of its own.
+    # The QA data: "embedded[:N[:SEED]]", a file path, or "hf:<name or dir>[:split]".
+    data: str = "embedded"
+    # File format of --data; auto detects it from the name and the records.
+    format: DataFormat = "auto"
+    # Use only the first N questions of the chosen split (none = all of them).
+    limit: int | None = None
+    # Which part of the question-level train/dev/test split to use (all = no split).
+    split: SplitChoice = "test"
+    # Train, dev and test shares of the questions, summing to 1.
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    # Random seed for the split, the noisy contexts and every later random draw.
+    seed: int = 0
+    # Total passages in a noise=R context (relevant plus irrelevant).
+    n_passages: int = 5
+    # Prompt format: the model's chat template (chat), plain text, or chat when the tokenizer has
+    # one (auto).
+    template: Template = "auto"
+    # Token budget of a prompt; passages are truncated past it, never the question.
+    max_prompt_tokens: int = 512
+    # Stop with an error on a bad record instead of skipping it.
+    strict: bool = False
+    # How to mine irrelevant passages for gold-only data such as NQ-open (none = don't).
+    distractors: DistractorChoice = "random"
+    # Mined irrelevant passages per example that has none of its own.
+    n_distractors: int = 10
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit > 0, "limit must be positive")
@@ -148,11 +161,16 @@ DEFAULT_SETTINGS = ("closed", "gold", "gold+4", "noise=0.4", "noise=0.8", "irrel
 class EvalConfig(ConfigBase):
     """Greedy generation and metrics per noise setting."""
 
-    settings: tuple[str, ...] = DEFAULT_SETTINGS  # Noise settings to evaluate: closed, gold, gold+K, noise=R, irrelevant, counterfactual.
-    max_new_tokens: int = 16  # Greedy generation length of each answer, in tokens.
-    batch_size: int = 8  # Prompts generated per forward pass.
-    n_bootstrap: int = 1000  # Bootstrap resamples for the 95% intervals (0 = no intervals).
-    seed: int = 0  # Random seed of the bootstrap.
+    # Noise settings to evaluate: closed, gold, gold+K, noise=R, irrelevant, counterfactual.
+    settings: tuple[str, ...] = DEFAULT_SETTINGS
+    # Greedy generation length of each answer, in tokens.
+    max_new_tokens: int = 16
+    # Prompts generated per forward pass.
+    batch_size: int = 8
+    # Bootstrap resamples for the 95% intervals.
+    n_bootstrap: int = 1000
+    # Random seed of the bootstrap.
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.settings = _split_commas(self.settings)
@@ -166,22 +184,40 @@ class EvalConfig(ConfigBase):
 class MiningConfig(ConfigBase):
     """Attribution and neuron selection (DESIGN.md, 'Neurons' to 'Exclusive sets')."""
 
-    method: AttributionMethod = "grad_x_act"  # Attribution: per-layer Integrated Gradients (ig, the paper's), IG over all layers at once (ig_joint), or gradient x activation (one backward pass).
-    steps: int = 20  # Integration steps of IG (ignored by grad_x_act).
-    rule: RiemannRule = "midpoint"  # Riemann rule placing the IG steps along the path from zero to the activation.
-    alpha_chunk: int = 5  # IG steps evaluated in one batched forward/backward pass (memory vs speed).
-    positions: Positions = "all"  # Token positions whose neuron activations are attributed: every prompt token or the last only.
-    target: Target = "logprob"  # Quantity attributed: the gold answer's log-prob, prob, logit, or logit difference.
-    site: Site = "post"  # Where a neuron is read: after the MLP nonlinearity (post) or before it (pre).
-    layers: tuple[int, ...] | None = None  # Layers to mine, comma-separated (none = every layer).
-    selection: SelectionRule = "threshold"  # How neurons are kept per example: score >= threshold x max, the top-k overall, or top-k per layer.
-    threshold: float = 0.2  # Keep a neuron whose score is at least this fraction of the example's maximum score.
-    frequency: float = 0.5  # Keep a neuron selected in at least this fraction of the examples.
-    top_k: int = 100  # Neurons kept per example (overall or per layer) by the topk selections.
-    relevant_setting: str = "gold"  # Noise setting that builds the relevant-context (R) prompts.
-    irrelevant_setting: str = "irrelevant"  # Noise setting that builds the irrelevant-context (I) prompts.
-    offload_scores: bool = True  # Keep per-example scores on the CPU to save accelerator memory.
-    batch_size: int = 1  # Examples per attribution call (rows = batch_size x alpha_chunk).
+    # Attribution: per-layer Integrated Gradients (ig, the paper's), IG over all layers at once
+    # (ig_joint), or gradient x activation (one backward pass).
+    method: AttributionMethod = "grad_x_act"
+    # Integration steps of IG (ignored by grad_x_act).
+    steps: int = 20
+    # Riemann rule placing the IG steps along the path from zero to the activation.
+    rule: RiemannRule = "midpoint"
+    # IG steps evaluated in one batched forward/backward pass (memory vs speed).
+    alpha_chunk: int = 5
+    # Token positions whose neuron activations are attributed: every prompt token or the last only.
+    positions: Positions = "all"
+    # Quantity attributed: the gold answer's log-prob, prob, logit, or logit difference.
+    target: Target = "logprob"
+    # Where a neuron is read: after the MLP nonlinearity (post) or before it (pre).
+    site: Site = "post"
+    # Layers to mine, comma-separated (none = every layer).
+    layers: tuple[int, ...] | None = None
+    # How neurons are kept per example: score >= threshold x max, the top-k overall, or top-k per
+    # layer.
+    selection: SelectionRule = "threshold"
+    # Keep a neuron whose score is at least this fraction of the example's maximum score.
+    threshold: float = 0.2
+    # Keep a neuron selected in at least this fraction of the examples.
+    frequency: float = 0.5
+    # Neurons kept per example (overall or per layer) by the topk selections.
+    top_k: int = 100
+    # Noise setting that builds the relevant-context (R) prompts.
+    relevant_setting: str = "gold"
+    # Noise setting that builds the irrelevant-context (I) prompts.
+    irrelevant_setting: str = "irrelevant"
+    # Keep cached residuals and scores on the CPU to save accelerator memory.
+    offload_scores: bool = True
+    # Examples per attribution call (rows = batch_size x alpha_chunk).
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         _one_of(self.method, AttributionMethod, "method")
@@ -204,20 +240,34 @@ class MiningConfig(ConfigBase):
 class AblationConfig(ConfigBase):
     """Causal tests of neuron sets against random controls."""
 
-    sets: tuple[str, ...] = ("R_excl", "I_excl", "shared")  # Neuron sets of neurons.json to ablate, comma-separated.
-    mode: AblationMode = "zero"  # Ablation: set the neurons to zero, to their mean activation, or multiply them by --scale.
-    scale: float = 0.0  # Factor applied to the neurons' activations in scale mode.
-    n_random: int = 5  # Random control sets (same per-layer counts, distinct seeds) per tested set; at least 5.
-    relevant_setting: str = "gold"  # Noise setting of the relevant-only contexts.
-    noisy_setting: str = "noise=0.8"  # Noise setting of the noisy contexts.
-    measure_accuracy: bool = True  # Also measure the change in accuracy by greedy generation (slower).
-    n_bootstrap: int = 1000  # Bootstrap resamples for the 95% intervals (0 = no intervals).
-    seed: int = 0  # Random seed of the control sets and the bootstrap.
-    site: Site = "post"  # Where neurons are ablated; must match the site they were mined at.
-    batch_size: int = 8  # Sequences per forward pass (log-probs and generation).
-    max_new_tokens: int = 16  # Greedy generation length for accuracy, in tokens.
-    accuracy_limit: int | None = None  # Measure accuracy on the first N examples only, as generation is costly (none = all).
-    random_exclude: RandomExclude = "tested"  # Random controls avoid the tested set only, or every set in neurons.json.
+    # Neuron sets of neurons.json to ablate, comma-separated.
+    sets: tuple[str, ...] = ("R_excl", "I_excl", "shared")
+    # Ablation: set the neurons to zero, to their mean activation, or multiply them by --scale.
+    mode: AblationMode = "zero"
+    # Factor applied to the neurons' activations in scale mode.
+    scale: float = 0.0
+    # Random control sets (same per-layer counts, distinct seeds) per tested set; at least 5.
+    n_random: int = 5
+    # Noise setting of the relevant-only contexts.
+    relevant_setting: str = "gold"
+    # Noise setting of the noisy contexts.
+    noisy_setting: str = "noise=0.8"
+    # Also measure the change in accuracy by greedy generation (slower).
+    measure_accuracy: bool = True
+    # Bootstrap resamples for the 95% intervals.
+    n_bootstrap: int = 1000
+    # Random seed of the control sets and the bootstrap.
+    seed: int = 0
+    # Where neurons are ablated; must match the site they were mined at.
+    site: Site = "post"
+    # Sequences per forward pass (log-probs and generation).
+    batch_size: int = 8
+    # Greedy generation length for accuracy, in tokens.
+    max_new_tokens: int = 16
+    # Measure accuracy on the first N examples only, as generation is costly (none = all).
+    accuracy_limit: int | None = None
+    # Random controls avoid the tested set only, or every set in neurons.json.
+    random_exclude: RandomExclude = "tested"
 
     def __post_init__(self) -> None:
         self.sets = _split_commas(self.sets)
@@ -238,30 +288,56 @@ class AblationConfig(ConfigBase):
 class TrainConfig(ConfigBase):
     """The trainer and the two Neuro-RIT stages; baselines are other ``method`` values."""
 
-    method: TrainMethod = "neurorit"  # What is tuned: Neuro-RIT's two stages, stage 1 only, the target layers' MLPs, every weight, or random neurons.
-    steps: int = 100  # Total optimizer steps for every method (neurorit splits them, see --stage1-fraction).
-    lr: float = 1e-4  # Peak learning rate of AdamW.
-    lr_grid: tuple[float, ...] = ()  # Learning rates to search on dev loss, comma-separated (empty = use --lr).
-    batch_size: int = 4  # Training items per micro-batch.
-    grad_accum: int = 1  # Micro-batches accumulated per optimizer step.
-    warmup_steps: int = 10  # Linear warmup steps before the schedule.
-    max_grad_norm: float = 1.0  # Gradient-norm clipping threshold (0 = no clipping).
-    weight_decay: float = 0.0  # AdamW weight decay.
-    target_fraction: float = 0.066  # Stage 2 trains the fewest top layers whose MLPs hold at least this share of the parameters.
-    n_target_layers: int | None = None  # Number of stage-2 target layers; overrides --target-fraction (none = use it).
-    train_attention: bool = False  # Also train the target layers' attention weights in stage 2.
-    irrelevant_only_fraction: float = 0.2  # Share of training contexts made of irrelevant passages only.
-    noise_ratios: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)  # Irrelevant-passage ratios of the noisy training contexts, comma-separated.
-    eval_every: int = 50  # Steps between dev-loss evaluations (0 = only at the end).
-    checkpoint_every: int = 25  # Steps between resumable checkpoints (0 = none).
-    seed: int = 0  # Random seed of the training data order and initialisation.
-    lr_schedule: LrSchedule = "cosine"  # Learning-rate decay after the linear warmup.
-    min_lr_ratio: float = 0.0  # Floor of the decay, as a fraction of --lr.
-    stage1_fraction: float = 0.5  # Share of --steps that neurorit spends in stage 1 (the rest goes to stage 2).
-    examples_per_question: int = 1  # Noisy-context training instances built per question.
-    max_dev_items: int = 64  # Dev items used for the teacher-forced dev loss.
-    adam_betas: tuple[float, ...] = (0.9, 0.999)  # AdamW's beta1 and beta2, comma-separated.
-    adam_eps: float = 1e-8  # Epsilon added to AdamW's denominator for numerical stability.
+    # What is tuned: Neuro-RIT's two stages, stage 1 only, the target layers' MLPs, every weight, or
+    # random neurons.
+    method: TrainMethod = "neurorit"
+    # Total optimizer steps for every method (neurorit splits them, see --stage1-fraction).
+    steps: int = 100
+    # Peak learning rate of AdamW.
+    lr: float = 1e-4
+    # Learning rates to search on dev loss, comma-separated (empty = use --lr).
+    lr_grid: tuple[float, ...] = ()
+    # Training items per micro-batch.
+    batch_size: int = 4
+    # Micro-batches accumulated per optimizer step.
+    grad_accum: int = 1
+    # Linear warmup steps before the schedule.
+    warmup_steps: int = 10
+    # Gradient-norm clipping threshold (0 = no clipping).
+    max_grad_norm: float = 1.0
+    # AdamW weight decay.
+    weight_decay: float = 0.0
+    # Stage 2 takes the number of target layers whose trainable parameters come nearest to this
+    # share of the model's.
+    target_fraction: float = 0.066
+    # Number of stage-2 target layers; overrides --target-fraction (none = use it).
+    n_target_layers: int | None = None
+    # Also train the target layers' attention weights in stage 2.
+    train_attention: bool = False
+    # Share of training contexts made of irrelevant passages only.
+    irrelevant_only_fraction: float = 0.2
+    # Irrelevant-passage ratios of the noisy training contexts, comma-separated.
+    noise_ratios: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)
+    # Steps between dev-loss evaluations (0 = only at the end).
+    eval_every: int = 50
+    # Steps between resumable checkpoints (one is always written at the end; 0 = only then).
+    checkpoint_every: int = 25
+    # Random seed of the training data order and initialisation.
+    seed: int = 0
+    # Learning-rate decay after the linear warmup.
+    lr_schedule: LrSchedule = "cosine"
+    # Floor of the decay, as a fraction of --lr.
+    min_lr_ratio: float = 0.0
+    # Share of --steps that neurorit spends in stage 1 (the rest goes to stage 2).
+    stage1_fraction: float = 0.5
+    # Noisy-context training instances built per question.
+    examples_per_question: int = 1
+    # Dev items used for the teacher-forced dev loss.
+    max_dev_items: int = 64
+    # AdamW's beta1 and beta2, comma-separated.
+    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    # Epsilon added to AdamW's denominator for numerical stability.
+    adam_eps: float = 1e-8
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")
@@ -291,21 +367,31 @@ class TrainConfig(ConfigBase):
 class RunConfig(ConfigBase):
     """The whole pipeline: eval -> mine -> ablate -> train -> eval -> report."""
 
-    model: str = "smollm2-135m-instruct"  # Model name (smollm2-135m-instruct, gemma-3-270m, tiny, ...) or a local checkpoint folder.
-    out: str = "runs/default"  # Run folder; stages already done there are skipped, so a killed run resumes.
-    seed: int = 0  # Seed recorded in environment.json (the stages use --data.seed, --eval.seed, ...).
+    # Model name (smollm2-135m-instruct, gemma-3-270m, tiny, ...) or a local checkpoint folder.
+    model: str = "smollm2-135m-instruct"
+    # Run folder; stages already done there are skipped, so a killed run resumes.
+    out: str = "runs/default"
+    # Seed recorded in environment.json (the stages use --data.seed, --eval.seed, ...).
+    seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    methods: tuple[TrainMethod, ...] = ("neurorit",)  # Training methods compared in one run, comma-separated.
-    eval_limit: int | None = 40  # Test questions evaluated before and after training (none = all).
-    mine_limit: int | None = 40  # Train questions used for mining (none = all).
-    ablate_limit: int | None = 30  # Dev questions used for the causal test (none = all).
-    train_limit: int | None = None  # Train questions used for tuning (none = all).
-    stages: tuple[Stage, ...] = typing.get_args(Stage)  # Pipeline stages to run, comma-separated, always in pipeline order.
-    device: str = "cpu"  # Torch device: cpu, cuda, cuda:1, mps, ...
+    # Training methods compared in one run, comma-separated.
+    methods: tuple[TrainMethod, ...] = ("neurorit",)
+    # Test questions evaluated before and after training (none = all).
+    eval_limit: int | None = 40
+    # Train questions used for mining (none = all).
+    mine_limit: int | None = 40
+    # Dev questions used for the causal test (none = all).
+    ablate_limit: int | None = 30
+    # Train questions used for tuning (none = all).
+    train_limit: int | None = None
+    # Pipeline stages to run, comma-separated, always in pipeline order.
+    stages: tuple[Stage, ...] = typing.get_args(Stage)
+    # Torch device: cpu, cuda, cuda:1, mps, ...
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.methods = _split_commas(self.methods)

@@ -76,11 +76,13 @@ def run(args: Args) -> int:
 
 
 def _plot(res, out: Path) -> None:
+    from neurorit_lens.ablation.ablate import METRICS
+
     try:
         from neurorit_lens.viz.plots import plot_ablation_effects
     except ImportError:  # plotting is optional
         log.info("matplotlib is not installed: no ablation plots")
         return
-    for metric in ("logprob", "accuracy"):
+    for metric in METRICS:
         if any(r.metric == metric and r.n > 0 for r in res.rows):
             plot_ablation_effects(res.to_dict(), metric=metric, save=out / f"ablation_{metric}.png")

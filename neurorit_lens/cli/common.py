@@ -68,7 +68,8 @@ def config_of(obj: Any, **overrides: Any) -> Any:
 class Launch:
     """How the process group is opened when launched by torchrun (see docs/distributed.md)."""
 
-    dist_backend: DistBackend = "auto"  # Process-group backend under torchrun: nccl with CUDA else gloo (auto), gloo or nccl.
+    # Process-group backend under torchrun: nccl with CUDA else gloo (auto), gloo or nccl.
+    dist_backend: DistBackend = "auto"
     dist_timeout_s: int = 1800  # Seconds a collective operation may wait under torchrun before it fails.
 
     def config(self):

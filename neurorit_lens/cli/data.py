@@ -20,7 +20,8 @@ class Args:
     (and how many examples it skips). --out DIR writes DIR/data_summary.json.
     """
 
-    settings: tuple[str, ...] = (*DEFAULT_SETTINGS, "counterfactual")  # Noise settings to count instances for, comma-separated.
+    # Noise settings to count instances for, comma-separated.
+    settings: tuple[str, ...] = (*DEFAULT_SETTINGS, "counterfactual")
     out: str | None = None  # Folder for data_summary.json (none = print only).
     data: Flat[DataConfig] = field(default_factory=DataConfig)
 

@@ -42,7 +42,8 @@ from neurorit_lens import cli as _commands_pkg
 log = logging.getLogger("neurorit_lens")
 
 DESCRIPTION = ("Neuro-RIT on TransformerLens: evaluate RAG noise robustness, mine relevant/irrelevant-context "
-               "MLP neurons, test them causally, and tune at neuron and layer level.")
+               "MLP neurons, test them causally, and tune at neuron and layer level.\n\n"
+               "`neurorit COMMAND --help` explains the flags of COMMAND.")
 _NONE_WORDS = ("none", "None", "all", "")
 _SCALARS = (int, float, str)
 
@@ -135,14 +136,15 @@ def _paragraphs(doc: str | None) -> str:
 
 def parse_command(mod: types.ModuleType, argv: Sequence[str]) -> Any:
     """Parse ``argv`` (without the command name) into ``mod.Args``; ``SystemExit`` on help or error."""
-    return tyro.cli(mod.Args, args=list(argv), prog=f"neurorit {mod.NAME}", description=_paragraphs(mod.Args.__doc__),
-                    registry=REGISTRY)
+    return tyro.cli(mod.Args, args=list(argv), prog=f"neurorit {mod.NAME}",
+                    description=_paragraphs(mod.Args.__doc__), registry=REGISTRY)
 
 
 def _root_help(mods: list[types.ModuleType], argv: Sequence[str]) -> None:
     """``neurorit [-h]`` or an unknown command: tyro prints the command list or the error, then exits."""
-    union = Union[tuple(Annotated[m.Args, tyro.conf.subcommand(m.NAME, description=m.HELP)] for m in mods)]  # type: ignore[misc]  # noqa: UP007
-    verbose = Annotated[bool, tyro.conf.arg(aliases=("-v",), help="Log debug messages.")]
+    choices = tuple(Annotated[m.Args, tyro.conf.subcommand(m.NAME, description=m.HELP)] for m in mods)
+    union = Union[choices]  # type: ignore[valid-type]  # noqa: UP007
+    verbose = Annotated[bool, tyro.conf.FlagCreatePairsOff, tyro.conf.arg(aliases=("-v",), help="Log debug messages.")]
     root = dataclasses.make_dataclass("neurorit", [("command", union), ("verbose", verbose, False)])
     tyro.cli(root, args=list(argv), prog="neurorit", description=DESCRIPTION, registry=REGISTRY,
              config=(tyro.conf.OmitSubcommandPrefixes,))

@@ -44,8 +44,10 @@ class Args:
     model: ModelName = DEFAULT_MODEL
     out: OutDir = "runs/mine"
     device: Device = "cpu"
-    resume: bool = True  # Reuse the per-example scores already in OUT/scores (same model, settings and tokens).
-    shard: Annotated[str | None, tyro.conf.arg(metavar="RANK/WORLD")] = None  # Process examples[RANK::WORLD] only, writing per-example scores and no neurons.json.
+    # Reuse the per-example scores already in OUT/scores (same model, settings and tokens).
+    resume: bool = True
+    # Process examples[RANK::WORLD] only, writing per-example scores and no neurons.json.
+    shard: Annotated[str | None, tyro.conf.arg(metavar="RANK/WORLD")] = None
     progress: Progress = True
     data: Flat[DataConfig] = field(default_factory=lambda: DataConfig(split="train"))
     mining: Flat[MiningConfig] = field(default_factory=MiningConfig)

@@ -25,8 +25,10 @@ class Args:
     RUN_DIR/config.json.
     """
 
-    run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]  # The run folder, as written by `neurorit run`.
-    views: Annotated[int, tyro.conf.arg(metavar="N")] = 0  # Compute neuron views for N dev examples first (loads the model).
+    # The run folder, as written by `neurorit run`.
+    run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
+    # Compute neuron views for N dev examples first (loads the model).
+    views: Annotated[int, tyro.conf.arg(metavar="N")] = 0
     k: int = 5  # Neurons per set shown in each view.
     model: str | None = None  # Model for --views (none = the model in the run's config.json).
     device: str | None = None  # Torch device for --views (none = the device in the run's config.json).

@@ -26,7 +26,8 @@ class Args(RunConfig):
 
     _config_class = RunConfig  # config_of(args) -> the RunConfig without --config
 
-    config: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None  # A config.json from an earlier run (or written by hand) to repeat.
+    # A config.json from an earlier run (or written by hand) to repeat.
+    config: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
 
 
 def build_config(args: Args) -> RunConfig:

@@ -43,7 +43,8 @@ class Args:
 
     model: ModelName
     out: OutDir
-    neurons: str | None = None  # neurons.json written by `neurorit mine` (required for every method but full).
+    # neurons.json written by `neurorit mine` (required for every method but full).
+    neurons: str | None = None
     device: Device = "cpu"
     resume: bool = True  # Continue from the checkpoints in OUT/runs/ if present.
     progress: Progress = True

@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from neurorit_lens.config import DataFormat
-from neurorit_lens.data.distractors import DISTRACTOR_METHODS, add_distractors
+from neurorit_lens.config import DataFormat, DistractorChoice
+from neurorit_lens.data.distractors import add_distractors
 from neurorit_lens.data.records import DataError, iter_records
 from neurorit_lens.data.schema import Label, Passage, QAExample
 from neurorit_lens.data.text import contains_answer
@@ -472,8 +472,8 @@ def load_examples(
         raise ValueError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    if distractors not in DISTRACTOR_METHODS + ("none",):
-        raise ValueError(f"unknown distractors {distractors!r}; valid: random, bm25, none")
+    if distractors not in get_args(DistractorChoice):
+        raise ValueError(f"unknown distractors {distractors!r}; valid: {', '.join(get_args(DistractorChoice))}")
     if fields is not None:
         if not isinstance(fields, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items()):
             raise ValueError("fields must be a dict of str -> str")
