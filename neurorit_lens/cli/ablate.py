@@ -44,7 +44,7 @@ def _load_model(name: str, device: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from neurorit_lens.ablation.ablate import run_ablation
+    from neurorit_lens.ablation.measure import run_ablation
     from neurorit_lens.data import load_split
     from neurorit_lens.io import read_json, write_run_metadata
     from neurorit_lens.neurons.sets import load_neuron_sets
