@@ -22,6 +22,7 @@ from neurorit_lens.evaluation.statistics import bootstrap_ci, paired_bootstrap_c
 from neurorit_lens.io import atomic_write_json, read_json
 
 METRICS = ("logprob", "accuracy")
+CI_LEVEL = 0.95  # coverage of every interval in the result (alpha = 1 - CI_LEVEL)
 RESULT_FILE = "ablation.json"
 
 
@@ -39,7 +40,7 @@ class Effect:
         x = np.asarray(values, dtype=np.float64).ravel()
         if x.size == 0:
             return cls.empty()
-        lo, hi = bootstrap_ci(x, n=n_bootstrap, seed=seed)
+        lo, hi = bootstrap_ci(x, n=n_bootstrap, seed=seed, alpha=1 - CI_LEVEL)
         return cls(float(x.mean()), lo, hi, int(x.size))
 
     @classmethod
@@ -47,7 +48,7 @@ class Effect:
         """Mean of ``a - b`` over paired examples with its paired bootstrap interval."""
         if np.asarray(a).size == 0:
             return cls.empty()
-        mean, (lo, hi) = paired_bootstrap_ci(a, b, n=n_bootstrap, seed=seed)
+        mean, (lo, hi) = paired_bootstrap_ci(a, b, n=n_bootstrap, seed=seed, alpha=1 - CI_LEVEL)
         return cls(mean, lo, hi, int(np.asarray(a).size))
 
     @classmethod
