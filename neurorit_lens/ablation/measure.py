@@ -111,7 +111,6 @@ class ContextPrompts:
                    n_skipped=int(ps.n_skipped), n_truncated=int(ps.n_truncated))
 
 
-
 def build_context_prompts(model: Model, examples: Sequence[Any], setting: str, name: str,
                           data_cfg: DataConfig, reserve_tokens: int = ANSWER_RESERVE) -> ContextPrompts:
     """Render ``examples`` under one data setting through the one prompt path.
