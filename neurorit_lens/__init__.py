@@ -16,7 +16,9 @@ The public API is re-exported here (``import neurorit_lens as nrl``)::
 
 __version__ = "0.1.0"
 
-from neurorit_lens.ablation.ablate import AblationResult, ablation_hooks, run_ablation
+from neurorit_lens.ablation.controls import ablation_hooks
+from neurorit_lens.ablation.measure import run_ablation
+from neurorit_lens.ablation.result import AblationResult
 from neurorit_lens.config import (
     AblationConfig,
     DataConfig,

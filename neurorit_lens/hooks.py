@@ -166,7 +166,7 @@ def mean_ablation(
     """Forward hooks that set each neuron to its mean activation over a reference set.
 
     ``means[l, i]`` is the mean of neuron (l, i) over all positions of reference prompts
-    (see :func:`neurorit_lens.ablation.ablate.neuron_means`).
+    (see :func:`neurorit_lens.ablation.controls.neuron_means`).
     """
     if means.ndim != 2:
         raise ValueError(f"means must be a [layer, d_mlp] tensor, got shape {tuple(means.shape)}")

@@ -10,6 +10,15 @@ F kinds (DESIGN.md, 'Attribution target'):
 - ``prob``: exp of that sum, the probability of the whole answer.
 - ``logit``: sum of the answer tokens' logits.
 - ``logit_diff``: sum of (answer logit - largest other logit) per answer token.
+
+:func:`answer_logprobs` gives the teacher-forced ``logprob`` F per example under optional
+hooks (ablation's measurement, and a quick check on any prompts); :func:`prepare_answers`
+tokenises the pairs once when the same prompts are scored under many hook sets.
+
+>>> from neurorit_lens.models import tiny_model
+>>> m = tiny_model()
+>>> tuple(answer_logprobs(m, ["Q: capital of Zarnia? A:"], [" Velmor"]).shape)
+(1,)
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ from typing import get_args
 
 import torch
 from jaxtyping import Bool, Float, Int
+from tqdm.auto import tqdm
 
 from neurorit_lens.config import Target
+from neurorit_lens.hooks import FwdHook, neuron_hooks
 from neurorit_lens.tl_backend import Model
 
 TARGETS = get_args(Target)
@@ -160,3 +171,97 @@ def sft_loss(logits: Float[torch.Tensor, "batch pos d_vocab"], batch: AnswerBatc
     """Mean cross-entropy over answer tokens only (the SFT loss for both stages)."""
     n = batch.answer_mask.sum().clamp(min=1)
     return -token_logprobs(logits, batch).sum() / n
+
+
+@dataclass
+class PreparedAnswers:
+    """Prompt + answer pairs tokenised once, in length-sorted batches.
+
+    ``batches`` holds ``(row indices, AnswerBatch)``; scores are scattered back to the
+    original order of the ``n`` pairs.
+    """
+
+    batches: list[tuple[Int[torch.Tensor, "rows"], AnswerBatch]]
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def prepare_answers(model: Model, prompts: Sequence[str], continuations: Sequence[str],
+                    batch_size: int = 8) -> PreparedAnswers:
+    """Tokenise prompt + continuation pairs, sorted by prompt length so batches carry little padding.
+
+    ``continuations`` are the exact strings appended to the prompts
+    (:func:`neurorit_lens.data.prompts.answer_continuation`).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} answers")
+    if not prompts:
+        raise ValueError("no prompts given")
+    lengths = [len(encode_prompt(model, p)) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    out = []
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        batch = tokenize_with_answers(model, [prompts[i] for i in idx], [continuations[i] for i in idx])
+        out.append((torch.tensor(idx), batch))
+    return PreparedAnswers(out, len(prompts))
+
+
+def _batch_answer_logprob(model: Model, batch: AnswerBatch) -> Float[torch.Tensor, "batch"]:
+    """Sum of answer-token log-probs, unembedding only the positions that predict the answer.
+
+    Equal to ``answer_target(model(batch.tokens), batch)`` (the final norm acts per position),
+    without the ``[batch, pos, d_vocab]`` logits of every prompt position.
+    """
+    resid = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
+    b_idx, p_idx = torch.nonzero(batch.answer_mask, as_tuple=True)
+    sel = resid[b_idx, p_idx]  # [n_answer_positions, d_model]
+    logits = model.unembed(model.ln_final(sel[:, None, :]))[:, 0]
+    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.target_ids[b_idx, p_idx, None])[:, 0]
+    return torch.zeros(len(batch), dtype=lp.dtype, device=lp.device).index_add_(0, b_idx, lp)
+
+
+def answer_logprobs(
+    model: Model,
+    prompts: Sequence[str] | PreparedAnswers,
+    continuations: Sequence[str] | None = None,
+    batch_size: int = 8,
+    hooks: Sequence[FwdHook] = (),
+    show_progress: bool = False,
+) -> Float[torch.Tensor, "batch"]:
+    """Teacher-forced log-probability of each gold answer after its prompt.
+
+    F = sum over answer tokens of log p(token | prompt, earlier answer tokens), the
+    ``logprob`` target of :func:`answer_target`, computed from the answer positions only.
+
+    Args:
+        model: a HookedTransformer with a tokenizer (hooks already on it stay active).
+        prompts: rendered prompt strings, or :func:`prepare_answers`' output (then no
+            ``continuations``).
+        continuations: the exact answer strings appended to the prompts
+            (``PromptSet.continuations`` from :func:`neurorit_lens.data.build.build_prompts`).
+        batch_size: pairs per forward pass (for strings).
+        hooks: extra forward hooks active during the passes (e.g. ablation hooks).
+        show_progress: tqdm bar over batches.
+
+    Returns:
+        ``[n]`` float32 CPU tensor, in the order of ``prompts``.
+    """
+    if isinstance(prompts, PreparedAnswers):
+        if continuations is not None:
+            raise ValueError("continuations are already part of the prepared answers")
+        prepared = prompts
+    else:
+        if continuations is None:
+            raise ValueError("continuations are required when prompts are strings")
+        prepared = prepare_answers(model, list(prompts), list(continuations), batch_size)
+    out = torch.full((prepared.n,), float("nan"))
+    dev = next(model.parameters()).device
+    with torch.inference_mode(), neuron_hooks(model, list(hooks)):
+        for idx, batch in tqdm(prepared.batches, desc="answer log-prob", unit="batch", disable=not show_progress):
+            out[idx] = _batch_answer_logprob(model, batch.to(dev)).float().cpu()
+    return out

@@ -128,7 +128,7 @@ class Runner:
         return load_neuron_sets(path, self.model), (read_json(path).get("meta") or {})
 
     def stage_ablate(self) -> None:
-        from neurorit_lens.ablation.ablate import run_ablation
+        from neurorit_lens.ablation.measure import run_ablation
 
         out = self.out / "ablation"
         if (out / "ablation.json").exists():

@@ -1,5 +1,9 @@
 """Causal tests: ablate neuron sets and compare them with random sets of the same shape.
 
-Owns the ablation hooks and random controls, the measurement of Δ answer log-prob and Δ
-accuracy under relevant and noisy contexts, and the result with paired bootstrap intervals.
+- ``controls``: the ablation hooks (zero / mean / scale), reference neuron means, random
+  control sets with the tested set's per-layer counts.
+- ``measure``: held-out prompts per context condition (through the one prompt path), the
+  measurement of Δ answer log-prob and Δ accuracy, and ``run_ablation``.
+- ``result``: ``Effect``, ``SetEffect``, ``AblationResult`` (``ablation.json``), the table and
+  the plain-language verdicts, with paired bootstrap intervals.
 """

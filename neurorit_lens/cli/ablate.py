@@ -45,7 +45,7 @@ class Args:
 
 
 def run(args: Args) -> int:
-    from neurorit_lens.ablation.ablate import run_ablation
+    from neurorit_lens.ablation.measure import run_ablation
     from neurorit_lens.io import read_json, write_run_metadata
     from neurorit_lens.neurons.sets import load_neuron_sets
 
@@ -76,7 +76,7 @@ def run(args: Args) -> int:
 
 
 def _plot(res, out: Path) -> None:
-    from neurorit_lens.ablation.ablate import METRICS
+    from neurorit_lens.ablation.result import METRICS
 
     try:
         from neurorit_lens.viz.plots import plot_ablation_effects

@@ -95,11 +95,13 @@ def render_prompt(question: str, passages: Sequence[Passage], tokenizer: Any, te
         return content + "\nAnswer:"
     if template != "chat":
         raise ValueError(f"render_prompt needs 'plain' or 'chat', got {template!r}")
+    from jinja2.exceptions import TemplateError  # what a template's raise_exception raises
+
     try:
         text = tokenizer.apply_chat_template(
             [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}],
             tokenize=False, add_generation_prompt=True)
-    except Exception:  # some templates reject a system role
+    except TemplateError:  # the template rejects a system role (Gemma): system line goes into the user turn
         text = tokenizer.apply_chat_template([{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{content}"}],
                                              tokenize=False, add_generation_prompt=True)
     return text  # verbatim: a leading BOS string stays (targets.encode_prompt drops a doubled BOS)

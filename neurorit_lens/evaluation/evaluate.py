@@ -3,23 +3,25 @@
 For each noise setting (``closed``, ``gold``, ``gold+K``, ``noise=R``, ``irrelevant``,
 ``counterfactual``; see :func:`neurorit_lens.data.parse_setting`) the examples become RAG
 instances (:func:`neurorit_lens.data.build_instances`), the instances become prompts
-(:func:`neurorit_lens.data.render_prompts`, chat template for instruct models, passages
-truncated past ``max_prompt_tokens``), the model answers greedily
+through the project's one prompt path (:func:`neurorit_lens.data.build.build_prompts`:
+chat template for instruct models, passages truncated past ``max_prompt_tokens``, capped
+at the model's context minus ``max_new_tokens``), the model answers greedily
 (:func:`neurorit_lens.evaluation.generation.generate_greedy`) and every answer is scored with
 accuracy (gold answer contained in the output, InstructRAG's exact presence), EM and F1
 (:mod:`neurorit_lens.evaluation.metrics`). Each setting reports the means and a percentile-bootstrap
-95% interval of the accuracy; :meth:`EvalResult.paired_difference` gives the gap
+95% interval of the accuracy (:mod:`neurorit_lens.evaluation.statistics`); :meth:`EvalResult.paired_difference` gives the gap
 between two settings (e.g. ``gold`` vs ``gold+4``) with a paired bootstrap interval over
 the questions both settings share.
 
 Hooks on the model (ablations, functional deactivation) stay active during evaluation.
+The teacher-forced gold-answer log-prob is :func:`neurorit_lens.objective.answer_logprobs`.
 
+>>> from neurorit_lens.data import embedded_examples
 >>> from neurorit_lens.models import tiny_model
->>> from neurorit_lens.config import EvalConfig
->>> m = tiny_model()
->>> lp = answer_logprobs(m, ["Q: capital of Zarnia? A:"], ["Velmor"], show_progress=False)
->>> tuple(lp.shape)
-(1,)
+>>> res = evaluate(tiny_model(), embedded_examples(3), EvalConfig(settings=("gold",), n_bootstrap=10),
+...                DataConfig(template="plain"), show_progress=False)
+>>> res.settings["gold"].n
+3
 """
 
 from __future__ import annotations
@@ -35,16 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from neurorit_lens.config import DataConfig, EvalConfig
+from neurorit_lens.data.build import build_prompts, prompt_budget
 from neurorit_lens.data.schema import QAExample, RAGInstance
 from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
-from neurorit_lens.evaluation.metrics import accuracy, bootstrap_ci, exact_match, f1
+from neurorit_lens.evaluation.metrics import accuracy, exact_match, f1
+from neurorit_lens.evaluation.statistics import bootstrap_ci, paired_bootstrap_ci
 from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
-from neurorit_lens.objective import answer_target, tokenize_with_answers
 from neurorit_lens.tl_backend import Model
 
 log = logging.getLogger(__name__)
@@ -243,8 +244,8 @@ class EvalResult:
         ids = [i for i in va if i in vb]
         if not ids:
             raise ValueError(f"settings {a!r} and {b!r} share no example ids (records missing?)")
-        diff = np.array([va[i] - vb[i] for i in ids])
-        return float(diff.mean()), bootstrap_ci(diff, n=n, seed=seed), len(ids)
+        mean, ci = paired_bootstrap_ci([va[i] for i in ids], [vb[i] for i in ids], n=n, seed=seed)
+        return mean, ci, len(ids)
 
     def table(self) -> str:
         """A fixed-width table: one row per setting."""
@@ -306,6 +307,32 @@ def evaluate_prompts(
     return score_predictions(instances, prompts, preds, ntoks)
 
 
+def evaluate_setting(
+    model: Model,
+    examples: Sequence[QAExample],
+    setting: str,
+    cfg: EvalConfig,
+    data_cfg: DataConfig,
+    show_progress: bool = True,
+) -> tuple[list[EvalRecord], SettingResult]:
+    """Records and aggregate scores of one setting (prompts from the one prompt path)."""
+    t0 = time.perf_counter()
+    ps = build_prompts(examples, setting, model.tokenizer, data_cfg, n_ctx=model.cfg.n_ctx,
+                       reserve_tokens=cfg.max_new_tokens)
+    if not ps.prompts:
+        log.warning("setting %s: no usable example (%d skipped)", setting, ps.n_skipped)
+        return [], aggregate(setting, [], n_skipped=ps.n_skipped)
+    if ps.n_skipped:
+        log.warning("setting %s: %d example(s) skipped", setting, ps.n_skipped)
+    if ps.n_truncated:
+        log.warning("setting %s: %d prompt(s) had passages truncated to fit %d tokens", setting,
+                    ps.n_truncated, ps.budget)
+    recs = evaluate_prompts(model, ps.instances, ps.prompts, cfg, show_progress=show_progress)
+    summary = aggregate(setting, recs, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, n_skipped=ps.n_skipped,
+                        n_truncated=ps.n_truncated, template=ps.template, seconds=time.perf_counter() - t0)
+    return recs, summary
+
+
 def evaluate(
     model: Model,
     examples: list[QAExample],
@@ -333,107 +360,18 @@ def evaluate(
         no usable example (e.g. ``counterfactual`` on data without such passages) gets
         ``n = 0`` and NaN scores, with a warning.
     """
-    from neurorit_lens.data import build_instances, render_prompts
-
     if not examples:
         raise ValueError("no examples to evaluate")
     data_cfg = data_cfg or DataConfig()
-    budget = min(data_cfg.max_prompt_tokens, model.cfg.n_ctx - cfg.max_new_tokens)
+    budget = prompt_budget(data_cfg.max_prompt_tokens, model.cfg.n_ctx, cfg.max_new_tokens)
     if budget < data_cfg.max_prompt_tokens:
         log.info("prompt budget %d -> %d tokens (context %d minus %d new tokens)", data_cfg.max_prompt_tokens,
                  budget, model.cfg.n_ctx, cfg.max_new_tokens)
     result = EvalResult(model=model_name, data=data_name,
                         config=json.loads(json.dumps({"eval": cfg.to_dict(), "data": data_cfg.to_dict()})))
     for setting in tqdm(cfg.settings, desc="settings", unit="setting", disable=not show_progress):
-        t0 = time.perf_counter()
-        built = build_instances(examples, setting, n_passages=data_cfg.n_passages, seed=data_cfg.seed)
-        instances = list(built.instances)
-        if not instances:
-            log.warning("setting %s: no usable example (%d skipped)", setting, built.n_skipped)
-            result.settings[setting] = aggregate(setting, [], n_skipped=built.n_skipped)
-            continue
-        rendered = render_prompts(instances, model.tokenizer, template=data_cfg.template, max_prompt_tokens=budget)
-        if built.n_skipped:
-            log.warning("setting %s: %d example(s) skipped", setting, built.n_skipped)
-        if rendered.n_truncated:
-            log.warning("setting %s: %d prompt(s) had passages truncated to fit %d tokens", setting,
-                        rendered.n_truncated, budget)
-        rendered_instances = list(getattr(rendered, "instances", None) or instances)  # after truncation
-        recs = evaluate_prompts(model, rendered_instances, rendered.prompts, cfg, show_progress=show_progress)
+        recs, result.settings[setting] = evaluate_setting(model, examples, setting, cfg, data_cfg, show_progress)
         result.records.extend(recs)
-        result.settings[setting] = aggregate(setting, recs, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
-                                             n_skipped=built.n_skipped, n_truncated=rendered.n_truncated,
-                                             template=str(rendered.template), seconds=time.perf_counter() - t0)
-        log.info("%s: n=%d accuracy=%.3f", setting, len(recs), result.settings[setting].accuracy)
+        if recs:
+            log.info("%s: n=%d accuracy=%.3f", setting, len(recs), result.settings[setting].accuracy)
     return result
-
-
-def _default_answer_prefix(prompt: str) -> str:
-    return "" if not prompt or prompt[-1].isspace() else " "
-
-
-def answer_logprobs(
-    model: Model,
-    prompts: Sequence[str] | Sequence[RAGInstance],
-    answers: Sequence[str] | None = None,
-    batch_size: int = 8,
-    answer_prefix: str | None = None,
-    template: str = "auto",
-    max_prompt_tokens: int = 512,
-    show_progress: bool = True,
-) -> Float[torch.Tensor, "batch"]:
-    """Teacher-forced log-probability of each gold answer after its prompt.
-
-    F = sum over answer tokens of log p(token | prompt, earlier answer tokens), via
-    :func:`neurorit_lens.objective.tokenize_with_answers` and ``answer_target(kind="logprob")``.
-    Hooks on the model stay active.
-
-    Args:
-        model: a HookedTransformer with a tokenizer.
-        prompts: rendered prompt strings, or RAG instances (rendered here with
-            ``template`` and ``max_prompt_tokens``).
-        answers: answer strings; default for instances: each instance's first gold answer.
-        batch_size: prompts per forward pass.
-        answer_prefix: text put before each answer. Default: for instances, the data
-            module's ``answer_continuation`` for the template; for strings, ``" "`` if the
-            prompt ends with a non-space character (``"Answer:"``), else ``""`` (a chat
-            template's ``"assistant\\n"``).
-        template: prompt template for instances (see ``render_prompts``).
-        max_prompt_tokens: passage truncation limit for instances.
-        show_progress: tqdm bar over batches.
-
-    Returns:
-        A float tensor of shape ``[batch]`` (on CPU).
-    """
-    items = list(prompts)
-    if not items:
-        raise ValueError("no prompts given")
-    if all(isinstance(p, RAGInstance) for p in items):
-        from neurorit_lens.data import answer_continuation, render_prompts
-
-        if answers is None:
-            answers = [inst.answers[0] for inst in items]  # type: ignore[union-attr]
-        rendered = render_prompts(items, model.tokenizer, template=template, max_prompt_tokens=max_prompt_tokens)
-        items = list(rendered.prompts)
-        if answer_prefix is None:
-            answers = [answer_continuation(a, rendered.template) for a in answers]
-            answer_prefix = ""
-    elif not all(isinstance(p, str) for p in items):
-        raise ValueError("prompts must be all strings or all RAGInstance objects")
-    if answers is None:
-        raise ValueError("answers are required when prompts are strings")
-    if len(answers) != len(items):
-        raise ValueError(f"{len(items)} prompts but {len(answers)} answers")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    full_answers = [(answer_prefix if answer_prefix is not None else _default_answer_prefix(p)) + a
-                    for p, a in zip(items, answers, strict=True)]
-    out = []
-    starts = range(0, len(items), batch_size)
-    with torch.no_grad():
-        for s in tqdm(starts, desc="answer log-prob", unit="batch", disable=not show_progress):
-            batch = tokenize_with_answers(model, items[s:s + batch_size], full_answers[s:s + batch_size])
-            batch = batch.to(model.cfg.device or "cpu")
-            logits = model(batch.tokens)
-            out.append(answer_target(logits, batch, "logprob").float().cpu())
-    return torch.cat(out)

@@ -1,4 +1,4 @@
-"""Answer metrics for open-domain QA and a bootstrap interval for their mean.
+"""Answer metrics for open-domain QA (intervals: :mod:`neurorit_lens.evaluation.statistics`).
 
 - :func:`normalize_answer`: the SQuAD v1.1 normalisation (lower case, drop punctuation,
   drop the articles a/an/the, collapse white space).
@@ -11,7 +11,6 @@
   ``exact_presence`` it is a plain substring test on the normalised strings (so "4" is
   found in "1945"); one deliberate difference: a gold answer that normalises to the
   empty string (e.g. "The") never counts, where a plain ``"" in s`` would always be true.
-- :func:`bootstrap_ci`: percentile bootstrap interval of the mean, vectorised.
 
 >>> normalize_answer("The  Eiffel Tower!")
 'eiffel tower'
@@ -25,8 +24,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-
-import numpy as np
 
 from neurorit_lens.data.text import normalize_answer as _normalize
 
@@ -77,38 +74,3 @@ def accuracy(pred: str, answers: Sequence[str]) -> float:
         if g and g in p:
             return 1.0
     return 0.0
-
-
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray, n: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> tuple[float, float]:
-    """Percentile bootstrap ``(lo, hi)`` interval of the mean of ``values``.
-
-    Draws ``n`` resamples of size ``len(values)`` with replacement in one vectorised call
-    (``numpy.random.default_rng(seed)``), takes each resample's mean, and returns the
-    ``alpha/2`` and ``1 - alpha/2`` quantiles.
-
-    Args:
-        values: per-example scores (e.g. 0/1 accuracies).
-        n: number of bootstrap resamples; 0 gives the degenerate interval (mean, mean).
-        seed: RNG seed.
-        alpha: 1 - coverage (0.05 for a 95% interval).
-
-    Returns:
-        ``(lo, hi)``; ``(nan, nan)`` for empty ``values``.
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if v.size == 0:
-        return (float("nan"), float("nan"))
-    if n == 0:
-        m = float(v.mean())
-        return (m, m)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(n, v.size))
-    means = v[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return (float(lo), float(hi))

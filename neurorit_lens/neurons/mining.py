@@ -44,7 +44,8 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from neurorit_lens.config import DataConfig, MiningConfig
-from neurorit_lens.data import QAExample, answer_continuation, build_instances, render_prompts
+from neurorit_lens.data import QAExample
+from neurorit_lens.data.build import build_prompts
 from neurorit_lens.io import atomic_write_bytes, atomic_write_json, read_json
 from neurorit_lens.neurons.attribution import attribute
 from neurorit_lens.neurons.selection import SelectionStats
@@ -307,27 +308,25 @@ class _Item:
 def _condition_items(model: Model, examples: list[QAExample], setting: str, data_cfg: DataConfig
                      ) -> tuple[list[_Item], dict[str, Any], dict[str, Any]]:
     """Prompts + answers of one condition, and what was excluded (by reason, with ids)."""
-    built = build_instances(examples, setting, data_cfg.n_passages, data_cfg.seed)
-    have = {inst.id for inst in built.instances}
+    ps = build_prompts(examples, setting, model.tokenizer, data_cfg, n_ctx=model.cfg.n_ctx)
+    have = set(ps.ids)
     missing = [ex.id for ex in examples if ex.id not in have]
     excluded: dict[str, Any] = {"setting": setting, "missing_passages": len(missing),
-                                "reasons": dict(built.skipped_reasons), "empty_answer": 0, "ids": list(missing)}
+                                "reasons": dict(ps.skipped_reasons), "empty_answer": 0, "ids": list(missing)}
     info: dict[str, Any] = {}
     excluded["n"] = len(excluded["ids"])
-    if not built.instances:
+    if not ps.prompts:
         return [], excluded, info
-    rendered = render_prompts(built.instances, model.tokenizer, data_cfg.template, data_cfg.max_prompt_tokens)
-    info.update({"template": rendered.template, "n_truncated": rendered.n_truncated,
-                 "n_passages_dropped": rendered.n_passages_dropped})
+    info.update({"template": ps.template, "n_truncated": ps.n_truncated,
+                 "n_passages_dropped": ps.n_passages_dropped})
     items = []
-    for inst, prompt in zip(rendered.instances, rendered.prompts, strict=True):
-        answer = answer_continuation(inst.example.answer, rendered.template)
+    for inst_id, prompt, answer in zip(ps.ids, ps.prompts, ps.continuations, strict=True):
         if not encode_answer(model, answer):
             excluded["empty_answer"] += 1
-            excluded["ids"].append(inst.id)
+            excluded["ids"].append(inst_id)
             continue
         b = tokenize_with_answers(model, [prompt], [answer], max_len=model.cfg.n_ctx)
-        items.append(_Item(inst.id, prompt, answer, b.tokens[0].tolist()))
+        items.append(_Item(inst_id, prompt, answer, b.tokens[0].tolist()))
     excluded["n"] = len(excluded["ids"])
     return items, excluded, info
 

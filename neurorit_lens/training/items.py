@@ -7,9 +7,9 @@ noise ratio drawn from ``TrainConfig.noise_ratios``, plus a share
 holds irrelevant passages only. The target is always the gold answer (the first of the
 example's answers), appended to the prompt as the data module's answer continuation.
 
-Contexts and prompts come from :mod:`neurorit_lens.data` (``build_instances`` with the
-settings ``noise=R`` and ``irrelevant``; ``render_prompts``; ``answer_continuation``),
-so training prompts are byte-identical in form to evaluation prompts.
+Contexts and prompts come from the project's one prompt path
+(:func:`neurorit_lens.data.build.build_prompts` with the settings ``noise=R``, ``gold+K``
+and ``irrelevant``), so training prompts are byte-identical in form to evaluation prompts.
 
 A :class:`TrainItem` is just ``(prompt, answer continuation)``: the trainer needs
 nothing else, and tests can build items from plain strings.
@@ -135,6 +135,7 @@ def build_train_items(
     cfg: TrainConfig,
     data_cfg: DataConfig,
     seed: int | None = None,
+    n_ctx: int | None = None,
 ) -> TrainData:
     """Noisy-context training items for ``examples`` (see module docstring).
 
@@ -144,12 +145,14 @@ def build_train_items(
         cfg: noise ratios, irrelevant-only share and examples per question.
         data_cfg: passages per context, template, prompt token budget.
         seed: seed for ratio assignment and passage order (default ``cfg.seed``).
+        n_ctx: the model's context; caps the prompt budget at it (``None``: the budget is
+            ``data_cfg.max_prompt_tokens``; see :func:`neurorit_lens.data.build.prompt_budget`).
 
     Returns:
         A :class:`TrainData`; examples that cannot take part in a setting (see
         :func:`instance_setting`) or that the data module skips are counted in ``n_skipped``.
     """
-    from neurorit_lens.data import answer_continuation, build_instances, render_prompts
+    from neurorit_lens.data.build import build_prompts
 
     if not examples:
         raise ValueError("no examples to build training items from")
@@ -165,19 +168,16 @@ def build_train_items(
     items: list[tuple[int, TrainItem]] = []
     counts: Counter[str] = Counter()
     for k, ((setting, n_passages), qs) in enumerate(sorted(groups.items())):
-        built = build_instances([examples[q] for q in qs], setting, n_passages, seed * 1000 + k)
-        n_skipped += built.n_skipped
-        if not built.instances:
-            continue
-        rendered = render_prompts(built.instances, tokenizer, data_cfg.template, data_cfg.max_prompt_tokens)
-        n_truncated += rendered.n_truncated
+        ps = build_prompts([examples[q] for q in qs], setting, tokenizer, data_cfg, n_ctx=n_ctx,
+                           n_passages=n_passages, seed=seed * 1000 + k)
+        n_skipped += ps.n_skipped
+        n_truncated += ps.n_truncated
         q_of_id: dict[str, list[int]] = {}
         for q in qs:
             q_of_id.setdefault(examples[q].id, []).append(q)
-        for inst, prompt in zip(built.instances, rendered.prompts, strict=True):
-            q = q_of_id[inst.id].pop(0) if q_of_id.get(inst.id) else len(examples)
-            ans = answer_continuation(inst.answers[0], rendered.template)
-            items.append((q, TrainItem(prompt=prompt, answer=ans, id=inst.id, setting=setting)))
+        for inst_id, prompt, ans in zip(ps.ids, ps.prompts, ps.continuations, strict=True):
+            q = q_of_id[inst_id].pop(0) if q_of_id.get(inst_id) else len(examples)
+            items.append((q, TrainItem(prompt=prompt, answer=ans, id=inst_id, setting=setting)))
             counts[setting] += 1
     items.sort(key=lambda t: (t[0], t[1].setting))
     if not items:

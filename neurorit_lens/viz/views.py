@@ -413,14 +413,20 @@ def top_neurons(
     return ns[:k]
 
 
-def passage_prompt(model: Model, example: QAExample, passages: Sequence[Passage], template: str = "auto") -> str:
-    """The project's RAG prompt for these passages (:func:`neurorit_lens.data.render_prompt`).
+def passage_prompt(model: Model, example: QAExample, passages: Sequence[Passage], template: str = "auto",
+                   max_prompt_tokens: int = 512) -> str:
+    """The project's RAG prompt for these passages, through the one prompt path.
 
+    :func:`neurorit_lens.data.build.render_instances` with the budget rule of every stage
+    (``max_prompt_tokens`` capped at the model's context; passages cut from the end).
     ``template`` ``auto`` picks the chat template when the tokenizer has one, as evaluation does.
     """
-    from neurorit_lens.data import render_prompt, resolve_template
+    from neurorit_lens.data import RAGInstance
+    from neurorit_lens.data.build import prompt_budget, render_instances
 
-    return render_prompt(example.question, list(passages), model.tokenizer, resolve_template(model.tokenizer, template))
+    budget = prompt_budget(max_prompt_tokens, model.cfg.n_ctx)
+    inst = RAGInstance(example, "", tuple(passages))
+    return render_instances([inst], model.tokenizer, template, budget).prompts[0]
 
 
 def answer_text(model: Model, answer: str, template: str = "auto") -> str:

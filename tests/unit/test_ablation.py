@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 import torch
 
-from neurorit_lens.ablation.ablate import (
-    AblationResult,
-    ContextPrompts,
-    Effect,
-    ablation_hooks,
-    answer_logprobs,
-    bootstrap_ci,
-    measure_ablation,
-    neuron_means,
-    random_controls,
-)
+from neurorit_lens.ablation.controls import ablation_hooks, neuron_means, random_controls
+from neurorit_lens.ablation.measure import ContextPrompts, measure_ablation
+from neurorit_lens.ablation.result import AblationResult
 from neurorit_lens.config import AblationConfig
 from neurorit_lens.evaluation.generation import generate_greedy
 from neurorit_lens.evaluation.metrics import accuracy
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, set_neurons_hook, zero_ablation
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
-from neurorit_lens.objective import tokenize_with_answers
+from neurorit_lens.objective import answer_logprobs, prepare_answers, tokenize_with_answers
 from tests.helpers import cached_tiny_model
 
 PROMPTS = [
@@ -208,23 +199,6 @@ def test_random_controls_match_counts_and_are_disjoint():
     assert random_controls(SET, 64, 6, seed=3) == ctrl  # deterministic
 
 
-# --------------------------------------------------------------------------- statistics
-def test_bootstrap_ci_matches_naive_percentile_bootstrap_and_normal_theory():
-    rng = np.random.default_rng(0)
-    x = rng.normal(1.0, 2.0, size=200)
-    lo, hi = bootstrap_ci(x, n_bootstrap=4000, seed=1)
-    # naive, independent RNG: resample one at a time with Python's random
-    r = random.Random(5)
-    means = sorted(sum(x[r.randrange(len(x))] for _ in range(len(x))) / len(x) for _ in range(2000))
-    nlo, nhi = means[int(0.025 * 2000)], means[int(0.975 * 2000) - 1]
-    se = x.std(ddof=1) / np.sqrt(len(x))
-    assert abs(lo - nlo) < 0.25 * se and abs(hi - nhi) < 0.25 * se
-    assert abs(lo - (x.mean() - 1.96 * se)) < 0.2 * se and abs(hi - (x.mean() + 1.96 * se)) < 0.2 * se
-    e = Effect.of(x, 1000, 0)
-    assert e.ci_low < e.mean < e.ci_high and e.n == 200 and e.excludes_zero()
-    assert Effect.of([], 100, 0).n == 0
-
-
 # --------------------------------------------------------------------------- the experiment
 def _naive_logprob(model, prompt: str, answer: str, hooks=()) -> float:
     """log p(answer | prompt), one token at a time, one example alone (no batching, no padding)."""
@@ -279,27 +253,28 @@ def test_logprob_effects_match_naive_loop_and_random_controls_are_disjoint():
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_answer_logprobs_equal_answer_target_on_full_logits(gated):
-    from neurorit_lens.ablation.ablate import _prepare_batches
     from neurorit_lens.objective import answer_target
 
     model = cached_tiny_model(gated=gated)
-    batches = _prepare_batches(model, PROMPTS, ANSWERS, batch_size=3)
-    got = answer_logprobs(model, batches, len(PROMPTS))
+    batches = prepare_answers(model, PROMPTS, ANSWERS, batch_size=3)
+    got = answer_logprobs(model, batches)
     want = torch.empty(len(PROMPTS))
-    for idx, b in batches:
+    for idx, b in batches.batches:
         want[idx] = answer_target(model(b.tokens), b)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_answer_logprobs_batched_equals_unbatched():
     model = cached_tiny_model()
-    from neurorit_lens.ablation.ablate import _prepare_batches
 
-    b1 = _prepare_batches(model, PROMPTS, ANSWERS, batch_size=1)
-    b4 = _prepare_batches(model, PROMPTS, ANSWERS, batch_size=4)
+    b1 = prepare_answers(model, PROMPTS, ANSWERS, batch_size=1)
+    b4 = prepare_answers(model, PROMPTS, ANSWERS, batch_size=4)
     hooks = ablation_hooks(SET, "zero")
-    torch.testing.assert_close(answer_logprobs(model, b4, 5, hooks), answer_logprobs(model, b1, 5, hooks),
+    torch.testing.assert_close(answer_logprobs(model, b4, hooks=hooks), answer_logprobs(model, b1, hooks=hooks),
                                rtol=1e-5, atol=1e-5)
+    # strings: the same pairs, tokenised inside
+    torch.testing.assert_close(answer_logprobs(model, PROMPTS, ANSWERS, batch_size=2, hooks=hooks),
+                               answer_logprobs(model, b1, hooks=hooks), rtol=1e-5, atol=1e-5)
 
 
 def test_accuracy_effects_match_naive_generation():

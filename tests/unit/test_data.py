@@ -312,6 +312,24 @@ def test_chat_prompt_and_bos_strip(tok):
         render_prompts(insts, tok, "fancy")
 
 
+def test_chat_template_without_system_role_gets_the_system_line_in_the_user_turn(tok):
+    import copy
+
+    from neurorit_lens.data.prompts import SYSTEM_PROMPT
+
+    insts = build_instances(embedded_examples(1), "gold").instances
+    tok3 = copy.deepcopy(tok)  # like Gemma's template: a system message raises
+    tok3.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                          "{{ raise_exception('System role not supported') }}{% endif %}"
+                          "<u>{{ m['content'] }}</u>{% endfor %}{% if add_generation_prompt %}<a>{% endif %}")
+    p = render_prompts(insts, tok3, "chat").prompts[0]
+    assert p.startswith("<u>" + SYSTEM_PROMPT + "\n\n") and p.endswith("</u><a>")
+    # any other error is not taken for "no system role": it propagates instead of a silent fallback
+    tok3.chat_template = "{% if messages[0]['role'] == 'system' %}{{ 1 / 0 }}{% endif %}<u>{{ messages[0]['content'] }}"
+    with pytest.raises(ZeroDivisionError):
+        render_prompts(insts, tok3, "chat")
+
+
 @pytest.mark.parametrize("template", ["plain", "chat"])
 def test_truncation_cuts_passages_from_the_end(tok, template):
     exs = embedded_examples(6)

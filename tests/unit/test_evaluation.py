@@ -12,9 +12,10 @@ import neurorit_lens.evaluation.evaluate as ev
 from neurorit_lens.cli.main import main
 from neurorit_lens.config import DataConfig, EvalConfig
 from neurorit_lens.data import build_instances, render_prompts
-from neurorit_lens.evaluation.evaluate import EvalResult, aggregate, answer_logprobs, evaluate
+from neurorit_lens.evaluation.evaluate import EvalResult, aggregate, evaluate
 from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
-from neurorit_lens.evaluation.metrics import accuracy, bootstrap_ci, exact_match, f1
+from neurorit_lens.evaluation.metrics import accuracy, exact_match, f1
+from neurorit_lens.evaluation.statistics import bootstrap_ci
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.neurons.sets import NeuronSet
 from tests.helpers import cached_tiny_model, make_examples
@@ -131,19 +132,21 @@ def naive_answer_logprob(model, prompt: str, answer: str) -> float:
 
 
 def test_answer_logprobs_matches_naive_loop():
+    from neurorit_lens.data.build import build_prompts
+    from neurorit_lens.objective import answer_logprobs
+
     model = cached_tiny_model(gated=True)
     prompts = ["Q: capital of Zarnia? A:", "Who?\n", "The Sorrel Spire is 300 metres"]
-    answers = ["Velmor", "Alice wrote it", "tall"]
-    got = answer_logprobs(model, prompts, answers, batch_size=2, show_progress=False)
-    want = [naive_answer_logprob(model, p, (" " if not p[-1].isspace() else "") + a) for p, a in zip(prompts, answers, strict=True)]
+    answers = [" Velmor", "Alice wrote it", " tall"]
+    got = answer_logprobs(model, prompts, answers, batch_size=2)
+    want = [naive_answer_logprob(model, p, a) for p, a in zip(prompts, answers, strict=True)]
     torch.testing.assert_close(got, torch.tensor(want), atol=1e-4, rtol=1e-4)
-    # instances: rendered with the template, answer continuation from the data module
-    insts = build_instances(make_examples(2), "gold").instances
-    rendered = render_prompts(insts, model.tokenizer)
-    got = answer_logprobs(model, insts, show_progress=False)
-    want = [naive_answer_logprob(model, p, i.answers[0]) for p, i in zip(rendered.prompts, insts, strict=True)]  # chat: no space
+    # the one prompt path: rendered prompts and the data module's answer continuations
+    ps = build_prompts(make_examples(2), "gold", model.tokenizer)
+    got = answer_logprobs(model, ps.prompts, ps.continuations)
+    want = [naive_answer_logprob(model, p, i.answers[0]) for p, i in zip(ps.prompts, ps.instances, strict=True)]  # chat: no space
     torch.testing.assert_close(got, torch.tensor(want), atol=1e-4, rtol=1e-4)
-    with pytest.raises(ValueError, match="answers are required"):
+    with pytest.raises(ValueError, match="continuations are required"):
         answer_logprobs(model, prompts)
     with pytest.raises(ValueError, match="2 answers"):
         answer_logprobs(model, prompts, answers[:2])

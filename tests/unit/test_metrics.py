@@ -1,4 +1,4 @@
-"""EM/F1 against the official SQuAD v1.1 metric, accuracy against InstructRAG, bootstrap vs a naive loop."""
+"""EM/F1 against the official SQuAD v1.1 metric, accuracy against InstructRAG."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ import re
 import string
 from collections import Counter
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neurorit_lens.evaluation.metrics import (
     accuracy,
-    bootstrap_ci,
     exact_match,
     f1,
     normalize_answer,
@@ -119,44 +117,3 @@ def test_metric_examples():
         f1("x", [])
     with pytest.raises(ValueError, match="string"):
         normalize_answer(None)  # type: ignore[arg-type]
-
-
-def naive_bootstrap(values, n, seed, alpha):
-    rng = np.random.default_rng(seed)
-    v = np.asarray(values, dtype=float)
-    idx = rng.integers(0, len(v), size=(n, len(v)))
-    means = []
-    for b in range(n):
-        s = 0.0
-        for j in idx[b]:
-            s += v[j]
-        means.append(s / len(v))
-    means.sort()
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
-
-
-@pytest.mark.parametrize("alpha", [0.05, 0.1])
-def test_bootstrap_matches_naive_loop(alpha):
-    vals = np.random.default_rng(1).integers(0, 2, size=37).astype(float)
-    lo, hi = bootstrap_ci(vals, n=300, seed=7, alpha=alpha)
-    assert (lo, hi) == pytest.approx(naive_bootstrap(vals, 300, 7, alpha))
-    assert lo <= vals.mean() <= hi
-
-
-def test_bootstrap_coverage_and_edges():
-    # a 95% interval of a Bernoulli(0.3) mean covers 0.3 in most of 200 repeats
-    rng = np.random.default_rng(0)
-    covered = 0
-    for r in range(200):
-        v = (rng.random(100) < 0.3).astype(float)
-        lo, hi = bootstrap_ci(v, n=400, seed=r)
-        covered += lo <= 0.3 <= hi
-    assert covered / 200 > 0.88
-    assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
-    assert bootstrap_ci([0.0, 1.0], n=0) == (0.5, 0.5)
-    lo, hi = bootstrap_ci([])
-    assert lo != lo and hi != hi
-    with pytest.raises(ValueError, match="alpha"):
-        bootstrap_ci([1.0], alpha=1.5)
-    with pytest.raises(ValueError, match="n must"):
-        bootstrap_ci([1.0], n=-1)

@@ -1,0 +1,176 @@
+"""The one prompt path: examples + a setting -> prompts, answer continuations and counts.
+
+Every stage that puts a question in front of the model (mining, ablation, evaluation,
+training items, the views) goes through :func:`build_prompts` (or, for passages chosen by
+hand, :func:`render_instances`), so the same example under the same setting and
+:class:`~neurorit_lens.config.DataConfig` gives byte-identical prompts everywhere:
+
+1. :func:`~neurorit_lens.data.settings.build_instances` picks and orders the passages
+   (examples lacking what the setting needs are skipped and counted);
+2. :func:`~neurorit_lens.data.prompts.render_prompts` renders them, cutting passages from
+   the end to fit the token budget;
+3. :func:`~neurorit_lens.data.prompts.answer_continuation` gives the gold answer's exact
+   continuation for teacher forcing.
+
+The budget rule (:func:`prompt_budget`): a prompt gets ``data_cfg.max_prompt_tokens``
+tokens, capped at the model's context ``n_ctx`` minus ``reserve_tokens``, the room kept
+for what follows the prompt: evaluation and ablation pass their ``max_new_tokens``; the
+teacher-forcing stages (mining, views) keep the default :data:`ANSWER_RESERVE` for the
+answer, the same 16 tokens as the default generation length, so with default configs all
+stages build the same prompts even where the context binds (a longer teacher-forced answer
+is cut from the prompt's left by :func:`neurorit_lens.objective.tokenize_with_answers`).
+Without ``n_ctx`` (a tokenizer only, as training items are built) the budget is
+``max_prompt_tokens``.
+
+>>> from neurorit_lens.data import embedded_examples
+>>> from neurorit_lens.models.tiny import tiny_tokenizer
+>>> from neurorit_lens.config import DataConfig
+>>> ps = build_prompts(embedded_examples(4), "gold+1", tiny_tokenizer(), DataConfig(template="plain"))
+>>> len(ps), ps.template, ps.continuations[0] == " " + ps.instances[0].answers[0]
+(4, 'plain', True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from neurorit_lens.config import DataConfig
+from neurorit_lens.data.prompts import answer_continuation, render_prompts, resolve_template
+from neurorit_lens.data.schema import QAExample, RAGInstance
+from neurorit_lens.data.settings import build_instances
+
+#: Tokens kept free after a prompt for a teacher-forced answer (= ``EvalConfig.max_new_tokens``'s default).
+ANSWER_RESERVE = 16
+
+
+@dataclass
+class PromptSet:
+    """Prompts of one setting, their answer continuations, and what was cut or skipped.
+
+    Attributes:
+        setting: the setting name (``""`` for hand-picked passages).
+        template: the resolved template (``plain`` or ``chat``).
+        budget: the token budget each prompt was fitted to (BOS included).
+        prompts: one rendered prompt per kept example.
+        continuations: the gold answer (the example's first) as appended for teacher forcing.
+        instances: the instances as rendered (passages possibly shortened or dropped).
+        n_tokens: prompt tokens per prompt (one BOS included).
+        truncated: per prompt, whether passages were cut.
+        n_skipped: examples the setting could not be built for.
+        skipped_reasons: ``n_skipped`` by reason.
+        n_truncated: prompts whose passages were cut to fit ``budget``.
+        n_passages_dropped: passages dropped entirely by the cut.
+    """
+
+    setting: str
+    template: str
+    budget: int
+    prompts: list[str] = field(default_factory=list)
+    continuations: list[str] = field(default_factory=list)
+    instances: list[RAGInstance] = field(default_factory=list)
+    n_tokens: list[int] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+    n_skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+    n_truncated: int = 0
+    n_passages_dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def ids(self) -> list[str]:
+        return [inst.id for inst in self.instances]
+
+    @property
+    def answers(self) -> list[list[str]]:
+        """All gold aliases per prompt (for accuracy)."""
+        return [list(inst.answers) for inst in self.instances]
+
+
+def prompt_budget(max_prompt_tokens: int, n_ctx: int | None = None, reserve_tokens: int = ANSWER_RESERVE) -> int:
+    """The prompt token budget: ``max_prompt_tokens``, capped at ``n_ctx - reserve_tokens``.
+
+    >>> prompt_budget(512, 2048, 16), prompt_budget(512, 400, 16), prompt_budget(512)
+    (512, 384, 512)
+
+    Raises:
+        ValueError: negative ``reserve_tokens``.
+    """
+    if reserve_tokens < 0:
+        raise ValueError(f"reserve_tokens must be >= 0, got {reserve_tokens}")
+    if n_ctx is None:
+        return max_prompt_tokens
+    return min(max_prompt_tokens, n_ctx - reserve_tokens)
+
+
+def render_instances(
+    instances: Sequence[RAGInstance],
+    tokenizer: Any,
+    template: str = "auto",
+    budget: int = 512,
+    setting: str = "",
+) -> PromptSet:
+    """Render already-built instances into a :class:`PromptSet` (steps 2 and 3).
+
+    For passages chosen by hand (the views); :func:`build_prompts` calls it after
+    building the instances of a setting. An empty ``instances`` gives an empty set.
+    """
+    tpl = resolve_template(tokenizer, template)
+    out = PromptSet(setting=setting, template=tpl, budget=budget)
+    if not instances:
+        return out
+    rendered = render_prompts(instances, tokenizer, tpl, budget)
+    out.prompts = list(rendered.prompts)
+    out.instances = list(rendered.instances)
+    out.continuations = [answer_continuation(inst.answers[0], tpl) for inst in rendered.instances]
+    out.n_tokens = list(rendered.n_tokens)
+    out.truncated = list(rendered.truncated)
+    out.n_truncated = int(rendered.n_truncated)
+    out.n_passages_dropped = int(rendered.n_passages_dropped)
+    return out
+
+
+def build_prompts(
+    examples: Sequence[QAExample],
+    setting: str,
+    tokenizer: Any,
+    data_cfg: DataConfig | None = None,
+    *,
+    n_ctx: int | None = None,
+    reserve_tokens: int = ANSWER_RESERVE,
+    n_passages: int | None = None,
+    seed: int | None = None,
+) -> PromptSet:
+    """Examples under one setting -> prompts, answer continuations and counts (module docstring).
+
+    Args:
+        examples: QA examples with labelled passages.
+        setting: a setting name (see :func:`~neurorit_lens.data.settings.parse_setting`).
+        tokenizer: the model's tokenizer (template and token counts).
+        data_cfg: ``n_passages``, ``seed``, ``template``, ``max_prompt_tokens``
+            (default ``DataConfig()``).
+        n_ctx: the model's context length (``model.cfg.n_ctx``); ``None``: no cap.
+        reserve_tokens: tokens kept free of the context after the prompt (generating stages:
+            their ``max_new_tokens``).
+        n_passages: overrides ``data_cfg.n_passages`` (training draws its own counts).
+        seed: overrides ``data_cfg.seed``.
+
+    Returns:
+        A :class:`PromptSet` (empty, with the skip counts, when no example could be built).
+
+    Raises:
+        ValueError: unknown setting or template, a budget under 8 tokens, or a question
+            that alone does not fit the budget.
+    """
+    data_cfg = data_cfg or DataConfig()
+    built = build_instances(list(examples), setting,
+                            data_cfg.n_passages if n_passages is None else n_passages,
+                            data_cfg.seed if seed is None else seed)
+    budget = prompt_budget(data_cfg.max_prompt_tokens, n_ctx, reserve_tokens)
+    out = render_instances(built.instances, tokenizer, data_cfg.template, budget, setting=built.setting)
+    out.n_skipped = int(built.n_skipped)
+    out.skipped_reasons = dict(built.skipped_reasons)
+    return out
