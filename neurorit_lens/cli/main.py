@@ -12,14 +12,13 @@ import argparse
 import dataclasses
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import types
 import typing
 from collections.abc import Sequence
 from typing import Any
-
-from neurorit_lens import cli as _commands_pkg
 
 log = logging.getLogger("neurorit_lens")
 
@@ -96,10 +95,12 @@ def config_from_args(args: argparse.Namespace, cls: type, prefix: str = "", **ov
 
 def _command_modules() -> list[types.ModuleType]:
     mods = []
-    for info in sorted(pkgutil.iter_modules(_commands_pkg.__path__), key=lambda i: i.name):
+    # found next to this file, not via `from neurorit_lens import cli` (that is an import cycle)
+    package, here = __name__.rsplit(".", 1)[0], os.path.dirname(os.path.abspath(__file__))
+    for info in sorted(pkgutil.iter_modules([here]), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        mod = importlib.import_module(f"{_commands_pkg.__name__}.{info.name}")
+        mod = importlib.import_module(f"{package}.{info.name}")
         if hasattr(mod, "NAME") and hasattr(mod, "run"):
             mods.append(mod)
     return mods
