@@ -7,6 +7,14 @@ import random
 import socket
 
 import pytest
+from jaxtyping import install_import_hook
+
+import tests.typecheck  # noqa: F401  (the hook below refers to it by name)
+
+# Every jaxtyping annotation (shape and dtype) and every other annotation in the package is
+# checked at run time in the tests: the hook decorates each function and dataclass of
+# neurorit_lens with beartype. It must run before anything imports neurorit_lens.
+install_import_hook("neurorit_lens", "tests.typecheck.typechecker")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 from neurorit_lens.data.schema import Label, Passage, QAExample
 from neurorit_lens.models.tiny import tiny_model
@@ -26,3 +27,9 @@ def make_example(i: int = 0, n_irrelevant: int = 3, counterfactual: bool = False
 
 def make_examples(n: int = 6, **kw) -> list[QAExample]:
     return [make_example(i, **kw) for i in range(n)]
+
+
+def unchecked(fn):
+    """``fn`` without the test suite's run-time type checker (tests/conftest.py), to test the
+    function's own ValueError on an input of the wrong type, as a user without the checker meets it."""
+    return inspect.unwrap(fn)

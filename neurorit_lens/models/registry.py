@@ -107,7 +107,7 @@ def _supported_message(name: str, why: str = "") -> str:
 
 
 def load_model(
-    name_or_path: str = DEFAULT_MODEL,
+    name_or_path: str | Path = DEFAULT_MODEL,
     device: str = "cpu",
     dtype: torch.dtype | str = torch.float32,
     cache_dir: str | None = None,

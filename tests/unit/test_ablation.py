@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from transformer_lens.hook_points import HookPoint
 
 from neurorit_lens.ablation.ablate import (
     AblationResult,
@@ -27,7 +28,7 @@ from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, set_neurons_hook, z
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import tokenize_with_answers
-from tests.helpers import cached_tiny_model
+from tests.helpers import cached_tiny_model, unchecked
 
 PROMPTS = [
     "Question: What is the capital of Zarnia? Answer:",
@@ -99,7 +100,7 @@ def test_scale_ablation_equals_scaled_W_out_rows():
 def test_set_neurons_hook_keeps_index_value_pairs():
     """Unsorted indices keep their own values (the hook sorts pairs, not just indices)."""
     act = torch.zeros(1, 2, 8)
-    out = set_neurons_hook([5, 1, 3], torch.tensor([50.0, 10.0, 30.0]))(act, hook=None)
+    out = set_neurons_hook([5, 1, 3], torch.tensor([50.0, 10.0, 30.0]))(act, hook=HookPoint())
     assert out[0, 0, 5] == 50 and out[0, 0, 1] == 10 and out[0, 1, 3] == 30
     assert act.abs().sum() == 0  # the input is not modified in place
     with pytest.raises(ValueError, match="values for"):
@@ -116,7 +117,7 @@ def test_ablation_hooks_validate():
     with pytest.raises(ValueError, match="shape|out of range"):
         ablation_hooks(SET, "mean", means=torch.zeros(2, 16))
     with pytest.raises(ValueError, match="NeuronSet"):
-        ablation_hooks({0: [1]}, "zero")
+        unchecked(ablation_hooks)({0: [1]}, "zero")
     with pytest.raises(ValueError, match="site"):
         ablation_hooks(SET, "zero", site="resid")
     names = [n for n, _ in ablation_hooks(SET, "zero", site="pre")]
