@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+from pathlib import Path
 
 from neurorit_lens.data.schema import Label, Passage, QAExample
 from neurorit_lens.models.tiny import tiny_model
+
+# The real data sets, read in place from ../shared/data next to the checkout (never copied);
+# NEURORIT_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("NEURORIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @functools.lru_cache(maxsize=8)

@@ -362,13 +362,6 @@ def test_measure_ablation_rejects_bad_input():
 
 
 # --------------------------------------------------------------------------- CLI
-def _cli_model_available() -> bool:
-    import neurorit_lens.models as models
-
-    return hasattr(models, "load_model")
-
-
-@pytest.mark.skipif(not _cli_model_available(), reason="neurorit_lens.models.load_model has not landed")
 def test_cli_ablate_end_to_end_on_tiny_model(tmp_path, capsys):
     from neurorit_lens.cli.main import main
     from neurorit_lens.neurons.sets import exclusive_sets, save_neuron_sets

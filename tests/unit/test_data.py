@@ -34,9 +34,7 @@ from neurorit_lens.data import (
 from neurorit_lens.data.prompts import count_tokens
 from neurorit_lens.data.text import tokenize_words
 from neurorit_lens.models.tiny import tiny_tokenizer
-from tests.helpers import cached_tiny_model, make_examples, unchecked
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.helpers import SHARED_DATA, cached_tiny_model, make_examples, unchecked
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -490,9 +488,10 @@ REAL = [("rgb/en_fact.json", "rgb", 100), ("noiserbench/bamboogle.json", "noiser
         ("lost_in_the_middle/nq-open-oracle.jsonl.gz", "dpr", 2655)]
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("rel,fmt,n", REAL)
 def test_real_files(rel, fmt, n):
-    path = SHARED / rel
+    path = SHARED_DATA / rel
     if not path.exists():
         pytest.skip(f"{path} not available")
     res = load_examples(path, distractors="random", n_distractors=10)

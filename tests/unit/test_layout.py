@@ -208,3 +208,18 @@ def test_public_api_exposes_all():
     assert nrl.__all__ and len(set(nrl.__all__)) == len(nrl.__all__)
     missing = [name for name in nrl.__all__ if not hasattr(nrl, name)]
     assert not missing, f"neurorit_lens.__all__ names what it does not expose: {missing}"
+
+
+def test_ci_fails_a_real_data_skip_when_the_data_is_there(tmp_path):
+    """conftest turns the skip of a ``real_data`` test into a failure under CI when the
+    shared data folder exists (here an empty stand-in, so every file is "not available")."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CI": "1", "NEURORIT_SHARED_DATA": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/unit/test_data.py", "-k", "real_files"],
+                          cwd=ROOT.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "3 failed" in proc.stdout and "real-data test skipped although" in proc.stdout
