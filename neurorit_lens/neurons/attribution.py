@@ -363,57 +363,94 @@ def attribute(
     chosen = _check_inputs(model, batch, target, site, positions, layers)
     device = model.cfg.device or "cpu"
     batch = batch.to(device)
+    a = _method_alphas(method, steps, rule, alphas)
+    out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
+    scores = torch.zeros(len(batch), model.cfg.n_layers, model.cfg.d_mlp, dtype=out_dtype, device=device)
+    chunks = list(a.split(alpha_chunk))
+    with frozen_parameters(model):
+        if method == "ig":
+            _ig_per_layer(model, batch, positions, target, site, chosen, chunks, offload, show_progress, scores)
+        else:
+            _ig_joint(model, batch, positions, target, site, chosen, chunks, offload,
+                      show_progress, method, scores)
+    scores /= a.numel()
+    return scores.cpu() if offload else scores
+
+
+def _method_alphas(method: str, steps: int, rule: str,
+                   alphas: Sequence[float] | None) -> Float[torch.Tensor, "points"]:
+    """The integration points: one point at alpha 1 for ``grad_x_act``, ``alphas`` when given, else the rule's."""
     if method == "grad_x_act":
-        a = torch.ones(1, dtype=torch.float64)
-    elif alphas is not None:
+        return torch.ones(1, dtype=torch.float64)
+    if alphas is not None:
         a = torch.as_tensor(list(alphas), dtype=torch.float64)
         if a.numel() == 0:
             raise ValueError("alphas is empty")
-    else:
-        a = ig_alphas(steps, rule)
-    B, L, d_mlp = len(batch), model.cfg.n_layers, model.cfg.d_mlp
-    out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
-    scores = torch.zeros(B, L, d_mlp, dtype=out_dtype, device=device)
-    p0 = _prefix_len(model, batch, positions)
-    readout = _Readout(batch).prepare(model).shift(p0)
-    mask = position_mask(batch, positions)[:, p0:]
-    chunks = list(a.split(alpha_chunk))
+        return a
+    return ig_alphas(steps, rule)
 
-    def past_for(c: int) -> dict | None:
-        return None if kv is None else {i: e.prefix(p0, c) for i, e in kv.items()}
 
-    with frozen_parameters(model):
-        if method == "ig":
-            resid, kv = _cache_resid_pre(model, batch.tokens, chosen, offload, p0)
-            bar = tqdm(total=len(chosen) * len(chunks), desc="ig", disable=not show_progress, leave=False)
-            try:
-                for layer in chosen:
-                    r0 = resid.pop(layer).to(device)
-                    for chunk in chunks:
-                        c = len(chunk)
-                        g, _ = _gated_pass(model, _tile(r0, c), layer, [layer], chunk.repeat_interleave(B),
-                                           _tile(mask, c), readout.repeat(c), target, site, past_for(c))
-                        scores[:, layer] += g[:, 0].view(c, B, d_mlp).sum(0).to(out_dtype)
-                        bar.update(1)
-                    del r0
-            finally:
-                bar.close()
-        else:
-            start_layer = chosen[0]
-            cached, kv = _cache_resid_pre(model, batch.tokens, [start_layer], offload, p0)
-            start = cached[start_layer].to(device)
-            bar = tqdm(total=len(chunks), desc=method, disable=not show_progress or len(chunks) == 1, leave=False)
-            try:
-                for chunk in chunks:
-                    c = len(chunk)
-                    g, _ = _gated_pass(model, _tile(start, c), start_layer, chosen, chunk.repeat_interleave(B),
-                                       _tile(mask, c), readout.repeat(c), target, site, past_for(c))
-                    scores[:, chosen] += g.view(c, B, len(chosen), d_mlp).sum(0).to(out_dtype)
-                    bar.update(1)
-            finally:
-                bar.close()
-    scores /= a.numel()
-    return scores.cpu() if offload else scores
+class _GatedPasses:
+    """What every gated pass of one :func:`attribute` call shares: the attributed-position
+    mask, the answer readout and the key/value prefix, all from the first ``p0`` positions on."""
+
+    def __init__(self, model: Model, batch: AnswerBatch, positions: str, target: str, site: str):
+        self.model, self.target, self.site, self.B = model, target, site, len(batch)
+        self.p0 = _prefix_len(model, batch, positions)
+        self.readout = _Readout(batch).prepare(model).shift(self.p0)
+        self.mask = position_mask(batch, positions)[:, self.p0:]
+        self.kv: dict[int, _KV] | None = None
+
+    def cache(self, tokens: torch.Tensor, layers: Sequence[int], offload: bool) -> dict[int, torch.Tensor]:
+        resid, self.kv = _cache_resid_pre(self.model, tokens, layers, offload, self.p0)
+        return resid
+
+    def run(self, start: torch.Tensor, start_layer: int, gate_layers: Sequence[int],
+            chunk: torch.Tensor) -> torch.Tensor:
+        """Gradients for one chunk of alphas: rows are (alpha, example), alpha-major."""
+        c = len(chunk)
+        past = None if self.kv is None else {i: e.prefix(self.p0, c) for i, e in self.kv.items()}
+        g, _ = _gated_pass(self.model, _tile(start, c), start_layer, gate_layers, chunk.repeat_interleave(self.B),
+                           _tile(self.mask, c), self.readout.repeat(c), self.target, self.site, past)
+        return g
+
+
+def _ig_per_layer(model: Model, batch: AnswerBatch, positions: str, target: str, site: str,
+                  chosen: list[int], chunks: list[torch.Tensor], offload: bool, show_progress: bool,
+                  scores: torch.Tensor) -> None:
+    """``ig``: each layer's gate scaled alone, from its own cached ``resid_pre`` (adds into ``scores``)."""
+    passes = _GatedPasses(model, batch, positions, target, site)
+    resid = passes.cache(batch.tokens, chosen, offload)
+    B, d_mlp, device = len(batch), model.cfg.d_mlp, scores.device
+    bar = tqdm(total=len(chosen) * len(chunks), desc="ig", disable=not show_progress, leave=False)
+    try:
+        for layer in chosen:
+            r0 = resid.pop(layer).to(device)
+            for chunk in chunks:
+                g = passes.run(r0, layer, [layer], chunk)
+                scores[:, layer] += g[:, 0].view(len(chunk), B, d_mlp).sum(0).to(scores.dtype)
+                bar.update(1)
+            del r0
+    finally:
+        bar.close()
+
+
+def _ig_joint(model: Model, batch: AnswerBatch, positions: str, target: str, site: str,
+              chosen: list[int], chunks: list[torch.Tensor], offload: bool, show_progress: bool,
+              method: str, scores: torch.Tensor) -> None:
+    """``ig_joint`` / ``grad_x_act``: all chosen layers gated together from the first one (adds into ``scores``)."""
+    passes = _GatedPasses(model, batch, positions, target, site)
+    start_layer = chosen[0]
+    start = passes.cache(batch.tokens, [start_layer], offload)[start_layer].to(scores.device)
+    B, d_mlp = len(batch), model.cfg.d_mlp
+    bar = tqdm(total=len(chunks), desc=method, disable=not show_progress or len(chunks) == 1, leave=False)
+    try:
+        for chunk in chunks:
+            g = passes.run(start, start_layer, chosen, chunk)
+            scores[:, chosen] += g.view(len(chunk), B, len(chosen), d_mlp).sum(0).to(scores.dtype)
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 # --- targets and completeness ----------------------------------------------------------
