@@ -101,7 +101,8 @@ class Runner:
         """What every stage reads: the data (config and, for a local file, its content) and the model."""
         if self._base is None:
             src = Path(self.cfg.data.data)
-            self._base = {"data": self.cfg.data.to_dict(), "data_file_sha256": sha256_file(src) if src.is_file() else None,
+            self._base = {"data": self.cfg.data.to_dict(),
+                          "data_file_sha256": sha256_file(src) if src.is_file() else None,
                           "model": self.cfg.model, "device": self.cfg.device}
         return self._base
 

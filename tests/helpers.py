@@ -22,7 +22,8 @@ def cached_tiny_model(n_layers: int = 2, d_mlp: int = 64, gated: bool = False, s
 
 
 def make_example(i: int = 0, n_irrelevant: int = 3, counterfactual: bool = False) -> QAExample:
-    passages = [Passage(f"The capital of Zarnia{i} is Velmor{i}.", title=f"Zarnia{i}", label=Label.RELEVANT, has_answer=True)]
+    passages = [Passage(f"The capital of Zarnia{i} is Velmor{i}.", title=f"Zarnia{i}", label=Label.RELEVANT,
+                        has_answer=True)]
     passages += [Passage(f"Trains in Brindle{j} run on time every day.", title=f"Brindle{j}", label=Label.IRRELEVANT,
                          has_answer=False) for j in range(n_irrelevant)]
     if counterfactual:

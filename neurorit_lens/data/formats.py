@@ -262,7 +262,8 @@ def make_from_fields(fields: dict[str, str]):
     return convert
 
 
-CONVERTERS: dict[str, Callable[[dict, str, str, Counts], QAExample]] = {"rgb": _from_rgb, "noiserbench": _from_noiserbench, "dpr": _from_dpr}
+CONVERTERS: dict[str, Callable[[dict, str, str, Counts], QAExample]] = {
+    "rgb": _from_rgb, "noiserbench": _from_noiserbench, "dpr": _from_dpr}
 
 
 def detect_format(rec: Any) -> str:

@@ -168,7 +168,8 @@ class _Readout:
             b.tokens, b.answer_mask, b.target_ids, b.lengths, b.prompt_lengths, b.n_answer_tokens)))
         return out
 
-    def target(self, model: Model, resid: Float[torch.Tensor, "batch pos d_model"], kind: str) -> Float[torch.Tensor, "batch"]:
+    def target(self, model: Model, resid: Float[torch.Tensor, "batch pos d_model"],
+               kind: str) -> Float[torch.Tensor, "batch"]:
         x = resid.gather(1, self.index[..., None].expand(-1, -1, resid.shape[-1]))
         if model.cfg.normalization_type is not None:
             x = model.ln_final(x)
@@ -186,7 +187,8 @@ class _Readout:
 def _check_inputs(model: Model, batch: AnswerBatch, target: str, site: str, positions: str,
                   layers: Sequence[int] | None) -> list[int]:
     if not isinstance(batch, AnswerBatch):
-        raise ValueError(f"batch must be an AnswerBatch (see targets.tokenize_with_answers), got {type(batch).__name__}")
+        raise ValueError("batch must be an AnswerBatch (see targets.tokenize_with_answers), "
+                         f"got {type(batch).__name__}")
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
     mlp_hook_name(0, site)  # validates site
@@ -206,7 +208,8 @@ def _check_inputs(model: Model, batch: AnswerBatch, target: str, site: str, posi
     return out
 
 
-def _trunk(model: Model, tokens_or_resid: torch.Tensor, start_at_layer: int | None, past: dict | None = None) -> torch.Tensor:
+def _trunk(model: Model, tokens_or_resid: torch.Tensor, start_at_layer: int | None,
+           past: dict | None = None) -> torch.Tensor:
     """Run the blocks (from ``start_at_layer`` if given) and return the final residual stream."""
     n = model.cfg.n_layers
     if start_at_layer is None:

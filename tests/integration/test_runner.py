@@ -29,7 +29,8 @@ def test_run_pipeline_tiny_end_to_end_and_resume(tmp_path):
     html = (out / "report.html").read_text()
     assert not re.search(r"<script[^>]*\bsrc=", html) and not re.search(r"(src|href)=[\"']https?://", html)
     # a second run with the same config skips every stage and changes nothing
-    before = {p: p.read_bytes() for p in (out / "mining" / "neurons.json", out / "eval_after" / "neurorit" / "eval.json")}
+    before = {p: p.read_bytes() for p in (out / "mining" / "neurons.json",
+                                          out / "eval_after" / "neurorit" / "eval.json")}
     assert main(argv) == 0
     assert all(p.read_bytes() == b for p, b in before.items())
 
