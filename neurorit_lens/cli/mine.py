@@ -77,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         atomic_write_json(out / "config.json", {"command": NAME, "model": args.model, "device": args.device,
-                                                "data": data_cfg.to_dict(), "mining": cfg.to_dict(), "shard": args.shard})
+                                                "data": data_cfg.to_dict(), "mining": cfg.to_dict(),
+                                                "shard": args.shard})
         write_run_metadata(out, data_cfg.seed, command=NAME, model=args.model, device=args.device)
     args.device = rank_device(args.device)
     examples = load_split(data_cfg)

@@ -83,7 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         atomic_write_json(out / "config.json", {"command": NAME, "model": args.model, "neurons": args.neurons,
-                                                "device": args.device, "data": data_cfg.to_dict(), "train": cfg.to_dict()})
+                                                "device": args.device, "data": data_cfg.to_dict(),
+                                                "train": cfg.to_dict()})
         write_run_metadata(out, data_cfg.seed, command=NAME, model=args.model, device=args.device)
     log.info("training %s with method %s on %d train / %d dev questions of %s", args.model, cfg.method,
              len(train_q), len(dev_q), data_cfg.data)

@@ -248,7 +248,8 @@ class EvalResult:
 
     def table(self) -> str:
         """A fixed-width table: one row per setting."""
-        head = f"{'setting':<16}{'n':>6}  {'accuracy':>8}  {'95% CI':<16}{'EM':>7}{'F1':>7}{'skipped':>9}{'truncated':>11}"
+        head = (f"{'setting':<16}{'n':>6}  {'accuracy':>8}  {'95% CI':<16}{'EM':>7}{'F1':>7}"
+                f"{'skipped':>9}{'truncated':>11}")
         lines = [f"model: {self.model}   data: {self.data}", head, "-" * len(head)]
 
         def fmt(x: float) -> str:

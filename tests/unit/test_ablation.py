@@ -263,7 +263,8 @@ def test_logprob_effects_match_naive_loop_and_random_controls_are_disjoint():
         assert r.counts_per_layer() == SET.counts_per_layer() and not (r & SET)
         if k == 0:
             first = r
-    r_eff = np.array([_naive_logprob(model, p, a, zero_ablation(first)) for p, a in zip(PROMPTS, ANSWERS, strict=True)]) - base
+    r_eff = np.array([_naive_logprob(model, p, a, zero_ablation(first))
+                      for p, a in zip(PROMPTS, ANSWERS, strict=True)]) - base
     np.testing.assert_allclose(pe["random"][0], r_eff, atol=1e-4)
     rnd_mean = np.array(pe["random"]).mean(0)
     assert abs(row.random.mean - rnd_mean.mean()) < 1e-6
