@@ -138,7 +138,8 @@ def worker(name: str, ckpt: str, spec: dict, out: str) -> None:
     scores = [run_one(p, a, steps) for p, a in zip(prompts, answers, strict=True)]
     seconds, cpu_seconds = time.perf_counter() - t0, cpu_s() - c0
     torch.save(torch.stack([s.float() for s in scores]), out + ".pt")
-    res = {"name": name, "seconds": cpu_seconds, "wall_seconds": seconds, "cpu_seconds": cpu_seconds, "per_prompt_s": cpu_seconds / len(prompts), "load_s": load_s,
+    res = {"name": name, "seconds": cpu_seconds, "wall_seconds": seconds, "cpu_seconds": cpu_seconds,
+           "per_prompt_s": cpu_seconds / len(prompts), "load_s": load_s,
            "peak_rss_mb": rss_mb(), "rss_after_load_mb": rss_loaded, "peak_rss_increase_mb": rss_mb() - rss_loaded,
            "torch_threads": torch.get_num_threads(), "loadavg_after": list(os.getloadavg())}
     Path(out + ".json").write_text(json.dumps(res))
@@ -209,7 +210,8 @@ def main(argv=None) -> int:
     env = environment_info(0, {"loadavg_start": list(os.getloadavg())})
     for name in args.methods.split(","):
         wout = str(tmp / name)
-        cmd = [sys.executable, __file__, "--worker", name, "--ckpt", str(ckpt), "--spec", json.dumps(spec), "--wout", wout]
+        cmd = [sys.executable, __file__, "--worker", name, "--ckpt", str(ckpt), "--spec", json.dumps(spec),
+               "--wout", wout]
         print(f"running {name} ...", flush=True)
         p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1",
                                                                      "TRANSFORMERS_OFFLINE": "1"})
@@ -274,7 +276,8 @@ def render_md(s: dict) -> str:
         "| method | setting | CPU time (s) | wall (s) | per prompt (CPU s) | peak RSS (MB) | RSS increase (MB) |",
         "|---|---|---|---|---|---|---|",
     ]
-    setting = {"ours_ig": "all positions, log-prob, post, midpoint", "captum": "all positions, log-prob, post, midpoint",
+    setting = {"ours_ig": "all positions, log-prob, post, midpoint",
+               "captum": "all positions, log-prob, post, midpoint",
                "ours_kn": "knowledge-neurons (last pos, prob, pre, linspace)",
                "kn": "knowledge-neurons (last pos, prob, pre, linspace)",
                "ours_ig_joint": "all positions, log-prob, post, midpoint",
@@ -283,7 +286,8 @@ def render_md(s: dict) -> str:
         if "error" in r:
             lines.append(f"| {name} | {setting.get(name, '')} | failed | | | | |")
         else:
-            lines.append(f"| {name} | {setting.get(name, '')} | {r['seconds']:.2f} | {r['wall_seconds']:.2f} | {r['per_prompt_s']:.3f} | "
+            lines.append(f"| {name} | {setting.get(name, '')} | {r['seconds']:.2f} | {r['wall_seconds']:.2f} | "
+                         f"{r['per_prompt_s']:.3f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['peak_rss_increase_mb']:.0f} |")
     lines += [
         "",

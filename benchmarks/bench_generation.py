@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     agree_rows = sum(a == b for a, b in zip(tl_out, hf_out, strict=True))
     agree_tok = sum(x == y for a, b in zip(tl_out, hf_out, strict=True) for x, y in zip(a, b, strict=True))
     result = {
-        "benchmark": "greedy generation throughput, HookedTransformer (neurorit_lens.evaluation.generation) vs HF generate",
+        "benchmark": "greedy generation throughput, HookedTransformer (neurorit_lens.evaluation.generation) "
+                     "vs HF generate",
         "model": args.model,
         "command": "python benchmarks/bench_generation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "n_prompts": len(prompts),
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "goal": ">= 0.8",
         "greedy_agreement": {"rows_identical": agree_rows, "rows": len(ids), "tokens_identical": agree_tok,
                              "tokens": n_tokens},
-        "environment": environment_info(extra={"hf_attn_implementation": getattr(hf.config, "_attn_implementation", None)}),
+        "environment": environment_info(
+            extra={"hf_attn_implementation": getattr(hf.config, "_attn_implementation", None)}),
     }
     out = Path(args.out)
     atomic_write_json(out / "bench_generation.json", result)
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for i, p in enumerate(runs):
         md.append(f"| {i} | {p['tl']['seconds']} | {p['tl']['tokens_per_s']} | {p['hf']['seconds']} | "
-                  f"{p['hf']['tokens_per_s']} | {p['ratio']} | {p['tl']['torch_threads']} | {p['tl']['loadavg_before']} |")
+                  f"{p['hf']['tokens_per_s']} | {p['ratio']} | {p['tl']['torch_threads']} | "
+                  f"{p['tl']['loadavg_before']} |")
     md += [
         "",
         f"**Ratio (median TL tok/s / median HF tok/s): {result['ratio_tl_over_hf']}** (goal >= 0.8).",

@@ -94,7 +94,8 @@ def worker(args: argparse.Namespace) -> None:
 
     rss0 = _status_kb("VmRSS")
     t0 = time.perf_counter()
-    model = tiny_model(n_layers=4, d_model=128, d_mlp=512, n_heads=4) if args.model == "tiny" else load_model(args.model)
+    tiny = args.model == "tiny"
+    model = tiny_model(n_layers=4, d_model=128, d_mlp=512, n_heads=4) if tiny else load_model(args.model)
     load_s = time.perf_counter() - t0
     rss_loaded = _status_kb("VmRSS")
     cfg = model.cfg
@@ -196,10 +197,11 @@ def main() -> None:
             m = predict_peak_bytes(d8, T, c, 32, 2, 8, kappa, True)
             proj.append({"tokens": T, "alpha_chunk": c, "peak_gb": m / 1e9, "fits_80gb": m < 80e9 * 0.95})
     t8 = {T: ig_flops(d8, T, 20) / (args.gpu_tflops * 1e12) for T in (512, 1024, 2048)}
-    result = {"measurements": results, "kappa": kappa, "kappa_fitted_on": f"{big['model']} ig layer 0 c={ref['alpha_chunk']}",
-              "cpu_gflop_per_s": cpu_rate, "llama3_8b": {"dims": d8, "weights_gb_bf16": d8["n_params"] * 2 / 1e9,
-                                                         "peak_memory": proj,
-                                                         "ig_s_per_example_m20": t8, "gpu_tflops_assumed": args.gpu_tflops},
+    result = {"measurements": results, "kappa": kappa,
+              "kappa_fitted_on": f"{big['model']} ig layer 0 c={ref['alpha_chunk']}",
+              "cpu_gflop_per_s": cpu_rate,
+              "llama3_8b": {"dims": d8, "weights_gb_bf16": d8["n_params"] * 2 / 1e9, "peak_memory": proj,
+                            "ig_s_per_example_m20": t8, "gpu_tflops_assumed": args.gpu_tflops},
               "environment": environment_info(0)}
     out = Path(args.out)
     atomic_write_json(out / "memory.json", result)
@@ -213,7 +215,8 @@ def main() -> None:
         for x in r["runs"]:
             run = f"{x['method']} {'L0' if x['layers'] else 'all layers'} c={x['alpha_chunk']}"
             L.append(f"| {r['model']} | {r['dims']['n_params'] / 1e6:.1f}M | {r['weights_mb']:.0f} | {run} | "
-                     f"{x['seconds']:.2f} | {x['activation_peak_mb']:.0f} | {x['predicted_activation_mb_kappa1']:.0f} |")
+                     f"{x['seconds']:.2f} | {x['activation_peak_mb']:.0f} | "
+                     f"{x['predicted_activation_mb_kappa1']:.0f} |")
     L += ["", f"Fitted kappa = {kappa:.2f} (measured / modelled activation memory, {result['kappa_fitted_on']}).", "",
           "## Llama-3-8B shape in bf16 on one 80 GB GPU (per-layer IG, layer 0 = worst case, batch 1)", "",
           f"Weights {d8['n_params'] * 2 / 1e9:.1f} GB. Peak = W + rows * T * 2 B * 32 * (12 d + 4 f + 2 h T) * kappa "

@@ -121,7 +121,8 @@ def project(t1_attr: float, n: int, bytes_: int, gpus: list[int], bw_gbs: float,
     for N in gpus:
         t_ar = 0.0 if N == 1 else 2 * (N - 1) / N * bytes_ / (bw_gbs * 1e9) + 2 * (N - 1) * lat_us * 1e-6
         t = t1_attr * math.ceil(n / N) / n + t_ar
-        rows.append({"gpus": N, "time_s": t, "speedup": t1_attr / t, "efficiency": t1_attr / t / N, "allreduce_s": t_ar})
+        rows.append({"gpus": N, "time_s": t, "speedup": t1_attr / t, "efficiency": t1_attr / t / N,
+                     "allreduce_s": t_ar})
     return rows
 
 
@@ -201,7 +202,8 @@ def main() -> None:
         "## Expected scaling on N GPUs (8B model, 1000 examples)", "",
         f"Statistics payload for Llama-3-8B (32 x 14336 neurons, int64 + float64, 2 conditions): "
         f"{bytes_8b / 1e6:.1f} MB per job, sent once. Per-example IG is the cost ({t_example_8b:.0f} s/example on one "
-        "GPU for 1k-token prompts, m = 20: memory.md's FLOP estimate), so T(N) = T1 * ceil(n/N)/n + t_allreduce; gathering every example's "
+        "GPU for 1k-token prompts, m = 20: memory.md's FLOP estimate), so T(N) = T1 * ceil(n/N)/n + t_allreduce; "
+        "gathering every example's "
         "scores to rank 0 adds n * 2 * 32 * 14336 * 4 B = 3.7 GB once (seconds).", "",
         "| GPUs | time (h), 25 GB/s | speed-up | efficiency | all-reduce (ms) |", "|---|---|---|---|---|",
     ]

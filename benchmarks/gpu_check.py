@@ -68,9 +68,10 @@ def main() -> int:
         r = phase(f"mine_{method}", lambda cfg=cfg: mine(model, examples, cfg, data_cfg, out_dir=None,
                                                             show_progress=False, model_name=args.model))
         n = len(r.ids_R) + len(r.ids_I)
-        res["phases"][f"mine_{method}"].update({"prompts": n, "s_per_prompt": round(res["phases"][f"mine_{method}"]["seconds"] / max(n, 1), 3),
-                                                "layers": list(layers) if layers else "all",
-                                                "totals": {k: len(v) for k, v in r.sets.items()}})
+        record = res["phases"][f"mine_{method}"]
+        record.update({"prompts": n, "s_per_prompt": round(record["seconds"] / max(n, 1), 3),
+                       "layers": list(layers) if layers else "all",
+                       "totals": {k: len(v) for k, v in r.sets.items()}})
         assert all(torch.isfinite(t).all() for t in (r.scores_R, r.scores_I)), f"{method}: non-finite scores"
     sets = r.sets
     mass = r.layer_mass()

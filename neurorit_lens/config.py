@@ -148,7 +148,8 @@ class DataConfig(ConfigBase):
         _check(self.n_distractors >= 0, "n_distractors must be >= 0")
         _one_of(self.split, SplitChoice, "split")
         _check(len(self.split_fractions) == 3 and all(f >= 0 for f in self.split_fractions)
-               and abs(sum(self.split_fractions) - 1) < 1e-6, "split_fractions must be 3 non-negative numbers summing to 1")
+               and abs(sum(self.split_fractions) - 1) < 1e-6,
+               "split_fractions must be 3 non-negative numbers summing to 1")
         _check(self.n_passages >= 1, "n_passages must be >= 1")
         _one_of(self.template, Template, "template")
         _check(self.max_prompt_tokens >= 32, "max_prompt_tokens must be >= 32")
@@ -354,7 +355,8 @@ class TrainConfig(ConfigBase):
         _check(all(lr > 0 for lr in self.lr_grid), "lr_grid values must be positive")
         _check(self.n_target_layers is None or self.n_target_layers >= 1, "n_target_layers must be >= 1")
         _check(self.checkpoint_every >= 0 and self.eval_every >= 0, "checkpoint_every and eval_every must be >= 0")
-        _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "adam_betas must be 2 values in [0, 1)")
+        _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+               "adam_betas must be 2 values in [0, 1)")
         _check(self.adam_eps > 0, "adam_eps must be positive")
         _check(self.steps >= 1, "steps must be >= 1")
         _check(self.lr > 0, "lr must be positive")

@@ -157,7 +157,8 @@ def zero_ablation(neurons: NeuronSet, site: str = "post") -> list[FwdHook]:
 
 def scale_ablation(neurons: NeuronSet, alpha: float, site: str = "post") -> list[FwdHook]:
     """Forward hooks that scale every neuron of ``neurons`` by ``alpha``."""
-    return [(mlp_hook_name(layer, site), scale_neurons_hook(idx, alpha)) for layer, idx in neurons.by_layer().items() if idx]
+    return [(mlp_hook_name(layer, site), scale_neurons_hook(idx, alpha))
+            for layer, idx in neurons.by_layer().items() if idx]
 
 
 def mean_ablation(

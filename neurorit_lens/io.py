@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -18,6 +20,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() honours the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -28,6 +31,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter before 3.13)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -44,6 +54,18 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (dict keys sorted; configs via ``to_dict``).
+
+    >>> fingerprint({"b": 1, "a": [1, 2]}) == fingerprint({"a": (1, 2), "b": 1})
+    True
+    >>> len(fingerprint(None))
+    16
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -66,6 +88,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+# module name -> distribution name (transformer_lens has no __version__; ask the installer's metadata)
+_VERSIONED = {"transformer_lens": "transformer-lens", "transformers": "transformers", "numpy": "numpy",
+              "neurorit_lens": "neurorit_lens"}
+
+
 def environment_info(seed: int | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Seed, library versions, thread count and load: recorded in every output folder."""
     import torch
@@ -78,12 +105,11 @@ def environment_info(seed: int | None = None, extra: Mapping[str, Any] | None = 
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
-    for mod in ("transformer_lens", "transformers", "numpy", "neurorit_lens"):
+    for mod, dist in _VERSIONED.items():
         try:
-            m = __import__(mod)
-            info[mod] = getattr(m, "__version__", "unknown")
-        except Exception:  # pragma: no cover - optional
-            info[mod] = None
+            info[mod] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # e.g. running from a source tree
+            info[mod] = getattr(importlib.import_module(mod), "__version__", None)
     try:
         info["loadavg"] = list(os.getloadavg())
     except OSError:  # pragma: no cover

@@ -1,7 +1,6 @@
 """The whole pipeline from one :class:`RunConfig`: eval -> mine -> ablate -> train -> eval -> report.
 
-Every stage writes its own sub-folder of the run folder and is skipped when its output
-already exists, so a run that crashed or was killed picks up where it stopped:
+Every stage writes its own sub-folder of the run folder::
 
     out/config.json, environment.json
     out/eval_before/eval.json         base model on the test split, every noise setting
@@ -11,6 +10,16 @@ already exists, so a run that crashed or was killed picks up where it stopped:
     out/eval_after/<method>/eval.json tuned model on the same test questions
     out/report.html, report.md
 
+Each stage folder holds a ``stage.json`` with the fingerprint of what produced it: the
+config sections the stage reads (data, model, its own section and limit) and the
+fingerprints of the stages it reads from (ablation and training read mining; the tuned
+evaluation reads training). A rerun skips a stage whose fingerprint matches and whose
+output exists, so a run that crashed or was killed picks up where it stopped (an
+unfinished training resumes from its checkpoint). A rerun with a changed config first
+removes every stage folder whose fingerprint no longer matches, and the report, so the
+folder never shows old outputs under the new ``config.json``; the selected stages then
+rerun.
+
 Questions are split train/dev/test by question once (seeded); mining and tuning see only
 train, the causal test dev, evaluation test.
 """
@@ -19,14 +28,26 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
 from neurorit_lens.config import RunConfig, Stage
-from neurorit_lens.io import atomic_write_json, read_json, write_run_metadata
+from neurorit_lens.io import (
+    atomic_write_json,
+    fingerprint,
+    read_json,
+    sha256_file,
+    write_run_metadata,
+)
 
 log = logging.getLogger(__name__)
+
+STAGE_FILE = "stage.json"
+STAGE_DIRS = ("eval_before", "mining", "ablation", "train", "eval_after")  # train/eval_after: one per method
+REPORT_OUTPUTS = ("report.html", "report.md", "report_files", "views")
 
 
 def _limit(xs: list, n: int | None) -> list:
@@ -46,6 +67,7 @@ class Runner:
         self.out = Path(cfg.out)
         self._model = model
         self._splits: dict[str, list] | None = None
+        self._base: dict[str, Any] | None = None
         self.timings: dict[str, float] = {}
 
     # --- shared inputs -------------------------------------------------------------
@@ -74,16 +96,98 @@ class Runner:
                                                        "skipped_reasons": loaded.skipped_reasons, "splits": sizes})
         return self._splits
 
+    # --- fingerprints ----------------------------------------------------------------
+    def _base_inputs(self) -> dict[str, Any]:
+        """What every stage reads: the data (config and, for a local file, its content) and the model."""
+        if self._base is None:
+            src = Path(self.cfg.data.data)
+            self._base = {"data": self.cfg.data.to_dict(),
+                          "data_file_sha256": sha256_file(src) if src.is_file() else None,
+                          "model": self.cfg.model, "device": self.cfg.device}
+        return self._base
+
+    def stage_inputs(self, rel: str) -> dict[str, Any]:
+        """The inputs of the stage folder ``rel`` (e.g. ``"mining"``, ``"train/neurorit"``) under this config."""
+        c = self.cfg
+        kind, _, method = rel.partition("/")
+        if kind == "eval_before":
+            own = {"eval": c.eval.to_dict(), "eval_limit": c.eval_limit}
+        elif kind == "mining":
+            own = {"mining": c.mining.to_dict(), "mine_limit": c.mine_limit}
+        elif kind == "ablation":
+            own = {"ablation": c.ablation.to_dict(), "ablate_limit": c.ablate_limit,
+                   "upstream": {"mining": self.stage_fingerprint("mining")}}
+        elif kind == "train" and method:
+            own = {"train": c.train.replace(method=method).to_dict(), "train_limit": c.train_limit,
+                   "upstream": {"mining": self.stage_fingerprint("mining")}}
+        elif kind == "eval_after" and method:
+            own = {"eval": c.eval.to_dict(), "eval_limit": c.eval_limit,
+                   "upstream": {rel.replace("eval_after", "train"): self.stage_fingerprint(f"train/{method}")}}
+        else:
+            raise ValueError(f"unknown stage folder {rel!r}")
+        return {**self._base_inputs(), **own}
+
+    def stage_fingerprint(self, rel: str) -> str:
+        return fingerprint(self.stage_inputs(rel))
+
+    def _is_current(self, rel: str) -> bool:
+        """Whether ``out/rel`` was produced (or started) from this config's inputs."""
+        path = self.out / rel / STAGE_FILE
+        if not path.exists():
+            return False
+        try:
+            expected = self.stage_fingerprint(rel)
+        except ValueError:  # e.g. train/<name> where <name> is not a method any more
+            return False
+        return read_json(path).get("fingerprint") == expected
+
+    def _existing_stage_folders(self) -> list[str]:
+        found = []
+        for name in STAGE_DIRS:
+            d = self.out / name
+            if not d.is_dir():
+                continue
+            if name in ("train", "eval_after"):
+                found += [f"{name}/{p.name}" for p in sorted(d.iterdir()) if p.is_dir()]
+            else:
+                found.append(name)
+        return found
+
+    def remove_stale(self) -> list[str]:
+        """Delete the stage folders (and the report) that this config's inputs no longer produce."""
+        stale = [rel for rel in self._existing_stage_folders() if not self._is_current(rel)]
+        if stale:
+            log.warning("%s: inputs changed for %s; removing them (and the report) so they are rerun",
+                        self.out, ", ".join(stale))
+            for rel in stale:
+                shutil.rmtree(self.out / rel)
+            for name in REPORT_OUTPUTS:
+                p = self.out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        return stale
+
+    def _run_stage(self, rel: str, output: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` for the stage folder ``rel`` unless it is complete for these inputs."""
+        d, inputs = self.out / rel, self.stage_inputs(rel)
+        record = read_json(d / STAGE_FILE) if (d / STAGE_FILE).exists() else {}
+        fp = fingerprint(inputs)
+        if record.get("fingerprint") == fp and record.get("complete") and (d / output).exists():
+            log.info("skip: %s is up to date", d / output)
+            return
+        if record.get("fingerprint") != fp and d.exists():  # not from these inputs: start clean
+            shutil.rmtree(d)
+        atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": False, "inputs": inputs})
+        fn()
+        atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": True, "inputs": inputs})
+
     # --- stages --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
-        cfg_path = self.out / "config.json"
-        if cfg_path.exists():
-            prev = read_json(cfg_path)
-            if prev != self.cfg.to_dict():
-                log.warning("%s exists with a different config; stages already done are kept, "
-                            "use a new --out to rerun them", cfg_path)
-        self.cfg.save(cfg_path)
+        self.remove_stale()
+        self.cfg.save(self.out / "config.json")
         write_run_metadata(self.out, self.cfg.seed, model=self.cfg.model)
         for stage in get_args(Stage):
             if stage in self.cfg.stages:
@@ -94,30 +198,27 @@ class Runner:
         atomic_write_json(self.out / "run.json", summary)
         return summary
 
-    def _evaluate(self, model, out_dir: Path, name: str) -> None:
+    def _evaluate(self, model: Any, out_dir: Path, name: str) -> None:
         from neurorit_lens.evaluation.evaluate import evaluate
 
-        if (out_dir / "eval.json").exists():
-            log.info("skip: %s exists", out_dir / "eval.json")
-            return
         test = _limit(self.splits["test"], self.cfg.eval_limit)
         res = evaluate(model, test, self.cfg.eval, self.cfg.data, model_name=name, data_name=self.cfg.data.data)
         res.save(out_dir)
         print(res.table())
 
     def stage_eval(self) -> None:
-        self._evaluate(self.model, self.out / "eval_before", self.cfg.model)
+        self._run_stage("eval_before", "eval.json",
+                        lambda: self._evaluate(self.model, self.out / "eval_before", self.cfg.model))
 
     def stage_mine(self) -> None:
         from neurorit_lens.neurons.mining import mine
 
-        out = self.out / "mining"
-        if (out / "neurons.json").exists():
-            log.info("skip: %s exists", out / "neurons.json")
-            return
-        train = _limit(self.splits["train"], self.cfg.mine_limit)
-        res = mine(self.model, train, self.cfg.mining, self.cfg.data, out_dir=str(out))
-        res.save(out)
+        def go() -> None:
+            out = self.out / "mining"
+            train = _limit(self.splits["train"], self.cfg.mine_limit)
+            mine(self.model, train, self.cfg.mining, self.cfg.data, out_dir=str(out)).save(out)
+
+        self._run_stage("mining", "neurons.json", go)
 
     def _neuron_sets(self):
         from neurorit_lens.neurons.sets import load_neuron_sets
@@ -130,32 +231,34 @@ class Runner:
     def stage_ablate(self) -> None:
         from neurorit_lens.ablation.measure import run_ablation
 
-        out = self.out / "ablation"
-        if (out / "ablation.json").exists():
-            log.info("skip: %s exists", out / "ablation.json")
-            return
-        sets, _ = self._neuron_sets()
-        dev = _limit(self.splits["dev"], self.cfg.ablate_limit)
-        res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data)
-        res.save(out)
-        print(res.table())
+        def go() -> None:
+            sets, _ = self._neuron_sets()
+            dev = _limit(self.splits["dev"], self.cfg.ablate_limit)
+            res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data)
+            res.save(self.out / "ablation")
+            print(res.table())
 
-    def stage_train(self) -> None:
+        self._run_stage("ablation", "ablation.json", go)
+
+    def _train(self, method: str) -> None:
         from neurorit_lens.training.trainer import train
 
         sets, meta = self._neuron_sets()
-        for method in self.cfg.methods:
-            tdir = self.out / "train" / method
-            if not (tdir / "train.json").exists():
-                tcfg = self.cfg.train.replace(method=method)
-                model = copy.deepcopy(self.model)
-                train(model, _limit(self.splits["train"], self.cfg.train_limit), self.splits["dev"], sets,
-                      meta.get("layer_mass"), tcfg, self.cfg.data, str(tdir))
-            from neurorit_lens.models import load_model
+        model = copy.deepcopy(self.model)
+        train(model, _limit(self.splits["train"], self.cfg.train_limit), self.splits["dev"], sets,
+              meta.get("layer_mass"), self.cfg.train.replace(method=method), self.cfg.data,
+              str(self.out / "train" / method))
 
-            tuned = load_model(str(tdir / "model"), device=self.cfg.device)
-            self._evaluate(tuned, self.out / "eval_after" / method, f"{self.cfg.model}+{method}")
-            del tuned
+    def _evaluate_tuned(self, method: str) -> None:
+        from neurorit_lens.models import load_model
+
+        tuned = load_model(str(self.out / "train" / method / "model"), device=self.cfg.device)
+        self._evaluate(tuned, self.out / "eval_after" / method, f"{self.cfg.model}+{method}")
+
+    def stage_train(self) -> None:
+        for method in self.cfg.methods:
+            self._run_stage(f"train/{method}", "train.json", lambda m=method: self._train(m))
+            self._run_stage(f"eval_after/{method}", "eval.json", lambda m=method: self._evaluate_tuned(m))
 
     def stage_report(self) -> None:
         from neurorit_lens.viz.report import write_report

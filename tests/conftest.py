@@ -7,11 +7,21 @@ import random
 import socket
 
 import pytest
+from jaxtyping import install_import_hook
+
+import tests.typecheck  # noqa: F401  (the hook below refers to it by name)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Every jaxtyping annotation (shape and dtype) and every other annotation in the package is
+# checked at run time in the tests: the hook decorates each function and dataclass of
+# neurorit_lens with beartype. It must run before anything imports neurorit_lens.
+install_import_hook("neurorit_lens", "tests.typecheck.typechecker")
+
+from tests.helpers import SHARED_DATA  # noqa: E402  (imports neurorit_lens: after the hook)
 
 
 class NetworkBlocked(RuntimeError):
@@ -57,6 +67,18 @@ def torch_threads(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI (``CI`` set), a ``real_data`` test that skips although the shared data folder
+    exists is a failure: a missing file or a broken path must not pass as "not available"."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and item.get_closest_marker("real_data") and os.environ.get("CI") and SHARED_DATA.is_dir():
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else rep.longrepr
+        rep.outcome = "failed"
+        rep.longrepr = f"real-data test skipped although {SHARED_DATA} exists (CI is set): {reason}"
 
 
 @pytest.fixture

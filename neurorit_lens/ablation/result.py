@@ -137,7 +137,8 @@ def verdict_of(row: SetEffect) -> str:
         return (f"{row.set_name} ablation {direction} {what} under {ctx} by {amount} more than random "
                 f"neurons of the same per-layer counts ({ci}; {own}; n={row.n}, {neurons})")
     return (f"{row.set_name} ablation is not distinguishable from random controls on {what} under {ctx} "
-            f"(difference {d.mean * (1 if row.metric == 'logprob' else 100):+.3f}{'' if row.metric == 'logprob' else ' points'}, "
+            f"(difference {d.mean * (1 if row.metric == 'logprob' else 100):+.3f}"
+            f"{'' if row.metric == 'logprob' else ' points'}, "
             f"{ci} includes 0; {own}; n={row.n}, {neurons})")
 
 

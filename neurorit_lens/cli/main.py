@@ -26,6 +26,7 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import os
 import pkgutil
 import re
 import sys
@@ -36,8 +37,6 @@ from typing import Annotated, Any, Literal, Union
 
 import tyro
 from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, PrimitiveTypeInfo
-
-from neurorit_lens import cli as _commands_pkg
 
 log = logging.getLogger("neurorit_lens")
 
@@ -120,10 +119,10 @@ def _comma_tuples_and_none(info: PrimitiveTypeInfo) -> PrimitiveConstructorSpec 
 def command_modules() -> list[types.ModuleType]:
     """The subcommand modules of :mod:`neurorit_lens.cli` (those defining ``NAME``, ``Args`` and ``run``)."""
     mods = []
-    for info in sorted(pkgutil.iter_modules(_commands_pkg.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules([os.path.dirname(__file__)]), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        mod = importlib.import_module(f"{_commands_pkg.__name__}.{info.name}")
+        mod = importlib.import_module(f"neurorit_lens.cli.{info.name}")
         if all(hasattr(mod, a) for a in ("NAME", "Args", "run")):
             mods.append(mod)
     return mods

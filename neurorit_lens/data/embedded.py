@@ -46,7 +46,8 @@ class _Relation:
 
 _RELATIONS = (
     _Relation("capital", "country", "town", "What is the capital of {s}?",
-              ("The capital of {s} is {o}.", "{o} is the capital city of {s}.", "{s} is governed from its capital, {o}.")),
+              ("The capital of {s} is {o}.", "{o} is the capital city of {s}.",
+               "{s} is governed from its capital, {o}.")),
     _Relation("president", "country", "person", "Who is the president of {s}?",
               ("The president of {s} is {o}.", "{o} serves as president of {s}.", "{s} is led by its president, {o}.")),
     _Relation("independence", "country", "year", "In what year did {s} become independent?",
@@ -61,7 +62,8 @@ _RELATIONS = (
               ("The town of {s} was founded in {o}.", "{s} was established as a town in {o}.",
                "Settlers founded {s} in {o}.")),
     _Relation("born_in", "person", "town", "In which town was {s} born?",
-              ("{s} was born in the town of {o}.", "The birthplace of {s} is {o}.", "{s} grew up in {o}, where they were born.")),
+              ("{s} was born in the town of {o}.", "The birthplace of {s} is {o}.",
+               "{s} grew up in {o}, where they were born.")),
     _Relation("birth_year", "person", "year", "In what year was {s} born?",
               ("{s} was born in the year {o}.", "The birth year of {s} is {o}.", "In {o}, {s} was born.")),
     _Relation("employer", "person", "company", "Which company does {s} work for?",
@@ -71,7 +73,8 @@ _RELATIONS = (
     _Relation("company_founded", "company", "year", "In what year was {s} founded?",
               ("{s} was founded in {o}.", "{s} opened its doors in {o}.", "The founding year of {s} is {o}.")),
     _Relation("headquarters", "company", "town", "In which town is {s} headquartered?",
-              ("{s} is headquartered in {o}.", "The headquarters of {s} are in {o}.", "{s} has its head office in {o}.")),
+              ("{s} is headquartered in {o}.", "The headquarters of {s} are in {o}.",
+               "{s} has its head office in {o}.")),
 )
 
 _FILLERS = {
@@ -248,7 +251,8 @@ def embedded_examples(n: int = 200, seed: int = 0) -> list[QAExample]:
                 irr.append(p)
                 k_same += 1
         # counterfactual: a wrong object of the right type
-        pool = [str(y) for y in ex_rng.sample(range(_YEARS[0], _YEARS[1]), 20)] if rel.obj == "year" else list(ents[rel.obj])
+        years = range(_YEARS[0], _YEARS[1])
+        pool = [str(y) for y in ex_rng.sample(years, 20)] if rel.obj == "year" else list(ents[rel.obj])
         wrong = next(w for w in ex_rng.sample(pool, len(pool))
                      if not contains_answer(w, answers) and not contains_answer(o, [w]))
         cf = passage(rel, s, wrong, 0, ex_rng.randrange(3), Label.COUNTERFACTUAL, "counterfactual")

@@ -3,8 +3,9 @@
 ``normalize_answer`` is the SQuAD v1.1 normalisation (lower-case, drop punctuation, drop
 the articles a/an/the, collapse whitespace). ``contains_answer`` is the "exact presence"
 test InstructRAG uses for accuracy: a normalised gold answer is a substring of the
-normalised text (one-character answers, e.g. "S", must be a whole word). The data stage uses it (conservatively, as a plain substring test) to
-label passages and to keep answer-bearing passages out of the irrelevant pool.
+normalised text (one-character answers, e.g. "S", must be a whole word). The data stage
+uses it (conservatively, as a plain substring test) to label passages and to keep
+answer-bearing passages out of the irrelevant pool.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Launched with ``torchrun --nproc-per-node N -m neurorit_lens mine ...`` (or by c
    a counter: the keep counts travel as int64, the score sums as float64);
 3. every rank now holds the statistics of the whole data set and selects the same sets;
 4. the per-example scores are gathered to rank 0 (each shard has also flushed them to
-   ``out_dir/scores/`` for resuming), put back in the single-process order, and rank 0 writes ``neurons.json``, ``scores_{R,I}.safetensors``
-   and ``mining.json`` exactly as a single process would.
+   ``out_dir/scores/`` for resuming), put back in the single-process order, and rank 0
+   writes ``neurons.json``, ``scores_{R,I}.safetensors`` and ``mining.json`` exactly as a single process would.
 
 The selected sets equal the single-process sets (keep counts are integers; tested with 2
 gloo processes on the tiny model); score sums agree to float64 summation order.

@@ -9,8 +9,8 @@ at the model's context minus ``max_new_tokens``), the model answers greedily
 (:func:`neurorit_lens.evaluation.generation.generate_greedy`) and every answer is scored with
 accuracy (gold answer contained in the output, InstructRAG's exact presence), EM and F1
 (:mod:`neurorit_lens.evaluation.metrics`). Each setting reports the means and a percentile-bootstrap
-95% interval of the accuracy (:mod:`neurorit_lens.evaluation.statistics`); :meth:`EvalResult.paired_difference` gives the gap
-between two settings (e.g. ``gold`` vs ``gold+4``) with a paired bootstrap interval over
+95% interval of the accuracy (:mod:`neurorit_lens.evaluation.statistics`);
+:meth:`EvalResult.paired_difference` gives the gap between two settings (e.g. ``gold`` vs ``gold+4``) with a paired bootstrap interval over
 the questions both settings share.
 
 Hooks on the model (ablations, functional deactivation) stay active during evaluation.
@@ -249,7 +249,8 @@ class EvalResult:
 
     def table(self) -> str:
         """A fixed-width table: one row per setting."""
-        head = f"{'setting':<16}{'n':>6}  {'accuracy':>8}  {'95% CI':<16}{'EM':>7}{'F1':>7}{'skipped':>9}{'truncated':>11}"
+        head = (f"{'setting':<16}{'n':>6}  {'accuracy':>8}  {'95% CI':<16}{'EM':>7}{'F1':>7}"
+                f"{'skipped':>9}{'truncated':>11}")
         lines = [f"model: {self.model}   data: {self.data}", head, "-" * len(head)]
 
         def fmt(x: float) -> str:

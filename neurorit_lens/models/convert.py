@@ -146,7 +146,8 @@ def gemma_config_dict(hf_config: Any, arch: str = "Gemma3ForCausalLM") -> dict[s
     layer_types = list(getattr(hf_config, "layer_types", None) or [])
     if not layer_types:
         pattern = int(getattr(hf_config, "sliding_window_pattern", None)
-                      or getattr(hf_config, "_sliding_window_pattern", None) or (2 if arch == "Gemma2ForCausalLM" else 6))
+                      or getattr(hf_config, "_sliding_window_pattern", None)
+                      or (2 if arch == "Gemma2ForCausalLM" else 6))
         layer_types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
     cfg.update({
         "use_normalization_before_and_after": True,

@@ -107,7 +107,7 @@ def _supported_message(name: str, why: str = "") -> str:
 
 
 def load_model(
-    name_or_path: str = DEFAULT_MODEL,
+    name_or_path: str | Path = DEFAULT_MODEL,
     device: str = "cpu",
     dtype: torch.dtype | str = torch.float32,
     cache_dir: str | None = None,
@@ -147,16 +147,7 @@ def load_model(
         return spec.loader(cache_dir=cache_dir, **kw)
     path = Path(name).expanduser()
     if path.is_dir():
-        if (path / "neurorit_model.json").is_file():
-            from neurorit_lens.models.saved import load_saved_model  # written by the training stage
-
-            return load_saved_model(str(path), device=device, dtype=dt)
-        if (path / "config.json").is_file():
-            from neurorit_lens.models.hf_local import load_hf_dir
-
-            return load_hf_dir(path, **kw)
-        raise ValueError(_supported_message(name, f": directory {str(path)!r} holds neither config.json nor "
-                                                  "neurorit_model.json"))
+        return _load_dir(name, path, kw)
     if path.is_file() and path.suffix.lower() == ".gguf":
         from neurorit_lens.models.gguf import load_gguf_model
 
@@ -170,6 +161,20 @@ def load_model(
         return load_tl_official(official, **kw)
     why = f": no such file or directory {str(path)!r}" if ("/" in name or name.startswith(".")) else ""
     raise ValueError(_supported_message(name, why))
+
+
+def _load_dir(name: str, path: Path, kw: dict[str, Any]) -> HookedTransformer:
+    """A trainer-saved folder (``neurorit_model.json``) or a local HF checkpoint (``config.json``)."""
+    if (path / "neurorit_model.json").is_file():
+        from neurorit_lens.models.saved import load_saved_model  # written by the training stage
+
+        return load_saved_model(str(path), device=kw["device"], dtype=kw["dtype"])
+    if (path / "config.json").is_file():
+        from neurorit_lens.models.hf_local import load_hf_dir
+
+        return load_hf_dir(path, **kw)
+    raise ValueError(_supported_message(name, f": directory {str(path)!r} holds neither config.json nor "
+                                              "neurorit_model.json"))
 
 
 def is_instruct(model: HookedTransformer) -> bool:

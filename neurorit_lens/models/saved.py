@@ -78,7 +78,8 @@ def config_to_dict(cfg: HookedTransformerConfig) -> dict[str, Any]:
     return out
 
 
-def config_from_dict(d: Mapping[str, Any], device: str = "cpu", dtype: torch.dtype | None = None) -> HookedTransformerConfig:
+def config_from_dict(d: Mapping[str, Any], device: str = "cpu",
+                     dtype: torch.dtype | None = None) -> HookedTransformerConfig:
     """Inverse of :func:`config_to_dict` (``dtype`` overrides the stored one)."""
     d = {k: v for k, v in d.items() if k not in _DROP_KEYS}
     stored = d.get("dtype", "float32")
@@ -142,7 +143,8 @@ def save_trained_model(
     return dir
 
 
-def load_saved_model(dir: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformer:
+def load_saved_model(dir: str | os.PathLike, device: str = "cpu",
+                     dtype: torch.dtype = torch.float32) -> HookedTransformer:
     """Load a folder written by :func:`save_trained_model` (offline; no hub access).
 
     Raises:

@@ -55,8 +55,17 @@ from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 
 from neurorit_lens.config import AttributionMethod, Positions, RiemannRule
-from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, resid_pre_name
-from neurorit_lens.objective import TARGETS, AnswerBatch, answer_target
+from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
+from neurorit_lens.neurons.gates import (
+    PrefixKV,
+    Readout,
+    cache_resid_pre,
+    gated_pass,
+    prefix_len,
+    tile,
+    trunk,
+)
+from neurorit_lens.objective import TARGETS, AnswerBatch
 from neurorit_lens.tl_backend import Model
 
 METHODS = get_args(AttributionMethod)
@@ -117,78 +126,11 @@ def frozen_parameters(model: Model) -> Iterator[Model]:
             p.requires_grad_(flag)
 
 
-class _Readout:
-    """The answer-predicting positions of a batch, gathered compactly ``[batch, n_answer]``.
-
-    F only reads these positions, so the final norm and the unembedding are applied to them
-    alone instead of to every position.
-    """
-
-    def __init__(self, batch: AnswerBatch):
-        mask = batch.answer_mask
-        n = mask.sum(1)
-        if bool((n == 0).any()):
-            bad = torch.nonzero(n == 0).flatten().tolist()
-            raise ValueError(f"example(s) {bad} have no answer token to attribute to")
-        A = int(n.max())
-        B = mask.shape[0]
-        idx = torch.zeros(B, A, dtype=torch.long, device=mask.device)
-        amask = torch.zeros(B, A, dtype=torch.bool, device=mask.device)
-        tgt = torch.zeros(B, A, dtype=torch.long, device=mask.device)
-        for b in range(B):
-            pos = torch.nonzero(mask[b]).flatten()
-            idx[b, : len(pos)] = pos
-            amask[b, : len(pos)] = True
-            tgt[b, : len(pos)] = batch.target_ids[b, pos]
-        self.index = idx
-        self.unembed_wt: torch.Tensor | None = None  # W_U^T, made contiguous once per call
-        self.batch = AnswerBatch(tokens=tgt, answer_mask=amask, target_ids=tgt, lengths=n,
-                                 prompt_lengths=torch.ones_like(n), n_answer_tokens=n)
-
-    def shift(self, p0: int) -> _Readout:
-        """The same read-out for a sequence whose first ``p0`` positions were cut off."""
-        if p0 == 0:
-            return self
-        out = object.__new__(_Readout)
-        out.index = (self.index - p0).clamp(min=0)
-        out.batch = self.batch
-        out.unembed_wt = self.unembed_wt
-        return out
-
-    def prepare(self, model: Model) -> _Readout:
-        """Transpose the unembedding once (TL's ``Unembed`` copies ``W_U.T`` on every call)."""
-        W_U = getattr(model.unembed, "W_U", None)
-        self.unembed_wt = W_U.detach().T.contiguous() if W_U is not None else None
-        return self
-
-    def repeat(self, times: int) -> _Readout:
-        out = object.__new__(_Readout)
-        out.unembed_wt = self.unembed_wt
-        out.index = self.index.repeat(times, 1)
-        b = self.batch
-        out.batch = AnswerBatch(*(t.repeat(times, *([1] * (t.dim() - 1))) for t in (
-            b.tokens, b.answer_mask, b.target_ids, b.lengths, b.prompt_lengths, b.n_answer_tokens)))
-        return out
-
-    def target(self, model: Model, resid: Float[torch.Tensor, "batch pos d_model"], kind: str) -> Float[torch.Tensor, "batch"]:
-        x = resid.gather(1, self.index[..., None].expand(-1, -1, resid.shape[-1]))
-        if model.cfg.normalization_type is not None:
-            x = model.ln_final(x)
-        if self.unembed_wt is not None:
-            # same F.linear as TL's Unembed.forward, with the transposed weight made once
-            logits = torch.nn.functional.linear(x, self.unembed_wt, model.unembed.b_U)
-        else:
-            logits = model.unembed(x)
-        cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
-        if cap > 0:
-            logits = cap * torch.tanh(logits / cap)
-        return answer_target(logits, self.batch, kind)
-
-
 def _check_inputs(model: Model, batch: AnswerBatch, target: str, site: str, positions: str,
                   layers: Sequence[int] | None) -> list[int]:
     if not isinstance(batch, AnswerBatch):
-        raise ValueError(f"batch must be an AnswerBatch (see targets.tokenize_with_answers), got {type(batch).__name__}")
+        raise ValueError("batch must be an AnswerBatch (see targets.tokenize_with_answers), "
+                         f"got {type(batch).__name__}")
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
     mlp_hook_name(0, site)  # validates site
@@ -206,118 +148,6 @@ def _check_inputs(model: Model, batch: AnswerBatch, target: str, site: str, posi
     if bad:
         raise ValueError(f"layers {bad} out of range for a model with {n_layers} layers")
     return out
-
-
-def _trunk(model: Model, tokens_or_resid: torch.Tensor, start_at_layer: int | None, past: dict | None = None) -> torch.Tensor:
-    """Run the blocks (from ``start_at_layer`` if given) and return the final residual stream."""
-    n = model.cfg.n_layers
-    if start_at_layer is None:
-        return model(tokens_or_resid, stop_at_layer=n, padding_side="right")
-    if start_at_layer >= n:
-        return tokens_or_resid
-    return model(tokens_or_resid, start_at_layer=start_at_layer, stop_at_layer=n, past_kv_cache=past)
-
-
-class _KV:
-    """A key/value cache entry in TL's interface (``past_keys``, ``append``).
-
-    ``record=True``: starts empty and keeps what the layer computes (to capture the keys
-    and values of a forward pass exactly as TL's own cache would store them).
-    ``record=False``: a frozen prefix; ``append`` returns prefix + new without storing.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, record: bool = False):
-        self.past_keys, self.past_values, self.record = keys, values, record
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.record:
-            self.past_keys, self.past_values = k.detach(), v.detach()
-            return k, v
-        return torch.cat([self.past_keys, k], dim=1), torch.cat([self.past_values, v], dim=1)
-
-    def prefix(self, p0: int, times: int) -> _KV:
-        return _KV(_tile(self.past_keys[:, :p0], times), _tile(self.past_values[:, :p0], times))
-
-
-def _prefix_len(model: Model, batch: AnswerBatch, positions: str) -> int:
-    """Positions before the first attributed one are the same for every alpha (causal model):
-    with ``positions="last"`` they are computed once and reused through a key/value prefix."""
-    if positions != "last" or model.cfg.positional_embedding_type not in ("standard", "rotary"):
-        return 0
-    return int(batch.last_prompt_pos.min())
-
-
-def _gate_hook(gate: torch.Tensor, mask3: torch.Tensor):
-    def hook(act: torch.Tensor, *, hook) -> torch.Tensor:
-        return act * torch.where(mask3, gate.to(act.dtype), torch.ones((), dtype=act.dtype, device=act.device))
-
-    return hook
-
-
-def _gated_pass(
-    model: Model,
-    start: torch.Tensor,
-    start_layer: int | None,
-    gate_layers: Sequence[int],
-    row_alphas: Float[torch.Tensor, "rows"],
-    mask: Bool[torch.Tensor, "rows pos"],
-    readout: _Readout,
-    target: str,
-    site: str,
-    past: dict | None = None,
-) -> tuple[Float[torch.Tensor, "rows layer d_mlp"], Float[torch.Tensor, "rows"]]:
-    """One forward + backward with every layer in ``gate_layers`` multiplied by its row's alpha.
-
-    Returns dF/dgate per gated layer (``[rows, len(gate_layers), d_mlp]``) and F per row.
-    """
-    d_mlp = model.cfg.d_mlp
-    dtype = model.cfg.dtype
-    rows = row_alphas.shape[0]
-    gates = [row_alphas.to(start.device, dtype)[:, None, None].expand(rows, 1, d_mlp).clone().requires_grad_(True)
-             for _ in gate_layers]
-    mask3 = mask[..., None]
-    hooks = [(mlp_hook_name(l, site), _gate_hook(g, mask3)) for l, g in zip(gate_layers, gates, strict=True)]
-    with torch.enable_grad(), neuron_hooks(model, hooks):
-        resid = _trunk(model, start, start_layer, past)
-        F = readout.target(model, resid, target)
-        grads = torch.autograd.grad(F.sum(), gates)
-    return torch.stack([g[:, 0, :] for g in grads], dim=1), F.detach()
-
-
-def _cache_resid_pre(model: Model, tokens: torch.Tensor, layers: Sequence[int], offload: bool,
-                     p0: int = 0) -> tuple[dict[int, torch.Tensor], dict[int, _KV] | None]:
-    """``resid_pre`` of each chosen layer (positions ``p0:``) from one forward.
-
-    With ``p0 > 0`` the forward runs every layer and also records each layer's keys and
-    values, whose first ``p0`` positions become the reusable prefix.
-    """
-    cache: dict[int, torch.Tensor] = {}
-
-    def make(layer: int):
-        def hook(x: torch.Tensor, *, hook) -> None:
-            x = x[:, p0:].detach()
-            cache[layer] = x.to("cpu") if offload else x
-
-        return hook
-
-    hooks = [(resid_pre_name(l), make(l)) for l in layers]
-    with torch.no_grad(), neuron_hooks(model, hooks):
-        if p0 == 0:
-            model(tokens, stop_at_layer=max(layers) + 1, padding_side="right")
-            return cache, None
-        n = model.cfg.n_layers
-        resid0 = model(tokens, stop_at_layer=0, padding_side="right")  # embeddings only
-        empty = resid0.new_zeros(resid0.shape[0], 0)
-        rec = {i: _KV(empty, empty, record=True) for i in range(n)}
-        model(resid0, start_at_layer=0, stop_at_layer=n, past_kv_cache=rec)
-    return cache, rec
-
-
-def _tile(x: torch.Tensor, times: int) -> torch.Tensor:
-    return x.repeat(times, *([1] * (x.dim() - 1)))
-
-
-# --- the interface -------------------------------------------------------------------
 
 
 def attribute(
@@ -365,57 +195,94 @@ def attribute(
     chosen = _check_inputs(model, batch, target, site, positions, layers)
     device = model.cfg.device or "cpu"
     batch = batch.to(device)
+    a = _method_alphas(method, steps, rule, alphas)
+    out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
+    scores = torch.zeros(len(batch), model.cfg.n_layers, model.cfg.d_mlp, dtype=out_dtype, device=device)
+    chunks = list(a.split(alpha_chunk))
+    with frozen_parameters(model):
+        if method == "ig":
+            _ig_per_layer(model, batch, positions, target, site, chosen, chunks, offload, show_progress, scores)
+        else:
+            _ig_joint(model, batch, positions, target, site, chosen, chunks, offload,
+                      show_progress, method, scores)
+    scores /= a.numel()
+    return scores.cpu() if offload else scores
+
+
+def _method_alphas(method: str, steps: int, rule: str,
+                   alphas: Sequence[float] | None) -> Float[torch.Tensor, "points"]:
+    """The integration points: one point at alpha 1 for ``grad_x_act``, ``alphas`` when given, else the rule's."""
     if method == "grad_x_act":
-        a = torch.ones(1, dtype=torch.float64)
-    elif alphas is not None:
+        return torch.ones(1, dtype=torch.float64)
+    if alphas is not None:
         a = torch.as_tensor(list(alphas), dtype=torch.float64)
         if a.numel() == 0:
             raise ValueError("alphas is empty")
-    else:
-        a = ig_alphas(steps, rule)
-    B, L, d_mlp = len(batch), model.cfg.n_layers, model.cfg.d_mlp
-    out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
-    scores = torch.zeros(B, L, d_mlp, dtype=out_dtype, device=device)
-    p0 = _prefix_len(model, batch, positions)
-    readout = _Readout(batch).prepare(model).shift(p0)
-    mask = position_mask(batch, positions)[:, p0:]
-    chunks = list(a.split(alpha_chunk))
+        return a
+    return ig_alphas(steps, rule)
 
-    def past_for(c: int) -> dict | None:
-        return None if kv is None else {i: e.prefix(p0, c) for i, e in kv.items()}
 
-    with frozen_parameters(model):
-        if method == "ig":
-            resid, kv = _cache_resid_pre(model, batch.tokens, chosen, offload, p0)
-            bar = tqdm(total=len(chosen) * len(chunks), desc="ig", disable=not show_progress, leave=False)
-            try:
-                for layer in chosen:
-                    r0 = resid.pop(layer).to(device)
-                    for chunk in chunks:
-                        c = len(chunk)
-                        g, _ = _gated_pass(model, _tile(r0, c), layer, [layer], chunk.repeat_interleave(B),
-                                           _tile(mask, c), readout.repeat(c), target, site, past_for(c))
-                        scores[:, layer] += g[:, 0].view(c, B, d_mlp).sum(0).to(out_dtype)
-                        bar.update(1)
-                    del r0
-            finally:
-                bar.close()
-        else:
-            start_layer = chosen[0]
-            cached, kv = _cache_resid_pre(model, batch.tokens, [start_layer], offload, p0)
-            start = cached[start_layer].to(device)
-            bar = tqdm(total=len(chunks), desc=method, disable=not show_progress or len(chunks) == 1, leave=False)
-            try:
-                for chunk in chunks:
-                    c = len(chunk)
-                    g, _ = _gated_pass(model, _tile(start, c), start_layer, chosen, chunk.repeat_interleave(B),
-                                       _tile(mask, c), readout.repeat(c), target, site, past_for(c))
-                    scores[:, chosen] += g.view(c, B, len(chosen), d_mlp).sum(0).to(out_dtype)
-                    bar.update(1)
-            finally:
-                bar.close()
-    scores /= a.numel()
-    return scores.cpu() if offload else scores
+class _GatedPasses:
+    """What every gated pass of one :func:`attribute` call shares: the attributed-position
+    mask, the answer readout and the key/value prefix, all from the first ``p0`` positions on."""
+
+    def __init__(self, model: Model, batch: AnswerBatch, positions: str, target: str, site: str):
+        self.model, self.target, self.site, self.B = model, target, site, len(batch)
+        self.p0 = prefix_len(model, batch, positions)
+        self.readout = Readout(batch).prepare(model).shift(self.p0)
+        self.mask = position_mask(batch, positions)[:, self.p0:]
+        self.kv: dict[int, PrefixKV] | None = None
+
+    def cache(self, tokens: torch.Tensor, layers: Sequence[int], offload: bool) -> dict[int, torch.Tensor]:
+        resid, self.kv = cache_resid_pre(self.model, tokens, layers, offload, self.p0)
+        return resid
+
+    def run(self, start: torch.Tensor, start_layer: int, gate_layers: Sequence[int],
+            chunk: torch.Tensor) -> torch.Tensor:
+        """Gradients for one chunk of alphas: rows are (alpha, example), alpha-major."""
+        c = len(chunk)
+        past = None if self.kv is None else {i: e.prefix(self.p0, c) for i, e in self.kv.items()}
+        g, _ = gated_pass(self.model, tile(start, c), start_layer, gate_layers, chunk.repeat_interleave(self.B),
+                           tile(self.mask, c), self.readout.repeat(c), self.target, self.site, past)
+        return g
+
+
+def _ig_per_layer(model: Model, batch: AnswerBatch, positions: str, target: str, site: str,
+                  chosen: list[int], chunks: list[torch.Tensor], offload: bool, show_progress: bool,
+                  scores: torch.Tensor) -> None:
+    """``ig``: each layer's gate scaled alone, from its own cached ``resid_pre`` (adds into ``scores``)."""
+    passes = _GatedPasses(model, batch, positions, target, site)
+    resid = passes.cache(batch.tokens, chosen, offload)
+    B, d_mlp, device = len(batch), model.cfg.d_mlp, scores.device
+    bar = tqdm(total=len(chosen) * len(chunks), desc="ig", disable=not show_progress, leave=False)
+    try:
+        for layer in chosen:
+            r0 = resid.pop(layer).to(device)
+            for chunk in chunks:
+                g = passes.run(r0, layer, [layer], chunk)
+                scores[:, layer] += g[:, 0].view(len(chunk), B, d_mlp).sum(0).to(scores.dtype)
+                bar.update(1)
+            del r0
+    finally:
+        bar.close()
+
+
+def _ig_joint(model: Model, batch: AnswerBatch, positions: str, target: str, site: str,
+              chosen: list[int], chunks: list[torch.Tensor], offload: bool, show_progress: bool,
+              method: str, scores: torch.Tensor) -> None:
+    """``ig_joint`` / ``grad_x_act``: all chosen layers gated together from the first one (adds into ``scores``)."""
+    passes = _GatedPasses(model, batch, positions, target, site)
+    start_layer = chosen[0]
+    start = passes.cache(batch.tokens, [start_layer], offload)[start_layer].to(scores.device)
+    B, d_mlp = len(batch), model.cfg.d_mlp
+    bar = tqdm(total=len(chunks), desc=method, disable=not show_progress or len(chunks) == 1, leave=False)
+    try:
+        for chunk in chunks:
+            g = passes.run(start, start_layer, chosen, chunk)
+            scores[:, chosen] += g.view(len(chunk), B, len(chosen), d_mlp).sum(0).to(scores.dtype)
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 # --- targets and completeness ----------------------------------------------------------
@@ -446,8 +313,8 @@ def baseline_target(
 
     hooks = [(mlp_hook_name(l, site), zero) for l in layers]
     with torch.no_grad(), neuron_hooks(model, hooks):
-        resid = _trunk(model, batch.tokens, None)
-        return _Readout(batch).target(model, resid, target)
+        resid = trunk(model, batch.tokens, None)
+        return Readout(batch).target(model, resid, target)
 
 
 def completeness_gap(

@@ -193,7 +193,8 @@ class MiningResult:
         for cond in CONDITIONS:
             t, md = _read_tensor(out / f"scores_{cond}.safetensors")
             if t.dim() != 3 or tuple(t.shape[1:]) != shape:
-                raise ValueError(f"{out}/scores_{cond}.safetensors: shape {tuple(t.shape)} does not match model shape {shape}")
+                raise ValueError(f"{out}/scores_{cond}.safetensors: shape {tuple(t.shape)} "
+                                 f"does not match model shape {shape}")
             scores[cond], ids[cond] = t, json.loads(md.get("ids", "[]"))
         info = {}
         if (out / "mining.json").exists():
@@ -202,8 +203,10 @@ class MiningResult:
         if missing:
             raise ValueError(f"{path}: missing set(s) {missing}")
         return cls(scores["R"], scores["I"], ids["R"], ids["I"], {n: sets[n] for n in SET_NAMES},
-                   SelectionStats.from_scores(scores["R"], cfg.threshold) if len(ids["R"]) else SelectionStats(*shape, cfg.threshold),
-                   SelectionStats.from_scores(scores["I"], cfg.threshold) if len(ids["I"]) else SelectionStats(*shape, cfg.threshold),
+                   SelectionStats.from_scores(scores["R"], cfg.threshold) if len(ids["R"])
+                   else SelectionStats(*shape, cfg.threshold),
+                   SelectionStats.from_scores(scores["I"], cfg.threshold) if len(ids["I"])
+                   else SelectionStats(*shape, cfg.threshold),
                    cfg, str(meta.get("model", "")), shape, meta.get("excluded", {}), info)
 
     def reselect(self, **changes: Any) -> MiningResult:

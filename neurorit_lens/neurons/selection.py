@@ -68,7 +68,8 @@ class SelectionStats:
             self.keep_count = torch.zeros(self.n_layers, self.d_mlp, dtype=torch.long)
         if self.score_sum is None:
             self.score_sum = torch.zeros(self.n_layers, self.d_mlp, dtype=torch.float64)
-        if tuple(self.keep_count.shape) != (self.n_layers, self.d_mlp) or tuple(self.score_sum.shape) != (self.n_layers, self.d_mlp):
+        shape = (self.n_layers, self.d_mlp)
+        if tuple(self.keep_count.shape) != shape or tuple(self.score_sum.shape) != shape:
             raise ValueError(f"stats tensors must have shape ({self.n_layers}, {self.d_mlp})")
 
     @classmethod
@@ -97,7 +98,8 @@ class SelectionStats:
     def merge(self, other: SelectionStats) -> SelectionStats:
         """Combined statistics of two disjoint sets of examples (a new object)."""
         if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp):
-            raise ValueError(f"cannot merge stats of shape {(self.n_layers, self.d_mlp)} and {(other.n_layers, other.d_mlp)}")
+            raise ValueError(f"cannot merge stats of shape {(self.n_layers, self.d_mlp)} "
+                             f"and {(other.n_layers, other.d_mlp)}")
         if self.threshold != other.threshold:
             raise ValueError(f"cannot merge stats computed with thresholds {self.threshold} and {other.threshold}")
         return SelectionStats(self.n_layers, self.d_mlp, self.threshold, self.n_examples + other.n_examples,

@@ -142,7 +142,8 @@ def check_masks(model: Model, masks: Mapping[str, torch.Tensor | None]) -> None:
             if mask.dtype != torch.bool:
                 raise ValueError(f"mask for {name} must be bool, got {mask.dtype}")
             if mask.shape != params[name].shape:
-                raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, parameter has {tuple(params[name].shape)}")
+                raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, "
+                                 f"parameter has {tuple(params[name].shape)}")
 
 
 def count_trainable(model: Model, masks: Mapping[str, torch.Tensor | None]) -> int:

@@ -176,7 +176,8 @@ def select_target_layers(
     base = base_masks or {}
     best_k, best_gap = 1, float("inf")
     for k in range(1, len(ranking) + 1):
-        frac = count_trainable(model, merge_masks(base, layer_param_masks(model, ranking[:k], cfg.train_attention))) / total
+        frac = count_trainable(model,
+                               merge_masks(base, layer_param_masks(model, ranking[:k], cfg.train_attention))) / total
         gap = abs(frac - cfg.target_fraction)
         if gap < best_gap - 1e-12:
             best_k, best_gap = k, gap
@@ -247,7 +248,8 @@ def plan_method(
         return MethodPlan(method, st, empty, empty, layers, count_trainable(model, s2_masks), total)
     n1, n2 = _split_steps(cfg)
     st = [StagePlan("stage1", i_excl, s1_masks, n1), StagePlan("stage2", i_excl, s2_masks, n2)]
-    return MethodPlan(method, st, i_excl, r_excl, layers, count_trainable(model, merge_masks(s1_masks, s2_masks)), total)
+    return MethodPlan(method, st, i_excl, r_excl, layers, count_trainable(model, merge_masks(s1_masks, s2_masks)),
+                      total)
 
 
 @torch.no_grad()

@@ -121,7 +121,8 @@ def _as_items(items: Sequence[TrainItem | tuple[str, str]], what: str) -> list[T
         elif isinstance(it, (tuple, list)) and len(it) == 2:
             out.append(TrainItem(str(it[0]), str(it[1]), id=str(i)))
         else:
-            raise ValueError(f"{what} item {i}: expected a TrainItem or a (prompt, answer) pair, got {type(it).__name__}")
+            raise ValueError(f"{what} item {i}: expected a TrainItem or a (prompt, answer) pair, "
+                             f"got {type(it).__name__}")
     return out
 
 
@@ -338,7 +339,8 @@ class Trainer:
         if self.cfg.max_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
         else:
-            grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+            norms = [torch.linalg.vector_norm(g) for g in grads]
+            grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if grads else 0.0
         lr_now = float(sched.get_last_lr()[0])
         self._decay(lr_now)
         opt.step()

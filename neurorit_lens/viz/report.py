@@ -284,7 +284,8 @@ def _section_summary(c: RunContents) -> list[Block]:
         m = cfg.get("mining") or {}
         if m:
             rows.append(["mining", f"{m.get('method')} (steps {m.get('steps')}, positions {m.get('positions')}, "
-                                   f"target {m.get('target')}); selection {m.get('selection')} (t={m.get('threshold')}, "
+                                   f"target {m.get('target')}); selection {m.get('selection')} "
+                                   f"(t={m.get('threshold')}, "
                                    f"p={m.get('frequency')}); R = {m.get('relevant_setting')}, "
                                    f"I = {m.get('irrelevant_setting')}"])
         a = cfg.get("ablation") or {}
@@ -423,7 +424,8 @@ def _section_training(c: RunContents) -> list[Block]:
     for m, t in _ordered(c, c.train).items():
         dev = t.get("final_dev") or {}
         rows.append([m, _num(t.get("lr"), ".2g"), str(t.get("steps", "")),
-                     f"{int(t['trainable_params']):,}" if isinstance(t.get("trainable_params"), (int, float)) else "n/a",
+                     f"{int(t['trainable_params']):,}"
+                     if isinstance(t.get("trainable_params"), (int, float)) else "n/a",
                      f"{_pct(t.get('trainable_fraction'), 2)}%", str(t.get("target_layers", "")),
                      str(t.get("n_deactivated", "")), str(t.get("n_trained_neurons", "")),
                      f"{_num(t.get('wall_s'), '.0f')} s", ", ".join(f"{k} {_num(v)}" for k, v in dev.items()) or "-"])

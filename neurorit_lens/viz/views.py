@@ -379,7 +379,8 @@ def token_attribution(
         F = answer_target(logits, batch.to(logits.device), target)
         layers = sorted(by_layer)
         grads = torch.autograd.grad(F.sum(), [deltas[layer] for layer in layers], allow_unused=True)
-    grad_of = {layer: (g if g is not None else torch.zeros_like(acts[layer])) for layer, g in zip(layers, grads, strict=True)}
+    grad_of = {layer: (g if g is not None else torch.zeros_like(acts[layer]))
+               for layer, g in zip(layers, grads, strict=True)}
     cols = [(acts[n.layer][..., n.index] * grad_of[n.layer][..., n.index]).float() for n in ns]
     out = torch.stack(cols, dim=-1).cpu()
     pos = torch.arange(out.shape[1])

@@ -191,10 +191,12 @@ def mining_run(out_dir: Path | None = None) -> dict[str, Any]:
     return {"sets": {k: v.to_dict() for k, v in res.sets.items()}, "ids_R": res.ids_R, "ids_I": res.ids_I,
             "scores_R": res.scores_R, "scores_I": res.scores_I, "keep_R": res.stats_R.keep_count,
             "keep_I": res.stats_I.keep_count, "sum_R": res.stats_R.score_sum, "n_R": res.stats_R.n_examples,
-            "info": res.info, "files": sorted(x.name for x in out_dir.iterdir()) if out_dir and out_dir.exists() else []}
+            "info": res.info,
+            "files": sorted(x.name for x in out_dir.iterdir()) if out_dir and out_dir.exists() else []}
 
 
-TASKS = {"mine": mining_run, "fsdp": fsdp_training, "stats": task_stats, "manual_training": manual_training, "trainer": trainer_run}
+TASKS = {"mine": mining_run, "fsdp": fsdp_training, "stats": task_stats, "manual_training": manual_training,
+         "trainer": trainer_run}
 
 
 # --- process entry -------------------------------------------------------------------------

@@ -210,7 +210,8 @@ def test_torchrun_mine_and_train_cli_equal_single_process(tmp_path):
                   "--warmup-steps", "0", "--lr", "1e-3", "--max-prompt-tokens", "256", "--no-progress"]
     _cli(tmp_path, None, [*train_args, "--out", str(tmp_path / "t1")])
     _cli(tmp_path, 2, [*train_args, "--out", str(tmp_path / "t2")])
-    la, lb = ([json.loads(x) for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in ("t1", "t2"))
+    la, lb = ([json.loads(x) for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines()]
+              for d in ("t1", "t2"))
     assert [x["loss"] for x in lb] == pytest.approx([x["loss"] for x in la], abs=1e-5)
     assert [x["n_tokens"] for x in lb] == [x["n_tokens"] for x in la]
     assert (tmp_path / "t2" / "model").is_dir() and (tmp_path / "t2" / "train.json").is_file()

@@ -50,7 +50,8 @@ def test_mine_sigkilled_mid_run_resumes_to_identical_neurons(tmp_path):
 def test_same_seed_same_run(tmp_path):
     """Two runs of the pipeline with the same seed: identical neuron sets and metrics."""
     def run(out: Path) -> None:
-        assert main(["run", "--model", "tiny", "--out", str(out), "--methods", "neurorit", "--stages", "eval,mine,train",
+        assert main(["run", "--model", "tiny", "--out", str(out), "--methods", "neurorit", "--stages",
+                     "eval,mine,train",
                      "--eval-limit", "4", "--mine-limit", "6", "--train-limit", "10", "--data.data", "embedded:50",
                      "--data.n-passages", "3", "--data.max-prompt-tokens", "160", "--eval.settings", "gold,irrelevant",
                      "--eval.max-new-tokens", "4", "--eval.n-bootstrap", "50", "--mining.threshold", "0.05",
@@ -66,8 +67,8 @@ def test_same_seed_same_run(tmp_path):
             a = {k: {m: v[m] for m in ("n", "accuracy", "em", "f1", "accuracy_ci")} for k, v in a["settings"].items()}
             b = {k: {m: v[m] for m in ("n", "accuracy", "em", "f1", "accuracy_ci")} for k, v in b["settings"].items()}
         assert a == b, rel
-    losses = [[json.loads(line)["loss"] for line in (tmp_path / x / "train/neurorit/train_log.jsonl").read_text().splitlines()]
-              for x in "ab"]
+    logs = [(tmp_path / x / "train/neurorit/train_log.jsonl").read_text().splitlines() for x in "ab"]
+    losses = [[json.loads(line)["loss"] for line in log] for log in logs]
     assert losses[0] == losses[1]
     for x in "ab":
         env = json.loads((tmp_path / x / "environment.json").read_text())

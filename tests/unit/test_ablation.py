@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from transformer_lens.hook_points import HookPoint
 
 from neurorit_lens.ablation.controls import ablation_hooks, neuron_means, random_controls
 from neurorit_lens.ablation.measure import ContextPrompts, measure_ablation
@@ -18,7 +19,7 @@ from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, set_neurons_hook, z
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import answer_logprobs, prepare_answers, tokenize_with_answers
-from tests.helpers import cached_tiny_model
+from tests.helpers import cached_tiny_model, unchecked
 
 PROMPTS = [
     "Question: What is the capital of Zarnia? Answer:",
@@ -90,7 +91,7 @@ def test_scale_ablation_equals_scaled_W_out_rows():
 def test_set_neurons_hook_keeps_index_value_pairs():
     """Unsorted indices keep their own values (the hook sorts pairs, not just indices)."""
     act = torch.zeros(1, 2, 8)
-    out = set_neurons_hook([5, 1, 3], torch.tensor([50.0, 10.0, 30.0]))(act, hook=None)
+    out = set_neurons_hook([5, 1, 3], torch.tensor([50.0, 10.0, 30.0]))(act, hook=HookPoint())
     assert out[0, 0, 5] == 50 and out[0, 0, 1] == 10 and out[0, 1, 3] == 30
     assert act.abs().sum() == 0  # the input is not modified in place
     with pytest.raises(ValueError, match="values for"):
@@ -107,7 +108,7 @@ def test_ablation_hooks_validate():
     with pytest.raises(ValueError, match="shape|out of range"):
         ablation_hooks(SET, "mean", means=torch.zeros(2, 16))
     with pytest.raises(ValueError, match="NeuronSet"):
-        ablation_hooks({0: [1]}, "zero")
+        unchecked(ablation_hooks)({0: [1]}, "zero")
     with pytest.raises(ValueError, match="site"):
         ablation_hooks(SET, "zero", site="resid")
     names = [n for n, _ in ablation_hooks(SET, "zero", site="pre")]
@@ -236,7 +237,8 @@ def test_logprob_effects_match_naive_loop_and_random_controls_are_disjoint():
         assert r.counts_per_layer() == SET.counts_per_layer() and not (r & SET)
         if k == 0:
             first = r
-    r_eff = np.array([_naive_logprob(model, p, a, zero_ablation(first)) for p, a in zip(PROMPTS, ANSWERS, strict=True)]) - base
+    r_eff = np.array([_naive_logprob(model, p, a, zero_ablation(first))
+                      for p, a in zip(PROMPTS, ANSWERS, strict=True)]) - base
     np.testing.assert_allclose(pe["random"][0], r_eff, atol=1e-4)
     rnd_mean = np.array(pe["random"]).mean(0)
     assert abs(row.random.mean - rnd_mean.mean()) < 1e-6
@@ -336,13 +338,6 @@ def test_measure_ablation_rejects_bad_input():
 
 
 # --------------------------------------------------------------------------- CLI
-def _cli_model_available() -> bool:
-    import neurorit_lens.models as models
-
-    return hasattr(models, "load_model")
-
-
-@pytest.mark.skipif(not _cli_model_available(), reason="neurorit_lens.models.load_model has not landed")
 def test_cli_ablate_end_to_end_on_tiny_model(tmp_path, capsys):
     from neurorit_lens.cli.main import main
     from neurorit_lens.neurons.sets import exclusive_sets, save_neuron_sets

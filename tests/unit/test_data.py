@@ -34,9 +34,7 @@ from neurorit_lens.data import (
 from neurorit_lens.data.prompts import count_tokens
 from neurorit_lens.data.text import tokenize_words
 from neurorit_lens.models.tiny import tiny_tokenizer
-from tests.helpers import cached_tiny_model, make_examples
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.helpers import SHARED_DATA, cached_tiny_model, make_examples, unchecked
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -188,7 +186,7 @@ def test_parse_setting():
     assert parse_setting("closed").kind == "closed"
     for bad in ("gold+", "noise=1.5", "noise", "golden", "gold+-1", 3):
         with pytest.raises(ValueError, match="valid"if bad != "noise=1.5" else "noise ratio"):
-            parse_setting(bad)
+            unchecked(parse_setting)(bad)
 
 
 @pytest.mark.parametrize("setting,n_rel,n_irr", [
@@ -281,7 +279,8 @@ def tok():
 
 def test_plain_prompt_format(tok):
     ex = QAExample("q", "What is the capital of Zarnia?", ["Velmor"],
-                   [Passage("The capital of Zarnia is Velmor.", "Zarnia", Label.RELEVANT), Passage("Trains.", "", Label.IRRELEVANT)])
+                   [Passage("The capital of Zarnia is Velmor.", "Zarnia", Label.RELEVANT),
+                    Passage("Trains.", "", Label.IRRELEVANT)])
     inst = build_instances([ex], "gold+1", gold_position="first").instances[0]
     r = render_prompts([inst], tok, "plain")
     assert r.template == "plain" and r.n_truncated == 0
@@ -289,7 +288,8 @@ def test_plain_prompt_format(tok):
                             "Document [1] (Title: Zarnia) The capital of Zarnia is Velmor.\nDocument [2] Trains.\n\n"
                             "Question: What is the capital of Zarnia?\nAnswer:")
     closed = render_prompts(build_instances([ex], "closed").instances, tok, "plain").prompts[0]
-    assert closed == "Answer the question. Reply with a short phrase only.\n\nQuestion: What is the capital of Zarnia?\nAnswer:"
+    assert closed == ("Answer the question. Reply with a short phrase only.\n\n"
+                      "Question: What is the capital of Zarnia?\nAnswer:")
     assert answer_continuation("Velmor", "plain") == " Velmor" and answer_continuation("Velmor", "chat") == "Velmor"
     with pytest.raises(ValueError, match="resolve"):
         answer_continuation("x", "auto")
@@ -355,9 +355,11 @@ def test_truncation_cuts_passages_from_the_end(tok, template):
 
 RGB_ROWS = [
     {"id": 0, "query": "Where was Super Bowl 2021?", "answer": "Tampa, Florida", "fakeanswer": "Glendale",
-     "positive": ["It was in Tampa, Florida.", "Tampa, Florida hosted."], "negative": ["Tickets for Las Vegas.", "Tampa, Florida again."],
+     "positive": ["It was in Tampa, Florida.", "Tampa, Florida hosted."], "negative": ["Tickets for Las Vegas.",
+                                                                                       "Tampa, Florida again."],
      "positive_wrong": ["It was in Glendale."]},
-    {"id": 1, "query": "When?", "answer": [["July 21 2017", "Jul 21, 2017"]], "positive": ["On July 21 2017."], "negative": []},
+    {"id": 1, "query": "When?", "answer": [["July 21 2017", "Jul 21, 2017"]], "positive": ["On July 21 2017."],
+     "negative": []},
     {"id": 2, "query": "Multi?", "answer": [["a1"], ["b1"]], "positive": ["a1 b1"], "negative": []},
     {"id": 1, "query": "No passages", "answer": "x", "positive": [], "negative": [], "positive_wrong": []},
     {"id": 1, "query": "Dup id", "answer": ["y", "why"], "positive": ["y is it"], "negative": ["", "zzz"]},
@@ -388,7 +390,8 @@ def test_noiserbench_loader(tmp_path):
              "counterfactual answer": "John Adams", "counterfactual noise": "John Adams was president.",
              "counterfactual noise2": "Thomas Jefferson was.",
              "supportive noise": [{"id": 1, "title": "Citibank", "text": "City Bank of New York, 1812."}],
-             "semantic noise": [{"id": 1, "title": "Aircraft", "text": "The X-43A flew."}, {"id": 2, "title": "M", "text": "James Madison ate."}],
+             "semantic noise": [{"id": 1, "title": "Aircraft", "text": "The X-43A flew."},
+                                {"id": 2, "title": "M", "text": "James Madison ate."}],
              "illegal sentence noise": [{"id": 1, "text": "disambiguation apache dru"}],
              "orthographic noise": {"0.01": "Citibank was founded in 1812"}, "datatype noise": ["x"]}]
     p = tmp_path / "nb.json"
@@ -508,9 +511,10 @@ REAL = [("rgb/en_fact.json", "rgb", 100), ("noiserbench/bamboogle.json", "noiser
         ("lost_in_the_middle/nq-open-oracle.jsonl.gz", "dpr", 2655)]
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("rel,fmt,n", REAL)
 def test_real_files(rel, fmt, n):
-    path = SHARED / rel
+    path = SHARED_DATA / rel
     if not path.exists():
         pytest.skip(f"{path} not available")
     res = load_examples(path, distractors="random", n_distractors=10)

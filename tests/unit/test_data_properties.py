@@ -41,7 +41,8 @@ junk = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_n
 huge = st.integers(2_000, 30_000).map(lambda n: ("lorem ipsum dolor " * (n // 18 + 1))[:n])
 txt = st.one_of(st.just(""), st.just("   "), st.text(max_size=25),
                 st.sampled_from(["Velmor", "the answer is Velmor", "Tampa, Florida", "1812", "S"]), huge)
-answers = st.one_of(txt, st.lists(txt, max_size=3), st.lists(st.lists(txt, max_size=3), max_size=2), st.integers(0, 3000))
+answers = st.one_of(txt, st.lists(txt, max_size=3), st.lists(st.lists(txt, max_size=3), max_size=2),
+                    st.integers(0, 3000))
 passage_items = st.lists(st.one_of(txt, st.fixed_dictionaries({"title": txt, "text": txt}), junk), max_size=4)
 good_ids = st.one_of(st.integers(0, 2), st.sampled_from(["a", "b"]))  # small pools -> duplicates
 ids = st.one_of(good_ids, st.just(""), junk)
@@ -52,7 +53,8 @@ def maybe(s):
     return st.one_of(s, s, s, junk)
 
 
-valid_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40).filter(str.strip)
+valid_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,
+                     max_size=40).filter(str.strip)
 valid_answer = st.sampled_from(["Velmor", "Quelmet 1812", "Tampa, Florida", "S", "Ilsa Varnoth"])
 
 rgb_random = st.fixed_dictionaries({}, optional={
@@ -79,20 +81,25 @@ nb_valid = st.fixed_dictionaries({
 ctx = st.fixed_dictionaries({"title": maybe(txt), "text": maybe(txt)}, optional={
     "has_answer": maybe(st.booleans()), "hasanswer": maybe(st.booleans()), "isgold": maybe(st.booleans())})
 dpr_random = st.fixed_dictionaries({}, optional={
-    "id": ids, "question": maybe(txt), "answers": maybe(answers), "ctxs": maybe(st.lists(st.one_of(ctx, junk), max_size=4))})
+    "id": ids, "question": maybe(txt), "answers": maybe(answers), "ctxs": maybe(st.lists(st.one_of(ctx, junk),
+                                                                                         max_size=4))})
 dpr_valid = st.fixed_dictionaries({
     "question": valid_text, "answers": st.lists(valid_answer, min_size=1, max_size=2),
     "ctxs": st.lists(st.fixed_dictionaries({"title": valid_text, "text": valid_text,
-                                            "hasanswer": st.booleans(), "isgold": st.booleans()}), min_size=1, max_size=3)})
+                                            "hasanswer": st.booleans(), "isgold": st.booleans()}),
+                     min_size=1, max_size=3)})
 
 jl_passage = st.one_of(txt, junk, st.fixed_dictionaries({"text": maybe(txt)}, optional={
-    "title": maybe(txt), "label": st.one_of(st.sampled_from(["relevant", "irrelevant", "counterfactual", "unlabelled",
-                                                             "gold", "bogus"]), junk), "has_answer": maybe(st.booleans())}))
+    "title": maybe(txt),
+    "label": st.one_of(st.sampled_from(["relevant", "irrelevant", "counterfactual", "unlabelled", "gold", "bogus"]),
+                       junk),
+    "has_answer": maybe(st.booleans())}))
 jl_random = st.fixed_dictionaries({}, optional={
     "id": ids, "question": maybe(txt), "answers": maybe(answers), "passages": maybe(st.lists(jl_passage, max_size=4))})
 jl_valid = st.fixed_dictionaries({
     "id": ids, "question": valid_text, "answers": st.lists(valid_answer, min_size=1, max_size=2),
-    "passages": st.lists(st.fixed_dictionaries({"text": valid_text, "label": st.sampled_from(["relevant", "irrelevant"])}),
+    "passages": st.lists(st.fixed_dictionaries({"text": valid_text,
+                                                "label": st.sampled_from(["relevant", "irrelevant"])}),
                          min_size=1, max_size=3)})
 
 STRATEGIES = {"rgb": (rgb_random, rgb_valid), "noiserbench": (nb_random, nb_valid), "dpr": (dpr_random, dpr_valid),
@@ -218,8 +225,10 @@ def test_hf_loader_random_rows(tmpdir_module, data):
     import datasets
 
     row = st.fixed_dictionaries({
-        "question": st.one_of(st.just(""), valid_text), "answers": st.lists(st.one_of(st.just(""), valid_answer), max_size=2),
-        "ctxs": st.lists(st.fixed_dictionaries({"title": st.text(max_size=10), "text": st.one_of(st.just(""), valid_text),
+        "question": st.one_of(st.just(""), valid_text), "answers": st.lists(st.one_of(st.just(""), valid_answer),
+                                                                            max_size=2),
+        "ctxs": st.lists(st.fixed_dictionaries({"title": st.text(max_size=10),
+                                                "text": st.one_of(st.just(""), valid_text),
                                                 "has_answer": st.booleans()}), min_size=1, max_size=3)})
     rows = data.draw(st.lists(row, min_size=1, max_size=5))
     d = tmpdir_module / f"hf_{data.draw(st.integers(0, 10**9))}"

@@ -52,7 +52,8 @@ def test_evaluate_matches_direct_pipeline(tiny_result):
         assert s.n == 5
         acc = [accuracy(p, i.answers) for p, i in zip(preds, built.instances, strict=True)]
         assert s.accuracy == pytest.approx(np.mean(acc))
-        assert s.em == pytest.approx(np.mean([exact_match(p, i.answers) for p, i in zip(preds, built.instances, strict=True)]))
+        assert s.em == pytest.approx(np.mean([exact_match(p, i.answers)
+                                              for p, i in zip(preds, built.instances, strict=True)]))
         assert s.f1 == pytest.approx(np.mean([f1(p, i.answers) for p, i in zip(preds, built.instances, strict=True)]))
         assert s.accuracy_ci == bootstrap_ci(acc, n=200, seed=cfg.seed)
         assert s.n_truncated == rendered.n_truncated
@@ -74,7 +75,8 @@ def test_scores_and_gap_with_known_predictions(monkeypatch):
     res = evaluate(cached_tiny_model(), exs, EvalConfig(settings=("closed", "gold"), n_bootstrap=100),
                    show_progress=False)
     assert res.settings["gold"].accuracy == 1.0 and res.settings["gold"].em == 0.5
-    assert res.settings["gold"].f1 == pytest.approx((3 * 2 * (1 / 3) / (1 + 1 / 3) + 3) / 6)  # "it is velmorX" vs "velmorX": P=1/3, R=1
+    # "it is velmorX" vs "velmorX": P=1/3, R=1
+    assert res.settings["gold"].f1 == pytest.approx((3 * 2 * (1 / 3) / (1 + 1 / 3) + 3) / 6)
     assert res.settings["closed"].accuracy == 0.0
     diff, (lo, hi), n = res.paired_difference("gold", "closed")
     assert (diff, lo, hi, n) == (1.0, 1.0, 1.0, 6)
@@ -144,7 +146,8 @@ def test_answer_logprobs_matches_naive_loop():
     # the one prompt path: rendered prompts and the data module's answer continuations
     ps = build_prompts(make_examples(2), "gold", model.tokenizer)
     got = answer_logprobs(model, ps.prompts, ps.continuations)
-    want = [naive_answer_logprob(model, p, i.answers[0]) for p, i in zip(ps.prompts, ps.instances, strict=True)]  # chat: no space
+    # chat: no space
+    want = [naive_answer_logprob(model, p, i.answers[0]) for p, i in zip(ps.prompts, ps.instances, strict=True)]
     torch.testing.assert_close(got, torch.tensor(want), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="continuations are required"):
         answer_logprobs(model, prompts)
@@ -168,4 +171,5 @@ def test_eval_cli_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "gold+1" in printed and "accuracy" in printed
     assert main(["eval", "--model", "tiny", "--settings", "bogus", "--limit", "2", "--out", str(tmp_path / "b")]) == 2
-    assert main(["eval", "--model", "tiny", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "c")]) == 2
+    assert main(["eval", "--model", "tiny", "--data", str(tmp_path / "missing.jsonl"), "--out",
+                 str(tmp_path / "c")]) == 2

@@ -15,7 +15,7 @@ from neurorit_lens.evaluation.generation import (
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
-from tests.helpers import cached_tiny_model
+from tests.helpers import cached_tiny_model, unchecked
 
 PROMPTS = [
     "The capital of Zarnia is",
@@ -104,7 +104,7 @@ def test_left_pad_and_bad_input():
     model = cached_tiny_model()
     assert generate_greedy(model, [], show_progress=False) == []
     with pytest.raises(ValueError, match="list of strings"):
-        generate_greedy(model, "a prompt", show_progress=False)
+        unchecked(generate_greedy_ids)(model, "a prompt", show_progress=False)  # where it is checked
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate_greedy(model, ["a"], max_new_tokens=0, show_progress=False)
     with pytest.raises(ValueError, match="batch_size"):
@@ -112,7 +112,7 @@ def test_left_pad_and_bad_input():
     with pytest.raises(ValueError, match="context"):
         generate_greedy(model, ["word " * 600], show_progress=False)
     with pytest.raises(ValueError, match="prompt 1"):
-        generate_greedy(model, ["a", 3], show_progress=False)
+        unchecked(generate_greedy_ids)(model, ["a", 3], show_progress=False)
 
 
 @pytest.mark.parametrize("gated", [False, True])

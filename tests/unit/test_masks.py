@@ -37,7 +37,9 @@ def test_neuron_masks_select_exactly_the_neurons_entries(gated):
         layer = int(name.split(".")[1])
         want = {n.index for n in ns if n.layer == layer}
         suffix = name.split(".")[-1]
-        for idx in torch.cartesian_prod(*[torch.arange(s) for s in mask.shape]) if mask.dim() > 1 else torch.arange(mask.shape[0]).unsqueeze(1):
+        all_idx = (torch.cartesian_prod(*[torch.arange(s) for s in mask.shape]) if mask.dim() > 1
+                   else torch.arange(mask.shape[0]).unsqueeze(1))
+        for idx in all_idx:
             idx = tuple(idx.tolist())
             neuron = idx[0] if suffix in ("W_out", "b_in") else idx[1]
             assert bool(mask[idx]) == (neuron in want), (name, idx)
@@ -53,11 +55,13 @@ def test_layer_masks_merge_and_counts():
     assert all(n.startswith("blocks.1.mlp.") for n in lm)
     assert count_trainable(m, lm) == sum(p.numel() for n, p in params.items() if n.startswith("blocks.1.mlp."))
     la = layer_param_masks(m, [1], attention=True)
-    assert count_trainable(m, la) == sum(p.numel() for n, p in params.items() if n.startswith(("blocks.1.mlp.", "blocks.1.attn.")))
+    assert count_trainable(m, la) == sum(p.numel() for n, p in params.items()
+                                         if n.startswith(("blocks.1.mlp.", "blocks.1.attn.")))
     nm = neuron_param_masks(m, NeuronSet({1: [2], 0: [5]}))
     merged = merge_masks(nm, lm)
     assert merged["blocks.1.mlp.W_in"] is None and merged["blocks.0.mlp.W_in"].sum() == m.cfg.d_model
-    assert count_trainable(m, merged) == count_trainable(m, lm) + count_trainable(m, neuron_param_masks(m, NeuronSet({0: [5]})))
+    n5 = count_trainable(m, neuron_param_masks(m, NeuronSet({0: [5]})))
+    assert count_trainable(m, merged) == count_trainable(m, lm) + n5
     assert count_trainable(m, full_param_masks(m)) == total_params(m) == sum(p.numel() for p in m.parameters())
     with pytest.raises(ValueError, match="out of range"):
         layer_param_masks(m, [5])

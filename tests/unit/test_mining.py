@@ -120,7 +120,8 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(tmp_path, monkeypatch
     again.calls = 0
     mine(model, exs, dataclasses.replace(cfg, steps=3), DATA, out_dir=tmp_path / "run", show_progress=False)
     assert again.calls == 0
-    mine(model, exs, dataclasses.replace(cfg, steps=3), DATA, out_dir=tmp_path / "run", resume=False, show_progress=False)
+    mine(model, exs, dataclasses.replace(cfg, steps=3), DATA, out_dir=tmp_path / "run", resume=False,
+         show_progress=False)
     assert again.calls == 8
 
 

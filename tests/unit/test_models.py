@@ -237,9 +237,13 @@ def test_saved_dir_dispatches_to_trainer_loader(tmp_path, monkeypatch):
 
     (tmp_path / "neurorit_model.json").write_text("{}")
     fake = types.ModuleType("neurorit_lens.models.saved")
-    fake.load_saved_model = lambda path, device="cpu", dtype=torch.float32: ("saved", path, device, dtype)
+    from neurorit_lens.models.tiny import tiny_model
+
+    calls, model = [], tiny_model()
+    fake.load_saved_model = lambda path, device="cpu", dtype=torch.float32: calls.append((path, device, dtype)) or model
     monkeypatch.setitem(sys.modules, "neurorit_lens.models.saved", fake)
-    assert load_model(str(tmp_path), dtype="bf16") == ("saved", str(tmp_path), "cpu", torch.bfloat16)
+    assert load_model(str(tmp_path), dtype="bf16") is model
+    assert calls == [(str(tmp_path), "cpu", torch.bfloat16)]
 
 
 def test_tiny_and_is_instruct():

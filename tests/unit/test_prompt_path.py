@@ -52,7 +52,8 @@ def test_every_stage_builds_the_same_prompt(setting, monkeypatch):
     assert {it.id: it.prompt for it in items} == want and {it.id: it.answer for it in items} == conts
     # views: the instance's passages, in order, through passage_prompt
     for inst in build_instances(examples, setting, DATA.n_passages, DATA.seed).instances:
-        assert passage_prompt(model, inst.example, inst.passages, DATA.template, DATA.max_prompt_tokens) == want[inst.id]
+        got = passage_prompt(model, inst.example, inst.passages, DATA.template, DATA.max_prompt_tokens)
+        assert got == want[inst.id]
         assert answer_text(model, inst.example.answer, DATA.template) == conts[inst.id]
 
 

@@ -48,7 +48,8 @@ def make_run(root: Path, parts: tuple[str, ...] = ("eval", "mine", "ablate", "tr
 
         g = torch.Generator().manual_seed(0)
         for cond in ("R", "I"):
-            save_file({"scores": torch.randn(4, 2, 64, generator=g)}, str(run / "mining" / f"scores_{cond}.safetensors"))
+            save_file({"scores": torch.randn(4, 2, 64, generator=g)},
+                      str(run / "mining" / f"scores_{cond}.safetensors"))
     if "ablate" in parts:
         rows = [{"set_name": s, "context": c, "setting": "gold" if c == "relevant" else "noise=0.8", "metric": m,
                  "n_neurons": 3, "n": 20, "base": -2.0 if m == "logprob" else 0.6,

@@ -54,7 +54,8 @@ def test_lr_factor_matches_closed_form():
     want = [0.25, 0.5, 0.75, 1.0] + [0.5 * (1 + math.cos(math.pi * t / 6)) for t in range(6)]
     got = [lr_factor(s, 10, 4, "cosine") for s in range(10)]
     assert got == pytest.approx(want, abs=1e-12)
-    assert [lr_factor(s, 5, 0, "linear", 0.1) for s in range(5)] == pytest.approx([0.1 + 0.9 * (1 - t / 5) for t in range(5)])
+    want = [0.1 + 0.9 * (1 - t / 5) for t in range(5)]
+    assert [lr_factor(s, 5, 0, "linear", 0.1) for s in range(5)] == pytest.approx(want)
     assert lr_factor(7, 10, 2, "constant") == 1.0
 
 

@@ -129,16 +129,12 @@ def test_token_attribution_matches_finite_differences():
 
 
 def test_token_attribution_sums_to_attribution_module():
-    """Summed over positions it is the mining module's grad_x_act (when that module exists)."""
-    attribution = pytest.importorskip("neurorit_lens.neurons.attribution")
-    if not hasattr(attribution, "attribute"):
-        pytest.skip("neurorit_lens.neurons.attribution.attribute not available")
+    """Summed over positions it is the mining module's grad_x_act."""
+    from neurorit_lens.neurons.attribution import attribute
+
     model = cached_tiny_model()
     batch = tokenize_with_answers(model, ["The capital of Zarnia is"], [" Velmor"])
-    try:
-        ref = attribution.attribute(model, batch, "grad_x_act")  # [batch, layer, d_mlp]
-    except TypeError as e:  # pragma: no cover - signature drift
-        pytest.skip(f"attribute signature differs: {e}")
+    ref = attribute(model, batch, "grad_x_act")  # [batch, layer, d_mlp]
     ns = NeuronSet({0: range(64), 1: range(64)})
     per = token_attribution(model, batch, ns, per_neuron=True).sum(1)  # [batch, neuron]
     torch.testing.assert_close(per.reshape(1, 2, 64), ref.float().cpu(), atol=1e-5, rtol=1e-4)
