@@ -181,7 +181,7 @@ class PreparedAnswers:
     original order of the ``n`` pairs.
     """
 
-    batches: list[tuple[Int[torch.Tensor, "rows"], AnswerBatch]]
+    batches: list[tuple[Int[torch.Tensor, "_rows"], AnswerBatch]]
     n: int
 
     def __len__(self) -> int:

@@ -7,6 +7,8 @@ import inspect
 import os
 from pathlib import Path
 
+import jaxtyping
+
 from neurorit_lens.data.schema import Label, Passage, QAExample
 from neurorit_lens.models.tiny import tiny_model
 
@@ -40,3 +42,9 @@ def unchecked(fn):
     """``fn`` without the test suite's run-time type checker (tests/conftest.py), to test the
     function's own ValueError on an input of the wrong type, as a user without the checker meets it."""
     return inspect.unwrap(fn)
+
+
+# A config field typed as a Literal rejects a value outside it twice over: the run-time type checker
+# the suite installs (tests/conftest.py) raises TypeCheckError first; without it (as users run),
+# ``__post_init__`` raises ValueError naming the allowed values.
+BAD_CHOICE = (ValueError, jaxtyping.TypeCheckError)

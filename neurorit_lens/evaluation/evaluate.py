@@ -10,8 +10,8 @@ at the model's context minus ``max_new_tokens``), the model answers greedily
 accuracy (gold answer contained in the output, InstructRAG's exact presence), EM and F1
 (:mod:`neurorit_lens.evaluation.metrics`). Each setting reports the means and a percentile-bootstrap
 95% interval of the accuracy (:mod:`neurorit_lens.evaluation.statistics`);
-:meth:`EvalResult.paired_difference` gives the gap between two settings (e.g. ``gold`` vs ``gold+4``) with a paired bootstrap interval over
-the questions both settings share.
+:meth:`EvalResult.paired_difference` gives the gap between two settings (e.g. ``gold`` vs
+``gold+4``) with a paired bootstrap interval over the questions both settings share.
 
 Hooks on the model (ablations, functional deactivation) stay active during evaluation.
 The teacher-forced gold-answer log-prob is :func:`neurorit_lens.objective.answer_logprobs`.

@@ -19,7 +19,7 @@ from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, set_neurons_hook, z
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import answer_logprobs, prepare_answers, tokenize_with_answers
-from tests.helpers import cached_tiny_model, unchecked
+from tests.helpers import BAD_CHOICE, cached_tiny_model, unchecked
 
 PROMPTS = [
     "Question: What is the capital of Zarnia? Answer:",
@@ -332,7 +332,7 @@ def test_measure_ablation_rejects_bad_input():
         ContextPrompts("relevant", "gold", PROMPTS[:2], ANSWERS[:1])
     with pytest.raises(ValueError, match="n_random"):
         AblationConfig(n_random=2)
-    with pytest.raises(ValueError, match="random_exclude"):
+    with pytest.raises(BAD_CHOICE, match="random_exclude"):
         AblationConfig(random_exclude="some")
     assert _no_hooks(model)
 

@@ -17,7 +17,7 @@ from neurorit_lens.neurons.sets import (
     save_neuron_sets,
 )
 from neurorit_lens.objective import answer_target, sft_loss, tokenize_with_answers
-from tests.helpers import cached_tiny_model
+from tests.helpers import BAD_CHOICE, cached_tiny_model
 
 
 def test_set_algebra_matches_python_sets():
@@ -93,7 +93,7 @@ def test_answer_target_matches_naive_loop():
 
 
 def test_configs_validate_and_roundtrip(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(BAD_CHOICE, match="nope"):
         MiningConfig(method="nope")
     with pytest.raises(ValueError):
         DataConfig(split_fractions=(0.5, 0.5, 0.5))
