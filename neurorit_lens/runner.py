@@ -141,7 +141,7 @@ class Runner:
         print(res.table())
 
     def stage_train(self) -> None:
-        from neurorit_lens.training.trainer import train
+        from neurorit_lens.training.methods import train
 
         sets, meta = self._neuron_sets()
         for method in self.cfg.methods:

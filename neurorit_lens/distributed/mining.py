@@ -30,15 +30,17 @@ import torch
 
 from neurorit_lens.config import DataConfig, MiningConfig
 from neurorit_lens.data.schema import QAExample
-from neurorit_lens.distributed.process import (
+from neurorit_lens.distributed.collectives import (
     all_reduce_additive,
+    gather_objects,
+    stats_comm_bytes,
+)
+from neurorit_lens.distributed.process import (
     barrier,
     current_shard,
-    gather_objects,
     get_rank,
     get_world_size,
     is_distributed,
-    stats_comm_bytes,
 )
 from neurorit_lens.neurons.mining import CONDITIONS, MiningResult, mine
 from neurorit_lens.neurons.sets import exclusive_sets

@@ -19,6 +19,7 @@ from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import sft_loss, tokenize_with_answers
+from neurorit_lens.training.checkpoint import read_train_log
 from neurorit_lens.training.items import (
     TrainItem,
     assign_settings,
@@ -27,7 +28,7 @@ from neurorit_lens.training.items import (
 )
 from neurorit_lens.training.masks import layer_param_masks, neuron_param_masks
 from neurorit_lens.training.methods import TrainResult, train
-from neurorit_lens.training.trainer import Trainer, evaluate_dev, lr_factor, read_train_log
+from neurorit_lens.training.trainer import Trainer, evaluate_dev, lr_factor
 from tests.helpers import make_examples
 
 ITEMS = [TrainItem(f"Question: What is the capital of Zarnia{i}? Answer:", f" Velmor{i}", id=f"q{i}") for i in range(6)]
