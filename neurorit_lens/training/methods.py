@@ -135,6 +135,8 @@ class TrainResult:
 def _items(examples: Sequence[QAExample] | Sequence[TrainItem], model: Model, cfg: TrainConfig,
            data_cfg: DataConfig, seed: int, what: str) -> tuple[list[TrainItem], dict[str, Any]]:
     examples = list(examples)
+    if not examples and what == "dev":
+        return [], {}
     if examples and all(isinstance(e, TrainItem) for e in examples):
         return examples, {"n_items": len(examples)}  # type: ignore[return-value]
     if not all(isinstance(e, QAExample) for e in examples):
@@ -185,11 +187,8 @@ def train(
     t0 = time.perf_counter()
     data_cfg = data_cfg or DataConfig()
     train_items, train_info = _items(train_examples, model, cfg, data_cfg, cfg.seed, "train")
-    dev_items: list[TrainItem] = []
-    dev_info: dict[str, Any] = {}
-    if dev_examples:
-        dev_items, dev_info = _items(dev_examples, model, cfg, data_cfg, cfg.seed + 1, "dev")
-        dev_items = dev_items[: cfg.max_dev_items]
+    dev_items, dev_info = _items(dev_examples or [], model, cfg, data_cfg, cfg.seed + 1, "dev")
+    dev_items = dev_items[: cfg.max_dev_items]
     lrs = list(cfg.lr_grid) or [cfg.lr]
     if len(lrs) > 1 and not dev_items:
         raise ValueError("a learning-rate search (lr_grid with several values) needs dev examples")
@@ -203,19 +202,22 @@ def train(
         bake_deactivation(model, plan.deactivated)
     result = TrainResult(
         method=cfg.method, lr=best, lr_search=search, steps=sum(s.steps for s in plan.stages),
-        stage_steps={s.name: s.steps for s in plan.stages}, trainable_params=plan.trainable_params,
-        total_params=plan.total_params, trainable_fraction=plan.trainable_fraction, target_layers=plan.target_layers,
-        n_deactivated=len(plan.deactivated), n_trained_neurons=len(plan.trained_neurons),
-        n_train_items=len(train_items), n_dev_items=len(dev_items), seed=cfg.seed,
-        wall_s=time.perf_counter() - t0, final_dev=evaluate_dev(model, dev_items, cfg.batch_size) if dev_items else {},
+        stage_steps={s.name: s.steps for s in plan.stages}, **_plan_counts(plan), n_train_items=len(train_items),
+        n_dev_items=len(dev_items), seed=cfg.seed, wall_s=time.perf_counter() - t0,
+        final_dev=evaluate_dev(model, dev_items, cfg.batch_size) if dev_items else {},
         data={"train": train_info, "dev": dev_info}, config=cfg.to_dict(), environment=environment_info(cfg.seed),
-        log=history,
-    )
+        log=history)
     if root is not None and is_main_process():  # under torchrun only rank 0 writes
         _write_outputs(root, model, plan, sets, cfg, result, save_model, base_model)
         result.wall_s = time.perf_counter() - t0
         result.save(root / "train.json")
     return result
+
+
+def _plan_counts(plan: MethodPlan) -> dict[str, Any]:
+    return {"trainable_params": plan.trainable_params, "total_params": plan.total_params,
+            "trainable_fraction": plan.trainable_fraction, "target_layers": plan.target_layers,
+            "n_deactivated": len(plan.deactivated), "n_trained_neurons": len(plan.trained_neurons)}
 
 
 def _run_dir(root: Path | None, lr: float) -> Path | None:
