@@ -241,7 +241,7 @@ class Runner:
         self._run_stage("ablation", "ablation.json", go)
 
     def _train(self, method: str) -> None:
-        from neurorit_lens.training.trainer import train
+        from neurorit_lens.training.methods import train
 
         sets, meta = self._neuron_sets()
         model = copy.deepcopy(self.model)

@@ -30,15 +30,17 @@ import torch
 
 from neurorit_lens.config import DataConfig, MiningConfig
 from neurorit_lens.data.schema import QAExample
-from neurorit_lens.distributed.process import (
+from neurorit_lens.distributed.collectives import (
     all_reduce_additive,
+    gather_objects,
+    stats_comm_bytes,
+)
+from neurorit_lens.distributed.process import (
     barrier,
     current_shard,
-    gather_objects,
     get_rank,
     get_world_size,
     is_distributed,
-    stats_comm_bytes,
 )
 from neurorit_lens.neurons.mining import CONDITIONS, MiningResult, mine
 from neurorit_lens.neurons.sets import exclusive_sets
@@ -116,15 +118,34 @@ def mine_distributed(
         return res
     assert parts is not None
     order = {ex.id: i for i, ex in enumerate(examples)}
+    ids, scores = _merge_scores(parts, order, local.model_shape)
+    excluded = {c: merge_excluded([p["excluded"][c] for p in parts], order) for c in CONDITIONS}
+    info = _merge_info([p["info"] for p in parts], comm, ids)
+    res = MiningResult(scores["R"], scores["I"], ids["R"], ids["I"], sets, local.stats_R, local.stats_I, cfg,
+                       local.model_name, local.model_shape, excluded, info)
+    try:
+        if out_dir is not None:
+            res.save(out_dir)
+    finally:
+        barrier()
+    return res
+
+
+def _merge_scores(parts: list[dict[str, Any]], order: dict[str, int],
+                  model_shape: tuple[int, ...]) -> tuple[dict[str, list[str]], dict[str, torch.Tensor]]:
+    """Every rank's per-example ids and scores, per condition, back in data order."""
     ids: dict[str, list[str]] = {}
     scores: dict[str, torch.Tensor] = {}
     for cond in CONDITIONS:
         rows = [(i, p["scores"][cond][j]) for p in parts for j, i in enumerate(p["ids"][cond])]
         rows.sort(key=lambda r: order[r[0]])
         ids[cond] = [i for i, _ in rows]
-        scores[cond] = torch.stack([s for _, s in rows]) if rows else torch.zeros(0, *local.model_shape)
-    excluded = {c: merge_excluded([p["excluded"][c] for p in parts], order) for c in CONDITIONS}
-    infos = [p["info"] for p in parts]
+        scores[cond] = torch.stack([s for _, s in rows]) if rows else torch.zeros(0, *model_shape)
+    return ids, scores
+
+
+def _merge_info(infos: list[dict[str, Any]], comm: dict[str, Any], ids: dict[str, list[str]]) -> dict[str, Any]:
+    """Rank 0's ``mining.json`` info with counts summed over ranks and a per-rank breakdown."""
     info = dict(infos[0])
     info.update({
         "n_input_examples": sum(i.get("n_input_examples", 0) for i in infos),
@@ -139,11 +160,4 @@ def mine_distributed(
                               "n": len(ids[c]),
                               "n_resumed": sum(i.get("conditions", {}).get(c, {}).get("n_resumed", 0) for i in infos)}
                           for c in CONDITIONS}
-    res = MiningResult(scores["R"], scores["I"], ids["R"], ids["I"], sets, local.stats_R, local.stats_I, cfg,
-                       local.model_name, local.model_shape, excluded, info)
-    try:
-        if out_dir is not None:
-            res.save(out_dir)
-    finally:
-        barrier()
-    return res
+    return info

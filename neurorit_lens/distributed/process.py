@@ -1,30 +1,14 @@
-"""Scale mining and training past one process with PyTorch's own stack (``torch.distributed``).
+"""Where this process sits in a ``torchrun`` job: environment, process group, rank, barrier, shards.
 
 Nothing here is a scheduler: processes are started by ``torchrun`` (or any launcher that
 sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``), and this
-module only reads those variables, opens the process group, and provides the few
-collectives the pipeline needs:
+module only reads those variables, opens (and closes) the default process group, says
+which rank this is, and splits work between ranks (strided: rank ``r`` of ``W`` takes
+items ``r, r + W, ...``). The collectives that move data between ranks are in
+:mod:`neurorit_lens.distributed.collectives`.
 
-Mining (data parallel over examples). Rank ``r`` of ``W`` attributes ``examples[r::W]``.
-The per-neuron selection statistics are *additive* (example count, per-neuron keep counts,
-per-neuron score sums), so one ``all_reduce(SUM)`` of them gives every rank exactly the
-statistics a single process would have accumulated; rank 0 then selects and writes. The
-volume is ``2 * n_layers * d_mlp * 4`` bytes (+ one counter) per condition, whatever the
-number of examples: 3.7 MB for an 8B model, i.e. communication is negligible next to IG.
-
-Training (data parallel over the global batch). Every rank holds the whole model with the
-same gradient masks and forward hooks; each rank takes its slice of the global batch,
-and after ``backward`` the gradients of the *trainable* parameters only are summed with
-one bucketed ``all_reduce`` (:class:`GradientSync`). With losses normalised by the
-*global* token count (:func:`global_token_count`), the summed gradient is exactly the
-single-process gradient of the global batch, so optimiser steps and the loss trajectory
-match a single process (up to float summation order). This is what DDP does, without DDP's
-need to own ``forward`` (TransformerLens' hooks and helpers stay reachable);
-:func:`wrap_ddp` is offered for users who prefer DDP itself. Models that do not fit one
-GPU: :func:`shard_model_fsdp` applies FSDP2's ``fully_shard`` per transformer block, and
-single-process layer splitting uses TransformerLens' ``n_devices`` (see docs/distributed.md).
-
-Everything is a no-op in a single process, so the same code path serves both.
+Everything is a no-op in a single process (rank 0 of a world of 1), so the same code path
+serves both.
 
 >>> env = dist_env()   # None unless launched by torchrun with WORLD_SIZE > 1
 >>> shard_indices(10, rank=1, world_size=3)
@@ -36,16 +20,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
 import torch
 import torch.distributed as dist
-from jaxtyping import Float
 
 from neurorit_lens.config import DistBackend
 
@@ -56,9 +38,6 @@ T = TypeVar("T")
 BACKENDS = get_args(DistBackend)
 
 
-# --------------------------------------------------------------------------------------
-# environment and process group
-# --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DistEnv:
     """Where this process sits in the job (from torchrun's environment variables)."""
@@ -224,16 +203,6 @@ def barrier() -> None:
             dist.barrier()
 
 
-def rank_zero_only(fn: Callable[..., T]) -> Callable[..., T | None]:
-    """Decorator: run ``fn`` on rank 0 only (returns ``None`` elsewhere)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T | None:
-        return fn(*args, **kwargs) if is_main_process() else None
-
-    return wrapper
-
-
 def shard_indices(n: int, rank: int | None = None, world_size: int | None = None) -> list[int]:
     """Indices of ``n`` items that ``rank`` handles: ``range(rank, n, world_size)``.
 
@@ -248,140 +217,9 @@ def shard_indices(n: int, rank: int | None = None, world_size: int | None = None
     return list(range(rank, n, world_size))
 
 
-def current_shard() -> tuple[int, int] | None:
-    """``(rank, world_size)`` for ``mine(..., shard=...)``, or ``None`` in a single process."""
-    return (get_rank(), get_world_size()) if is_distributed() else None
-
-
-# --------------------------------------------------------------------------------------
-# collectives
-# --------------------------------------------------------------------------------------
-def _comm_device() -> torch.device:
-    if is_distributed() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over ranks, in place, on whatever device it lives on; returns it.
-
-    Tensors on the wrong device for the backend (CPU tensors with NCCL) are moved there
-    and back. A no-op in a single process.
-    """
-    if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"all_reduce_sum needs a tensor, got {type(tensor).__name__}")
-    if not is_distributed():
-        return tensor
-    dev = _comm_device()
-    if tensor.device == dev and tensor.is_contiguous():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
-    buf = tensor.detach().to(dev).contiguous()
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-    tensor.copy_(buf.to(tensor.device))
-    return tensor
-
-
-def all_reduce_scalar(value: float | int, average: bool = False) -> float:
-    """Sum (or average) a Python number over ranks (float64 on the wire)."""
-    t = torch.tensor([float(value)], dtype=torch.float64, device=_comm_device())
-    all_reduce_sum(t)
-    out = t.item()
-    return out / get_world_size() if average else out
-
-
-# The additive fields of ``selection.SelectionStats`` (see DESIGN.md, 'Aggregation').
-ADDITIVE_STAT_FIELDS = ("n_examples", "keep_count", "score_sum")
-
-
-def all_reduce_additive(obj: T, fields: Sequence[str] = ADDITIVE_STAT_FIELDS) -> T:
-    """Sum additive statistics of ``obj`` over ranks, in place; returns ``obj``.
-
-    Every named field must be a tensor or a Python number. All tensors are flattened into
-    one buffer per dtype, so one collective call per dtype moves everything; integer
-    counts travel as int64 and stay exact. After the call every rank holds the totals, so
-    the merged statistics equal those of one process that saw every example.
-
-    Args:
-        obj: e.g. a ``SelectionStats``.
-        fields: the attribute names to sum.
-
-    Returns:
-        ``obj``, modified in place.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-    numbers: dict[str, float | int] = {}
-    for name in fields:
-        if not hasattr(obj, name):
-            raise ValueError(f"{type(obj).__name__} has no field {name!r} to all-reduce")
-        v = getattr(obj, name)
-        if isinstance(v, torch.Tensor):
-            tensors[name] = v
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            numbers[name] = v
-        else:
-            raise ValueError(f"field {name!r} of {type(obj).__name__} is {type(v).__name__}, not a tensor or number")
-    if not is_distributed():
-        return obj
-    dev = _comm_device()
-    by_dtype: dict[torch.dtype, list[str]] = {}
-    for name, t in tensors.items():
-        by_dtype.setdefault(t.dtype, []).append(name)
-    for names in by_dtype.values():
-        flat = torch.cat([tensors[n].detach().reshape(-1).to(dev) for n in names])
-        all_reduce_sum(flat)
-        offset = 0
-        for n in names:
-            t = tensors[n]
-            t.copy_(flat[offset: offset + t.numel()].view_as(t).to(t.device))
-            offset += t.numel()
-    if numbers:
-        names = list(numbers)
-        buf = torch.tensor([float(numbers[n]) for n in names], dtype=torch.float64, device=dev)
-        all_reduce_sum(buf)
-        for n, v in zip(names, buf.tolist(), strict=True):
-            setattr(obj, n, int(round(v)) if isinstance(numbers[n], int) else v)
-    return obj
-
-
-def stats_comm_bytes(obj: Any, fields: Sequence[str] = ADDITIVE_STAT_FIELDS) -> int:
-    """Bytes one :func:`all_reduce_additive` of ``obj`` puts on the wire per rank (payload)."""
-    total = 0
-    for name in fields:
-        v = getattr(obj, name)
-        total += v.numel() * v.element_size() if isinstance(v, torch.Tensor) else 8
-    return total
-
-
-def gather_objects(obj: Any, dst: int = 0) -> list[Any] | None:
-    """Pickle-gather one object per rank to ``dst`` (a list in rank order there, ``None`` elsewhere).
-
-    For small things (per-example score summaries, metadata). Large per-example score
-    tensors should rather be written by each rank into a shared folder.
-    """
-    if not is_distributed():
-        return [obj]
-    out: list[Any] | None = [None] * get_world_size() if get_rank() == dst else None
-    dist.gather_object(obj, out, dst=dst)
-    return out
-
-
-def all_gather_objects(obj: Any) -> list[Any]:
-    """Every rank gets the list of every rank's object (in rank order)."""
-    if not is_distributed():
-        return [obj]
-    out: list[Any] = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj if get_rank() == src else None]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
+def local_batch_slice(global_batch: Sequence[T], rank: int | None = None, world_size: int | None = None) -> list[T]:
+    """This rank's part of one global batch (strided, like :func:`shard_indices`)."""
+    return [global_batch[i] for i in shard_indices(len(global_batch), rank, world_size)]
 
 
 def interleave(per_rank: Sequence[Sequence[T]]) -> list[T]:
@@ -395,164 +233,17 @@ def interleave(per_rank: Sequence[Sequence[T]]) -> list[T]:
     return out
 
 
-def broadcast_parameters(params: Iterable[torch.nn.Parameter], src: int = 0) -> None:
-    """Make every rank's parameters equal to rank ``src``'s (call once before training)."""
-    if not is_distributed():
-        return
-    dev = _comm_device()
-    for p in params:
-        buf = p.data.to(dev)
-        dist.broadcast(buf, src=src)
-        if buf.data_ptr() != p.data.data_ptr():
-            p.data.copy_(buf.to(p.device))
+def current_shard() -> tuple[int, int] | None:
+    """``(rank, world_size)`` for ``mine(..., shard=...)``, or ``None`` in a single process."""
+    return (get_rank(), get_world_size()) if is_distributed() else None
 
 
-# --------------------------------------------------------------------------------------
-# data-parallel training
-# --------------------------------------------------------------------------------------
-def global_token_count(local_count: int | torch.Tensor) -> int:
-    """Sum of answer-token counts over ranks (the denominator of the global SFT mean).
-
-    Normalising each rank's summed token loss by this number, and *summing* gradients
-    (``GradientSync(average=False)``), reproduces the gradient of the single-process loss
-    on the global batch exactly; averaging per-rank means would not when ranks hold
-    different numbers of answer tokens.
-    """
-    n = int(local_count.item()) if isinstance(local_count, torch.Tensor) else int(local_count)
-    return int(round(all_reduce_scalar(n)))
-
-
-def local_batch_slice(global_batch: Sequence[T], rank: int | None = None, world_size: int | None = None) -> list[T]:
-    """This rank's part of one global batch (strided, like :func:`shard_indices`)."""
-    return [global_batch[i] for i in shard_indices(len(global_batch), rank, world_size)]
-
-
-class GradientSync:
-    """All-reduce the gradients of the trainable parameters after ``backward``.
-
-    Only parameters with ``requires_grad`` take part (the trainable subset of Neuro-RIT:
-    the chosen neurons' rows/columns under gradient masks, or the targeted layers), and
-    they are packed into flat buckets of at most ``bucket_mb`` megabytes so each bucket is
-    one collective. Gradient masks stay intact: masked entries are zero on every rank and
-    their sum is zero. Parameters whose ``.grad`` is ``None`` on this rank are treated as
-    zero (and given a zero ``.grad`` so every rank sends the same layout).
-
-    Args:
-        params: the parameters to synchronise (those without ``requires_grad`` are dropped).
-        average: divide the sum by the world size (DDP semantics, for per-rank *mean*
-            losses over equal local batches); ``False`` when losses are already normalised
-            by the global count (:func:`global_token_count`).
-        bucket_mb: bucket size.
-        only_trainable: drop parameters without ``requires_grad`` now (pass ``False`` when
-            ``params`` is already the trainable list and flags are set later).
-    """
-
-    def __init__(self, params: Iterable[torch.nn.Parameter], average: bool = True, bucket_mb: float = 25.0,
-                 only_trainable: bool = True):
-        self.params = [p for p in params if p.requires_grad or not only_trainable]
-        if bucket_mb <= 0:
-            raise ValueError("bucket_mb must be positive")
-        self.average = average
-        self.bucket_bytes = int(bucket_mb * 2**20)
-        self.bytes_per_step = sum(p.numel() * p.element_size() for p in self.params)
-
-    def _buckets(self) -> list[list[torch.nn.Parameter]]:
-        buckets: list[list[torch.nn.Parameter]] = []
-        cur: list[torch.nn.Parameter] = []
-        size = 0
-        dtype = None
-        for p in self.params:
-            b = p.numel() * p.element_size()
-            if cur and (size + b > self.bucket_bytes or p.dtype != dtype):
-                buckets.append(cur)
-                cur, size = [], 0
-            cur.append(p)
-            size += b
-            dtype = p.dtype
-        if cur:
-            buckets.append(cur)
-        return buckets
-
-    @torch.no_grad()
-    def __call__(self) -> None:
-        """Synchronise now (call between ``backward()`` and ``optimizer.step()``)."""
-        if not is_distributed():
-            return
-        world = get_world_size()
-        dev = _comm_device()
-        for bucket in self._buckets():
-            for p in bucket:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            flat = torch.cat([p.grad.reshape(-1).to(dev) for p in bucket])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            if self.average:
-                flat /= world
-            offset = 0
-            for p in bucket:
-                n = p.numel()
-                p.grad.copy_(flat[offset: offset + n].view_as(p.grad).to(p.grad.device))
-                offset += n
-
-
-def sync_gradients(params: Iterable[torch.nn.Parameter], average: bool = True) -> None:
-    """One-off :class:`GradientSync` call."""
-    GradientSync(params, average=average)()
-
-
-def wrap_ddp(model: torch.nn.Module, find_unused_parameters: bool = True, **kwargs: Any) -> torch.nn.Module:
-    """Wrap ``model`` in PyTorch's ``DistributedDataParallel`` (only ``requires_grad`` params sync).
-
-    Set ``requires_grad`` (and gradient-mask hooks) *before* wrapping: DDP fixes its
-    buckets at construction. Call the wrapper for the forward pass (``ddp(tokens)``) and
-    reach TL helpers through ``ddp.module``. Returns the model unchanged in one process.
-    """
-    if not is_distributed():
-        return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    if dist.get_backend() == "nccl":
-        kwargs.setdefault("device_ids", [torch.cuda.current_device()])
-    return DDP(model, find_unused_parameters=find_unused_parameters, **kwargs)
-
-
-def shard_model_fsdp(
-    model: torch.nn.Module, reshard_after_forward: bool = True, sum_gradients: bool = False, **kwargs: Any
-) -> torch.nn.Module:
-    """Shard a HookedTransformer with FSDP2 (``fully_shard`` on every block, then the root).
-
-    For models whose weights, gradients and optimiser state do not fit one GPU: each rank
-    keeps ``1/W`` of every parameter (a ``DTensor`` sharded on dim 0) and gathers a block's
-    weights just for its forward and backward. TL's hook points live inside the blocks and
-    keep working, so deactivation hooks stay on. Intended for layer-level training (stage 2,
-    the ``layers``/``full`` baselines: whole tensors trainable, no masks); entry-level masks
-    would have to be applied to each rank's local shard of the gradient.
-
-    Args:
-        model: a HookedTransformer (``requires_grad`` already set on what trains).
-        reshard_after_forward: free gathered weights after forward (ZeRO-3) or keep them (ZeRO-2).
-        sum_gradients: sum instead of average gradients over ranks (use with losses already
-            normalised by the global token count, :func:`global_token_count`).
-        **kwargs: passed to ``fully_shard`` (e.g. ``mp_policy`` for bf16 compute).
-
-    Returns:
-        The same model, sharded in place (unchanged in one process).
-    """
-    if not is_distributed():
-        return model
-    from torch.distributed.fsdp import fully_shard
-
-    blocks = getattr(model, "blocks", None)
-    if blocks is None:
-        raise ValueError("shard_model_fsdp expects a HookedTransformer-like model with .blocks")
-    for block in blocks:
-        fully_shard(block, reshard_after_forward=reshard_after_forward, **kwargs)
-    fully_shard(model, reshard_after_forward=reshard_after_forward, **kwargs)
-    if sum_gradients:
-        for m in [*blocks, model]:
-            m.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]  (gloo has no PREMUL_SUM)
-            m.set_gradient_divide_factor(1.0)  # type: ignore[operator]
-    return model
+def rank_device(device: str, env: DistEnv | None = None) -> str:
+    """``cuda`` -> ``cuda:LOCAL_RANK`` under torchrun (each rank its own GPU); anything else unchanged."""
+    env = env if env is not None else dist_env()
+    if env is not None and device == "cuda":
+        return f"cuda:{env.local_rank}"
+    return device
 
 
 def split_across_devices(model: torch.nn.Module, n_devices: int, first_device: int = 0) -> torch.nn.Module:
@@ -606,66 +297,25 @@ def block_device_index(layer: int, n_layers: int, n_devices: int, first_device: 
     return first_device + (layer * n_devices) // n_layers
 
 
-def rank_device(device: str, env: DistEnv | None = None) -> str:
-    """``cuda`` -> ``cuda:LOCAL_RANK`` under torchrun (each rank its own GPU); anything else unchanged."""
-    env = env if env is not None else dist_env()
-    if env is not None and device == "cuda":
-        return f"cuda:{env.local_rank}"
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Same seed on every rank (parameters and data order must agree across ranks)."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def grad_norm(params: Iterable[torch.nn.Parameter]) -> Float[torch.Tensor, ""]:
-    """Global L2 norm of the gradients (after :class:`GradientSync` it is the same on every rank)."""
-    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return torch.stack(grads).norm() if grads else torch.tensor(0.0)
-
-
 __all__ = [
-    "ADDITIVE_STAT_FIELDS",
+    "BACKENDS",
     "DistEnv",
     "DistributedConfig",
-    "GradientSync",
-    "all_gather_objects",
-    "all_reduce_additive",
-    "all_reduce_scalar",
-    "all_reduce_sum",
     "barrier",
     "block_device_index",
-    "broadcast_object",
-    "broadcast_parameters",
     "current_shard",
     "destroy_distributed",
     "dist_env",
     "distributed_session",
-    "gather_objects",
     "get_rank",
     "get_world_size",
-    "global_token_count",
-    "grad_norm",
     "init_distributed",
     "interleave",
     "is_distributed",
     "is_main_process",
     "local_batch_slice",
-    "rank_zero_only",
-    "resolve_backend",
-    "seed_everything",
-    "shard_indices",
     "rank_device",
-    "shard_model_fsdp",
+    "resolve_backend",
+    "shard_indices",
     "split_across_devices",
-    "stats_comm_bytes",
-    "wrap_ddp",
-    "sync_gradients",
 ]

@@ -1,7 +1,7 @@
 """Worker side of the 2-process gloo tests (imported by spawned processes, not collected).
 
 Each task is a plain function that runs the same code in one process (no process group:
-every helper of :mod:`neurorit_lens.distributed.process` is then a no-op) and in every rank of a
+every helper of :mod:`neurorit_lens.distributed` is then a no-op) and in every rank of a
 job, and returns something picklable; the test compares the two.
 """
 
@@ -34,7 +34,8 @@ class FakeStats:
 
 
 def task_stats(out_dir: Path | None = None) -> dict[str, Any]:
-    from neurorit_lens.distributed.process import all_reduce_additive, get_rank
+    from neurorit_lens.distributed.collectives import all_reduce_additive
+    from neurorit_lens.distributed.process import get_rank
 
     s = all_reduce_additive(FakeStats(get_rank()))
     return {"n_examples": s.n_examples, "keep_count": s.keep_count, "score_sum": s.score_sum}
@@ -60,14 +61,12 @@ def manual_training(out_dir: Path | None = None, steps: int = 4, lr: float = 1e-
     Each rank takes its strided slice of the global batch, normalises its summed token
     loss by the global answer-token count, and gradients are summed across ranks.
     """
-    from neurorit_lens.distributed.process import (
+    from neurorit_lens.distributed.collectives import (
         GradientSync,
         all_reduce_scalar,
-        get_rank,
-        get_world_size,
         global_token_count,
-        local_batch_slice,
     )
+    from neurorit_lens.distributed.process import get_rank, get_world_size, local_batch_slice
     from neurorit_lens.objective import token_logprobs, tokenize_with_answers
 
     model = tiny_model_for_check()
@@ -103,15 +102,15 @@ def manual_training(out_dir: Path | None = None, steps: int = 4, lr: float = 1e-
 def trainer_run(out_dir: Path | None = None) -> dict[str, Any]:
     """Stage-1-like run of the real Trainer (hooks + neuron masks + accumulation + clipping).
 
-    In a process group this is :class:`DistributedTrainer`; in one process the plain
-    ``Trainer``. Global batch = ``batch_size * grad_accum`` = 4 items of unequal answer length.
+    The same class in a process group (data parallel) and in one process. Global batch =
+    ``batch_size * grad_accum`` = 4 items of unequal answer length.
     """
     from neurorit_lens.config import TrainConfig
-    from neurorit_lens.distributed.training import trainer_class
     from neurorit_lens.hooks import zero_ablation
     from neurorit_lens.neurons.sets import NeuronSet
     from neurorit_lens.training.items import TrainItem
     from neurorit_lens.training.masks import neuron_param_masks
+    from neurorit_lens.training.trainer import Trainer
 
     model = tiny_model_for_check()
     items = [TrainItem(p, a, id=str(i)) for i, (p, a) in enumerate(GLOBAL_BATCH)]
@@ -119,10 +118,10 @@ def trainer_run(out_dir: Path | None = None) -> dict[str, Any]:
                       weight_decay=0.01, checkpoint_every=2, seed=1)
     masks = neuron_param_masks(model, NeuronSet({0: list(range(10)), 1: [3, 4, 5]}))
     hooks = zero_ablation(NeuronSet({0: [20, 21], 1: [30]}))
-    trainer = trainer_class()(model, items, cfg, dev_items=items[:3], hooks=hooks, param_masks=masks,
+    trainer = Trainer(model, items, cfg, dev_items=items[:3], hooks=hooks, param_masks=masks,
                               out_dir=out_dir, progress=False)
     log = trainer.fit()
-    return {"log": [o.to_dict() for o in log], "cls": type(trainer).__name__,
+    return {"log": [o.to_dict() for o in log], "world_size": trainer.world_size,
             "params": {n: p.detach().clone() for n, p in model.named_parameters() if n in masks},
             "files": sorted(x.name for x in out_dir.iterdir()) if out_dir and out_dir.exists() else []}
 
@@ -133,14 +132,12 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
     (Attention key biases are left out on purpose: their true gradient is 0 (softmax shift
     invariance), so Adam turns float noise into full-size steps that differ between runs.)
     """
-    from neurorit_lens.distributed.process import (
+    from neurorit_lens.distributed.collectives import (
         all_reduce_scalar,
-        get_rank,
-        get_world_size,
         global_token_count,
-        local_batch_slice,
         shard_model_fsdp,
     )
+    from neurorit_lens.distributed.process import get_rank, get_world_size, local_batch_slice
     from neurorit_lens.hooks import neuron_hooks, zero_ablation
     from neurorit_lens.neurons.sets import NeuronSet
     from neurorit_lens.objective import token_logprobs, tokenize_with_answers

@@ -11,18 +11,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2] / "neurorit_lens"
 PKG = "neurorit_lens"
 
-# Cycles known at the time of writing, each with the reason it is allowed. Delete an entry
-# once the branch that removes it is merged (test_no_import_cycles_at_all then passes).
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    # training.train picks the distributed trainer lazily; being removed on another branch.
-    frozenset({"neurorit_lens.training.trainer", "neurorit_lens.training.methods",
-               "neurorit_lens.distributed.training"}): "trainer -> methods -> distributed.training -> trainer",
-}
+# Cycles tolerated, each with its reason; none is (test_no_import_cycles_at_all checks it).
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 def _module_name(path: Path) -> str:
@@ -165,9 +158,6 @@ def test_no_import_cycles():
     assert not unexpected, "import cycles:\n" + _describe(graph, unexpected)
 
 
-@pytest.mark.xfail(strict=True, reason="known cycle(s) in KNOWN_CYCLES: "
-                   + "; ".join(KNOWN_CYCLES.values()) + ". When this XPASSes, empty KNOWN_CYCLES "
-                   "and delete this marker.")
 def test_no_import_cycles_at_all():
     graph = import_graph()
     comps = _strongly_connected(graph)

@@ -17,7 +17,7 @@ from neurorit_lens.training.masks import (
     neuron_param_masks,
     total_params,
 )
-from neurorit_lens.training.methods import (
+from neurorit_lens.training.plans import (
     bake_deactivation,
     layer_ranking,
     plan_method,

@@ -19,15 +19,16 @@ from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import sft_loss, tokenize_with_answers
+from neurorit_lens.training.checkpoint import read_train_log
 from neurorit_lens.training.items import (
     TrainItem,
     assign_settings,
     build_train_items,
     split_for_training,
 )
-from neurorit_lens.training.masks import layer_param_masks, neuron_param_masks
+from neurorit_lens.training.masks import count_trainable, layer_param_masks, neuron_param_masks
 from neurorit_lens.training.methods import TrainResult, train
-from neurorit_lens.training.trainer import Trainer, evaluate_dev, lr_factor, read_train_log
+from neurorit_lens.training.trainer import Trainer, evaluate_dev, lr_factor
 from tests.helpers import make_examples
 
 ITEMS = [TrainItem(f"Question: What is the capital of Zarnia{i}? Answer:", f" Velmor{i}", id=f"q{i}") for i in range(6)]
@@ -110,6 +111,58 @@ def test_one_step_matches_closed_form_adamw():
         g = grads[n] * masks[n]
         want = torch.where(masks[n], p0[n] * (1 - lr * wd) - lr * g / (g.abs() + eps), p0[n])
         torch.testing.assert_close(params[n].detach(), want, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_compact_adamw_is_bit_identical_to_dense_masked_adamw(gated):
+    """Reference: PyTorch's AdamW over the whole touched tensors, gradients masked with ``where``,
+    clipping and decay through the mask, written out step by step. The trainer steps only the
+    trainable entries (compact shadows); weights and losses must agree bit for bit."""
+    m_ref, m = tiny_model(gated=gated, seed=9), tiny_model(gated=gated, seed=9)
+    masks = neuron_param_masks(m, R_EXCL)
+    masks.update(layer_param_masks(m, [1]))
+    cfg = _cfg(steps=4, batch_size=3, grad_accum=2, weight_decay=0.3, max_grad_norm=0.05, warmup_steps=1)
+    trainer = Trainer(m, ITEMS, cfg, hooks=zero_ablation(I_EXCL), param_masks=masks, progress=False)
+    log = trainer.fit()
+    params = dict(m_ref.named_parameters())
+    names = [n for n, _ in m_ref.named_parameters() if n in masks]
+    ps = [params[n] for n in names]
+    for p in ps:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(ps, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=0.0)
+    losses = []
+    for step in range(cfg.steps):
+        lr = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = trainer.batch_indices(step)
+        batches = [tokenize_with_answers(m_ref, [ITEMS[i].prompt for i in mb], [ITEMS[i].answer for i in mb],
+                                         append_eos=True) for mb in (idx[:3], idx[3:])]
+        n_tok = sum(int(b.answer_mask.sum()) for b in batches)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        with neuron_hooks(m_ref, zero_ablation(I_EXCL)):
+            for b in batches:
+                loss = sft_loss(m_ref(b.tokens), b) * (int(b.answer_mask.sum()) / n_tok)
+                loss.backward()
+                total += float(loss.detach())
+        for n, p in zip(names, ps, strict=True):
+            if masks[n] is not None:
+                p.grad = torch.where(masks[n], p.grad, torch.zeros(()))
+        torch.nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm)
+        with torch.no_grad():
+            for n, p in zip(names, ps, strict=True):
+                if masks[n] is None:
+                    p.mul_(1 - lr * cfg.weight_decay)
+                else:
+                    p.sub_(torch.where(masks[n], p * (lr * cfg.weight_decay), torch.zeros(())))
+        opt.step()
+        losses.append(total)
+    assert [o.loss for o in log] == losses
+    for (n, a), (_, b) in zip(m_ref.named_parameters(), m.named_parameters(), strict=True):
+        assert torch.equal(a.detach(), b.detach()), n
+    # the optimizer holds moments for the trainable entries only
+    assert sum(leaf.numel() for leaf in trainer.trainable.leaves) == count_trainable(m, masks)
 
 
 def test_grad_accumulation_matches_the_big_batch():

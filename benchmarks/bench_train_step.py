@@ -1,0 +1,212 @@
+"""Training step time of every method on SmolLM2, on the same batch, in one run.
+
+Every method (``full``, ``layers``, Neuro-RIT's stage 1 and stage 2, ``stage1``, ``random``)
+is planned by :func:`neurorit_lens.training.plans.plan_method` from the neuron sets of the
+results table (``benchmarks/results/neurons_table_mining.json``: 141 ``R_excl`` neurons in
+25 layers, layer 0 included) and run by the one :class:`~neurorit_lens.training.trainer.Trainer`
+with its hooks and masks on the same batch (``--n-items`` noisy-context items of ~200 tokens
+from the embedded set). Each timing is a 2-step ``fit`` of which only the second step counts
+(the first allocates the optimizer state); the methods are timed round-robin, ``--repeats``
+times, so a change of machine load hits all of them alike, and the median is reported
+beside the load average and thread count. The weights are restored after every run.
+
+A second, cheap measurement isolates the optimizer: one AdamW step over the weights that
+neuron-level training touches, once over whole tensors (what the trainer did before:
+66M entries for stage 1) and once over the trainable entries only (what it does now).
+
+    python benchmarks/bench_train_step.py                 # SmolLM2, 2 items, 3 repeats
+    python benchmarks/bench_train_step.py --repeats 5 --threads 2
+
+Writes ``benchmarks/results/train_step.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neurorit_lens.config import DataConfig, TrainConfig  # noqa: E402
+from neurorit_lens.data import embedded_examples  # noqa: E402
+from neurorit_lens.hooks import zero_ablation  # noqa: E402
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json  # noqa: E402
+from neurorit_lens.models import load_model  # noqa: E402
+from neurorit_lens.neurons.sets import NeuronSet  # noqa: E402
+from neurorit_lens.training.items import build_train_items  # noqa: E402
+from neurorit_lens.training.masks import count_trainable  # noqa: E402
+from neurorit_lens.training.optim import MaskedParams  # noqa: E402
+from neurorit_lens.training.plans import StagePlan, plan_method  # noqa: E402
+from neurorit_lens.training.trainer import Trainer, tokenize_items  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NEURONS = RESULTS / "neurons_table_mining.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model name for load_model (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--neurons", default=str(NEURONS), help="neurons.json with R_excl, I_excl and meta.layer_mass")
+    p.add_argument("--n-items", type=int, default=2, help="items in the batch (batch_size)")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per method (round-robin)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", default=str(RESULTS), help="folder for train_step.{json,md}")
+    return p.parse_args(argv)
+
+
+def load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cases(model: Any, sets: dict[str, NeuronSet], layer_mass: Any, cfg: TrainConfig) -> dict[str, StagePlan]:
+    """One trainer configuration (hooks + masks) per method; neurorit contributes both stages."""
+    out: dict[str, StagePlan] = {}
+    for method in ("full", "layers", "neurorit", "stage1", "random"):
+        plan = plan_method(model, method, sets, layer_mass, cfg)
+        if method == "neurorit":
+            out["neurorit stage 1"], out["neurorit stage 2"] = plan.stages
+        else:
+            out[method] = plan.stages[0]
+    return out
+
+
+def lowest_trained_layer(stage: StagePlan) -> str:
+    """The deepest trainable weight (the backward pass has to reach it): ``embed`` or a block index."""
+    if any(n.startswith(("embed.", "pos_embed.")) for n in stage.masks):
+        return "embed"
+    layers = [int(n.split(".")[1]) for n in stage.masks if n.startswith("blocks.")]
+    return str(min(layers)) if layers else "-"
+
+
+def time_second_step(model: Any, items: list, stage: StagePlan, cfg: TrainConfig) -> dict[str, float]:
+    """Wall and CPU seconds of the second optimizer step of a 2-step ``fit`` (hooks and masks on)."""
+    stamps: list[tuple[float, float]] = []
+    hooks = zero_ablation(stage.deactivate) if stage.deactivate else []
+    trainer = Trainer(model, items, cfg, hooks=hooks, param_masks=stage.masks, steps=2, resume=False,
+                      progress=False, callbacks=[lambda _o: stamps.append((time.perf_counter(), time.process_time()))])
+    before = load_avg()
+    trainer.fit()
+    (w1, c1), (w2, c2) = stamps
+    return {"wall_s": w2 - w1, "cpu_s": c2 - c1, "load_before": before[0], "load_after": load_avg()[0]}
+
+
+def time_backprop_floor(model: Any, items: list, layer: int) -> dict[str, float]:
+    """Forward + backward down to the residual stream of ``layer`` with every weight frozen.
+
+    No weight gradient at all: the least any method that trains something in ``layer``
+    must compute (the activation gradients of every block from the top down to it).
+    """
+    from neurorit_lens.hooks import neuron_hooks
+    from neurorit_lens.objective import sft_loss
+
+    batch = tokenize_items(model, items)
+    hook = (f"blocks.{layer}.hook_resid_pre", lambda x, hook: x.detach().requires_grad_(True))
+    before = load_avg()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with neuron_hooks(model, [hook]):
+        sft_loss(model(batch.tokens), batch).backward()
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "load_before": before[0],
+            "load_after": load_avg()[0]}
+
+
+def time_optimizer(model: Any, stage: StagePlan, repeats: int = 3) -> dict[str, float]:
+    """One AdamW step over whole touched tensors vs over the trainable entries only (random gradients)."""
+    mp = MaskedParams(model, stage.masks)
+    dense = [torch.nn.Parameter(p.detach().clone()) for p in mp.params]
+    compact = [torch.nn.Parameter(leaf.detach().clone()) for leaf in mp.leaves]
+    out: dict[str, float] = {"dense_entries": sum(p.numel() for p in dense),
+                             "compact_entries": sum(p.numel() for p in compact)}
+    for name, leaves in (("dense", dense), ("compact", compact)):
+        opt = torch.optim.AdamW(leaves, lr=1e-4, weight_decay=0.0)
+        times = []
+        for _ in range(repeats + 1):
+            for p in leaves:
+                p.grad = torch.randn_like(p)
+            t0 = time.perf_counter()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        out[f"{name}_s"] = statistics.median(times[1:])  # the first step allocates the state
+        del opt
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model) if args.model else load_model()
+    neurons = read_json(args.neurons)
+    sets = {k: NeuronSet.from_dict(neurons[k]) for k in ("R_excl", "I_excl")}
+    layer_mass = (neurons.get("meta") or {}).get("layer_mass")
+    cfg = TrainConfig(steps=2, batch_size=args.n_items, lr=3e-4, warmup_steps=0, seed=0)
+    data_cfg = DataConfig(n_passages=3, max_prompt_tokens=256)
+    items = build_train_items(embedded_examples()[: max(4, args.n_items)], model.tokenizer, cfg, data_cfg).items
+    items = items[: args.n_items]
+    n_tokens = [int(n) for n in tokenize_items(model, items).lengths]
+    plans = cases(model, sets, layer_mass, cfg)
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in plans}
+    floors: dict[int, list[dict[str, float]]] = {}
+    for rep in range(args.repeats):
+        for name, stage in plans.items():
+            runs[name].append(time_second_step(model, items, stage, cfg))
+            model.load_state_dict(snapshot)
+            print(f"repeat {rep + 1}/{args.repeats} {name}: {runs[name][-1]['wall_s']:.2f} s", flush=True)
+        for layer in sorted({0, int(lowest_trained_layer(plans["layers"]))}):
+            floors.setdefault(layer, []).append(time_backprop_floor(model, items, layer))
+    optimizer = time_optimizer(model, plans["stage1"])
+    rows = {name: {"trainable_params": count_trainable(model, st.masks),
+                   "lowest_trained_layer": lowest_trained_layer(st),
+                   "n_deactivated": len(st.deactivate),
+                   "median_wall_s": statistics.median(r["wall_s"] for r in runs[name]),
+                   "min_wall_s": min(r["wall_s"] for r in runs[name]),
+                   "median_cpu_s": statistics.median(r["cpu_s"] for r in runs[name]), "runs": runs[name]}
+            for name, st in plans.items()}
+    for r in rows.values():
+        r["vs_layers"] = r["median_wall_s"] / rows["layers"]["median_wall_s"]
+        r["vs_full"] = r["median_wall_s"] / rows["full"]["median_wall_s"]
+    result = {"model": args.model or "smollm2-135m-instruct", "n_items": len(items), "n_tokens": n_tokens,
+              "repeats": args.repeats, "threads": torch.get_num_threads(), "neurons": str(args.neurons),
+              "methods": rows, "optimizer_step_stage1": optimizer,
+              "backprop_floor": {str(k): {"median_wall_s": statistics.median(r["wall_s"] for r in v), "runs": v}
+                                 for k, v in floors.items()}, "environment": environment_info(0)}
+    out = Path(args.out)
+    atomic_write_json(out / "train_step.json", result)
+    atomic_write_text(out / "train_step.md", render(result))
+    print(render(result))
+    return 0
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [f"Training step time per method, {res['model']}, one run: batch of {res['n_items']} items "
+             f"({', '.join(map(str, res['n_tokens']))} tokens), {res['threads']} torch threads, "
+             f"median of {res['repeats']} round-robin repeats (second step of a 2-step fit).", "",
+             "| method | trainable params | lowest trained layer | step (s, median) | min (s) | CPU (s) "
+             "| vs layers | vs full | load avg (1 min) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in res["methods"].items():
+        loads = [x["load_before"] for x in r["runs"]]
+        lines.append(f"| {name} | {r['trainable_params']:,} | {r['lowest_trained_layer']} | {r['median_wall_s']:.2f} "
+                     f"| {r['min_wall_s']:.2f} | {r['median_cpu_s']:.2f} | {r['vs_layers']:.2f} | {r['vs_full']:.2f} "
+                     f"| {min(loads):.1f}-{max(loads):.1f} |")
+    floor = res.get("backprop_floor", {})
+    if floor:
+        lines += ["", "Floor (same run, every weight frozen, forward + backward down to the residual stream of a "
+                  "layer, no weight gradient): " + "; ".join(f"to layer {k}: {v['median_wall_s']:.2f} s"
+                                                             for k, v in floor.items()) + "."]
+    o = res["optimizer_step_stage1"]
+    lines += ["", f"AdamW step of stage 1 alone: over whole touched tensors ({o['dense_entries']:,} entries) "
+              f"{o['dense_s']:.3f} s; over the trainable entries only ({o['compact_entries']:,}) "
+              f"{o['compact_s']:.4f} s.",
+              ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""What each method deactivates and trains: Neuro-RIT's two stages and the baselines as plans.
+
+Every method trains on the same noisy-context data, for the same total number of
+optimizer steps, with the same learning-rate search (``TrainConfig.lr_grid``, best final
+dev loss wins), in :class:`neurorit_lens.training.trainer.Trainer`
+(:func:`neurorit_lens.training.methods.train` runs a plan). They differ only in what is
+deactivated (zeroed by a hook) and what is trainable (a parameter mask):
+
+=========  ==========================================  =============================================
+method     deactivated (hook, then baked into weights)  trainable
+=========  ==========================================  =============================================
+stage1     ``I_excl``                                   parameters of the ``R_excl`` neurons
+neurorit   ``I_excl``                                   stage 1, then stage 2: whole MLP (and with
+                                                        ``train_attention`` attention) of the target
+                                                        layers; ``stage1_fraction`` of the steps in
+                                                        stage 1, the rest in stage 2
+layers     nothing                                      the same target layers as neurorit's stage 2
+random     random neurons, ``I_excl``'s per-layer       random neurons with ``R_excl``'s per-layer
+           counts                                       counts (seeded, disjoint from both real sets)
+full       nothing                                      every parameter (RetRobust-style)
+=========  ==========================================  =============================================
+
+Target layers (stage 2): layers ranked by ``R_excl`` attribution mass
+(``neurons.json`` ``meta["layer_mass"]["R_excl"]``; per-layer ``R_excl`` counts when the
+mass is absent); ``k`` is ``TrainConfig.n_target_layers`` when set, otherwise the ``k``
+whose trainable parameters (stage 1 and stage 2 together) are nearest to
+``TrainConfig.target_fraction`` of the model's parameters (ties: the smaller ``k``).
+
+Export: the deactivated neurons' ``W_out`` rows, ``W_in`` columns, ``b_in`` entries (and
+``W_gate`` columns) are set to zero (:func:`bake_deactivation`), so the saved model needs
+no hook and gives the same logits as the hooked one.
+"""
+
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, get_args
+
+import torch
+
+from neurorit_lens.config import TrainConfig, TrainMethod
+from neurorit_lens.neurons.sets import NeuronSet, exclusive_sets
+from neurorit_lens.tl_backend import Model
+from neurorit_lens.training.masks import (
+    ParamMasks,
+    count_trainable,
+    layer_param_masks,
+    merge_masks,
+    neuron_param_entries,
+    neuron_param_masks,
+    total_params,
+)
+
+METHODS = get_args(TrainMethod)
+
+
+@dataclass
+class StagePlan:
+    """One trainer run: its name, what it deactivates, what it trains, for how many steps."""
+
+    name: str
+    deactivate: NeuronSet
+    masks: ParamMasks
+    steps: int
+
+
+@dataclass
+class MethodPlan:
+    """The stages of one method and what they add up to."""
+
+    method: str
+    stages: list[StagePlan]
+    deactivated: NeuronSet
+    trained_neurons: NeuronSet
+    target_layers: list[int]
+    trainable_params: int
+    total_params: int
+
+    @property
+    def trainable_fraction(self) -> float:
+        return self.trainable_params / self.total_params
+
+    @property
+    def union_masks(self) -> ParamMasks:
+        return merge_masks(*(s.masks for s in self.stages))
+
+    def summary(self) -> dict[str, Any]:
+        return {"method": self.method, "stages": {s.name: s.steps for s in self.stages},
+                "target_layers": self.target_layers, "n_deactivated": len(self.deactivated),
+                "n_trained_neurons": len(self.trained_neurons), "trainable_params": self.trainable_params,
+                "total_params": self.total_params, "trainable_fraction": self.trainable_fraction}
+
+
+# --- choosing what to train ------------------------------------------------------------
+def full_sets(sets: Mapping[str, NeuronSet] | None) -> dict[str, NeuronSet]:
+    """``sets`` with ``R_excl``/``I_excl`` derived from ``R``/``I`` when only those are given."""
+    sets = dict(sets or {})
+    if ("R_excl" not in sets or "I_excl" not in sets) and "R" in sets and "I" in sets:
+        sets = {**exclusive_sets(sets["R"], sets["I"]), **sets}
+    return sets
+
+
+def layer_ranking(
+    n_layers: int, r_excl: NeuronSet | None = None, layer_mass: Mapping[str, Any] | None = None
+) -> list[int]:
+    """Layers ordered by ``R_excl`` attribution mass, largest first (ties: lower layer first).
+
+    Args:
+        n_layers: the model's number of layers.
+        r_excl: the ``R_excl`` set (its per-layer counts are the fallback score).
+        layer_mass: ``neurons.json`` ``meta["layer_mass"]``; its ``"R_excl"`` entry is a
+            per-layer list of attribution mass.
+
+    Raises:
+        ValueError: when neither a mass nor a non-empty ``R_excl`` is given, or the mass
+            has the wrong length.
+    """
+    mass = (layer_mass or {}).get("R_excl")
+    if mass is not None:
+        mass = [float(x) for x in mass]
+        if len(mass) != n_layers:
+            raise ValueError(f"layer_mass['R_excl'] has {len(mass)} entries for a model with {n_layers} layers")
+        if any(math.isnan(x) for x in mass):
+            raise ValueError("layer_mass['R_excl'] contains NaN")
+    elif r_excl:
+        counts = r_excl.counts_per_layer()
+        mass = [float(counts.get(layer, 0)) for layer in range(n_layers)]
+    else:
+        raise ValueError("cannot choose target layers: no layer_mass['R_excl'] and no R_excl neurons")
+    return sorted(range(n_layers), key=lambda layer: (-mass[layer], layer))
+
+
+def select_target_layers(
+    model: Model, ranking: Sequence[int], cfg: TrainConfig, base_masks: ParamMasks | None = None
+) -> list[int]:
+    """The ``k`` best-ranked layers, ``k`` from ``cfg`` (see module docstring).
+
+    Args:
+        model: the model (parameter counts).
+        ranking: layers, best first (:func:`layer_ranking`).
+        cfg: ``n_target_layers`` or ``target_fraction``, and ``train_attention``.
+        base_masks: parameters trained anyway (stage 1), counted in the fraction.
+
+    Returns:
+        The chosen layers, sorted.
+    """
+    ranking = list(ranking)
+    if cfg.n_target_layers is not None:
+        if cfg.n_target_layers > len(ranking):
+            raise ValueError(f"n_target_layers={cfg.n_target_layers} but the model has {len(ranking)} layers")
+        return sorted(ranking[: cfg.n_target_layers])
+    total = total_params(model)
+    base = base_masks or {}
+    best_k, best_gap = 1, float("inf")
+    for k in range(1, len(ranking) + 1):
+        masks = merge_masks(base, layer_param_masks(model, ranking[:k], cfg.train_attention))
+        frac = count_trainable(model, masks) / total
+        gap = abs(frac - cfg.target_fraction)
+        if gap < best_gap - 1e-12:
+            best_k, best_gap = k, gap
+        if frac > cfg.target_fraction:
+            break
+    return sorted(ranking[:best_k])
+
+
+def _split_steps(cfg: TrainConfig) -> tuple[int, int]:
+    if cfg.steps < 2:
+        raise ValueError("method neurorit needs steps >= 2 (stage 1 and stage 2 share them)")
+    s1 = min(max(1, round(cfg.steps * cfg.stage1_fraction)), cfg.steps - 1)
+    return s1, cfg.steps - s1
+
+
+def plan_method(
+    model: Model,
+    method: str,
+    sets: Mapping[str, NeuronSet] | None,
+    layer_mass: Mapping[str, Any] | None,
+    cfg: TrainConfig,
+) -> MethodPlan:
+    """Stages, masks and deactivated neurons of ``method`` (see module docstring).
+
+    Args:
+        model: the model to train.
+        method: one of :data:`METHODS`.
+        sets: neuron sets (``R_excl`` and ``I_excl``, or ``R`` and ``I``); unused by ``full``.
+        layer_mass: ``meta["layer_mass"]`` from ``neurons.json`` (optional).
+        cfg: steps, stage split, target-layer rule, seed.
+
+    Returns:
+        A :class:`MethodPlan` whose stages' steps sum to ``cfg.steps``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    total = total_params(model)
+    sets = full_sets(sets)
+    empty = NeuronSet()
+    if method == "full":
+        masks = {n: None for n, _ in model.named_parameters()}
+        st = [StagePlan("full", empty, masks, cfg.steps)]
+        return MethodPlan(method, st, empty, empty, list(range(model.cfg.n_layers)), total, total)
+    missing = [k for k in ("R_excl", "I_excl") if k not in sets]
+    if missing and method != "layers":
+        raise ValueError(f"method {method!r} needs neuron sets R_excl and I_excl (or R and I); missing {missing}")
+    for s in sets.values():
+        s.check_model(model)
+    r_excl, i_excl = sets.get("R_excl", empty), sets.get("I_excl", empty)
+    if method in ("stage1", "neurorit", "random") and not r_excl:
+        raise ValueError(f"method {method!r}: R_excl is empty, so stage 1 has nothing to train")
+    if method == "random":
+        real = r_excl | i_excl
+        trained = r_excl.random_like(model.cfg.d_mlp, seed=cfg.seed, exclude=real)
+        deact = i_excl.random_like(model.cfg.d_mlp, seed=cfg.seed + 1, exclude=real | trained)
+        masks = neuron_param_masks(model, trained)
+        st = [StagePlan("random", deact, masks, cfg.steps)]
+        return MethodPlan(method, st, deact, trained, [], count_trainable(model, masks), total)
+    s1_masks = neuron_param_masks(model, r_excl) if r_excl else {}
+    if method == "stage1":
+        st = [StagePlan("stage1", i_excl, s1_masks, cfg.steps)]
+        return MethodPlan(method, st, i_excl, r_excl, [], count_trainable(model, s1_masks), total)
+    ranking = layer_ranking(model.cfg.n_layers, r_excl, layer_mass)
+    layers = select_target_layers(model, ranking, cfg, s1_masks)
+    s2_masks = layer_param_masks(model, layers, cfg.train_attention)
+    if method == "layers":
+        st = [StagePlan("layers", empty, s2_masks, cfg.steps)]
+        return MethodPlan(method, st, empty, empty, layers, count_trainable(model, s2_masks), total)
+    n1, n2 = _split_steps(cfg)
+    st = [StagePlan("stage1", i_excl, s1_masks, n1), StagePlan("stage2", i_excl, s2_masks, n2)]
+    n_trainable = count_trainable(model, merge_masks(s1_masks, s2_masks))
+    return MethodPlan(method, st, i_excl, r_excl, layers, n_trainable, total)
+
+
+@torch.no_grad()
+def bake_deactivation(model: Model, neurons: NeuronSet) -> None:
+    """Zero the weights of ``neurons`` in place so they are off without a hook.
+
+    Sets their ``W_out`` rows (which alone makes the MLP output identical to zeroing
+    ``hook_post``), and their ``W_in`` columns, ``b_in`` entries and ``W_gate`` columns.
+    """
+    neurons.check_model(model)
+    params = dict(model.named_parameters())
+    for layer, idx in neurons.by_layer().items():
+        index = torch.as_tensor(idx, dtype=torch.long)
+        for name, axis in neuron_param_entries(model, layer):
+            p = params[name]
+            if axis == 0:
+                p[index.to(p.device)] = 0
+            else:
+                p[:, index.to(p.device)] = 0
+
+
+__all__ = ["METHODS", "MethodPlan", "StagePlan", "bake_deactivation", "full_sets", "layer_ranking",
+           "plan_method", "select_target_layers"]
