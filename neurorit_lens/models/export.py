@@ -287,6 +287,22 @@ def generation_config_for(model: HookedTransformer) -> Any:
                             eos_token_id=stops[0] if len(stops) == 1 else (stops or None))
 
 
+def _save_tokenizer(model: HookedTransformer, out: Path) -> None:
+    """Save the tokenizer so that ``tokenizer(text).input_ids == model.to_tokens(text)``.
+
+    TL keeps a copy of the tokenizer that always adds BOS and strips it per its
+    ``default_prepend_bos``; the exported one adds BOS exactly when TL prepends it.
+    """
+    from transformers import AutoTokenizer
+
+    model.tokenizer.save_pretrained(str(out))
+    tok = model.tokenizer
+    if tok.bos_token is not None and hasattr(tok, "add_bos_token"):
+        tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
+        tok.add_bos_token = bool(model.cfg.default_prepend_bos)  # rebuilds the post-processor
+        tok.save_pretrained(str(out))
+
+
 def _source(model_or_dir: HookedTransformer | str | os.PathLike) -> tuple[HookedTransformer, Path | None]:
     if isinstance(model_or_dir, HookedTransformer):
         return model_or_dir, None
@@ -335,7 +351,7 @@ def export_hf(model_or_dir: HookedTransformer | str | os.PathLike, out_dir: str 
         hf.generation_config = generation_config_for(model)
         hf.save_pretrained(str(tmp))
         if model.tokenizer is not None:
-            model.tokenizer.save_pretrained(str(tmp))
+            _save_tokenizer(model, tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
