@@ -434,7 +434,8 @@ def _per_example_correct(preds: Sequence[str], answers: Sequence[Sequence[str]])
 
 def _correct(model: Model, ctx: ContextPrompts, n: int, cfg: AblationConfig, hooks: Sequence[FwdHook]) -> np.ndarray:
     with torch.no_grad(), neuron_hooks(model, list(hooks)):
-        preds = generate_greedy(model, ctx.prompts[:n], cfg.max_new_tokens, cfg.batch_size, show_progress=False)
+        preds = generate_greedy(model, ctx.prompts[:n], cfg.max_new_tokens, cfg.batch_size, show_progress=False,
+                                backend="tl")  # baseline and ablated conditions on one backend
     return _per_example_correct(preds, ctx.answers[:n])
 
 

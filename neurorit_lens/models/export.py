@@ -257,9 +257,10 @@ def to_hf_model(model: HookedTransformer) -> Any:
     """An in-memory transformers ``*ForCausalLM`` computing the same logits as ``model``
     (weights copied, eval mode, frozen, on the model's device and dtype)."""
     from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
 
     config, sd = hf_checkpoint(model)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), no_init_weights():  # every weight is overwritten below
         warnings.simplefilter("ignore")
         hf = AutoModelForCausalLM.from_config(config, torch_dtype=model.cfg.dtype)
     missing, unexpected = hf.load_state_dict(sd, strict=False)
