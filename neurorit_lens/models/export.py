@@ -247,7 +247,7 @@ def hf_checkpoint(model: HookedTransformer) -> tuple[Any, dict[str, torch.Tensor
     tok = model.tokenizer
     if tok is not None:
         config.bos_token_id, config.eos_token_id, config.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
-    config.torch_dtype = model.cfg.dtype
+    config.dtype = model.cfg.dtype
     if tied:
         sd.pop("lm_head.weight")
     return config, sd
@@ -345,6 +345,9 @@ def export_hf(model_or_dir: HookedTransformer | str | os.PathLike, out_dir: str 
     model, src = _source(model_or_dir)
     out = Path(out_dir)
     _check_out_dir(out, src, force)
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        log.warning("the model has hooks registered; they are not part of the exported weights "
+                    "(bake a deactivation with training.methods.bake_deactivation first)")
     hf = to_hf_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
