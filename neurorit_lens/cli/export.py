@@ -19,12 +19,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="trained model folder (RUN/model, written by `neurorit train`)")
     p.add_argument("--out", required=True, help="output folder for the checkpoint (must be empty unless --force)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--format", choices=("hf",), default="hf", help="checkpoint format (default: hf)")
+    p.add_argument("--format", choices=("hf", "gguf"), default="hf",
+                   help="checkpoint format (default: hf; gguf is not implemented yet)")
 
 
 def run(args: argparse.Namespace) -> int:
     from neurorit_lens.models.export import export_hf
 
+    if args.format == "gguf":
+        raise ValueError("GGUF export is not implemented; export with --format hf and convert that folder "
+                         "with llama.cpp's convert_hf_to_gguf.py")
     out = export_hf(args.model, args.out, force=args.force)
     print(f"wrote {out}")
     return 0
