@@ -88,8 +88,10 @@ def _cfg_checks(model: HookedTransformer, arch: str, target: str, expected: dict
 def _check_zero(params: dict[str, torch.Tensor], name: str, target: str) -> None:
     p = params.pop(name, None)
     if p is not None and bool(p.detach().ne(0).any()):
+        hint = (" (TL adds a zero unembed.b_U to converted models and method 'full' trains it; "
+                "train without it to export)") if name == "unembed.b_U" else ""
         raise ValueError(f"parameter {name} is nonzero but {target} has no slot for it "
-                         f"(max |value| {float(p.abs().max()):.3g}); it cannot be exported exactly")
+                         f"(max |value| {float(p.abs().max()):.3g}); it cannot be exported exactly{hint}")
 
 
 def _attn_tensors(params: dict[str, torch.Tensor], l: int, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
