@@ -20,8 +20,8 @@ Two backends run the same loop. A model with no hook registered, of an architect
 :mod:`neurorit_lens.models.export` writes (Llama-style, GPT-2), is decoded by default with
 its transformers twin (built in memory, cached until a parameter changes): the same
 weights (``b_in`` folded exactly), the same left padding and positions, and HF's fused
-attention, about 1.5x faster than TL's on CPU. Logits agree to ~1e-6, not bitwise, so a
-near-tie can rarely pick another token. Everything else (hooks active, other
+attention: 1.7x faster than TL on CPU (benchmarks/results/bench_generation.md). Logits
+agree to ~1e-6, not bitwise, so a near-tie can rarely pick another token. Everything else (hooks active, other
 architectures, ``backend="tl"``) goes through TransformerLens; ablation experiments pin
 ``backend="tl"`` so all their conditions share one numerical path.
 
