@@ -31,6 +31,7 @@ from neurorit_lens.data import build_instances, load_examples, render_prompts, s
 from neurorit_lens.evaluation.evaluate import EvalResult, evaluate
 from neurorit_lens.hooks import mean_ablation, neuron_hooks, scale_ablation, zero_ablation
 from neurorit_lens.models import load_model
+from neurorit_lens.models.export import export_hf
 from neurorit_lens.neurons.attribution import attribute
 from neurorit_lens.neurons.mining import MiningResult, mine
 from neurorit_lens.neurons.sets import Neuron, NeuronSet, load_neuron_sets
@@ -63,6 +64,7 @@ __all__ = [
     "build_instances",
     "evaluate",
     "example_view",
+    "export_hf",
     "load_examples",
     "load_model",
     "load_neuron_sets",

@@ -128,7 +128,9 @@ def build_context_prompts(model: Model, examples: Sequence[Any], setting: str, n
 def _correct(model: Model, ctx: ContextPrompts, n: int, cfg: AblationConfig, hooks: Sequence[FwdHook]) -> np.ndarray:
     """Per-example 0/1 accuracy of greedy answers to the first ``n`` prompts under ``hooks``."""
     with torch.no_grad(), neuron_hooks(model, list(hooks)):
-        preds = generate_greedy(model, ctx.prompts[:n], cfg.max_new_tokens, cfg.batch_size, show_progress=False)
+        # one numerical path (TL) for the baseline and every ablated condition
+        preds = generate_greedy(model, ctx.prompts[:n], cfg.max_new_tokens, cfg.batch_size, show_progress=False,
+                                backend="tl")
     return np.asarray([accuracy(p, list(a)) for p, a in zip(preds, ctx.answers[:n], strict=True)], dtype=np.float64)
 
 

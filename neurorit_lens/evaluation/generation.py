@@ -16,6 +16,15 @@ for every forward pass here, the prompt pass and each one-token step. The first 
 the blocks with ``stop_at_layer`` and unembeds only the last position, so the prompt's
 full ``[batch, pos, d_vocab]`` logits are never materialised.
 
+Two backends run the same loop. A model with no hook registered, of an architecture
+:mod:`neurorit_lens.models.export` writes (Llama-style, GPT-2), is decoded by default with
+its transformers twin (built in memory, cached until a parameter changes): the same
+weights (``b_in`` folded exactly), the same left padding and positions, and HF's fused
+attention: 1.7x faster than TL on CPU (benchmarks/results/bench_generation.md). Logits
+agree to ~1e-6, not bitwise, so a near-tie can rarely pick another token. Everything else (hooks active, other
+architectures, ``backend="tl"``) goes through TransformerLens; ablation experiments pin
+``backend="tl"`` so all their conditions share one numerical path.
+
 >>> from neurorit_lens.models import tiny_model
 >>> out = generate_greedy(tiny_model(), ["The capital of Zarnia is", "Hi"], max_new_tokens=3,
 ...                       show_progress=False)
@@ -26,19 +35,22 @@ full ``[batch, pos, d_vocab]`` logits are never materialised.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import logging
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from neurorit_lens.evaluation.resources import fit_batch_size, generation_bytes_per_row
+from neurorit_lens.models.export import CHAT_END_TOKENS, EXPORTABLE, stop_ids_of, to_hf_model
 from neurorit_lens.objective import encode_prompt
 from neurorit_lens.tl_backend import KeyValueCache, Model
 
-# Special tokens that end an assistant turn in common chat templates (when in the vocab).
-CHAT_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<eos>", "</s>", "<|eot_id|>", "<|end|>")
-
+__all__ = ["CHAT_END_TOKENS", "decode_layout", "encode_for_generation", "generate_greedy", "generate_greedy_ids",
+           "hooks_active", "left_pad", "stop_token_ids"]
+log = logging.getLogger(__name__)
 
 def stop_token_ids(model: Model) -> list[int]:
     """Token ids that end a generated answer: the tokenizer's EOS plus chat end tokens.
@@ -46,18 +58,9 @@ def stop_token_ids(model: Model) -> list[int]:
     Only tokens the tokenizer knows as special (or added) tokens count, so an ordinary
     word that happens to be spelled like one is never a stop token.
     """
-    tok = model.tokenizer
-    if tok is None:
+    if model.tokenizer is None:
         raise ValueError("model has no tokenizer; generation needs one")
-    ids: set[int] = set()
-    if tok.eos_token_id is not None:
-        ids.add(int(tok.eos_token_id))
-    special = set(getattr(tok, "all_special_tokens", [])) | set(getattr(tok, "get_added_vocab", dict)().keys())
-    vocab = tok.get_vocab()
-    for t in CHAT_END_TOKENS:
-        if t in special and t in vocab:
-            ids.add(int(vocab[t]))
-    return sorted(ids)
+    return stop_ids_of(model.tokenizer)
 
 
 def _pad_id(model: Model) -> int:
@@ -151,20 +154,19 @@ def _last_logits(model: Model, resid: Float[torch.Tensor, "batch pos d_model"]) 
     return logits
 
 
-def _generate_batch(
-    model: Model, rows: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: torch.Tensor, pad_id: int
-) -> list[list[int]]:
-    device = model.cfg.device or "cpu"
-    tokens, mask = left_pad(rows, pad_id, device)
-    B = tokens.shape[0]
-    cache = KeyValueCache.init_cache(model.cfg, device, B)
-    resid = model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
-    next_tok = _last_logits(model, resid).argmax(-1)
+Step = Callable[[torch.Tensor], Float[torch.Tensor, "batch d_vocab"]]
+
+
+def _greedy_loop(first: Float[torch.Tensor, "batch d_vocab"], step: Step, max_new_tokens: int,
+                 stop_ids: torch.Tensor, pad_id: int) -> list[list[int]]:
+    """Greedy decoding from the prompt's last logits; ``step(tokens [batch])`` returns the
+    next logits. Finished rows are fed ``pad_id``; stop tokens are not returned."""
+    next_tok = first.argmax(-1)
+    B, device = next_tok.shape[0], next_tok.device
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in range(B)]
-    ones = torch.ones((B, 1), dtype=torch.long, device=device)
     stop_ids = stop_ids.to(device)
-    for step in range(max_new_tokens):
+    for i in range(max_new_tokens):
         if stop_ids.numel():
             is_stop = torch.isin(next_tok, stop_ids) & ~finished
         else:
@@ -172,12 +174,97 @@ def _generate_batch(
         for b in (~finished & ~is_stop).nonzero().flatten().tolist():
             out[b].append(int(next_tok[b]))
         finished |= is_stop
-        if bool(finished.all()) or step == max_new_tokens - 1:
+        if bool(finished.all()) or i == max_new_tokens - 1:
             break
-        feed = torch.where(finished, torch.full_like(next_tok, pad_id), next_tok)
-        resid = model(feed[:, None], attention_mask=ones, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
-        next_tok = _last_logits(model, resid).argmax(-1)
+        next_tok = step(torch.where(finished, torch.full_like(next_tok, pad_id), next_tok)).argmax(-1)
     return out
+
+
+def _tl_batch(model: Model, rows: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: torch.Tensor,
+              pad_id: int) -> list[list[int]]:
+    """One batch through the HookedTransformer with TL's KV cache (hooks fire on every pass)."""
+    device = model.cfg.device or "cpu"
+    tokens, mask = left_pad(rows, pad_id, device)
+    cache = KeyValueCache.init_cache(model.cfg, device, tokens.shape[0])
+    ones = torch.ones((tokens.shape[0], 1), dtype=torch.long, device=device)
+    n = model.cfg.n_layers
+
+    def step(feed: torch.Tensor) -> torch.Tensor:
+        return _last_logits(model, model(feed[:, None], attention_mask=ones, past_kv_cache=cache, stop_at_layer=n))
+
+    first = _last_logits(model, model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=n))
+    return _greedy_loop(first, step, max_new_tokens, stop_ids, pad_id)
+
+
+def _hf_batch(hf, rows: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: torch.Tensor,
+              pad_id: int) -> list[list[int]]:
+    """One batch through the exported transformers model: same left padding, positions
+    counted from each row's first real token (as TL counts them), its own KV cache."""
+    tokens, mask = left_pad(rows, pad_id, hf.device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = hf(input_ids=tokens, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    state = {"cache": out.cache, "mask": mask, "pos": pos[:, -1:]}
+    ones = torch.ones((tokens.shape[0], 1), dtype=mask.dtype, device=mask.device)
+
+    def step(feed: torch.Tensor) -> torch.Tensor:
+        state["mask"] = torch.cat([state["mask"], ones], dim=1)
+        state["pos"] = state["pos"] + 1
+        o = hf(input_ids=feed[:, None], attention_mask=state["mask"], position_ids=state["pos"],
+               cache=state["cache"], use_cache=True)
+        state["cache"] = o.cache
+        return o.logits[:, -1, :]
+
+    return _greedy_loop(out.logits[:, -1, :], step, max_new_tokens, stop_ids, pad_id)
+
+
+def hooks_active(model: Model) -> bool:
+    """Whether any forward/backward hook is registered on the model or globally."""
+    from torch.nn.modules import module as _m
+
+    if _m._global_forward_hooks or _m._global_forward_pre_hooks or _m._global_backward_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in model.modules())
+
+
+_HF_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _hf_twin(model: Model):
+    """The exported transformers twin of ``model``, rebuilt when any parameter changed.
+
+    Cached per model (key: every parameter's storage address and in-place version
+    counter, so training steps, ``load_state_dict`` and ``p.data = ...`` invalidate it).
+    """
+    key = (str(model.cfg.device), model.cfg.dtype, tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    hit = _HF_CACHE.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    _HF_CACHE.pop(model, None)  # free the stale twin before building a new one
+    hf = to_hf_model(model)
+    _HF_CACHE[model] = (key, hf)
+    return hf
+
+
+def _choose_backend(model: Model, backend: str):
+    """``None`` for the TL path, else the transformers twin (see :func:`generate_greedy_ids`)."""
+    if backend not in ("auto", "tl", "hf"):
+        raise ValueError(f"backend must be 'auto', 'tl' or 'hf', got {backend!r}")
+    if backend == "tl":
+        return None
+    if hooks_active(model):
+        if backend == "hf":
+            raise ValueError("backend='hf' ignores hooks, and hooks are active on the model; use 'tl' or 'auto'")
+        return None
+    if backend == "auto" and getattr(model.cfg, "original_architecture", None) not in EXPORTABLE:
+        return None
+    try:
+        return _hf_twin(model)
+    except ValueError as e:
+        if backend == "hf":
+            raise
+        log.info("generation falls back to TransformerLens: %s", e)
+        return None
 
 
 def generate_greedy_ids(
@@ -187,21 +274,12 @@ def generate_greedy_ids(
     batch_size: int = 8,
     stop_at_eos: bool = True,
     show_progress: bool = True,
+    backend: str = "auto",
 ) -> list[list[int]]:
     """Like :func:`generate_greedy` but returns the new token ids (stop token excluded)."""
-    if isinstance(prompts, str):
-        raise ValueError("prompts must be a list of strings, not a single string")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if model.tokenizer is None:
-        raise ValueError("model has no tokenizer; generation needs one")
+    _check_args(model, prompts, max_new_tokens, batch_size)
     if not prompts:
         return []
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise ValueError(f"prompt {i} is a {type(p).__name__}, not a string")
     ids = [encode_for_generation(model, p) for p in prompts]
     n_ctx = model.cfg.n_ctx
     for i, r in enumerate(ids):
@@ -217,13 +295,30 @@ def generate_greedy_ids(
                                 what="generation batch")
     results: list[list[int]] = [[] for _ in ids]
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    with torch.inference_mode(), decode_layout(model):
-        for idx in tqdm(batches, desc="generate", unit="batch", leave=False,
-                        disable=not show_progress):
-            new = _generate_batch(model, [ids[i] for i in idx], max_new_tokens, stops, pad_id)
+    hf = _choose_backend(model, backend)
+    layout = decode_layout(model) if hf is None else contextlib.nullcontext()
+    with torch.inference_mode(), layout:
+        for idx in tqdm(batches, desc="generate", unit="batch", leave=False, disable=not show_progress):
+            rows = [ids[i] for i in idx]
+            new = (_tl_batch(model, rows, max_new_tokens, stops, pad_id) if hf is None
+                   else _hf_batch(hf, rows, max_new_tokens, stops, pad_id))
             for i, toks in zip(idx, new, strict=True):
                 results[i] = toks
     return results
+
+
+def _check_args(model: Model, prompts: list[str], max_new_tokens: int, batch_size: int) -> None:
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings, not a single string")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if model.tokenizer is None:
+        raise ValueError("model has no tokenizer; generation needs one")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ValueError(f"prompt {i} is a {type(p).__name__}, not a string")
 
 
 def generate_greedy(
@@ -233,6 +328,7 @@ def generate_greedy(
     batch_size: int = 8,
     stop_at_eos: bool = True,
     show_progress: bool = True,
+    backend: str = "auto",
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (new text only), batched with a KV cache.
 
@@ -243,6 +339,12 @@ def generate_greedy(
         batch_size: prompts per forward pass (prompts are grouped by length).
         stop_at_eos: stop a row at EOS or a chat end token (the stop token is not returned).
         show_progress: show a tqdm bar over batches.
+        backend: ``"auto"`` (default) decodes hook-free models of an exportable
+            architecture (Llama-style, GPT-2) with their transformers twin
+            (:func:`neurorit_lens.models.export.to_hf_model`, built in memory and cached
+            until a parameter changes), which is faster, and everything else, any model
+            with hooks registered included, through TransformerLens. ``"tl"`` always uses
+            TransformerLens; ``"hf"`` requires the twin (error with hooks active).
 
     Returns:
         One decoded string per prompt, in the input order, special tokens skipped.
@@ -250,5 +352,5 @@ def generate_greedy(
     Raises:
         ValueError: on a non-list/str prompt, bad sizes, or a prompt too long for the model.
     """
-    ids = generate_greedy_ids(model, prompts, max_new_tokens, batch_size, stop_at_eos, show_progress)
+    ids = generate_greedy_ids(model, prompts, max_new_tokens, batch_size, stop_at_eos, show_progress, backend)
     return [model.tokenizer.decode(t, skip_special_tokens=True) for t in ids]

@@ -134,3 +134,74 @@ def test_decode_layout_is_bitwise_neutral_and_restored(gated):
     with pytest.raises(RuntimeError), decode_layout(model):
         raise RuntimeError("boom")
     assert all(p.data_ptr() == before[n][1] for n, p in model.named_parameters())
+
+
+def _tiny_hf_twin_model(arch: str, tmp_path):
+    """A tiny random HF Llama / GPT-2 converted to TL (exportable, so 'auto' may use the HF twin)."""
+    import transformers as tf
+
+    from neurorit_lens.models.convert import hf_to_hooked
+    from neurorit_lens.models.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    if arch == "llama":
+        cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             initializer_range=0.2)
+        cls = tf.LlamaForCausalLM
+    else:
+        cfg = tf.GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                            initializer_range=0.2)
+        cls = tf.GPT2LMHeadModel
+    torch.manual_seed(0)
+    hf = cls(cfg).eval()
+    return hf_to_hooked(hf, tok, model_name=f"tiny-{arch}", tokenizer_dir=tmp_path / "tok")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_hf_twin_gives_identical_greedy_ids(tmp_path, arch):
+    from neurorit_lens.evaluation import generation as gen
+
+    model = _tiny_hf_twin_model(arch, tmp_path)
+    with torch.no_grad():  # a trained b_in entry (folded into the down bias for Llama)
+        model.blocks[0].mlp.b_in[:5] += 0.5
+    tl = generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=4, show_progress=False, backend="tl")
+    hf = generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=4, show_progress=False, backend="hf")
+    auto = generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=3, show_progress=False)
+    assert hf == tl == auto
+    assert tl == [naive_greedy(model, p, N_NEW) for p in PROMPTS]
+    assert len({tuple(x) for x in tl}) > 1 and any(len(x) == N_NEW for x in tl)
+    assert model in gen._HF_CACHE  # 'auto' used the twin
+    twin = gen._HF_CACHE[model][1]
+    with torch.no_grad():  # any in-place change to a parameter rebuilds the twin
+        model.blocks[1].mlp.W_out.mul_(3.0)
+    changed = generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=4, show_progress=False)
+    assert gen._HF_CACHE[model][1] is not twin
+    assert changed == generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=4, show_progress=False,
+                                          backend="tl")
+
+
+def test_hooks_force_the_tl_path(tmp_path):
+    from neurorit_lens.evaluation import generation as gen
+
+    model = _tiny_hf_twin_model("llama", tmp_path)
+    calls = []
+
+    def record(act, *, hook):
+        calls.append(act.shape[1])
+
+    with neuron_hooks(model, [("blocks.0.mlp.hook_post", record)]):
+        assert gen.hooks_active(model)
+        generate_greedy_ids(model, PROMPTS[:2], max_new_tokens=3, stop_at_eos=False, show_progress=False)
+        with pytest.raises(ValueError, match="hooks are active"):
+            generate_greedy_ids(model, PROMPTS[:2], max_new_tokens=3, show_progress=False, backend="hf")
+    assert len(calls) == 3 and model not in gen._HF_CACHE  # every pass went through TL
+    assert not gen.hooks_active(model)
+    with pytest.raises(ValueError, match="backend"):
+        generate_greedy_ids(model, PROMPTS[:1], show_progress=False, backend="vllm")
+
+
+def test_unexportable_model_uses_tl_and_hf_backend_names_it():
+    model = cached_tiny_model()
+    with pytest.raises(ValueError, match="neurorit_tiny"):
+        generate_greedy_ids(model, PROMPTS[:1], max_new_tokens=2, show_progress=False, backend="hf")
