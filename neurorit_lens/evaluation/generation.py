@@ -38,6 +38,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -307,7 +308,7 @@ def generate_greedy_ids(
     return results
 
 
-def _check_args(model: Model, prompts: list[str], max_new_tokens: int, batch_size: int) -> None:
+def _check_args(model: Model, prompts: Any, max_new_tokens: int, batch_size: int) -> None:
     if isinstance(prompts, str):
         raise ValueError("prompts must be a list of strings, not a single string")
     if max_new_tokens < 1:
