@@ -13,6 +13,7 @@ given ``save=path``. The Agg backend is used, so nothing needs a display.
 - :func:`plot_accuracy_vs_noise`: accuracy against the noise ratio of the context, one line
   per model/method, with 95% intervals.
 - :func:`plot_training_curves`: training loss (and learning rate, dev metrics) against step.
+- :func:`plot_neuron_histograms`: one neuron's activations, split by passage label and by region.
 
 >>> fig = plot_set_counts({"R_excl": {"0": [1, 2]}, "I_excl": {"1": [3]}, "shared": {}}, n_layers=2)
 >>> fig.axes[0].get_xlabel()
@@ -43,6 +44,7 @@ __all__ = [
     "plot_ablation_effects",
     "plot_accuracy_vs_noise",
     "plot_layer_mass",
+    "plot_neuron_histograms",
     "plot_set_counts",
     "plot_training_curves",
     "read_jsonl",
@@ -428,4 +430,50 @@ def plot_training_curves(
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
+    return _finish(fig, save)
+
+
+# --------------------------------------------------------------------------------------
+# neuron pages
+# --------------------------------------------------------------------------------------
+LABEL_COLORS = {"relevant": "#1f77b4", "irrelevant": "#d62728", "counterfactual": "#ff7f0e",
+                "unlabelled": "#7f7f7f"}
+
+
+def plot_neuron_histograms(
+    by_label: Mapping[str, Sequence[float]],
+    by_region: Mapping[str, Sequence[float]],
+    title: str = "",
+    bins: int = 40,
+    save: str | os.PathLike | None = None,
+) -> Figure:
+    """Two density histograms of one neuron's activations on shared bins.
+
+    Args:
+        by_label: passage label -> activations at the passage's own tokens.
+        by_region: region (passage, question, answer) -> activations at those tokens.
+        title: figure title (e.g. the neuron's label).
+        bins: number of bins over the range of all values.
+        save: optional PNG path.
+    """
+    vals = [float(v) for d in (by_label, by_region) for xs in d.values() for v in xs]
+    if not vals:
+        raise ValueError("no activations to plot")
+    lo, hi = min(vals), max(vals)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), squeeze=False)
+    for ax, data, what in ((axes[0][0], by_label, "passage tokens, by passage label"),
+                           (axes[0][1], by_region, "all passages, by region")):
+        for j, (name, xs) in enumerate(data.items()):
+            if len(xs):
+                ax.hist(np.asarray(xs, float), bins=edges, density=True, histtype="step", lw=1.4,
+                        color=LABEL_COLORS.get(name, f"C{j + 2}"), label=f"{name} (n={len(xs)})")
+        ax.set_yscale("log")
+        ax.set_xlabel("activation")
+        ax.set_ylabel("density (log)")
+        ax.set_title(what, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return _finish(fig, save)
