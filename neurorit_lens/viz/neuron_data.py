@@ -8,10 +8,9 @@ answer continuation. Each token gets a region: ``passage`` (the document line),
 ``question``, ``answer`` (the teacher-forced answer tokens) or ``other`` (instruction and
 template).
 
-Activations: one batched pass over all passages (right-padded batches) with
-``run_with_cache`` restricted to the MLP hook points of the needed layers
-(``names_filter``) and stopped after the last of them (``stop_at_layer``); only the chosen
-neurons' columns are kept.
+Activations: one batched pass over all passages (right-padded batches) with hooks on the
+MLP hook points of the needed layers only, each keeping only the chosen neurons' columns,
+and the forward pass stopped after the last of them (``stop_at_layer``).
 
 Direct logit effect of neuron ``(l, i)``: its output direction ``W_out[l, i]`` read by the
 unembedding through the final norm, with the norm's scale frozen at its mean over the
@@ -39,7 +38,7 @@ import torch
 from jaxtyping import Float
 
 from neurorit_lens.data.schema import Label, QAExample, RAGInstance
-from neurorit_lens.hooks import mlp_hook_name, mlp_names_filter
+from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.neurons.sets import Neuron, NeuronSet
 from neurorit_lens.tl_backend import Model
 
@@ -178,9 +177,10 @@ def collect_activations(model: Model, records: Sequence[PassageRecord], neurons:
                         batch_size: int = 16, site: str = "post") -> list[Float[torch.Tensor, "pos neuron"]]:
     """Activations of ``neurons`` at every token of every record, from one batched pass.
 
-    Batches are right-padded (causal attention: padding never changes earlier positions);
-    the cache holds only the MLP hook points of the needed layers and the forward pass stops
-    after the last of them.
+    Batches are right-padded (causal attention: padding never changes earlier positions).
+    Hooks sit only on the MLP hook points of the needed layers and keep only the chosen
+    neurons' columns (no full-layer cache, so hundreds of neurons over 30 layers stay small);
+    the forward pass stops after the last needed layer (``stop_at_layer``).
 
     Returns:
         One ``[pos, neuron]`` float32 CPU tensor per record (its real tokens only).
@@ -189,17 +189,27 @@ def collect_activations(model: Model, records: Sequence[PassageRecord], neurons:
         raise ValueError("no neurons given")
     NeuronSet(neurons).check_model(model)
     layers = sorted({n.layer for n in neurons})
-    names = mlp_names_filter(layers, site)
+    cols = {layer: [k for k, n in enumerate(neurons) if n.layer == layer] for layer in layers}
+    got: dict[int, torch.Tensor] = {}
+
+    def make_hook(layer: int):
+        idx = torch.tensor([neurons[k].index for k in cols[layer]])
+
+        def hook(act: Float[torch.Tensor, "batch pos d_mlp"], *, hook) -> None:
+            got[layer] = act[..., idx.to(act.device)].detach().float().cpu()
+
+        return hook
+
+    hooks = [(mlp_hook_name(layer, site), make_hook(layer)) for layer in layers]
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     out: list[torch.Tensor] = []
-    with torch.no_grad():
+    with torch.no_grad(), neuron_hooks(model, hooks):
         for chunk, toks in _batches(records, batch_size, pad):
-            _, cache = model.run_with_cache(toks.to(model.cfg.device), names_filter=names,
-                                            stop_at_layer=layers[-1] + 1)
-            acts = torch.stack([cache[mlp_hook_name(n.layer, site)][..., n.index] for n in neurons], -1)
-            acts = acts.float().cpu()
+            model(toks.to(model.cfg.device), stop_at_layer=layers[-1] + 1)
+            acts = torch.empty(toks.shape + (len(neurons),))
+            for layer in layers:
+                acts[..., cols[layer]] = got[layer]
             out += [acts[b, :len(r.tokens)] for b, r in enumerate(chunk)]
-            del cache
     return out
 
 

@@ -116,16 +116,25 @@ class NeuronPage:
 # inputs
 # --------------------------------------------------------------------------------------
 def _mining_inputs(mining: Any, model: Model) -> tuple[dict[str, torch.Tensor], float | None, dict[str, NeuronSet]]:
-    """Scores, threshold and sets from a MiningResult, a mining folder or ``neurons.json`` path."""
+    """Scores, threshold and sets from a MiningResult, a mining folder, its ``neurons.json``, or
+    a mapping ``{"R": [n, layer, d_mlp], "I": ..., "threshold": t}`` of per-example scores."""
     from neurorit_lens.neurons.mining import MiningResult
 
     if mining is None:
         return {}, None, {}
+    if isinstance(mining, Mapping):
+        scores = {c: torch.as_tensor(mining[c]).float() for c in ("R", "I") if c in mining}
+        for c, t in scores.items():
+            if t.ndim != 3 or tuple(t.shape[1:]) != (model.cfg.n_layers, model.cfg.d_mlp):
+                raise ValueError(f"scores {c} must be [n, {model.cfg.n_layers}, {model.cfg.d_mlp}], "
+                                 f"got {tuple(t.shape)}")
+        return scores, mining.get("threshold"), {}
     if isinstance(mining, (str, os.PathLike)):
         p = Path(mining)
         mining = MiningResult.load(p.parent if p.name.endswith(".json") else p, model)
     if not isinstance(mining, MiningResult):
-        raise ValueError(f"mining must be a MiningResult or a mining folder, got {type(mining).__name__}")
+        raise ValueError(f"mining must be a MiningResult, a mining folder or a mapping of scores, "
+                         f"got {type(mining).__name__}")
     return {"R": mining.scores_R, "I": mining.scores_I}, mining.config.threshold, dict(mining.sets)
 
 

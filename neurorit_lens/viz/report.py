@@ -43,6 +43,7 @@ from neurorit_lens.viz.report_run import (
     RunContents,
     load_run,
     load_scores,
+    save_neuron_pages,
     save_views,
 )
 from neurorit_lens.viz.report_sections import Block, HtmlBlock, Image, Table, build_sections
@@ -131,6 +132,7 @@ def write_report(
     examples: Sequence[Any] | None = None,
     n_views: int = 2,
     k: int = 5,
+    neuron_pages: int = 25,
 ) -> tuple[Path, Path]:
     """Write ``run_dir/report.html`` and ``run_dir/report.md`` from what the run folder holds.
 
@@ -141,6 +143,9 @@ def write_report(
         examples: QAExamples with labelled passages (e.g. the dev split) for the views.
         n_views: examples that get a view.
         k: neurons per set in a view.
+        neuron_pages: with ``model`` and ``examples``, write ``run_dir/neurons/`` (index of
+            R_excl and I_excl, pages for the top ``neuron_pages`` of each; 0 = none), see
+            :func:`~neurorit_lens.viz.report_run.save_neuron_pages`.
 
     Returns:
         ``(html_path, md_path)``.
@@ -155,6 +160,8 @@ def write_report(
             save_views(run_dir, model, examples, k=k, n_examples=n_views)
         else:
             log.warning("no mining/neurons.json: no neuron views")
+    if model is not None and examples is not None and neuron_pages > 0 and (run_dir / "mining" / "neurons.json").exists():
+        log.info("neuron pages: %s", save_neuron_pages(run_dir, model, examples, pages_per_set=neuron_pages))
     c = load_run(run_dir)
     title, sections = build_sections(c)
     image_names = {}

@@ -14,7 +14,8 @@ from typing import Any
 from neurorit_lens.io import read_json
 from neurorit_lens.viz.panels import NeuronView
 
-__all__ = ["FILES_DIR", "VIEWS_DIR", "RunContents", "load_run", "load_scores", "save_views"]
+__all__ = ["FILES_DIR", "NEURONS_DIR", "VIEWS_DIR", "RunContents", "load_run", "load_scores", "save_neuron_pages",
+           "save_views"]
 
 VIEWS_DIR = "views"
 FILES_DIR = "report_files"
@@ -183,3 +184,57 @@ def save_views(
         view = example_view(model, ex, sets, scores=ranking, k=k, **kwargs)
         paths.append(view.save_json(run_dir / VIEWS_DIR / f"example_{i:02d}.json"))
     return paths
+
+
+NEURONS_DIR = "neurons"
+
+
+def save_neuron_pages(
+    run_dir: str | os.PathLike,
+    model: Any,
+    examples: Sequence[Any],
+    set_names: Sequence[str] = ("R_excl", "I_excl"),
+    pages_per_set: int = 25,
+    limit: int = 300,
+    top: int = 12,
+) -> Path:
+    """Neuron pages of the run's sets in ``run_dir/neurons/`` (``index.html`` lists every neuron).
+
+    Each set's neurons are ranked by mean attribution (R scores for ``R_excl``, I scores for
+    ``I_excl``); the first ``pages_per_set`` of each get a page. The pages share one local
+    ``circuitsvis.js`` (offline; a few hundred inline copies of the 1.3 MB bundle would not
+    be). ``neurorit neuron --set RUN/mining/neurons.json:R_excl`` makes self-contained pages
+    for all of a set.
+
+    Returns:
+        The path of ``index.html``.
+    """
+    from safetensors.torch import load_file
+
+    from neurorit_lens.neurons.sets import load_neuron_sets
+    from neurorit_lens.viz.neuron_page import neuron_pages
+
+    run_dir = Path(run_dir)
+    npath = run_dir / "mining" / "neurons.json"
+    sets = load_neuron_sets(npath, model)
+    scores: dict[str, Any] = {}
+    for cond in ("R", "I"):
+        p = run_dir / "mining" / f"scores_{cond}.safetensors"
+        if p.exists():
+            t = load_file(str(p))
+            scores[cond] = t.get("scores", next(iter(t.values()))).float()
+    scores["threshold"] = ((read_json(npath).get("meta") or {}).get("config") or {}).get("threshold")
+    neurons, pages = [], []
+    for name in set_names:
+        cond = "I" if name.startswith("I") else "R"
+        mean = scores[cond].mean(0) if cond in scores else None
+        ranked = sorted(sets.get(name, []), key=lambda n: -float(mean[n.layer, n.index]) if mean is not None else 0)
+        neurons += [n for n in ranked if n not in neurons]
+        pages += ranked[:pages_per_set]
+    if not neurons:
+        raise ValueError(f"the sets {list(set_names)} are empty: no neuron pages")
+    abl = run_dir / "ablation" / "ablation.json"
+    return neuron_pages(model, examples, neurons, run_dir / NEURONS_DIR, mining=scores,
+                        sets={k: v for k, v in sets.items() if k in ("R_excl", "I_excl", "shared")},
+                        ablation=abl if abl.exists() else None, limit=limit, top=top, pages=pages,
+                        bundle="shared", title=f"Neuron pages: {', '.join(set_names)} of {run_dir.name}")

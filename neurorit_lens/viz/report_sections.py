@@ -183,6 +183,10 @@ def _section_neurons(c: RunContents) -> list[Block]:
         counts = meta["counts"]
         text = ", ".join(f"{k}: {v}" for k, v in counts.items()) if isinstance(counts, Mapping) else str(counts)
         blocks.append(f"Mining counts: {text}.")
+    if (c.run_dir / "neurons" / "index.html").exists():
+        blocks.append(HtmlBlock('<p>Neuron pages (top contexts, histograms, logit effect, attribution): '
+                                '<a href="neurons/index.html">neurons/index.html</a></p>',
+                                "Neuron pages: [neurons/index.html](neurons/index.html)"))
     return blocks
 
 
