@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from neurorit_lens.io import atomic_write_text
+from neurorit_lens.io import atomic_write_json, atomic_write_text
 from neurorit_lens.viz.panels import page_html
 
 if TYPE_CHECKING:
     from neurorit_lens.viz.neuron_page import NeuronReport
 
-__all__ = ["index_html", "write_index"]
+__all__ = ["index_html", "index_rows", "write_index"]
 
 _SORT_JS = """<script>
 (function() {
@@ -99,7 +99,24 @@ def index_html(reports: Sequence[NeuronReport], title: str = "Neuron pages", n_p
                      f"{_SORT_JS}", title=title, extra_head=_CSS, include_bundle=False)
 
 
+def index_rows(reports: Sequence[NeuronReport]) -> list[dict[str, Any]]:
+    """The index as JSON-ready rows (NaN as None)."""
+    def num(x: Any) -> float | None:
+        return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+    return [{"neuron": r.label, "layer": r.neuron.layer, "index": r.neuron.index, "sets": r.sets,
+             "mean_attr_R": num(r.attribution.get("R", {}).get("mean")),
+             "mean_attr_I": num(r.attribution.get("I", {}).get("mean")),
+             "selectivity": num(r.selectivity), "peak_activation": num(r.max_activation),
+             "passage_means": {k: num(v) for k, v in r.passage_means.items()},
+             "top_promoted": r.promoted[:5], "top_suppressed": r.suppressed[:5], "page": r.page}
+            for r in reports]
+
+
 def write_index(path: str | os.PathLike, reports: Sequence[NeuronReport], title: str = "Neuron pages",
                 n_passages: int | None = None) -> Path:
-    """Write :func:`index_html` to ``path``."""
+    """Write :func:`index_html` to ``path`` and its rows (:func:`index_rows`) next to it as ``index.json``."""
+    path = Path(path)
+    atomic_write_json(path.with_suffix(".json"), {"title": title, "n_passages": n_passages,
+                                                  "neurons": index_rows(reports)})
     return atomic_write_text(path, index_html(reports, title, n_passages))

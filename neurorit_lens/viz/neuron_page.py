@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import base64
 import html as html_lib
+import logging
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,8 @@ from neurorit_lens.neurons.sets import Neuron, NeuronSet
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.viz import neuron_data as nd
 from neurorit_lens.viz.panels import CVPanel, page_html
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NeuronPage", "NeuronReport", "PageData", "neuron_page", "neuron_pages", "prepare_pages"]
 
@@ -96,6 +100,7 @@ class NeuronPage:
 
     report: NeuronReport
     body: str
+    histogram_png: bytes = b""  # the activation histograms (also inside ``body``)
 
     def html(self, bundle: str = "inline") -> str:
         """The page; ``bundle="inline"`` embeds circuitsvis, ``"shared"`` loads ``./circuitsvis.js``."""
@@ -155,7 +160,10 @@ def prepare_pages(model: Model, examples: Sequence[QAExample], neurons: Any, min
     scale, mining scores, set membership and ablation rows."""
     ns = nd.parse_neurons(model, neurons)
     records = nd.passage_records(model, examples, limit, max_prompt_tokens)
+    t0 = time.perf_counter()
     acts = nd.collect_activations(model, records, ns, batch_size)
+    log.info("activations of %d neuron(s) over %d passages (%d tokens): %.1f s, one batched pass",
+             len(ns), len(records), sum(len(r.tokens) for r in records), time.perf_counter() - t0)
     scores, threshold, mined_sets = _mining_inputs(mining, model)
     all_sets = {k: v for k, v in mined_sets.items() if k in ("R_excl", "I_excl", "shared")}
     all_sets.update(sets or {})
@@ -226,7 +234,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _histograms_html(data: PageData, k: int, label: str) -> str:
+def _histogram_png(data: PageData, k: int, label: str) -> bytes:
     import matplotlib.pyplot as plt
 
     from neurorit_lens.viz.plots import figure_png, plot_neuron_histograms
@@ -242,9 +250,9 @@ def _histograms_html(data: PageData, k: int, label: str) -> str:
             if g == "passage":
                 by_label.setdefault(r.label, []).append(v)
     fig = plot_neuron_histograms(by_label, by_region, title=f"{label}: activation histograms")
-    png = base64.b64encode(figure_png(fig)).decode("ascii")
+    png = figure_png(fig)
     plt.close(fig)
-    return f'<img class="plot" alt="activation histograms of {label}" src="data:image/png;base64,{png}">'
+    return png
 
 
 def _attribution_html(rep: NeuronReport, threshold: float | None) -> str:
@@ -290,7 +298,9 @@ def _summary_html(rep: NeuronReport, data: PageData) -> str:
             f"{_fmt(rep.max_activation, '.3g')}.</p>")
 
 
-def _page_body(model: Model, data: PageData, k: int, rep: NeuronReport, top: int) -> str:
+def _page_body(model: Model, data: PageData, k: int, rep: NeuronReport, top: int, png: bytes) -> str:
+    img = (f'<img class="plot" alt="activation histograms of {rep.label}" '
+           f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')
     logit_rows = [[p[0], _fmt(p[1]), s[0], _fmt(s[1])]
                   for p, s in zip(rep.promoted, rep.suppressed, strict=True)]
     parts = [
@@ -299,7 +309,7 @@ def _page_body(model: Model, data: PageData, k: int, rep: NeuronReport, top: int
         '<p class="caption">The passages where the neuron peaks (first token excluded), a window of tokens '
         "around the peak; colour = activation (blue positive, red negative), hover a token for its value.</p>",
         *[p.html() for p in _context_panels(model, data, k, top)],
-        "<h2>Activation histograms</h2>", _histograms_html(data, k, rep.label),
+        "<h2>Activation histograms</h2>", img,
         "<h2>Direct logit effect</h2>",
         f'<p class="caption">Logit change per unit activation through the final norm (scale '
         f"{data.scale:.3g}, mean at the answer position) and W_U; paths through later layers not counted.</p>",
@@ -330,7 +340,8 @@ def neuron_page(model: Model, examples: Sequence[QAExample], neuron: str | Neuro
     """
     data = prepare_pages(model, examples, [neuron], mining, ablation, sets, limit)
     rep = _neuron_report(model, data, 0)
-    page = NeuronPage(rep, _page_body(model, data, 0, rep, top))
+    png = _histogram_png(data, 0, rep.label)
+    page = NeuronPage(rep, _page_body(model, data, 0, rep, top, png), png)
     if out is not None:
         path = Path(out)
         page.save(path / f"{rep.label}.html" if path.suffix != ".html" else path)
@@ -362,7 +373,8 @@ def neuron_pages(model: Model, examples: Sequence[QAExample], neurons: Any, out_
         rep = _neuron_report(model, data, k)
         if n in wanted:
             rep.page = f"{n.label}.html"
-            NeuronPage(rep, _page_body(model, data, k, rep, top)).save(out / rep.page, bundle)
+            png = _histogram_png(data, k, rep.label)
+            NeuronPage(rep, _page_body(model, data, k, rep, top, png), png).save(out / rep.page, bundle)
         reports.append(rep)
     if bundle == "shared":
         from neurorit_lens.viz.panels import circuitsvis_bundle

@@ -142,9 +142,13 @@ def test_set_pages_and_index(tmp_path):
                        bundle="shared", sets={"R_excl": NeuronSet({1: [5], 0: [3]})})
     html = idx.read_text()
     _no_external(html)
-    assert sorted(p.name for p in out.iterdir()) == ["L0N9.html", "L1N5.html", "circuitsvis.js", "index.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["L0N9.html", "L1N5.html", "circuitsvis.js", "index.html",
+                                                            "index.json"]
     assert 'href="L1N5.html"' in html and 'href="L0N3.html"' not in html and "L0N3" in html
     assert html.count("<tr>") == 4 and 'id="neurons"' in html and "addEventListener" in html
+    rows = json.loads((out / "index.json").read_text())["neurons"]
+    assert [r["neuron"] for r in rows] == ["L1N5", "L0N3", "L0N9"] and rows[0]["sets"] == ["R_excl"]
+    assert rows[1]["page"] is None and rows[0]["page"] == "L1N5.html"
     page = (out / "L1N5.html").read_text()
     _no_external(page, allow_local_script=True)
     assert "var CircuitsVis" not in page and "var CircuitsVis" in (out / "circuitsvis.js").read_text()
