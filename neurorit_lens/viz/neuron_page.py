@@ -160,10 +160,11 @@ def prepare_pages(model: Model, examples: Sequence[QAExample], neurons: Any, min
     scale, mining scores, set membership and ablation rows."""
     ns = nd.parse_neurons(model, neurons)
     records = nd.passage_records(model, examples, limit, max_prompt_tokens)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     acts = nd.collect_activations(model, records, ns, batch_size)
-    log.info("activations of %d neuron(s) over %d passages (%d tokens): %.1f s, one batched pass",
-             len(ns), len(records), sum(len(r.tokens) for r in records), time.perf_counter() - t0)
+    log.info("activations of %d neuron(s) over %d passages (%d tokens): %.1f s wall, %.1f s CPU, one batched pass",
+             len(ns), len(records), sum(len(r.tokens) for r in records), time.perf_counter() - t0,
+             time.process_time() - c0)
     scores, threshold, mined_sets = _mining_inputs(mining, model)
     all_sets = {k: v for k, v in mined_sets.items() if k in ("R_excl", "I_excl", "shared")}
     all_sets.update(sets or {})

@@ -271,6 +271,27 @@ def _eval_settings(ev: Mapping[str, Any]) -> Mapping[str, Any]:
     return ev["settings"]
 
 
+def _split_settings(evals: Mapping[str, Mapping[str, Any]], metric: str
+                    ) -> tuple[dict[str, dict[float, Mapping[str, Any]]], dict[str, dict[str, Mapping[str, Any]]]]:
+    """Per eval: results by noise ratio (``noise=R`` wins a tie) and the settings without a ratio."""
+    on_axis: dict[str, dict[float, Mapping[str, Any]]] = {}
+    others: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for name, ev in evals.items():
+        pts: dict[float, tuple[int, Mapping[str, Any]]] = {}
+        for setting, res in _eval_settings(ev).items():
+            if not isinstance(res, Mapping) or res.get(metric) is None:
+                continue
+            r = noise_ratio(setting)
+            if r is None:
+                others.setdefault(name, {})[setting] = res
+                continue
+            prio = 0 if setting.startswith("noise") else 1
+            if r not in pts or prio < pts[r][0]:
+                pts[r] = (prio, res)
+        on_axis[name] = {x: pts[x][1] for x in sorted(pts)}
+    return on_axis, others
+
+
 def plot_accuracy_vs_noise(
     evals: Mapping[str, Mapping[str, Any]],
     metric: str = "accuracy",
@@ -291,21 +312,7 @@ def plot_accuracy_vs_noise(
     """
     if not evals:
         raise ValueError("no eval results given")
-    on_axis: dict[str, dict[float, Mapping[str, Any]]] = {}
-    others: dict[str, dict[str, Mapping[str, Any]]] = {}
-    for name, ev in evals.items():
-        pts: dict[float, tuple[int, Mapping[str, Any]]] = {}
-        for setting, res in _eval_settings(ev).items():
-            if not isinstance(res, Mapping) or res.get(metric) is None:
-                continue
-            r = noise_ratio(setting)
-            if r is None:
-                others.setdefault(name, {})[setting] = res
-                continue
-            prio = 0 if setting.startswith("noise") else 1
-            if r not in pts or prio < pts[r][0]:
-                pts[r] = (prio, res)
-        on_axis[name] = {x: pts[x][1] for x in sorted(pts)}
+    on_axis, others = _split_settings(evals, metric)
     other_names = list(dict.fromkeys(s for d in others.values() for s in d))
     if not any(on_axis.values()) and not other_names:
         raise ValueError(f"no setting of any eval result has {metric!r}")
@@ -341,6 +348,11 @@ def plot_accuracy_vs_noise(
                 lo, hi = ci(res)
                 err = [[max(0.0, y - lo)], [max(0.0, hi - y)]] if np.isfinite(lo) and np.isfinite(hi) else None
                 ax2.errorbar(k + (j - (n - 1) / 2) * 0.12, y, yerr=err, fmt="o", color=color, capsize=3)
+    _style_noise_axes(ax, ax2, other_names, metric, title)
+    return _finish(fig, save)
+
+
+def _style_noise_axes(ax: Any, ax2: Any, other_names: Sequence[str], metric: str, title: str) -> None:
     ax.set_xlabel("noise ratio (share of irrelevant passages; 1 = irrelevant only)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_ylim(-2, 102)
@@ -353,7 +365,6 @@ def plot_accuracy_vs_noise(
         ax2.set_xlim(-0.6, len(other_names) - 0.4)
         ax2.set_xlabel("other settings")
         ax2.grid(alpha=0.3)
-    return _finish(fig, save)
 
 
 # --------------------------------------------------------------------------------------

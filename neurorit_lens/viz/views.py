@@ -348,6 +348,21 @@ def attribution_view(
     return NeuronView(panels, title, description)
 
 
+def _attribution_prompts(example: QAExample, rel: Sequence[Passage], irr: Sequence[Passage], prompt_fn: PromptFn,
+                         answer: str) -> dict[str, tuple[str, str]]:
+    """The relevant-context prompt and a noisy one (the gold passage in the middle of the irrelevant ones)."""
+    prompts = {}
+    if rel:
+        prompts["the relevant-context prompt"] = (prompt_fn(example, rel), answer)
+    if irr:
+        noisy = list(irr)
+        if rel:
+            noisy.insert(len(noisy) // 2, rel[0])
+        prompts["a noisy prompt (relevant among irrelevant)" if rel else "the irrelevant-only prompt"] = (
+            prompt_fn(example, noisy), answer)
+    return prompts
+
+
 def example_view(
     model: Model,
     example: QAExample,
@@ -410,16 +425,7 @@ def example_view(
                                       f"{', '.join(chosen)} by mean attribution; each passage is shown "
                                       "in a prompt on its own with the question.",
                           max_tokens=max_tokens)
-    prompts = {}
-    answer = answer_text(model, example.answer, template)
-    if rel:
-        prompts["the relevant-context prompt"] = (prompt_fn(example, rel), answer)
-    if irr:
-        noisy = list(irr)
-        if rel:
-            noisy.insert(len(noisy) // 2, rel[0])
-        prompts["a noisy prompt (relevant among irrelevant)" if rel else "the irrelevant-only prompt"] = (
-            prompt_fn(example, noisy), answer)
+    prompts = _attribution_prompts(example, rel, irr, prompt_fn, answer_text(model, example.answer, template))
     attr = attribution_view(model, prompts, {n: sets[n] for n in chosen}, site=site, title="",
                             max_tokens=max_tokens)
     return act + attr
