@@ -132,7 +132,7 @@ def write_report(
     examples: Sequence[Any] | None = None,
     n_views: int = 2,
     k: int = 5,
-    neuron_pages: int = 25,
+    neuron_pages: int = 20,
 ) -> tuple[Path, Path]:
     """Write ``run_dir/report.html`` and ``run_dir/report.md`` from what the run folder holds.
 

@@ -194,8 +194,8 @@ def save_neuron_pages(
     model: Any,
     examples: Sequence[Any],
     set_names: Sequence[str] = ("R_excl", "I_excl"),
-    pages_per_set: int = 25,
-    limit: int = 140,
+    pages_per_set: int = 20,
+    limit: int = 84,
     top: int = 12,
 ) -> Path:
     """Neuron pages of the run's sets in ``run_dir/neurons/`` (``index.html`` lists every neuron).
