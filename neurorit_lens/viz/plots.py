@@ -3,7 +3,8 @@
 Every function takes plain data (the dicts stored in the run folder: ``neurons.json``'s
 ``meta.layer_mass``, ``ablation.json``'s rows, ``eval.json``, ``train_log.jsonl`` rows),
 returns a :class:`matplotlib.figure.Figure` with labelled axes, and writes a PNG when
-given ``save=path``. The Agg backend is used, so nothing needs a display.
+given ``save=path``. The Agg backend is used, so nothing needs a display; inside a Jupyter
+kernel the notebook's own (inline) backend is kept, so a figure made in a cell shows there.
 
 - :func:`plot_layer_mass`: attribution mass per layer for the relevant (R) and irrelevant (I)
   conditions (the fraction of total positive attribution each layer holds).
@@ -25,13 +26,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend, so its figures show
+    matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
