@@ -302,7 +302,7 @@ def _summary_html(rep: NeuronReport, data: PageData) -> str:
 def _page_body(model: Model, data: PageData, k: int, rep: NeuronReport, top: int, png: bytes) -> str:
     img = (f'<img class="plot" alt="activation histograms of {rep.label}" '
            f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')
-    logit_rows = [[p[0], _fmt(p[1]), s[0], _fmt(s[1])]
+    logit_rows = [[repr(p[0]), _fmt(p[1]), repr(s[0]), _fmt(s[1])]
                   for p, s in zip(rep.promoted, rep.suppressed, strict=True)]
     parts = [
         _summary_html(rep, data),
