@@ -197,13 +197,17 @@ def embedded_examples(n: int = 200, seed: int = 0) -> list[QAExample]:
     rng = random.Random(f"neurorit-embedded:{seed}")
     per_type = max(8, math.ceil(n / 12) + 4)
     facts, ents = _world(per_type, rng)
-    rel_by_name = {r.name: r for r in _RELATIONS}
     by_relation: dict[str, list[tuple[str, str]]] = {r.name: [] for r in _RELATIONS}
     for (s, rel), o in facts.items():
         by_relation[rel].append((s, o))
     for rel in by_relation:
         rng.shuffle(by_relation[rel])
-    # round-robin over relations for balance
+    return [_example(seed, idx, s, rname, o, facts, ents, by_relation)
+            for idx, (s, rname, o) in enumerate(_round_robin(by_relation, n))]
+
+
+def _round_robin(by_relation: dict[str, list[tuple[str, str]]], n: int) -> list[tuple[str, str, str]]:
+    """``n`` (subject, relation, object) facts, taken round-robin over the relations for balance."""
     order: list[tuple[str, str, str]] = []
     depth = 0
     while len(order) < n:
@@ -212,52 +216,63 @@ def embedded_examples(n: int = 200, seed: int = 0) -> list[QAExample]:
             if depth < len(lst) and len(order) < n:
                 order.append((lst[depth][0], r.name, lst[depth][1]))
         depth += 1
+    return order
 
-    def passage(rel: _Relation, s: str, o: str, t: int, f: int, label: Label, kind: str) -> Passage:
-        filler = _FILLERS[rel.subject][f % len(_FILLERS[rel.subject])].format(s=s)
-        stmt = rel.statements[t % len(rel.statements)].format(s=s, o=o)
-        text = f"{stmt} {filler}" if (t + f) % 2 == 0 else f"{filler} {stmt}"
-        return Passage(text, title=s, label=label, has_answer=label == Label.RELEVANT, kind=kind)
 
-    out: list[QAExample] = []
-    for idx, (s, rname, o) in enumerate(order):
-        rel = rel_by_name[rname]
-        ex_rng = random.Random(f"neurorit-embedded:{seed}:{idx}")
-        answers = [o]
-        combos = [(t, f) for f in range(3) for t in range(3)]
-        ex_rng.shuffle(combos)
-        combos.sort(key=lambda tf: tf != (0, 0))  # the canonical wording first
-        rel_p = [passage(rel, s, o, t, f, Label.RELEVANT, "gold") for t, f in combos[:N_RELEVANT]]
-        # same relation, other subjects
-        others = [(s2, o2) for s2, o2 in by_relation[rname] if s2 != s and o2 != o]
-        ex_rng.shuffle(others)
-        irr: list[Passage] = []
-        for s2, o2 in others:
-            if len(irr) == N_SAME_RELATION:
-                break
-            p = passage(rel, s2, o2, ex_rng.randrange(3), ex_rng.randrange(3), Label.IRRELEVANT, "same_relation")
-            if not contains_answer(p.title + " " + p.text, answers):
-                irr.append(p)
-        # same subject, other relations
-        same = [r for r in _RELATIONS if r.subject == rel.subject and r.name != rname]
-        ex_rng.shuffle(same)
-        k_same = 0
-        for r2 in same:
-            if k_same == N_SAME_ENTITY:
-                break
-            p = passage(r2, s, facts[(s, r2.name)], ex_rng.randrange(3), ex_rng.randrange(3), Label.IRRELEVANT,
-                        "same_entity")
-            if not contains_answer(p.title + " " + p.text, answers):
-                irr.append(p)
-                k_same += 1
-        # counterfactual: a wrong object of the right type
-        years = range(_YEARS[0], _YEARS[1])
-        pool = [str(y) for y in ex_rng.sample(years, 20)] if rel.obj == "year" else list(ents[rel.obj])
-        wrong = next(w for w in ex_rng.sample(pool, len(pool))
-                     if not contains_answer(w, answers) and not contains_answer(o, [w]))
-        cf = passage(rel, s, wrong, 0, ex_rng.randrange(3), Label.COUNTERFACTUAL, "counterfactual")
-        ex_rng.shuffle(irr)
-        out.append(QAExample(id=f"emb-{seed}-{idx:04d}", question=rel.question.format(s=s), answers=answers,
-                             passages=rel_p + irr + [cf], source="embedded",
-                             meta={"relation": rname, "subject": s, "counterfactual_answer": wrong}))
-    return out
+def _passage(rel: _Relation, s: str, o: str, t: int, f: int, label: Label, kind: str) -> Passage:
+    """Statement ``t`` of ``rel`` about ``(s, o)`` with filler ``f``, in an order set by ``t + f``."""
+    filler = _FILLERS[rel.subject][f % len(_FILLERS[rel.subject])].format(s=s)
+    stmt = rel.statements[t % len(rel.statements)].format(s=s, o=o)
+    text = f"{stmt} {filler}" if (t + f) % 2 == 0 else f"{filler} {stmt}"
+    return Passage(text, title=s, label=label, has_answer=label == Label.RELEVANT, kind=kind)
+
+
+def _distractors(rel: _Relation, s: str, o: str, facts: dict, by_relation: dict, rng: random.Random
+                 ) -> list[Passage]:
+    """Hard irrelevant passages: the same relation about other subjects, then the same subject's
+    other relations; none contains the answer ``o``."""
+    answers = [o]
+    others = [(s2, o2) for s2, o2 in by_relation[rel.name] if s2 != s and o2 != o]
+    rng.shuffle(others)
+    irr: list[Passage] = []
+    for s2, o2 in others:
+        if len(irr) == N_SAME_RELATION:
+            break
+        p = _passage(rel, s2, o2, rng.randrange(3), rng.randrange(3), Label.IRRELEVANT, "same_relation")
+        if not contains_answer(p.title + " " + p.text, answers):
+            irr.append(p)
+    same = [r for r in _RELATIONS if r.subject == rel.subject and r.name != rel.name]
+    rng.shuffle(same)
+    k_same = 0
+    for r2 in same:
+        if k_same == N_SAME_ENTITY:
+            break
+        p = _passage(r2, s, facts[(s, r2.name)], rng.randrange(3), rng.randrange(3), Label.IRRELEVANT,
+                     "same_entity")
+        if not contains_answer(p.title + " " + p.text, answers):
+            irr.append(p)
+            k_same += 1
+    return irr
+
+
+def _example(seed: int, idx: int, s: str, rname: str, o: str, facts: dict, ents: dict,
+             by_relation: dict) -> QAExample:
+    """Question ``idx``: its relevant wordings, hard distractors and one counterfactual passage."""
+    rel = next(r for r in _RELATIONS if r.name == rname)
+    ex_rng = random.Random(f"neurorit-embedded:{seed}:{idx}")
+    answers = [o]
+    combos = [(t, f) for f in range(3) for t in range(3)]
+    ex_rng.shuffle(combos)
+    combos.sort(key=lambda tf: tf != (0, 0))  # the canonical wording first
+    rel_p = [_passage(rel, s, o, t, f, Label.RELEVANT, "gold") for t, f in combos[:N_RELEVANT]]
+    irr = _distractors(rel, s, o, facts, by_relation, ex_rng)
+    # counterfactual: a wrong object of the right type
+    years = range(_YEARS[0], _YEARS[1])
+    pool = [str(y) for y in ex_rng.sample(years, 20)] if rel.obj == "year" else list(ents[rel.obj])
+    wrong = next(w for w in ex_rng.sample(pool, len(pool))
+                 if not contains_answer(w, answers) and not contains_answer(o, [w]))
+    cf = _passage(rel, s, wrong, 0, ex_rng.randrange(3), Label.COUNTERFACTUAL, "counterfactual")
+    ex_rng.shuffle(irr)
+    return QAExample(id=f"emb-{seed}-{idx:04d}", question=rel.question.format(s=s), answers=answers,
+                     passages=rel_p + irr + [cf], source="embedded",
+                     meta={"relation": rname, "subject": s, "counterfactual_answer": wrong})
