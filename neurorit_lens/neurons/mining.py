@@ -103,7 +103,16 @@ SELECTION_FIELDS = ("selection", "threshold", "frequency", "top_k", "sign_consis
 # Fields that change the I scores only (stamped into the I fingerprints when not the default).
 I_FIELDS = ("irrelevant_definition", "noisy_setting", "paired")
 
-__all__ = ["CONDITIONS", "MiningResult", "mine", "score_path"]
+__all__ = ["CONDITIONS", "MiningResult", "load_answer_means", "mine", "score_path"]
+
+
+def load_answer_means(neurons_dir: str | os.PathLike) -> Float[torch.Tensor, "layer d_mlp"]:
+    """``answer_means.safetensors`` of a mining folder (the constants of ``constant`` deactivation)."""
+    path = Path(neurons_dir) / "answer_means.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: mine with --mining.answer-means to store the neurons' "
+                                "mean activations at the answer-predicting positions of gold-only contexts")
+    return read_tensor(path)[0]
 
 
 # --- the result ------------------------------------------------------------------------
