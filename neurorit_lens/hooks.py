@@ -204,6 +204,6 @@ def deactivation_hooks(
     if mode == "constant":
         if values is None:
             raise ValueError("deactivation mode 'constant' needs the neurons' values (answer_means.safetensors, "
-                             "written by `neurorit mine --mining.answer-means`)")
+                             "written by `neurorit mine --answer-means` or `neurorit run --mining.answer-means`)")
         return mean_ablation(neurons, values, site)
     raise ValueError(f"unknown deactivation mode {mode!r}; choose from zero, scale, constant")

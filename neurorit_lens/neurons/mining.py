@@ -110,7 +110,8 @@ def load_answer_means(neurons_dir: str | os.PathLike) -> Float[torch.Tensor, "la
     """``answer_means.safetensors`` of a mining folder (the constants of ``constant`` deactivation)."""
     path = Path(neurons_dir) / "answer_means.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: mine with --mining.answer-means to store the neurons' "
+        raise FileNotFoundError(f"{path} not found: mine with --answer-means (`neurorit run`: "
+                                "--mining.answer-means) to store the neurons' "
                                 "mean activations at the answer-predicting positions of gold-only contexts")
     return read_tensor(path)[0]
 

@@ -216,7 +216,8 @@ def plan_method(
     if cfg.deactivation == "constant" and plan.deactivated:
         if values is None:
             raise ValueError("deactivation='constant' needs the neurons' answer-position means "
-                             "(answer_means.safetensors next to neurons.json; mine with --mining.answer-means)")
+                             "(answer_means.safetensors next to neurons.json; mine with "
+                             "--answer-means; `neurorit run`: --mining.answer-means)")
         if tuple(values.shape) != (model.cfg.n_layers, model.cfg.d_mlp):
             raise ValueError(f"values have shape {tuple(values.shape)}, the model "
                              f"{(model.cfg.n_layers, model.cfg.d_mlp)}")

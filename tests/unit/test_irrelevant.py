@@ -146,3 +146,14 @@ def test_normalize_and_answer_means_are_stored_and_reselectable(tmp_path):
     assert back.sets == res.sets
     plain = back.reselect(normalize=False, sign_consistency=0.0)
     assert plain.sets["R"] == select(res.scores_R)
+
+
+def test_load_answer_means(tmp_path):
+    from neurorit_lens.neurons.mining import load_answer_means
+
+    with pytest.raises(FileNotFoundError, match="answer-means"):
+        load_answer_means(tmp_path)
+    model = cached_tiny_model()
+    res = mine(model, embedded_examples()[:2], MiningConfig(method="grad_x_act", answer_means=True), DATA,
+               out_dir=tmp_path, show_progress=False)
+    torch.testing.assert_close(load_answer_means(tmp_path), res.answer_means)
