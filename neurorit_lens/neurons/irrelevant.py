@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +32,7 @@ from neurorit_lens.tl_backend import Model
 WRONG_FIELD = "counterfactual_answer"
 STAT_POSITIONS = ("all", "answer")
 
-__all__ = ["STAT_POSITIONS", "WRONG_FIELD", "activation_stats", "orient_scores", "wrong_answers"]
+__all__ = ["STAT_POSITIONS", "WRONG_FIELD", "activation_stats", "load_answer_means", "orient_scores", "wrong_answers"]
 
 
 def activation_stats(
@@ -163,3 +165,15 @@ def orient_scores(
         return torch.zeros(0, *scores.shape[1:]), []
     diff = scores[keep] - scores_R[[row_R[ids[k]] for k in keep]]
     return -diff, [ids[k] for k in keep]
+
+
+def load_answer_means(neurons_dir: str | os.PathLike) -> Float[torch.Tensor, "layer d_mlp"]:
+    """``answer_means.safetensors`` of a mining folder (the constants of ``constant`` deactivation)."""
+    path = Path(neurons_dir) / "answer_means.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: mine with --answer-means (`neurorit run`: "
+                                "--mining.answer-means) to store the neurons' "
+                                "mean activations at the answer-predicting positions of gold-only contexts")
+    from neurorit_lens.neurons.score_files import read_tensor
+
+    return read_tensor(path)[0]

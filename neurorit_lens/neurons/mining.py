@@ -74,7 +74,7 @@ from neurorit_lens.data import QAExample
 from neurorit_lens.data.build import build_prompts
 from neurorit_lens.io import atomic_write_json, read_json
 from neurorit_lens.neurons.attribution import attribute
-from neurorit_lens.neurons.irrelevant import activation_stats, orient_scores, wrong_answers
+from neurorit_lens.neurons.irrelevant import activation_stats, load_answer_means, orient_scores, wrong_answers
 from neurorit_lens.neurons.score_files import (
     CONDITIONS,
     check_condition,
@@ -105,15 +105,6 @@ I_FIELDS = ("irrelevant_definition", "noisy_setting", "paired")
 
 __all__ = ["CONDITIONS", "MiningResult", "load_answer_means", "mine", "score_path"]
 
-
-def load_answer_means(neurons_dir: str | os.PathLike) -> Float[torch.Tensor, "layer d_mlp"]:
-    """``answer_means.safetensors`` of a mining folder (the constants of ``constant`` deactivation)."""
-    path = Path(neurons_dir) / "answer_means.safetensors"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: mine with --answer-means (`neurorit run`: "
-                                "--mining.answer-means) to store the neurons' "
-                                "mean activations at the answer-predicting positions of gold-only contexts")
-    return read_tensor(path)[0]
 
 
 # --- the result ------------------------------------------------------------------------
