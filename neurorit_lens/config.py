@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ Positions = Literal["all", "last"]
 Target = Literal["logprob", "prob", "logit", "logit_diff"]
 Site = Literal["post", "pre"]
 SelectionRule = Literal["threshold", "topk", "topk_per_layer"]
-AblationMode = Literal["zero", "mean", "scale"]
+AblationMode = Literal["zero", "mean", "scale", "constant"]
+IrrelevantDefinition = Literal["gold", "negative", "distracted"]
+Deactivation = Literal["zero", "scale", "constant"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random"]
 LrSchedule = Literal["cosine", "linear", "constant"]
@@ -213,8 +216,24 @@ class MiningConfig(ConfigBase):
     top_k: int = 100
     # Noise setting that builds the relevant-context (R) prompts.
     relevant_setting: str = "gold"
-    # Noise setting that builds the irrelevant-context (I) prompts.
+    # Noise setting that builds the irrelevant-context (I) prompts of the gold definition.
     irrelevant_setting: str = "irrelevant"
+    # What makes a neuron irrelevant-context (I): positive attribution to log p(gold) under
+    # --irrelevant-setting (gold), most negative attribution to it under --noisy-setting
+    # (negative), or attribution to log p(wrong) - log p(gold) under --noisy-setting (distracted).
+    irrelevant_definition: IrrelevantDefinition = "gold"
+    # Noise setting that builds the I prompts of the negative and distracted definitions.
+    noisy_setting: str = "noise=0.8"
+    # negative only: score each question by score(noisy) - score(relevant-only) (paired).
+    paired: bool = False
+    # Keep a selected neuron only if its score has the wanted sign in at least this fraction of
+    # the examples (0 = off).
+    sign_consistency: float = 0.0
+    # Divide scores by each neuron's mean |activation| over the mined prompts before selecting.
+    normalize: bool = False
+    # Also store each neuron's mean activation at the answer-predicting positions of the
+    # relevant-only prompts (the value that constant deactivation holds it at).
+    answer_means: bool = False
     # Keep cached residuals and scores on the CPU to save accelerator memory.
     offload_scores: bool = True
     # Examples per attribution call (rows = batch_size x alpha_chunk).
@@ -233,6 +252,10 @@ class MiningConfig(ConfigBase):
         _check(0 < self.threshold <= 1, "threshold must be in (0, 1]")
         _check(0 < self.frequency <= 1, "frequency must be in (0, 1]")
         _check(self.top_k >= 1, "top_k must be >= 1")
+        _one_of(self.irrelevant_definition, IrrelevantDefinition, "irrelevant_definition")
+        _check(0 <= self.sign_consistency <= 1, "sign_consistency must be in [0, 1]")
+        _check(not self.paired or self.irrelevant_definition == "negative",
+               "paired applies to irrelevant_definition='negative' only")
         if self.layers is not None:
             self.layers = tuple(int(x) for x in _split_commas(self.layers))
 
@@ -243,7 +266,9 @@ class AblationConfig(ConfigBase):
 
     # Neuron sets of neurons.json to ablate, comma-separated.
     sets: tuple[str, ...] = ("R_excl", "I_excl", "shared")
-    # Ablation: set the neurons to zero, to their mean activation, or multiply them by --scale.
+    # Ablation: set the neurons to zero, to their mean activation, multiply them by --scale, or set
+    # them to their mean at the answer-predicting positions of the relevant-only contexts
+    # (constant).
     mode: AblationMode = "zero"
     # Factor applied to the neurons' activations in scale mode.
     scale: float = 0.0
@@ -339,6 +364,11 @@ class TrainConfig(ConfigBase):
     adam_betas: tuple[float, ...] = (0.9, 0.999)
     # Epsilon added to AdamW's denominator for numerical stability.
     adam_eps: float = 1e-8
+    # How deactivated neurons are switched off: set to 0, multiplied by --deactivation-scale, or set
+    # to their mean at the answer-predicting positions of gold-only contexts (constant).
+    deactivation: Deactivation = "zero"
+    # Factor applied to deactivated neurons in scale mode.
+    deactivation_scale: float = 0.5
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")
@@ -358,6 +388,8 @@ class TrainConfig(ConfigBase):
         _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
                "adam_betas must be 2 values in [0, 1)")
         _check(self.adam_eps > 0, "adam_eps must be positive")
+        _one_of(self.deactivation, Deactivation, "deactivation")
+        _check(math.isfinite(self.deactivation_scale), "deactivation_scale must be a finite number")
         _check(self.steps >= 1, "steps must be >= 1")
         _check(self.lr > 0, "lr must be positive")
         _check(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1")

@@ -19,6 +19,7 @@ False
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, get_args
 
@@ -178,3 +179,31 @@ def mean_ablation(
             vals = means[layer, sorted(idx)]
             hooks.append((mlp_hook_name(layer, site), set_neurons_hook(idx, vals)))
     return hooks
+
+
+def deactivation_hooks(
+    neurons: NeuronSet,
+    mode: str = "zero",
+    scale: float = 0.0,
+    values: Float[torch.Tensor, "layer d_mlp"] | None = None,
+    site: str = "post",
+) -> list[FwdHook]:
+    """Forward hooks that switch ``neurons`` off in one of the deactivation modes.
+
+    ``zero`` sets them to 0, ``scale`` multiplies them by ``scale``, ``constant`` holds
+    neuron (l, i) at ``values[l, i]`` at every position (e.g. its mean activation at the
+    answer-predicting positions of gold-only contexts). Each mode bakes exactly into the
+    weights (:func:`neurorit_lens.training.plans.bake_deactivation`).
+    """
+    if mode == "zero":
+        return zero_ablation(neurons, site)
+    if mode == "scale":
+        if not math.isfinite(scale):
+            raise ValueError(f"scale must be a finite number, got {scale}")
+        return scale_ablation(neurons, float(scale), site)
+    if mode == "constant":
+        if values is None:
+            raise ValueError("deactivation mode 'constant' needs the neurons' values (answer_means.safetensors, "
+                             "written by `neurorit mine --answer-means` or `neurorit run --mining.answer-means`)")
+        return mean_ablation(neurons, values, site)
+    raise ValueError(f"unknown deactivation mode {mode!r}; choose from zero, scale, constant")

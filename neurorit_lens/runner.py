@@ -245,9 +245,14 @@ class Runner:
 
         sets, meta = self._neuron_sets()
         model = copy.deepcopy(self.model)
+        values = None
+        if self.cfg.train.deactivation == "constant":
+            from neurorit_lens.neurons.mining import load_answer_means
+
+            values = load_answer_means(self.out / "mining")
         train(model, _limit(self.splits["train"], self.cfg.train_limit), self.splits["dev"], sets,
               meta.get("layer_mass"), self.cfg.train.replace(method=method), self.cfg.data,
-              str(self.out / "train" / method))
+              str(self.out / "train" / method), deactivation_values=values)
 
     def _evaluate_tuned(self, method: str) -> None:
         from neurorit_lens.models import load_model

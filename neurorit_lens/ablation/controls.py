@@ -3,6 +3,9 @@
 - :func:`ablation_hooks`: forward hooks that switch a neuron set off (zero, mean or scale).
 - :func:`neuron_means`: each MLP neuron's mean activation over a reference set (for
   mean ablation).
+- :func:`answer_position_means`: each neuron's mean activation at the positions that predict
+  the answer tokens of (gold-only) prompts (for ``constant`` ablation; mining stores the same
+  statistic of its train questions as ``answer_means.safetensors``).
 - :func:`random_controls`: random sets with the tested set's per-layer counts, disjoint
   from it, one per seed.
 """
@@ -121,9 +124,11 @@ def ablation_hooks(
 
     Args:
         neurons: the neurons to ablate.
-        mode: ``zero`` (set to 0), ``mean`` (set to ``means[layer, index]``) or ``scale``
-            (multiply by ``scale``: 0 = zero ablation, 0.5 = weaken, 2 = enhance).
-        means: ``[n_layers, d_mlp]`` reference means (:func:`neuron_means`), needed for ``mean``.
+        mode: ``zero`` (set to 0), ``mean`` (set to ``means[layer, index]``), ``scale``
+            (multiply by ``scale``: 0 = zero ablation, 0.5 = weaken, 2 = enhance) or
+            ``constant`` (set to ``means[layer, index]``, the answer-position means of
+            :func:`answer_position_means`; the same hook as ``mean``, other values).
+        means: ``[n_layers, d_mlp]`` reference values, needed for ``mean`` and ``constant``.
         scale: factor for ``scale`` mode.
         site: ``post`` (default) or ``pre``.
 
@@ -141,8 +146,29 @@ def ablation_hooks(
             raise ValueError(f"scale must be a finite number, got {scale}")
         return scale_ablation(neurons, float(scale), site)
     if means is None:
-        raise ValueError("mode='mean' needs means (see neurorit_lens.ablation.controls.neuron_means)")
+        raise ValueError(f"mode={mode!r} needs means (see neurorit_lens.ablation.controls.neuron_means "
+                         "and answer_position_means)")
     return mean_ablation(neurons, means, site)
+
+
+def answer_position_means(
+    model: Model, prompts: Sequence[str], continuations: Sequence[str], site: str = "post", batch_size: int = 8,
+) -> Float[torch.Tensor, "layer d_mlp"]:
+    """Mean activation of every neuron at the positions that predict the answer tokens.
+
+    The prompts are teacher-forced with their ``continuations``; every answer-predicting
+    position (the last prompt token and all answer tokens but the last) weighs the same.
+    """
+    from neurorit_lens.neurons.irrelevant import activation_stats
+    from neurorit_lens.objective import tokenize_with_answers
+
+    if len(prompts) == 0:
+        raise ValueError("answer_position_means needs at least one prompt")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batches = (tokenize_with_answers(model, prompts[s:s + batch_size], continuations[s:s + batch_size])
+               for s in range(0, len(prompts), batch_size))
+    return activation_stats(model, batches, site, positions="answer")
 
 
 def random_controls(

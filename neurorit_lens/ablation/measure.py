@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from neurorit_lens.ablation.controls import ablation_hooks, neuron_means, random_controls
+from neurorit_lens.ablation.controls import ablation_hooks, answer_position_means, neuron_means, random_controls
 from neurorit_lens.ablation.result import AblationResult, Effect, SetEffect, verdict_of
 from neurorit_lens.config import AblationConfig, DataConfig
 from neurorit_lens.data.build import ANSWER_RESERVE, PromptSet, build_prompts
@@ -153,7 +153,11 @@ def _check_inputs(model: Model, contexts: Sequence[ContextPrompts], sets: Mappin
 
 def _reference_means(model: Model, contexts: Sequence[ContextPrompts], cfg: AblationConfig,
                      means: Float[torch.Tensor, "layer d_mlp"] | None) -> Float[torch.Tensor, "layer d_mlp"] | None:
-    """``means`` checked, or (mode ``mean``) computed over every prompt + answer of ``contexts``."""
+    """``means`` checked, or computed: mode ``mean`` over every prompt + answer of ``contexts``,
+    mode ``constant`` at the answer-predicting positions of the first (relevant) context."""
+    if cfg.mode == "constant" and means is None:
+        means = answer_position_means(model, contexts[0].prompts, contexts[0].continuations, cfg.site,
+                                      cfg.batch_size)
     if cfg.mode == "mean" and means is None:
         all_p = [p for ctx in contexts for p in ctx.prompts]
         all_c = [c for ctx in contexts for c in ctx.continuations]

@@ -62,7 +62,12 @@ def run(args: Args) -> int:
     if mined_site and mined_site != cfg.site:
         log.warning("neurons were mined at site %r but --site is %r", mined_site, cfg.site)
     examples = load_examples(data_cfg)
-    res = run_ablation(model, examples, sets, cfg, data_cfg, show_progress=True,
+    means = None  # constant mode: mining's answer-position means of its train questions where stored
+    if cfg.mode == "constant" and (neurons_path.parent / "answer_means.safetensors").exists():
+        from neurorit_lens.neurons.mining import load_answer_means
+
+        means = load_answer_means(neurons_path.parent)
+    res = run_ablation(model, examples, sets, cfg, data_cfg, show_progress=True, means=means,
                        meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)})
     res.meta["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)

@@ -87,10 +87,14 @@ def _run(args: Args) -> int:
     t0 = time.time()
     device = rank_device(args.device)
     model = load_model(args.model, device)
-    sets, layer_mass = None, None
+    sets, layer_mass, values = None, None, None
     if neurons_path is not None:
         sets = load_neuron_sets(neurons_path, model)  # rejects a file from another model, before training
         layer_mass = (read_json(neurons_path).get("meta") or {}).get("layer_mass")
+        if cfg.deactivation == "constant":
+            from neurorit_lens.neurons.mining import load_answer_means
+
+            values = load_answer_means(neurons_path.parent)
     examples = load_split(data_cfg.replace(split="all", limit=None))  # split here, by question
     train_q, dev_q = split_for_training(examples, data_cfg)
     write_config(out, NAME, data_cfg.seed, {"model": args.model, "neurons": args.neurons, "device": device,
@@ -99,7 +103,7 @@ def _run(args: Args) -> int:
     log.info("training %s with method %s on %d train / %d dev questions of %s", args.model, cfg.method,
              len(train_q), len(dev_q), data_cfg.data)
     res = train(model, train_q, dev_q, sets, layer_mass, cfg, data_cfg, out, resume=args.resume,
-                base_model=args.model, progress=args.progress)
+                base_model=args.model, progress=args.progress, deactivation_values=values)
     res.wall_s = time.time() - t0
     if not is_main_process():
         return 0

@@ -97,6 +97,9 @@ def mine_distributed(
     """
     if not is_distributed():
         return mine(model, examples, cfg, data_cfg, out_dir, resume, show_progress, None, model_name)
+    if cfg.normalize or cfg.sign_consistency or cfg.answer_means:
+        raise ValueError("normalize, sign_consistency and answer_means are not supported by distributed mining "
+                         "yet (their statistics are not all-reduced); mine in one process")
     rank, world = get_rank(), get_world_size()
     local = mine(model, examples, cfg, data_cfg, out_dir, resume, show_progress and rank == 0, current_shard(),
                  model_name)

@@ -9,6 +9,34 @@ Each prompt is teacher-forced with the gold answer and every MLP neuron is score
 sets R and I, and the Neuro-RIT sets follow: ``R_excl = R - I``, ``I_excl = I - R``,
 ``shared = R & I``.
 
+Definitions of I (``cfg.irrelevant_definition``). Every stored I score is *oriented*: larger
+means more irrelevant-context, so the same selection rules apply to every definition.
+
+``gold`` (default, the first definition)
+    Attribution to log p(gold) under ``cfg.irrelevant_setting`` (irrelevant passages only);
+    neurons that push the gold answer with no evidence present.
+``negative``
+    Attribution to log p(gold) under ``cfg.noisy_setting`` (default ``noise=0.8``), negated,
+    so the most negative attributions are selected. With ``cfg.paired`` each question's
+    score is ``-(score(noisy) - score(relevant-only))``, the R-condition score of the same
+    question (questions without an R score are excluded, reason ``unpaired``).
+``distracted``
+    Attribution to F = log p(y_wrong) - log p(gold) under ``cfg.noisy_setting``: the neurons
+    through which the noise pulls the answer away from the evidence. IG, ``ig_joint`` and
+    ``grad_x_act`` are linear in F, so the score is ``attribute(y_wrong) - attribute(gold)``,
+    each teacher-forced on its own continuation (two passes). ``y_wrong`` is the data's
+    counterfactual answer (``meta["counterfactual_answer"]``) or else the model's own wrong
+    greedy answer (:func:`neurorit_lens.neurons.irrelevant.wrong_answers`); examples answered
+    correctly without a counterfactual answer are excluded (reason ``model_correct``).
+
+The ``contrast`` candidate (IG from the gold-only to the noisy activations) is not
+implemented yet. Selection variants for every definition: ``cfg.sign_consistency`` and
+``cfg.normalize`` (scores divided by each neuron's mean ``|activation|`` over the mined
+prompts, stored as ``act_scale.safetensors``); see :mod:`neurorit_lens.neurons.selection`.
+``cfg.answer_means`` also stores each neuron's mean activation at the answer-predicting
+positions of the R prompts (``answer_means.safetensors``, the value of ``constant``
+deactivation).
+
 Robustness: examples lacking the passages a condition needs, or whose answer tokenises to
 nothing, are excluded from that condition and counted. Per-example scores are flushed to
 ``out_dir/scores/{R,I}/<example-id>.safetensors`` (atomic writes) as soon as they exist,
@@ -29,11 +57,9 @@ torch.Size([2, 64])
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +72,19 @@ from tqdm.auto import tqdm
 from neurorit_lens.config import DataConfig, MiningConfig
 from neurorit_lens.data import QAExample
 from neurorit_lens.data.build import build_prompts
-from neurorit_lens.io import atomic_write_bytes, atomic_write_json, read_json
+from neurorit_lens.io import atomic_write_json, read_json
 from neurorit_lens.neurons.attribution import attribute
-from neurorit_lens.neurons.selection import SelectionStats
+from neurorit_lens.neurons.irrelevant import activation_stats, load_answer_means, orient_scores, wrong_answers
+from neurorit_lens.neurons.score_files import (
+    CONDITIONS,
+    check_condition,
+    fingerprint,
+    read_tensor,
+    score_path,
+    try_resume,
+    write_tensor,
+)
+from neurorit_lens.neurons.selection import SelectionStats, normalize_scores
 from neurorit_lens.neurons.sets import (
     SET_NAMES,
     NeuronSet,
@@ -61,12 +97,14 @@ from neurorit_lens.tl_backend import Model
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("R", "I")
 # Fields of MiningConfig that change the scores (the rest only change the selection).
 SCORE_FIELDS = ("method", "steps", "rule", "alpha_chunk", "positions", "target", "site", "layers")
-SELECTION_FIELDS = ("selection", "threshold", "frequency", "top_k")
+SELECTION_FIELDS = ("selection", "threshold", "frequency", "top_k", "sign_consistency", "normalize")
+# Fields that change the I scores only (stamped into the I fingerprints when not the default).
+I_FIELDS = ("irrelevant_definition", "noisy_setting", "paired")
 
-__all__ = ["CONDITIONS", "MiningResult", "mine", "score_path"]
+__all__ = ["CONDITIONS", "MiningResult", "load_answer_means", "mine", "score_path"]
+
 
 
 # --- the result ------------------------------------------------------------------------
@@ -86,6 +124,9 @@ class MiningResult:
         model_shape: ``(n_layers, d_mlp)``.
         excluded: per condition, counts of excluded examples by reason and their ids.
         info: data settings, truncation counts, timings (not part of ``neurons.json``).
+        act_scale: ``[layer, d_mlp]`` mean ``|activation|`` over the mined prompts (``normalize``).
+        answer_means: ``[layer, d_mlp]`` mean activation at the R prompts' answer-predicting
+            positions (``answer_means``).
     """
 
     scores_R: Float[torch.Tensor, "n_R layer d_mlp"]
@@ -100,10 +141,12 @@ class MiningResult:
     model_shape: tuple[int, int]
     excluded: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    act_scale: Float[torch.Tensor, "layer d_mlp"] | None = None
+    answer_means: Float[torch.Tensor, "layer d_mlp"] | None = None
 
     # --- views ------------------------------------------------------------------------
     def scores(self, condition: str) -> torch.Tensor:
-        _check_condition(condition)
+        check_condition(condition)
         return self.scores_R if condition == "R" else self.scores_I
 
     def mean_scores(self, condition: str = "R") -> Float[torch.Tensor, "layer d_mlp"]:
@@ -169,10 +212,13 @@ class MiningResult:
         out.mkdir(parents=True, exist_ok=True)
         for cond in CONDITIONS:
             ids = self.ids_R if cond == "R" else self.ids_I
-            _write_tensor(out / f"scores_{cond}.safetensors", self.scores(cond).float().contiguous(),
+            write_tensor(out / f"scores_{cond}.safetensors", self.scores(cond).float().contiguous(),
                           {"ids": json.dumps(ids), "condition": cond, "model": self.model_name})
         atomic_write_json(out / "mining.json", {"info": self.info, "ids": {"R": self.ids_R, "I": self.ids_I},
                                                 "top": {c: self.top(20, c) for c in CONDITIONS}})
+        for key in ("act_scale", "answer_means"):
+            if getattr(self, key) is not None:
+                write_tensor(out / f"{key}.safetensors", getattr(self, key).float(), {"model": self.model_name})
         return save_neuron_sets(out / "neurons.json", self.sets, self.meta())
 
     @classmethod
@@ -191,7 +237,7 @@ class MiningResult:
         shape = (int(meta["model_shape"][0]), int(meta["model_shape"][1]))
         scores, ids = {}, {}
         for cond in CONDITIONS:
-            t, md = _read_tensor(out / f"scores_{cond}.safetensors")
+            t, md = read_tensor(out / f"scores_{cond}.safetensors")
             if t.dim() != 3 or tuple(t.shape[1:]) != shape:
                 raise ValueError(f"{out}/scores_{cond}.safetensors: shape {tuple(t.shape)} "
                                  f"does not match model shape {shape}")
@@ -202,12 +248,12 @@ class MiningResult:
         missing = [n for n in SET_NAMES if n not in sets]
         if missing:
             raise ValueError(f"{path}: missing set(s) {missing}")
+        extra = {k: read_tensor(out / f"{k}.safetensors")[0] if (out / f"{k}.safetensors").exists() else None
+                 for k in ("act_scale", "answer_means")}
+        stats = {c: _stats(scores[c], cfg, shape, extra["act_scale"]) for c in CONDITIONS}
         return cls(scores["R"], scores["I"], ids["R"], ids["I"], {n: sets[n] for n in SET_NAMES},
-                   SelectionStats.from_scores(scores["R"], cfg.threshold) if len(ids["R"])
-                   else SelectionStats(*shape, cfg.threshold),
-                   SelectionStats.from_scores(scores["I"], cfg.threshold) if len(ids["I"])
-                   else SelectionStats(*shape, cfg.threshold),
-                   cfg, str(meta.get("model", "")), shape, meta.get("excluded", {}), info)
+                   stats["R"], stats["I"], cfg, str(meta.get("model", "")), shape, meta.get("excluded", {}), info,
+                   **extra)
 
     def reselect(self, **changes: Any) -> MiningResult:
         """Redo the selection from the stored scores with new selection settings.
@@ -222,79 +268,27 @@ class MiningResult:
         if bad:
             raise ValueError(f"reselect changes only {SELECTION_FIELDS}; got {sorted(bad)} (those need recomputing)")
         cfg = self.config.replace(**changes)
-        stats = {c: _stats(self.scores(c), cfg, self.model_shape) for c in CONDITIONS}
+        stats = {c: _stats(self.scores(c), cfg, self.model_shape, self.act_scale) for c in CONDITIONS}
         sets = _select_sets(stats, cfg)
         return MiningResult(self.scores_R, self.scores_I, list(self.ids_R), list(self.ids_I), sets,
                             stats["R"], stats["I"], cfg, self.model_name, self.model_shape,
-                            dict(self.excluded), dict(self.info))
+                            dict(self.excluded), dict(self.info), self.act_scale, self.answer_means)
 
 
-def _check_condition(condition: str) -> None:
-    if condition not in CONDITIONS:
-        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
-
-
-def _stats(scores: torch.Tensor, cfg: MiningConfig, shape: tuple[int, int]) -> SelectionStats:
+def _stats(scores: torch.Tensor, cfg: MiningConfig, shape: tuple[int, int],
+           act_scale: torch.Tensor | None = None) -> SelectionStats:
     st = SelectionStats(shape[0], shape[1], cfg.threshold)
+    if cfg.normalize:
+        if act_scale is None:
+            raise ValueError("normalize=True needs the activation scale, which is computed by mine(normalize=True)")
+        scores = normalize_scores(scores, act_scale) if scores.shape[0] else scores
     return st.update(scores) if scores.shape[0] else st
 
 
 def _select_sets(stats: dict[str, SelectionStats], cfg: MiningConfig) -> dict[str, NeuronSet]:
-    R = stats["R"].select(cfg.selection, cfg.frequency, cfg.top_k)
-    I = stats["I"].select(cfg.selection, cfg.frequency, cfg.top_k)
+    R = stats["R"].select(cfg.selection, cfg.frequency, cfg.top_k, cfg.sign_consistency)
+    I = stats["I"].select(cfg.selection, cfg.frequency, cfg.top_k, cfg.sign_consistency)
     return exclusive_sets(R, I)
-
-
-# --- per-example score files ----------------------------------------------------------------
-
-
-def score_path(out_dir: str | os.PathLike, condition: str, example_id: str) -> Path:
-    """``out_dir/scores/<condition>/<safe id>.safetensors`` (ids with odd characters get a hash suffix)."""
-    _check_condition(condition)
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(example_id))[:80]
-    if safe.startswith("."):
-        safe = "_" + safe.lstrip(".")
-    if safe != str(example_id):
-        safe = f"{safe}-{hashlib.sha1(str(example_id).encode()).hexdigest()[:10]}"
-    return Path(out_dir) / "scores" / condition / f"{safe}.safetensors"
-
-
-def _write_tensor(path: Path, t: torch.Tensor, metadata: dict[str, str]) -> Path:
-    from safetensors.torch import save
-
-    return atomic_write_bytes(path, save({"scores": t.contiguous()}, metadata=metadata))
-
-
-def _read_tensor(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
-    from safetensors import safe_open
-
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.get_tensor("scores"), dict(f.metadata() or {})
-    except Exception as e:  # safetensors raises its own error types on corrupt files
-        raise ValueError(f"{path}: not a readable scores file ({e})") from e
-
-
-def _fingerprint(model_name: str, shape: tuple[int, int], cfg: MiningConfig, tokens: list[int]) -> str:
-    obj = {"model": model_name, "shape": list(shape), "tokens": tokens,
-           "cfg": {k: getattr(cfg, k) for k in SCORE_FIELDS}}
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()
-
-
-def _try_resume(path: Path, fingerprint: str, shape: tuple[int, int]) -> torch.Tensor | None:
-    if not path.exists():
-        return None
-    try:
-        t, md = _read_tensor(path)
-    except ValueError as e:
-        log.warning("recomputing %s: %s", path, e)
-        return None
-    if md.get("fingerprint") != fingerprint or tuple(t.shape) != shape:
-        log.info("recomputing %s: written with other settings, tokens or model", path)
-        return None
-    return t
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -306,6 +300,7 @@ class _Item:
     prompt: str
     answer: str
     tokens: list[int]
+    wrong: str | None = None  # y_wrong continuation (distracted)
 
 
 def _condition_items(model: Model, examples: list[QAExample], setting: str, data_cfg: DataConfig
@@ -334,6 +329,95 @@ def _condition_items(model: Model, examples: list[QAExample], setting: str, data
     return items, excluded, info
 
 
+def _add_wrong_answers(model: Model, items: list[_Item], examples: list[QAExample], template: str,
+                       data_cfg: DataConfig, excluded: dict[str, Any]) -> list[_Item]:
+    """``distracted``: attach ``y_wrong`` to each item; drop (and count) those without one."""
+    if not items:
+        return items
+    wrong, winfo = wrong_answers(model, examples, [it.id for it in items], [it.prompt for it in items],
+                                 template, data_cfg.data)
+    kept = []
+    for it in items:
+        w = wrong.get(it.id)
+        if w is None or not encode_answer(model, w):
+            excluded["ids"].append(it.id)
+            continue
+        wt = tokenize_with_answers(model, [it.prompt], [w], max_len=model.cfg.n_ctx).tokens[0].tolist()
+        kept.append(_Item(it.id, it.prompt, it.answer, it.tokens + [-1] + wt, w))
+    excluded["model_correct"] = winfo["model_correct"]
+    excluded["wrong_answers"] = {"from_data": winfo["from_data"], "from_model": winfo["from_model"]}
+    excluded["n"] = len(excluded["ids"])
+    return kept
+
+
+def _attribute(model: Model, items: list[_Item], cfg: MiningConfig, wrong: bool = False) -> torch.Tensor:
+    answers = [it.wrong if wrong else it.answer for it in items]
+    batch = tokenize_with_answers(model, [it.prompt for it in items], answers, max_len=model.cfg.n_ctx)
+    return attribute(model, batch, method=cfg.method, steps=cfg.steps, rule=cfg.rule, alpha_chunk=cfg.alpha_chunk,
+                     positions=cfg.positions, target=cfg.target, site=cfg.site, layers=cfg.layers,
+                     offload=cfg.offload_scores).float().cpu()
+
+
+def _score_items(model: Model, items: list[_Item], cond: str, cfg: MiningConfig, name: str,
+                 shape: tuple[int, int], out_dir: str | os.PathLike | None, resume: bool,
+                 show_progress: bool, setting: str) -> tuple[list[torch.Tensor], int]:
+    """Per-item raw scores of one condition (resumed from files where the fingerprint matches)."""
+    difference = cond == "I" and cfg.irrelevant_definition == "distracted"
+    extra = ({k: getattr(cfg, k) for k in I_FIELDS}
+             if cond == "I" and cfg.irrelevant_definition != "gold" else None)
+    rows: list[torch.Tensor | None] = [None] * len(items)
+    fields = {k: getattr(cfg, k) for k in SCORE_FIELDS}
+    fps = [fingerprint(name, shape, fields, it.tokens, extra) for it in items]
+    todo = []
+    for j, (it, fp) in enumerate(zip(items, fps, strict=True)):
+        t = try_resume(score_path(out_dir, cond, it.id), fp, shape) if (out_dir is not None and resume) else None
+        if t is None:
+            todo.append(j)
+        else:
+            rows[j] = t
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"mine {cond} ({setting}, {cfg.method})",
+               disable=not show_progress)
+    try:
+        for start in range(0, len(todo), cfg.batch_size):
+            chunk = todo[start:start + cfg.batch_size]
+            sub = [items[j] for j in chunk]
+            s = _attribute(model, sub, cfg)
+            if difference:
+                s = _attribute(model, sub, cfg, wrong=True) - s
+            for r, j in enumerate(chunk):
+                rows[j] = s[r].clone()
+                if out_dir is not None:
+                    write_tensor(score_path(out_dir, cond, items[j].id), rows[j],
+                                  {"fingerprint": fps[j], "id": items[j].id, "condition": cond})
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return rows, len(todo)  # type: ignore[return-value]
+
+
+def _batches(model: Model, items: list[_Item], size: int):
+    for s in range(0, len(items), size):
+        chunk = items[s:s + size]
+        yield tokenize_with_answers(model, [it.prompt for it in chunk], [it.answer for it in chunk],
+                                    max_len=model.cfg.n_ctx)
+
+
+def _check_args(cfg: MiningConfig, data_cfg: DataConfig, examples: list[QAExample],
+                shard: tuple[int, int] | None) -> None:
+    if not isinstance(cfg, MiningConfig):
+        raise ValueError(f"cfg must be a MiningConfig, got {type(cfg).__name__}")
+    if not isinstance(data_cfg, DataConfig):
+        raise ValueError(f"data_cfg must be a DataConfig, got {type(data_cfg).__name__}")
+    ids = [ex.id for ex in examples]
+    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if dup:
+        raise ValueError(f"duplicate example ids (score files are named by id): {dup[:5]}")
+    if shard is not None:
+        rank, world = shard
+        if not (isinstance(rank, int) and isinstance(world, int) and world >= 1 and 0 <= rank < world):
+            raise ValueError(f"bad shard {shard!r}: need (rank, world) with 0 <= rank < world")
+
+
 def mine(
     model: Model,
     examples: list[QAExample],
@@ -350,7 +434,7 @@ def mine(
     Args:
         model: the HookedTransformer.
         examples: QA examples with labelled passages.
-        cfg: attribution and selection settings.
+        cfg: attribution, I definition and selection settings.
         data_cfg: prompt settings (``n_passages``, ``seed``, ``template``, ``max_prompt_tokens``).
         out_dir: where per-example scores are flushed (and, for an unsharded run, where
             :meth:`MiningResult.save` writes ``neurons.json`` and the raw scores).
@@ -363,74 +447,50 @@ def mine(
         A :class:`MiningResult`.
 
     Raises:
-        ValueError: bad arguments, duplicate example ids.
+        ValueError: bad arguments, duplicate example ids, ``distracted`` without any wrong answer.
     """
-    if not isinstance(cfg, MiningConfig):
-        raise ValueError(f"cfg must be a MiningConfig, got {type(cfg).__name__}")
-    if not isinstance(data_cfg, DataConfig):
-        raise ValueError(f"data_cfg must be a DataConfig, got {type(data_cfg).__name__}")
     examples = list(examples)
-    ids = [ex.id for ex in examples]
-    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
-    if dup:
-        raise ValueError(f"duplicate example ids (score files are named by id): {dup[:5]}")
+    _check_args(cfg, data_cfg, examples, shard)
     if shard is not None:
-        rank, world = shard
-        if not (isinstance(rank, int) and isinstance(world, int) and world >= 1 and 0 <= rank < world):
-            raise ValueError(f"bad shard {shard!r}: need (rank, world) with 0 <= rank < world")
-        examples = examples[rank::world]
+        examples = examples[shard[0]::shard[1]]
     name = model_name or getattr(model.cfg, "model_name", "") or "model"
     shape = (model.cfg.n_layers, model.cfg.d_mlp)
     t0 = time.time()
     scores: dict[str, torch.Tensor] = {}
-    kept_ids: dict[str, list[str]] = {}
+    kept: dict[str, list[_Item]] = {}
     excluded: dict[str, Any] = {}
     info: dict[str, Any] = {"data": data_cfg.to_dict(), "n_input_examples": len(examples), "shard": shard,
                             "conditions": {}}
+    i_setting = cfg.irrelevant_setting if cfg.irrelevant_definition == "gold" else cfg.noisy_setting
     n_computed = 0
-    for cond, setting in (("R", cfg.relevant_setting), ("I", cfg.irrelevant_setting)):
+    for cond, setting in (("R", cfg.relevant_setting), ("I", i_setting)):
         items, excl, cinfo = _condition_items(model, examples, setting, data_cfg)
+        if cond == "I" and cfg.irrelevant_definition == "distracted":
+            items = _add_wrong_answers(model, items, examples, cinfo.get("template", "plain"), data_cfg, excl)
         excluded[cond] = excl
-        rows: list[torch.Tensor | None] = [None] * len(items)
-        fps = [_fingerprint(name, shape, cfg, it.tokens) for it in items]
-        todo = []
-        for j, (it, fp) in enumerate(zip(items, fps, strict=True)):
-            t = _try_resume(score_path(out_dir, cond, it.id), fp, shape) if (out_dir is not None and resume) else None
-            if t is None:
-                todo.append(j)
-            else:
-                rows[j] = t
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"mine {cond} ({setting}, {cfg.method})",
-                   disable=not show_progress)
-        try:
-            for start in range(0, len(todo), cfg.batch_size):
-                chunk = todo[start:start + cfg.batch_size]
-                batch = tokenize_with_answers(model, [items[j].prompt for j in chunk], [items[j].answer for j in chunk],
-                                              max_len=model.cfg.n_ctx)
-                s = attribute(model, batch, method=cfg.method, steps=cfg.steps, rule=cfg.rule,
-                              alpha_chunk=cfg.alpha_chunk, positions=cfg.positions, target=cfg.target,
-                              site=cfg.site, layers=cfg.layers, offload=cfg.offload_scores).float().cpu()
-                for r, j in enumerate(chunk):
-                    rows[j] = s[r].clone()
-                    if out_dir is not None:
-                        _write_tensor(score_path(out_dir, cond, items[j].id), rows[j],
-                                      {"fingerprint": fps[j], "id": items[j].id, "condition": cond})
-                n_computed += len(chunk)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-        scores[cond] = torch.stack(rows) if rows else torch.zeros(0, *shape)  # type: ignore[arg-type]
-        kept_ids[cond] = [it.id for it in items]
-        cinfo.update({"setting": setting, "n": len(items), "n_resumed": len(items) - len(todo)})
+        rows, n_new = _score_items(model, items, cond, cfg, name, shape, out_dir, resume, show_progress, setting)
+        n_computed += n_new
+        scores[cond] = torch.stack(rows) if rows else torch.zeros(0, *shape)
+        kept[cond] = items
+        cinfo.update({"setting": setting, "n": len(items), "n_resumed": len(items) - n_new})
         info["conditions"][cond] = cinfo
         if excl["n"]:
             log.warning("condition %s (%s): %d example(s) excluded (%d lacking passages %s, %d empty answers)",
                         cond, setting, excl["n"], excl["missing_passages"], excl["reasons"], excl["empty_answer"])
+    ids = {c: [it.id for it in kept[c]] for c in CONDITIONS}
+    scores["I"], ids["I"] = orient_scores(scores["I"], ids["I"], cfg.irrelevant_definition, cfg.paired,
+                                          scores["R"], ids["R"], excluded["I"])
+    act_scale = answer_means = None
+    if cfg.normalize and (kept["R"] or kept["I"]):
+        act_scale = activation_stats(model, _batches(model, kept["R"] + kept["I"], cfg.batch_size), cfg.site,
+                                     "all", absolute=True)
+    if cfg.answer_means and kept["R"]:
+        answer_means = activation_stats(model, _batches(model, kept["R"], cfg.batch_size), cfg.site, "answer")
     info["seconds"] = round(time.time() - t0, 3)
     info["n_computed"] = n_computed
-    stats = {c: _stats(scores[c], cfg, shape) for c in CONDITIONS}
-    res = MiningResult(scores["R"], scores["I"], kept_ids["R"], kept_ids["I"], _select_sets(stats, cfg),
-                       stats["R"], stats["I"], cfg, name, shape, excluded, info)
+    stats = {c: _stats(scores[c], cfg, shape, act_scale) for c in CONDITIONS}
+    res = MiningResult(scores["R"], scores["I"], ids["R"], ids["I"], _select_sets(stats, cfg),
+                       stats["R"], stats["I"], cfg, name, shape, excluded, info, act_scale, answer_means)
     if out_dir is not None and (shard is None or shard[1] == 1):
         res.save(out_dir)
     return res

@@ -12,6 +12,17 @@ Rules:
 ``topk_per_layer``
     The ``k`` highest positive mean scores within each layer.
 
+Variants offered with every rule (they do not just pick large neurons):
+
+sign consistency (``sign_consistency = q > 0``)
+    A selected neuron is kept only if its score is ``> 0`` (the wanted sign: mining orients
+    every condition's scores so that larger means more of that condition) in at least a
+    fraction ``q`` of the examples.
+normalised scores
+    :func:`normalize_scores` divides each neuron's scores by its typical activation scale
+    (mean ``|activation|`` over the mined prompts, :func:`neurorit_lens.neurons.mining.activation_scale`)
+    before the statistics are taken.
+
 Everything is computed from *additive* statistics (:class:`SelectionStats`: number of
 examples, per-neuron keep counts, per-neuron score sums), so shards of a distributed run
 can each ``update`` their own stats and ``merge`` (or all-reduce the tensors) before
@@ -40,7 +51,7 @@ from neurorit_lens.neurons.sets import NeuronSet
 
 RULES = get_args(SelectionRule)
 
-__all__ = ["RULES", "SelectionStats", "select"]
+__all__ = ["RULES", "SelectionStats", "normalize_scores", "select"]
 
 
 @dataclass
@@ -52,6 +63,7 @@ class SelectionStats:
         n_examples: examples seen.
         keep_count: ``[layer, d_mlp]`` examples in which each neuron was kept.
         score_sum: ``[layer, d_mlp]`` sum of scores over examples (float64).
+        pos_count: ``[layer, d_mlp]`` examples in which each neuron's score was ``> 0``.
     """
 
     n_layers: int
@@ -60,6 +72,7 @@ class SelectionStats:
     n_examples: int = 0
     keep_count: Int[torch.Tensor, "layer d_mlp"] = field(default=None)  # type: ignore[assignment]
     score_sum: Float[torch.Tensor, "layer d_mlp"] = field(default=None)  # type: ignore[assignment]
+    pos_count: Int[torch.Tensor, "layer d_mlp"] = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
@@ -68,8 +81,10 @@ class SelectionStats:
             self.keep_count = torch.zeros(self.n_layers, self.d_mlp, dtype=torch.long)
         if self.score_sum is None:
             self.score_sum = torch.zeros(self.n_layers, self.d_mlp, dtype=torch.float64)
+        if self.pos_count is None:
+            self.pos_count = torch.zeros(self.n_layers, self.d_mlp, dtype=torch.long)
         shape = (self.n_layers, self.d_mlp)
-        if tuple(self.keep_count.shape) != shape or tuple(self.score_sum.shape) != shape:
+        if any(tuple(t.shape) != shape for t in (self.keep_count, self.score_sum, self.pos_count)):
             raise ValueError(f"stats tensors must have shape ({self.n_layers}, {self.d_mlp})")
 
     @classmethod
@@ -92,6 +107,7 @@ class SelectionStats:
         keep = (s >= self.threshold * mx[:, None, None]) & (mx[:, None, None] > 0)
         self.keep_count += keep.sum(0)
         self.score_sum += s.sum(0)
+        self.pos_count += (s > 0).sum(0)
         self.n_examples += s.shape[0]
         return self
 
@@ -103,14 +119,29 @@ class SelectionStats:
         if self.threshold != other.threshold:
             raise ValueError(f"cannot merge stats computed with thresholds {self.threshold} and {other.threshold}")
         return SelectionStats(self.n_layers, self.d_mlp, self.threshold, self.n_examples + other.n_examples,
-                              self.keep_count + other.keep_count, self.score_sum + other.score_sum)
+                              self.keep_count + other.keep_count, self.score_sum + other.score_sum,
+                              self.pos_count + other.pos_count)
 
     @property
     def mean_scores(self) -> Float[torch.Tensor, "layer d_mlp"]:
         return self.score_sum / max(self.n_examples, 1)
 
-    def select(self, rule: str = "threshold", frequency: float = 0.5, top_k: int = 100) -> NeuronSet:
-        """The selected :class:`NeuronSet` (empty if no example was seen)."""
+    def select(self, rule: str = "threshold", frequency: float = 0.5, top_k: int = 100,
+               sign_consistency: float = 0.0) -> NeuronSet:
+        """The selected :class:`NeuronSet` (empty if no example was seen).
+
+        With ``sign_consistency = q > 0`` a neuron is kept only if its score was ``> 0`` in at
+        least a fraction ``q`` of the examples (applied after the rule).
+        """
+        if not 0 <= sign_consistency <= 1:
+            raise ValueError(f"sign_consistency must be in [0, 1], got {sign_consistency}")
+        chosen = self._select(rule, frequency, top_k)
+        if sign_consistency == 0 or not chosen:
+            return chosen
+        ok = self.pos_count.double() >= sign_consistency * self.n_examples - 1e-9
+        return NeuronSet.from_mask(chosen.to_mask(self.n_layers, self.d_mlp) & ok)
+
+    def _select(self, rule: str, frequency: float, top_k: int) -> NeuronSet:
         if rule not in RULES:
             raise ValueError(f"unknown selection rule {rule!r}; choose from {RULES}")
         if not 0 < frequency <= 1:
@@ -133,12 +164,13 @@ class SelectionStats:
     def to_dict(self) -> dict:
         return {"n_layers": self.n_layers, "d_mlp": self.d_mlp, "threshold": self.threshold,
                 "n_examples": self.n_examples, "keep_count": self.keep_count.tolist(),
-                "score_sum": self.score_sum.tolist()}
+                "score_sum": self.score_sum.tolist(), "pos_count": self.pos_count.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict) -> SelectionStats:
         return cls(int(d["n_layers"]), int(d["d_mlp"]), float(d["threshold"]), int(d["n_examples"]),
-                   torch.tensor(d["keep_count"], dtype=torch.long), torch.tensor(d["score_sum"], dtype=torch.float64))
+                   torch.tensor(d["keep_count"], dtype=torch.long), torch.tensor(d["score_sum"], dtype=torch.float64),
+                   torch.tensor(d["pos_count"], dtype=torch.long) if "pos_count" in d else None)
 
 
 def _top_mask(x: Float[torch.Tensor, "n"], k: int) -> torch.Tensor:
@@ -149,12 +181,26 @@ def _top_mask(x: Float[torch.Tensor, "n"], k: int) -> torch.Tensor:
     return mask & (x > 0)
 
 
+def normalize_scores(
+    scores: Float[torch.Tensor, "example layer d_mlp"], scale: Float[torch.Tensor, "layer d_mlp"],
+    eps: float = 1e-8,
+) -> Float[torch.Tensor, "example layer d_mlp"]:
+    """Scores divided by each neuron's activation scale (``scale <= eps`` -> score 0: a dead neuron)."""
+    if tuple(scale.shape) != tuple(scores.shape[1:]):
+        raise ValueError(f"scale has shape {tuple(scale.shape)}, scores {tuple(scores.shape)}")
+    if not torch.isfinite(scale).all() or (scale < 0).any():
+        raise ValueError("scale must be finite and >= 0")
+    s = scale.to(scores.dtype)
+    return torch.where(s > eps, scores / s.clamp(min=eps), torch.zeros_like(scores))
+
+
 def select(
     scores: Float[torch.Tensor, "example layer d_mlp"],
     rule: str = "threshold",
     threshold: float = 0.2,
     frequency: float = 0.5,
     top_k: int = 100,
+    sign_consistency: float = 0.0,
 ) -> NeuronSet:
     """Select neurons from per-example scores (see the module docstring for the rules).
 
@@ -164,8 +210,10 @@ def select(
         threshold: per-example fraction ``t`` of the example's maximum score.
         frequency: fraction ``p`` of examples a neuron must be kept in.
         top_k: ``k`` for the top-k rules.
+        sign_consistency: keep only neurons with a score ``> 0`` in at least this fraction of
+            the examples (0 = off).
 
     Returns:
         The selected :class:`NeuronSet`.
     """
-    return SelectionStats.from_scores(scores, threshold).select(rule, frequency, top_k)
+    return SelectionStats.from_scores(scores, threshold).select(rule, frequency, top_k, sign_consistency)

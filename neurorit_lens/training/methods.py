@@ -31,7 +31,6 @@ import torch
 from neurorit_lens.config import DataConfig, TrainConfig
 from neurorit_lens.data.schema import QAExample
 from neurorit_lens.distributed.process import is_main_process
-from neurorit_lens.hooks import zero_ablation
 from neurorit_lens.io import (
     _json_default,
     atomic_write_json,
@@ -72,7 +71,7 @@ def run_plan(
     offset = 0
     for st in plan.stages:
         sdir = Path(out_dir) / st.name if out_dir is not None else None
-        hooks = zero_ablation(st.deactivate) if st.deactivate else []
+        hooks = plan.hooks(st.deactivate)
         trainer = Trainer(model, train_items, cfg, dev_items, hooks=hooks, param_masks=st.masks, out_dir=sdir,
                           steps=st.steps, lr=lr, stage=st.name, step_offset=offset, resume=resume,
                           callbacks=callbacks, progress=progress)
@@ -160,6 +159,7 @@ def train(
     base_model: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Callable[[StepOutput], None]] = (),
+    deactivation_values: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with ``cfg.method`` and export it with deactivation baked in.
 
@@ -180,6 +180,8 @@ def train(
         base_model: name recorded in the saved model's metadata.
         progress: tqdm bars.
         callbacks: called after every optimizer step.
+        deactivation_values: ``[n_layers, d_mlp]`` constants of ``cfg.deactivation='constant'``
+            (mining's ``answer_means``, :func:`neurorit_lens.neurons.mining.load_answer_means`).
 
     Returns:
         A :class:`TrainResult` (also written to ``out_dir/train.json``).
@@ -192,14 +194,13 @@ def train(
     lrs = list(cfg.lr_grid) or [cfg.lr]
     if len(lrs) > 1 and not dev_items:
         raise ValueError("a learning-rate search (lr_grid with several values) needs dev examples")
-    plan = plan_method(model, cfg.method, sets, layer_mass, cfg)
+    plan = plan_method(model, cfg.method, sets, layer_mass, cfg, deactivation_values)
     log.info("method %s: %d trainable parameters (%.2f%% of %d), target layers %s", cfg.method,
              plan.trainable_params, 100 * plan.trainable_fraction, plan.total_params, plan.target_layers)
     root = Path(out_dir) if out_dir is not None else None
     run = functools.partial(run_plan, model, plan, train_items, dev_items, cfg)
     best, search, history = _search_lr(model, plan, run, lrs, root, resume, progress, callbacks)
-    if plan.deactivated:
-        bake_deactivation(model, plan.deactivated)
+    plan.bake(model)
     result = TrainResult(
         method=cfg.method, lr=best, lr_search=search, steps=sum(s.steps for s in plan.stages),
         stage_steps={s.name: s.steps for s in plan.stages}, **_plan_counts(plan), n_train_items=len(train_items),

@@ -26,9 +26,17 @@ mass is absent); ``k`` is ``TrainConfig.n_target_layers`` when set, otherwise th
 whose trainable parameters (stage 1 and stage 2 together) are nearest to
 ``TrainConfig.target_fraction`` of the model's parameters (ties: the smaller ``k``).
 
-Export: the deactivated neurons' ``W_out`` rows, ``W_in`` columns, ``b_in`` entries (and
-``W_gate`` columns) are set to zero (:func:`bake_deactivation`), so the saved model needs
-no hook and gives the same logits as the hooked one.
+Deactivation (``TrainConfig.deactivation``): ``zero`` (default), ``scale`` (multiply by
+``deactivation_scale``) or ``constant`` (hold each neuron at its mean activation at the
+answer-predicting positions of gold-only contexts, ``answer_means.safetensors`` from
+mining). The same hooks act during training and evaluation
+(:func:`neurorit_lens.hooks.deactivation_hooks`).
+
+Export (:func:`bake_deactivation`), exact for every mode, so the saved model needs no hook
+and gives the same logits as the hooked one: ``zero`` sets the neurons' ``W_out`` rows,
+``W_in`` columns, ``b_in`` entries (and ``W_gate`` columns) to zero; ``scale`` multiplies
+their ``W_out`` rows by the factor; ``constant`` adds ``sum_i c_i W_out[i]`` to the layer's
+``b_out`` and then zeroes the neurons as ``zero`` does.
 """
 
 
@@ -40,8 +48,10 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 import torch
+from jaxtyping import Float
 
 from neurorit_lens.config import TrainConfig, TrainMethod
+from neurorit_lens.hooks import FwdHook, deactivation_hooks
 from neurorit_lens.neurons.sets import NeuronSet, exclusive_sets
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.masks import (
@@ -49,6 +59,7 @@ from neurorit_lens.training.masks import (
     count_trainable,
     layer_param_masks,
     merge_masks,
+    mlp_param_name,
     neuron_param_entries,
     neuron_param_masks,
     total_params,
@@ -78,6 +89,21 @@ class MethodPlan:
     target_layers: list[int]
     trainable_params: int
     total_params: int
+    deactivation: str = "zero"
+    deactivation_scale: float = 0.0
+    deactivation_values: Float[torch.Tensor, "layer d_mlp"] | None = None
+
+    def hooks(self, neurons: NeuronSet) -> list[FwdHook]:
+        """Forward hooks that deactivate ``neurons`` in this plan's mode."""
+        if not neurons:
+            return []
+        return deactivation_hooks(neurons, self.deactivation, self.deactivation_scale, self.deactivation_values)
+
+    def bake(self, model: Model) -> None:
+        """Fold the deactivation of :attr:`deactivated` into ``model``'s weights."""
+        if self.deactivated:
+            bake_deactivation(model, self.deactivated, self.deactivation, self.deactivation_scale,
+                              self.deactivation_values)
 
     @property
     def trainable_fraction(self) -> float:
@@ -179,6 +205,33 @@ def plan_method(
     sets: Mapping[str, NeuronSet] | None,
     layer_mass: Mapping[str, Any] | None,
     cfg: TrainConfig,
+    values: Float[torch.Tensor, "layer d_mlp"] | None = None,
+) -> MethodPlan:
+    """Stages, masks and deactivated neurons of ``method``, with ``cfg.deactivation``'s mode.
+
+    ``values``: ``[n_layers, d_mlp]`` constants of ``constant`` deactivation (mining's
+    ``answer_means``).
+    """
+    plan = _plan(model, method, sets, layer_mass, cfg)
+    if cfg.deactivation == "constant" and plan.deactivated:
+        if values is None:
+            raise ValueError("deactivation='constant' needs the neurons' answer-position means "
+                             "(answer_means.safetensors next to neurons.json; mine with "
+                             "--answer-means; `neurorit run`: --mining.answer-means)")
+        if tuple(values.shape) != (model.cfg.n_layers, model.cfg.d_mlp):
+            raise ValueError(f"values have shape {tuple(values.shape)}, the model "
+                             f"{(model.cfg.n_layers, model.cfg.d_mlp)}")
+    plan.deactivation, plan.deactivation_scale = cfg.deactivation, cfg.deactivation_scale
+    plan.deactivation_values = values if cfg.deactivation == "constant" else None
+    return plan
+
+
+def _plan(
+    model: Model,
+    method: str,
+    sets: Mapping[str, NeuronSet] | None,
+    layer_mass: Mapping[str, Any] | None,
+    cfg: TrainConfig,
 ) -> MethodPlan:
     """Stages, masks and deactivated neurons of ``method`` (see module docstring).
 
@@ -233,22 +286,48 @@ def plan_method(
 
 
 @torch.no_grad()
-def bake_deactivation(model: Model, neurons: NeuronSet) -> None:
-    """Zero the weights of ``neurons`` in place so they are off without a hook.
+def bake_deactivation(
+    model: Model,
+    neurons: NeuronSet,
+    mode: str = "zero",
+    scale: float = 0.0,
+    values: Float[torch.Tensor, "layer d_mlp"] | None = None,
+) -> None:
+    """Fold the deactivation of ``neurons`` into the weights in place (no hook needed after).
 
-    Sets their ``W_out`` rows (which alone makes the MLP output identical to zeroing
-    ``hook_post``), and their ``W_in`` columns, ``b_in`` entries and ``W_gate`` columns.
+    ``zero``: sets their ``W_out`` rows (which alone makes the MLP output identical to
+    zeroing ``hook_post``), and their ``W_in`` columns, ``b_in`` entries and ``W_gate``
+    columns to 0. ``scale``: multiplies their ``W_out`` rows by ``scale`` (the MLP output
+    is linear in ``hook_post``). ``constant``: adds ``sum_i values[l, i] W_out[l][i]`` to
+    ``b_out`` of layer ``l``, then zeroes the neurons as ``zero`` does.
     """
     neurons.check_model(model)
     params = dict(model.named_parameters())
+    if mode not in ("zero", "scale", "constant"):
+        raise ValueError(f"unknown deactivation mode {mode!r}; choose from zero, scale, constant")
+    if mode == "constant" and values is None:
+        raise ValueError("bake_deactivation(mode='constant') needs values")
     for layer, idx in neurons.by_layer().items():
         index = torch.as_tensor(idx, dtype=torch.long)
-        for name, axis in neuron_param_entries(model, layer):
-            p = params[name]
-            if axis == 0:
-                p[index.to(p.device)] = 0
-            else:
-                p[:, index.to(p.device)] = 0
+        w_out = params[mlp_param_name(layer, "W_out")]
+        if mode == "scale":
+            w_out[index.to(w_out.device)] *= scale
+            continue
+        if mode == "constant":
+            c = values[layer, index].to(w_out.device, w_out.dtype)  # type: ignore[index]
+            b_out = params[mlp_param_name(layer, "b_out")]
+            b_out += (c[:, None] * w_out[index.to(w_out.device)]).sum(0).to(b_out.dtype)
+        _zero_neurons(params, model, layer, idx)
+
+
+def _zero_neurons(params: dict[str, torch.nn.Parameter], model: Model, layer: int, idx: list[int]) -> None:
+    index = torch.as_tensor(idx, dtype=torch.long)
+    for name, axis in neuron_param_entries(model, layer):
+        p = params[name]
+        if axis == 0:
+            p[index.to(p.device)] = 0
+        else:
+            p[:, index.to(p.device)] = 0
 
 
 __all__ = ["METHODS", "MethodPlan", "StagePlan", "bake_deactivation", "full_sets", "layer_ranking",

@@ -367,3 +367,30 @@ def test_cli_ablate_end_to_end_on_tiny_model(tmp_path, capsys):
     rc = main(["ablate", "--neurons", str(tmp_path / "nometa.json"), "--out", str(tmp_path / "x")] + common)
     assert rc == 2 and "another model" in capsys.readouterr().err
     assert not (tmp_path / "x" / "ablation.json").exists()
+
+
+def test_constant_mode_holds_answer_position_means_of_the_relevant_context():
+    from neurorit_lens.ablation.controls import answer_position_means
+
+    model = cached_tiny_model()
+    ctx = ContextPrompts("relevant", "gold", PROMPTS[:3], ANSWERS[:3])
+    res = measure_ablation(model, [ctx], {"R_excl": SET}, _cfg(mode="constant", measure_accuracy=False),
+                           show_progress=False)
+    # naive: mean of hook_post over the positions that predict an answer token
+    L, D = model.cfg.n_layers, model.cfg.d_mlp
+    sums, n = torch.zeros(L, D, dtype=torch.float64), 0
+    for p, a in zip(PROMPTS[:3], ANSWERS[:3], strict=True):
+        b = tokenize_with_answers(model, [p], [a])
+        _, cache = model.run_with_cache(b.tokens)
+        for t in torch.nonzero(b.answer_mask[0]).flatten().tolist():
+            n += 1
+            for layer in range(L):
+                sums[layer] += cache[mlp_hook_name(layer)][0, t].double()
+    means = (sums / n).float()
+    torch.testing.assert_close(answer_position_means(model, PROMPTS[:3], ANSWERS[:3], batch_size=2), means,
+                               rtol=1e-4, atol=1e-6)
+    want = np.array([_naive_logprob(model, p, a, ablation_hooks(SET, "constant", means)) - _naive_logprob(model, p, a)
+                     for p, a in zip(PROMPTS[:3], ANSWERS[:3], strict=True)])
+    np.testing.assert_allclose(res.per_example["relevant"]["sets"]["R_excl"]["logprob"]["effect"], want, atol=1e-4)
+    with pytest.raises(ValueError, match="constant"):
+        ablation_hooks(SET, "constant")

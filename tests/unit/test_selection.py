@@ -136,3 +136,44 @@ def test_agreement_metrics_against_naive_definitions():
     assert ag.spearman(x, x) == pytest.approx(1.0) and ag.spearman(x, -x) == pytest.approx(-1.0)
     assert ag.topk_overlap(torch.tensor([5.0, 4, 3, 2, 1]), torch.tensor([5.0, 1, 4, 2, 3]), 2) == 0.5
     assert ag.jaccard(NeuronSet({0: [1, 2]}), NeuronSet({0: [2, 3]})) == pytest.approx(1 / 3)
+
+
+def naive_sign_consistent(scores, q):
+    n_ex, L, D = scores.shape
+    return {(l, i) for l in range(L) for i in range(D)
+            if sum(1 for e in range(n_ex) if scores[e, l, i].item() > 0) >= q * n_ex}
+
+
+@pytest.mark.parametrize("rule", ["threshold", "topk", "topk_per_layer"])
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.8, 1.0])
+def test_sign_consistency_matches_naive_loop(rule, q):
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randn(6, 3, 9, generator=g) + 0.3
+    base = select(scores, rule, 0.2, 0.3, top_k=6)
+    got = select(scores, rule, 0.2, 0.3, top_k=6, sign_consistency=q)
+    ok = naive_sign_consistent(scores, q)
+    assert got == NeuronSet(n for n in base if (n.layer, n.index) in ok)
+    a = SelectionStats.from_scores(scores[:2]).merge(SelectionStats.from_scores(scores[2:]))
+    assert a.select(rule, 0.3, 6, q) == got
+    assert SelectionStats.from_dict(a.to_dict()).select(rule, 0.3, 6, q) == got
+    with pytest.raises(ValueError, match="sign_consistency"):
+        a.select(rule, 0.3, 6, 1.5)
+
+
+def test_normalize_scores_matches_naive_division():
+    from neurorit_lens.neurons.selection import normalize_scores
+
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(4, 2, 5, generator=g)
+    scale = torch.rand(2, 5, generator=g) + 0.1
+    scale[1, 2] = 0.0  # a dead neuron scores 0
+    out = normalize_scores(scores, scale)
+    for e in range(4):
+        for l in range(2):
+            for i in range(5):
+                ref = 0.0 if scale[l, i] == 0 else scores[e, l, i].item() / scale[l, i].item()
+                assert out[e, l, i].item() == pytest.approx(ref, rel=1e-6)
+    with pytest.raises(Exception, match="shape|d_mlp|layer"):  # the run-time type check or the ValueError
+        normalize_scores(scores, scale[:1])
+    with pytest.raises(ValueError, match="finite"):
+        normalize_scores(scores, -scale)

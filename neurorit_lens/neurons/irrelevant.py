@@ -1,0 +1,179 @@
+"""Helpers of the irrelevant-context (I) definitions and of activation-based statistics.
+
+- :func:`activation_stats`: per-neuron mean activation (or mean ``|activation|``) over the
+  real positions, or over the answer-predicting positions only, of teacher-forced prompt +
+  answer batches. ``absolute=True`` over every position is the *activation scale* that
+  normalised selection divides by; the mean at the answer-predicting positions of gold-only
+  contexts is the value that ``constant`` deactivation holds a neuron at.
+- :func:`wrong_answers`: the wrong answer ``y_wrong`` of the ``distracted`` definition: the
+  data's counterfactual answer (``QAExample.meta["counterfactual_answer"]``, which the
+  embedded set's counterfactual passage names) where one exists, otherwise the model's own
+  greedy answer under the noisy prompt when it does not contain a gold answer. Examples the
+  model answers correctly and that have no counterfactual answer are excluded and counted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+
+from neurorit_lens.data import QAExample
+from neurorit_lens.data.prompts import answer_continuation
+from neurorit_lens.data.text import contains_answer
+from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
+from neurorit_lens.objective import AnswerBatch
+from neurorit_lens.tl_backend import Model
+
+WRONG_FIELD = "counterfactual_answer"
+STAT_POSITIONS = ("all", "answer")
+
+__all__ = ["STAT_POSITIONS", "WRONG_FIELD", "activation_stats", "load_answer_means", "orient_scores", "wrong_answers"]
+
+
+def activation_stats(
+    model: Model,
+    batches: Iterable[AnswerBatch],
+    site: str = "post",
+    positions: str = "all",
+    absolute: bool = False,
+) -> Float[torch.Tensor, "layer d_mlp"]:
+    """Mean activation (``absolute``: mean ``|activation|``) of every MLP neuron.
+
+    Args:
+        model: the HookedTransformer.
+        batches: right-padded prompt + answer batches (:func:`neurorit_lens.objective.tokenize_with_answers`).
+        site: ``post`` or ``pre``.
+        positions: ``all`` real (unpadded) positions, or ``answer``: the positions that
+            predict an answer token (``AnswerBatch.answer_mask``).
+        absolute: average ``|activation|`` instead of the activation.
+
+    Returns:
+        ``[n_layers, d_mlp]`` float32 CPU tensor; every counted position weighs the same.
+    """
+    if positions not in STAT_POSITIONS:
+        raise ValueError(f"positions must be one of {STAT_POSITIONS}, got {positions!r}")
+    n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
+    sums = torch.zeros(n_layers, d_mlp, dtype=torch.float64)
+    count = 0
+    dev = next(model.parameters()).device
+    for batch in batches:
+        if positions == "answer":
+            mask = batch.answer_mask
+        else:
+            mask = torch.arange(batch.tokens.shape[1])[None, :] < batch.lengths[:, None]
+        mask = mask.to(dev)
+
+        def make_hook(layer: int, mask: torch.Tensor = mask):
+            def hook(act: Float[torch.Tensor, "batch pos d_mlp"], *, hook) -> None:
+                a = act.detach().abs() if absolute else act.detach()
+                sums[layer] += (a * mask.to(a.dtype)[..., None]).sum((0, 1)).double().cpu()
+
+            return hook
+
+        hooks = [(mlp_hook_name(layer, site), make_hook(layer)) for layer in range(n_layers)]
+        with torch.no_grad(), neuron_hooks(model, hooks):
+            model(batch.tokens.to(dev), stop_at_layer=n_layers)
+        count += int(mask.sum())
+    if count == 0:
+        raise ValueError("activation_stats: no positions to average over")
+    return (sums / count).float()
+
+
+def _greedy_texts(model: Model, prompts: list[str], max_new_tokens: int) -> list[str]:
+    from neurorit_lens.evaluation.generation import generate_greedy
+
+    return list(generate_greedy(model, prompts, max_new_tokens=max_new_tokens, show_progress=False))
+
+
+def wrong_answers(
+    model: Model,
+    examples: Sequence[QAExample],
+    ids: Sequence[str],
+    prompts: Sequence[str],
+    template: str,
+    data_name: str,
+    max_new_tokens: int = 16,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """``y_wrong`` continuation per example id (see module docstring), and what was excluded.
+
+    Args:
+        model: the model (greedy answers for examples without a counterfactual answer).
+        examples: the QA examples (their ``meta`` and gold answers).
+        ids, prompts: the noisy prompts, one per id.
+        template: the resolved template (``plain`` or ``chat``) for the continuation string.
+        data_name: named in the error message.
+        max_new_tokens: greedy answer length.
+
+    Raises:
+        ValueError: when no example has a wrong answer (no counterfactual answers in the data
+            and the model answers every noisy prompt correctly).
+    """
+    by_id = {ex.id: ex for ex in examples}
+    out: dict[str, str] = {}
+    need = []
+    for i, p in zip(ids, prompts, strict=True):
+        w = str(by_id[i].meta.get(WRONG_FIELD) or "").strip()
+        if w and not contains_answer(w, by_id[i].answers):
+            out[i] = answer_continuation(w, template)
+        else:
+            need.append((i, p))
+    n_data = len(out)
+    correct: list[str] = []
+    if need:
+        texts = _greedy_texts(model, [p for _, p in need], max_new_tokens)
+        for (i, _), text in zip(need, texts, strict=True):
+            ans = text.strip().split("\n")[0].strip()
+            if ans and not contains_answer(ans, by_id[i].answers):
+                out[i] = answer_continuation(ans, template)
+            else:
+                correct.append(i)
+    if not out:
+        raise ValueError(f"irrelevant_definition='distracted' found no wrong answer in {data_name!r}: no example "
+                         f"has meta[{WRONG_FIELD!r}] (the data's counterfactual answer) and the model answers all "
+                         f"{len(ids)} noisy prompts correctly")
+    info = {"from_data": n_data, "from_model": len(out) - n_data, "model_correct": len(correct),
+            "ids": correct}
+    return out, info
+
+
+def orient_scores(
+    scores: Float[torch.Tensor, "n layer d_mlp"], ids: list[str], definition: str, paired: bool,
+    scores_R: Float[torch.Tensor, "n_R layer d_mlp"], ids_R: list[str], excluded: dict[str, Any],
+) -> tuple[Float[torch.Tensor, "n_out layer d_mlp"], list[str]]:
+    """I scores oriented so that larger = more irrelevant-context.
+
+    ``gold`` and ``distracted`` scores are kept; ``negative`` ones are negated, and with
+    ``paired`` each becomes ``-(score - score_R)`` of the same id; ids without an R row are
+    dropped and counted in ``excluded`` (reason ``unpaired``).
+    """
+    if definition != "negative":
+        return scores, ids
+    if not paired:
+        return -scores, ids
+    row_R = {i: k for k, i in enumerate(ids_R)}
+    keep = [k for k, i in enumerate(ids) if i in row_R]
+    unpaired = [i for i in ids if i not in row_R]
+    excluded["unpaired"] = len(unpaired)
+    excluded["ids"] = list(excluded["ids"]) + unpaired
+    excluded["n"] = len(excluded["ids"])
+    if not keep:
+        return torch.zeros(0, *scores.shape[1:]), []
+    diff = scores[keep] - scores_R[[row_R[ids[k]] for k in keep]]
+    return -diff, [ids[k] for k in keep]
+
+
+def load_answer_means(neurons_dir: str | os.PathLike) -> Float[torch.Tensor, "layer d_mlp"]:
+    """``answer_means.safetensors`` of a mining folder (the constants of ``constant`` deactivation)."""
+    path = Path(neurons_dir) / "answer_means.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: mine with --answer-means (`neurorit run`: "
+                                "--mining.answer-means) to store the neurons' "
+                                "mean activations at the answer-predicting positions of gold-only contexts")
+    from neurorit_lens.neurons.score_files import read_tensor
+
+    return read_tensor(path)[0]
