@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -31,6 +32,7 @@ from neurorit_lens.data import (
     render_prompts,
     split_examples,
 )
+from neurorit_lens.data.build import build_prompts
 from neurorit_lens.data.prompts import count_tokens
 from neurorit_lens.data.text import tokenize_words
 from neurorit_lens.models.tiny import tiny_tokenizer
@@ -330,25 +332,61 @@ def test_chat_template_without_system_role_gets_the_system_line_in_the_user_turn
         render_prompts(insts, tok3, "chat")
 
 
+def _split_gold(inst):
+    gold = [p for i, p in enumerate(inst.passages) if i in inst.gold_positions]
+    return gold, [p for i, p in enumerate(inst.passages) if i not in inst.gold_positions]
+
+
 @pytest.mark.parametrize("template", ["plain", "chat"])
-def test_truncation_cuts_passages_from_the_end(tok, template):
-    exs = embedded_examples(6)
-    insts = build_instances(exs, "noise=0.4", gold_position="first").instances
+@pytest.mark.parametrize("position", ["first", "last", "random"])
+def test_truncation_cuts_non_gold_passages_from_the_end(tok, template, position):
+    exs = embedded_examples(8)
+    insts = build_instances(exs, "noise=0.6", gold_position=position).instances
     full = render_prompts(insts, tok, template, max_prompt_tokens=100_000)
-    assert full.n_truncated == 0
-    budget = 260
+    assert full.n_truncated == 0 and not full.skipped_budget
+    gold_only = [count_tokens(tok, render_prompts([dataclasses.replace(i, passages=tuple(_split_gold(i)[0]),
+                                                                       gold_positions=tuple(range(len(i.gold_positions))))],
+                                                  tok, template, 100_000).prompts[0]) for i in insts]
+    budget = sorted(gold_only)[len(gold_only) // 2] + 5  # about half the golds fit
     r = render_prompts(insts, tok, template, max_prompt_tokens=budget)
-    assert r.n_truncated == sum(n > budget for n in full.n_tokens) > 0
+    assert r.skipped_budget == [i.id for i, g in zip(insts, gold_only, strict=True) if g > budget]
+    assert len(r) + len(r.skipped_budget) == len(insts) and len(r) > 0 and r.skipped_budget
+    assert r.n_truncated == sum(n > budget for n, g in zip(full.n_tokens, gold_only, strict=True) if g <= budget)
+    assert r.n_gold_cut == 0
     model = cached_tiny_model()
-    for prompt, inst, orig in zip(r.prompts, r.instances, insts, strict=True):
+    by_id = {i.id: i for i in insts}
+    for prompt, inst in zip(r.prompts, r.instances, strict=True):
+        orig = by_id[inst.id]
         assert count_tokens(tok, prompt) <= budget
         assert model.to_tokens(prompt).shape[1] <= budget  # TL's own count, BOS included
         assert f"Question: {orig.question}" in prompt  # never the question
-        assert inst.passages[:-1] == orig.passages[: len(inst.passages) - 1]  # a prefix, last one maybe cut
-        if inst.passages:
-            assert orig.passages[len(inst.passages) - 1].text.startswith(inst.passages[-1].text)
+        gold, other = _split_gold(inst)
+        orig_gold, orig_other = _split_gold(orig)
+        assert gold == orig_gold  # never a gold passage, not a token of it
+        k = len(other)
+        assert other[:-1] == orig_other[: max(k - 1, 0)]  # the non-gold ones: a prefix, the last one maybe cut
+        if other:
+            assert orig_other[k - 1].text.startswith(other[-1].text)
+        # the kept passages stay in their original relative order
+        order = [orig.passages.index(p) if p in orig.passages else orig.passages.index(orig_other[k - 1])
+                 for p in inst.passages]
+        assert order == sorted(order)
     with pytest.raises(ValueError, match="question alone"):
         render_prompts(insts, tok, template, max_prompt_tokens=20)
+
+
+def test_a_gold_that_cannot_fit_is_skipped_and_counted(tok):
+    exs = embedded_examples(4)
+    big = DataConfig(template="plain", n_passages=3, max_prompt_tokens=100_000)
+    bare, gold = (build_prompts(exs, s, tok, big).n_tokens for s in ("closed", "gold"))
+    assert max(bare) < min(gold)
+    cfg = dataclasses.replace(big, max_prompt_tokens=max(bare))  # every question fits, no gold does
+    ps = build_prompts(exs, "gold+2", tok, cfg)
+    assert len(ps) == 0 and ps.n_skipped == ps.n_skipped_budget == 4
+    assert ps.skipped_reasons == {"gold_over_budget": 4} and ps.n_gold_cut == 0
+    ps = build_prompts(exs, "noise=0.8", tok, big)
+    assert ps.label == "gold+2" and ps.mean_n_irrelevant == 2 and ps.mean_n_passages == 3
+    assert build_prompts(exs, "closed", tok, cfg).label == "closed"
 
 
 # ------------------------------------------------------------------ loaders on small files
