@@ -49,11 +49,23 @@ from tqdm.auto import tqdm
 
 from neurorit_lens.config import DataConfig, EvalConfig
 from neurorit_lens.data.build import PromptSet, build_prompts, prompt_budget
+from neurorit_lens.data.prompts import format_passage
 from neurorit_lens.data.schema import QAExample, RAGInstance
 from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
-from neurorit_lens.data.prompts import format_passage
-from neurorit_lens.evaluation.metrics import accuracy, copies_passage, exact_match, extract_answer, f1
-from neurorit_lens.evaluation.statistics import McNemar, bootstrap_ci, mcnemar_exact, paired_bootstrap_ci, wilson_interval
+from neurorit_lens.evaluation.metrics import (
+    accuracy,
+    copies_passage,
+    exact_match,
+    extract_answer,
+    f1,
+)
+from neurorit_lens.evaluation.statistics import (
+    McNemar,
+    bootstrap_ci,
+    mcnemar_exact,
+    paired_bootstrap_ci,
+    wilson_interval,
+)
 from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
 from neurorit_lens.tl_backend import Model
 
