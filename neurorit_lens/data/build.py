@@ -18,7 +18,7 @@ The budget rule (:func:`prompt_budget`): a prompt gets ``data_cfg.max_prompt_tok
 tokens, capped at the model's context ``n_ctx`` minus ``reserve_tokens``, the room kept
 for what follows the prompt: evaluation and ablation pass their ``max_new_tokens``; the
 teacher-forcing stages (mining, views) keep the default :data:`ANSWER_RESERVE` for the
-answer, the same 16 tokens as the default generation length, so with default configs all
+answer, the same 48 tokens as the default generation length, so with default configs all
 stages build the same prompts even where the context binds (a longer teacher-forced answer
 is cut from the prompt's left by :func:`neurorit_lens.objective.tokenize_with_answers`).
 Without ``n_ctx`` (a tokenizer only, as training items are built) the budget is
@@ -45,7 +45,7 @@ from neurorit_lens.data.schema import Label, QAExample, RAGInstance
 from neurorit_lens.data.settings import build_instances
 
 #: Tokens kept free after a prompt for a teacher-forced answer (= ``EvalConfig.max_new_tokens``'s default).
-ANSWER_RESERVE = 16
+ANSWER_RESERVE = 48
 
 
 @dataclass
@@ -121,6 +121,8 @@ def _mean(xs: Sequence[float]) -> float:
 def _one_label(inst: RAGInstance) -> str:
     g = len(inst.gold_positions)
     k = len(inst.passages) - g
+    if g == 0 and inst.setting == "retrieved":
+        return f"top {k} retrieved"
     if g == 0:
         return "closed" if k == 0 else f"{k} passages, no gold"
     return ("gold" if g == 1 else f"{g} gold") + (f"+{k}" if k else "")
@@ -128,7 +130,7 @@ def _one_label(inst: RAGInstance) -> str:
 
 def context_label(instances: Sequence[RAGInstance]) -> str:
     """The contexts prompts really held: ``gold+2`` (one gold passage and two others),
-    ``2 gold+3``, ``5 passages, no gold``, ``closed``; when prompts differ, every label with
+    ``2 gold+3``, ``5 passages, no gold``, ``top 5 retrieved``, ``closed``; when prompts differ, every label with
     its count, most frequent first (``gold+2 (14), gold+1 (2)``); ``""`` for none.
 
     >>> from neurorit_lens.data import embedded_examples, build_instances

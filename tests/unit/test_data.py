@@ -610,3 +610,43 @@ def test_smollm2_chat_prompt_tokens_match_hf_template():
                                        tokenize=False, add_generation_prompt=True)
         assert p.startswith("<|im_start|>system")
         assert tok(p, add_special_tokens=False)["input_ids"] == tok(full, add_special_tokens=False)["input_ids"]
+
+
+# ------------------------------------------------------------------ the retrieved setting
+
+def test_retrieved_setting_on_unlabelled_dpr_and_plain_jsonl(tmp_path):
+    ctxs = [{"title": f"T{j}", "text": f"passage {j} about Velmor" if j == 2 else f"passage {j}"} for j in range(6)]
+    rows = [{"question": f"Q{i}?", "answers": ["Velmor"], "ctxs": ctxs} for i in range(3)]
+    res = load_examples(write_jsonl(tmp_path / "ret.jsonl", rows), distractors="random", n_distractors=2)
+    assert res.format == "dpr"
+    built = build_instances(res.examples, "retrieved", n_passages=4)
+    assert len(built) == 3 and built.n_skipped == 0
+    for inst in built:
+        assert [p.title for p in inst.passages] == ["T0", "T1", "T2", "T3"]  # data order, top 4, no mined ones
+        assert inst.gold_positions == ()
+    # the isgold ctx of a DPR file is part of its list, in place
+    gold_rows = [{"question": "Q?", "answers": ["x"],
+                  "ctxs": [{"title": "A", "text": "a"}, {"title": "G", "text": "it is x", "isgold": True}]}]
+    ex = load_examples(write_jsonl(tmp_path / "g.jsonl", gold_rows), distractors="none").examples
+    assert [p.title for p in build_instances(ex, "retrieved", 5).instances[0].passages] == ["A", "G"]
+    # any JSONL with a list of contexts (strings)
+    plain = [{"question": "Q?", "answers": ["b"], "passages": ["a", "b here", "c"]}]
+    ex = load_examples(write_jsonl(tmp_path / "p.jsonl", plain)).examples
+    assert [p.text for p in build_instances(ex, "retrieved", 2).instances[0].passages] == ["a", "b here"]
+    tok = tiny_tokenizer()
+    assert build_prompts(ex, "retrieved", tok, DataConfig(template="plain", n_passages=2)).label == "top 2 retrieved"
+
+
+def test_retrieved_setting_without_a_context_list_is_skipped():
+    built = build_instances(embedded_examples(3), "retrieved")
+    assert len(built) == 0 and built.skipped_reasons == {"no_context_list": 3}
+
+
+def test_retrieved_without_context_list_is_a_clear_error_naming_the_file():
+    from neurorit_lens.config import EvalConfig
+    from neurorit_lens.evaluation.evaluate import evaluate
+
+    cfg = EvalConfig(settings=("retrieved",), max_new_tokens=2, n_bootstrap=0)
+    with pytest.raises(ValueError, match=r"'retrieved' fits no example of rgb_small\.json.*no_context_list.*ctxs"):
+        evaluate(cached_tiny_model(), embedded_examples(2), cfg, DataConfig(template="plain"),
+                 data_name="rgb_small.json", show_progress=False)
