@@ -650,3 +650,43 @@ def test_retrieved_without_context_list_is_a_clear_error_naming_the_file():
     with pytest.raises(ValueError, match=r"'retrieved' fits no example of rgb_small\.json.*no_context_list.*ctxs"):
         evaluate(cached_tiny_model(), embedded_examples(2), cfg, DataConfig(template="plain"),
                  data_name="rgb_small.json", show_progress=False)
+
+
+# ------------------------------------------------------------------ no leakage across splits
+
+def _nq_like(tmp_path, n=40) -> Path:
+    rows = [{"question": f"Where is landmark number {i}?", "answers": [f"Qorvath{i}x"],
+             "ctxs": [{"title": f"Landmark {i}", "text": f"Landmark number {i} stands in Qorvath{i}x, near the river {i}.",
+                       "has_answer": True, "isgold": True}]} for i in range(n)]
+    return write_jsonl(tmp_path / "nq_oracle.jsonl", rows)
+
+
+@pytest.mark.parametrize("method", ["random", "bm25"])
+def test_no_test_gold_passage_reaches_a_training_prompt(tmp_path, method):
+    from neurorit_lens.config import TrainConfig
+    from neurorit_lens.data.splits import load_split, load_splits
+    from neurorit_lens.training.items import build_train_items
+
+    cfg = DataConfig(data=str(_nq_like(tmp_path)), template="plain", n_passages=3, max_prompt_tokens=100_000,
+                     distractors=method, n_distractors=4)
+    res, splits = load_splits(cfg)
+    assert res.n_with_distractors == 40
+    test_gold = {p.text for ex in splits["test"] for p in ex.relevant}
+    assert len(test_gold) == len(splits["test"]) > 0
+    for part in splits.values():  # every distractor comes from the same split's gold passages
+        gold_here = {p.text for ex in part for p in ex.relevant}
+        assert all(p.text in gold_here for ex in part for p in ex.irrelevant)
+    train = load_split(cfg.replace(split="train"))
+    assert [ex.id for ex in train] == [ex.id for ex in splits["train"]]
+    td = build_train_items(train, tiny_tokenizer(), TrainConfig(irrelevant_only_fraction=0.5), cfg)
+    assert len(td) > 0
+    assert not [g for g in test_gold for it in td.items if g in it.prompt]
+    # split="all" (what `neurorit train` loads before splitting) carries the same distractors
+    every = {ex.id: ex for ex in load_split(cfg.replace(split="all"))}
+    assert all(every[ex.id] == ex for ex in train)
+    if method != "random":
+        return
+    # the check is sensitive: mining over the whole file first (the old way) leaks
+    old = load_examples(cfg.data, distractors=method, n_distractors=4, seed=cfg.seed).examples
+    old_train = split_examples(old, cfg.split_fractions, cfg.seed)["train"]
+    assert any(p.text in test_gold for ex in old_train for p in ex.irrelevant)
