@@ -6,7 +6,7 @@ OUT ?= runs/default
 # The main job, sized for a 2-core CPU (about 10 minutes plus set-up); see README "Results".
 RUN_ARGS ?= --eval-limit 24 --mine-limit 24 --ablate-limit 16 --train-limit 120 \
 	--data.n-passages 3 --data.max-prompt-tokens 256 \
-	--eval.settings closed,gold,noise=0.4,noise=0.8,irrelevant \
+	--eval.settings closed,gold,noise=0.4,noise=0.8,irrelevant --eval.max-new-tokens 16 \
 	--mining.threshold 0.05 --ablation.accuracy-limit 8 \
 	--train.steps 24 --train.batch-size 2 --train.lr 3e-4
 export HF_HUB_OFFLINE := 1

@@ -165,10 +165,11 @@ DEFAULT_SETTINGS = ("closed", "gold", "gold+4", "noise=0.4", "noise=0.8", "irrel
 class EvalConfig(ConfigBase):
     """Greedy generation and metrics per noise setting."""
 
-    # Noise settings to evaluate: closed, gold, gold+K, noise=R, irrelevant, counterfactual.
+    # Noise settings to evaluate: closed, gold, gold+K, noise=R, irrelevant, counterfactual, retrieved.
     settings: tuple[str, ...] = DEFAULT_SETTINGS
-    # Greedy generation length of each answer, in tokens.
-    max_new_tokens: int = 16
+    # Greedy generation length of each answer, in tokens (room for a chatty answer; only its
+    # first line or sentence is scored).
+    max_new_tokens: int = 48
     # Prompts generated per forward pass.
     batch_size: int = 8
     # Bootstrap resamples for the 95% intervals.

@@ -82,12 +82,10 @@ class Runner:
     @property
     def splits(self) -> dict[str, list]:
         if self._splits is None:
-            from neurorit_lens.data import load_examples, split_examples
+            from neurorit_lens.data.splits import load_splits
 
             d = self.cfg.data
-            loaded = load_examples(d.data, format=d.format, strict=d.strict, distractors=d.distractors,
-                                   n_distractors=d.n_distractors, seed=d.seed)
-            self._splits = split_examples(loaded.examples, d.split_fractions, seed=d.seed)
+            loaded, self._splits = load_splits(d)  # distractors mined within each split
             sizes = {k: len(v) for k, v in self._splits.items()}
             log.info("data %s: %d examples (%d skipped) -> %s", d.data, len(loaded.examples), loaded.n_skipped, sizes)
             atomic_write_json(self.out / "data.json", {"source": d.data, "format": loaded.format,

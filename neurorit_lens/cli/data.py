@@ -27,14 +27,13 @@ class Args:
 
 
 def run(args: Args) -> int:
-    from neurorit_lens.data import build_instances, load_examples, split_examples
+    from neurorit_lens.data import build_instances
+    from neurorit_lens.data.splits import load_splits
     from neurorit_lens.io import atomic_write_json
 
     cfg = config_of(args.data)
-    res = load_examples(cfg.data, format=cfg.format, strict=cfg.strict, distractors=cfg.distractors,
-                        n_distractors=cfg.n_distractors, seed=cfg.seed)
+    res, splits = load_splits(cfg)  # distractors mined within each split
     summary = res.summary()
-    splits = split_examples(res.examples, cfg.split_fractions, cfg.seed)
     summary["splits"] = {k: len(v) for k, v in splits.items()}
     chosen = res.examples if cfg.split == "all" else splits[cfg.split]
     if cfg.limit is not None:

@@ -7,8 +7,10 @@ hand, :func:`render_instances`), so the same example under the same setting and
 
 1. :func:`~neurorit_lens.data.settings.build_instances` picks and orders the passages
    (examples lacking what the setting needs are skipped and counted);
-2. :func:`~neurorit_lens.data.prompts.render_prompts` renders them, cutting passages from
-   the end to fit the token budget;
+2. :func:`~neurorit_lens.data.prompts.render_prompts` renders them, cutting non-gold
+   passages from the end to fit the token budget (a gold passage is never cut: an example
+   whose gold passages and question alone exceed the budget is skipped and counted as
+   ``gold_over_budget``);
 3. :func:`~neurorit_lens.data.prompts.answer_continuation` gives the gold answer's exact
    continuation for teacher forcing.
 
@@ -16,7 +18,7 @@ The budget rule (:func:`prompt_budget`): a prompt gets ``data_cfg.max_prompt_tok
 tokens, capped at the model's context ``n_ctx`` minus ``reserve_tokens``, the room kept
 for what follows the prompt: evaluation and ablation pass their ``max_new_tokens``; the
 teacher-forcing stages (mining, views) keep the default :data:`ANSWER_RESERVE` for the
-answer, the same 16 tokens as the default generation length, so with default configs all
+answer, the same 48 tokens as the default generation length, so with default configs all
 stages build the same prompts even where the context binds (a longer teacher-forced answer
 is cut from the prompt's left by :func:`neurorit_lens.objective.tokenize_with_answers`).
 Without ``n_ctx`` (a tokenizer only, as training items are built) the budget is
@@ -32,17 +34,18 @@ Without ``n_ctx`` (a tokenizer only, as training items are built) the budget is
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from neurorit_lens.config import DataConfig
 from neurorit_lens.data.prompts import answer_continuation, render_prompts, resolve_template
-from neurorit_lens.data.schema import QAExample, RAGInstance
+from neurorit_lens.data.schema import Label, QAExample, RAGInstance
 from neurorit_lens.data.settings import build_instances
 
 #: Tokens kept free after a prompt for a teacher-forced answer (= ``EvalConfig.max_new_tokens``'s default).
-ANSWER_RESERVE = 16
+ANSWER_RESERVE = 48
 
 
 @dataclass
@@ -62,6 +65,10 @@ class PromptSet:
         skipped_reasons: ``n_skipped`` by reason.
         n_truncated: prompts whose passages were cut to fit ``budget``.
         n_passages_dropped: passages dropped entirely by the cut.
+        n_skipped_budget: examples skipped because their gold passages and question alone
+            exceed ``budget`` (also in ``n_skipped``, reason ``gold_over_budget``).
+        n_gold_cut: prompts whose gold passage was shortened or dropped (0 by construction;
+            counted from the rendered instances as a check).
     """
 
     setting: str
@@ -76,6 +83,8 @@ class PromptSet:
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     n_truncated: int = 0
     n_passages_dropped: int = 0
+    n_skipped_budget: int = 0
+    n_gold_cut: int = 0
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -88,6 +97,50 @@ class PromptSet:
     def answers(self) -> list[list[str]]:
         """All gold aliases per prompt (for accuracy)."""
         return [list(inst.answers) for inst in self.instances]
+
+    @property
+    def mean_n_passages(self) -> float:
+        """Mean number of passages the prompts really hold (after the budget cut)."""
+        return _mean([len(inst.passages) for inst in self.instances])
+
+    @property
+    def mean_n_irrelevant(self) -> float:
+        """Mean number of irrelevant-labelled passages the prompts really hold."""
+        return _mean([sum(p.label == Label.IRRELEVANT for p in inst.passages) for inst in self.instances])
+
+    @property
+    def label(self) -> str:
+        """What the prompts really held: see :func:`context_label`."""
+        return context_label(self.instances)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+def _one_label(inst: RAGInstance) -> str:
+    g = len(inst.gold_positions)
+    k = len(inst.passages) - g
+    if g == 0 and inst.setting == "retrieved":
+        return f"top {k} retrieved"
+    if g == 0:
+        return "closed" if k == 0 else f"{k} passages, no gold"
+    return ("gold" if g == 1 else f"{g} gold") + (f"+{k}" if k else "")
+
+
+def context_label(instances: Sequence[RAGInstance]) -> str:
+    """The contexts prompts really held: ``gold+2`` (one gold passage and two others),
+    ``2 gold+3``, ``5 passages, no gold``, ``top 5 retrieved``, ``closed``; when prompts differ, every label with
+    its count, most frequent first (``gold+2 (14), gold+1 (2)``); ``""`` for none.
+
+    >>> from neurorit_lens.data import embedded_examples, build_instances
+    >>> context_label(build_instances(embedded_examples(3), "noise=0.8", n_passages=3).instances)
+    'gold+2'
+    """
+    counts = Counter(_one_label(inst) for inst in instances)
+    if len(counts) <= 1:
+        return next(iter(counts), "")
+    return ", ".join(f"{lab} ({n})" for lab, n in sorted(counts.items(), key=lambda t: (-t[1], t[0])))
 
 
 def prompt_budget(max_prompt_tokens: int, n_ctx: int | None = None, reserve_tokens: int = ANSWER_RESERVE) -> int:
@@ -123,6 +176,10 @@ def render_instances(
     if not instances:
         return out
     rendered = render_prompts(instances, tokenizer, tpl, budget)
+    out.n_skipped_budget = out.n_skipped = len(rendered.skipped_budget)
+    if out.n_skipped_budget:
+        out.skipped_reasons = {"gold_over_budget": out.n_skipped_budget}
+    out.n_gold_cut = int(rendered.n_gold_cut)
     out.prompts = list(rendered.prompts)
     out.instances = list(rendered.instances)
     out.continuations = [answer_continuation(inst.answers[0], tpl) for inst in rendered.instances]
@@ -171,6 +228,6 @@ def build_prompts(
                             data_cfg.seed if seed is None else seed)
     budget = prompt_budget(data_cfg.max_prompt_tokens, n_ctx, reserve_tokens)
     out = render_instances(built.instances, tokenizer, data_cfg.template, budget, setting=built.setting)
-    out.n_skipped = int(built.n_skipped)
-    out.skipped_reasons = dict(built.skipped_reasons)
+    out.n_skipped += int(built.n_skipped)
+    out.skipped_reasons = {**built.skipped_reasons, **out.skipped_reasons}
     return out

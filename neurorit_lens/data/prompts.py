@@ -23,10 +23,12 @@ Two templates with the same content:
 
 ``auto`` picks ``chat`` when the tokenizer has a chat template. Prompts longer than
 ``max_prompt_tokens`` (counted with the tokenizer, plus one slot for the BOS token TL
-prepends) are cut from the end of the passage block: the last passage is shortened
-token-wise, or dropped if even its header does not fit, then the one before it, and so
-on; the instruction and the question are never cut (a question that alone does not fit
-is a ``ValueError``). :func:`answer_continuation` gives the exact string appended to a
+prepends) have their irrelevant (non-gold) passages cut from the end of the passage
+block: the last non-gold passage is shortened token-wise, or dropped if even its header
+does not fit, then the non-gold one before it, and so on. Gold passages, the instruction
+and the question are never cut: an instance whose gold passages and question alone
+exceed the budget is skipped and counted (``RenderedPrompts.skipped_budget``), and a
+question that alone does not fit is a ``ValueError``. :func:`answer_continuation` gives the exact string appended to a
 prompt for teacher forcing (``" " + answer`` after ``Answer:``, ``answer`` after the chat
 generation prompt).
 """
@@ -49,7 +51,7 @@ SYSTEM_PROMPT = "You answer questions with a short phrase only."
 
 @dataclass
 class RenderedPrompts:
-    """Prompt strings, one per instance, and what truncation did."""
+    """Prompt strings, one per kept instance, and what truncation did."""
 
     prompts: list[str]
     instances: list[RAGInstance]  # as rendered (passages possibly shortened or dropped)
@@ -58,6 +60,8 @@ class RenderedPrompts:
     n_passages_dropped: int = 0
     truncated: list[bool] = field(default_factory=list)
     n_tokens: list[int] = field(default_factory=list)  # prompt tokens incl. one BOS
+    skipped_budget: list[str] = field(default_factory=list)  # ids whose gold passages alone exceed the budget
+    n_gold_cut: int = 0  # prompts whose gold passage was shortened or dropped (0 by construction)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -130,8 +134,31 @@ def _cut(tokenizer: Any, text: str, n: int) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd").strip()
 
 
-def _fit(inst: RAGInstance, tokenizer: Any, template: str, max_tokens: int) -> tuple[str, RAGInstance, int, int]:
-    """(prompt, rendered instance, passages dropped, tokens) within ``max_tokens``."""
+def _shorten(inst: RAGInstance, passages: list[Passage], j: int, tokenizer: Any, template: str,
+             max_tokens: int) -> tuple[Passage, str] | None:
+    """The longest non-empty token prefix of ``passages[j]`` whose prompt fits, with that prompt."""
+    p = passages[j]
+    n_ids = len(tokenizer(p.text, add_special_tokens=False)["input_ids"])
+    lo, hi, best = 1, n_ids - 1, None
+    while lo <= hi:  # binary search on the prefix length
+        mid = (lo + hi) // 2
+        cand = dataclasses.replace(p, text=_cut(tokenizer, p.text, mid))
+        prompt = render_prompt(inst.question, passages[:j] + [cand] + passages[j + 1:], tokenizer, template)
+        if count_tokens(tokenizer, prompt) <= max_tokens:
+            best, lo = (cand, prompt), mid + 1
+        else:
+            hi = mid - 1
+    return best if best is not None and best[0].text else None
+
+
+def _fit(inst: RAGInstance, tokenizer: Any, template: str,
+         max_tokens: int) -> tuple[str, RAGInstance, int, int] | None:
+    """(prompt, rendered instance, passages dropped, tokens) within ``max_tokens``, or ``None``.
+
+    Non-gold passages are cut from the end (the last one shortened token-wise, or dropped
+    if even its header does not fit, then the one before it, ...); gold passages are
+    never touched. ``None``: the gold passage(s) and the question alone exceed the budget.
+    """
     passages = list(inst.passages)
     prompt = render_prompt(inst.question, passages, tokenizer, template)
     n = count_tokens(tokenizer, prompt)
@@ -141,32 +168,31 @@ def _fit(inst: RAGInstance, tokenizer: Any, template: str, max_tokens: int) -> t
     if count_tokens(tokenizer, bare) > max_tokens:
         raise ValueError(f"instance {inst.id!r}: the question alone needs {count_tokens(tokenizer, bare)} tokens, "
                          f"more than max_prompt_tokens={max_tokens}")
+    is_gold = [i in inst.gold_positions for i in range(len(passages))]
+    gold_only = [p for p, g in zip(passages, is_gold, strict=True) if g]
+    if count_tokens(tokenizer, render_prompt(inst.question, gold_only, tokenizer, template)) > max_tokens:
+        return None
     dropped = 0
-    while passages:
-        last = passages[-1]
-        n_ids = len(tokenizer(last.text, add_special_tokens=False)["input_ids"])
-        lo, hi, best = 1, n_ids - 1, None  # longest prefix (in tokens) that fits
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            cand = dataclasses.replace(last, text=_cut(tokenizer, last.text, mid))
-            p = render_prompt(inst.question, passages[:-1] + [cand], tokenizer, template)
-            if count_tokens(tokenizer, p) <= max_tokens:
-                best, lo = (cand, p), mid + 1
-            else:
-                hi = mid - 1
-        if best is not None and best[0].text:
-            passages[-1] = best[0]
-            prompt = best[1]
+    for j in reversed([i for i, g in enumerate(is_gold) if not g]):
+        best = _shorten(inst, passages, j, tokenizer, template, max_tokens)
+        if best is not None:
+            passages[j], prompt = best
             break
-        passages.pop()
+        del passages[j], is_gold[j]
         dropped += 1
         prompt = render_prompt(inst.question, passages, tokenizer, template)
         if count_tokens(tokenizer, prompt) <= max_tokens:
             break
-    # gold positions of what is left (a cut gold passage stays gold; a dropped one is gone)
-    gold = tuple(i for i in inst.gold_positions if i < len(passages))
+    gold = tuple(i for i, g in enumerate(is_gold) if g)
     new = dataclasses.replace(inst, passages=tuple(passages), gold_positions=gold)
     return prompt, new, dropped, count_tokens(tokenizer, prompt)
+
+
+def gold_was_cut(original: RAGInstance, rendered: RAGInstance) -> bool:
+    """Whether a gold passage of ``original`` is missing or shortened in ``rendered``."""
+    before = [original.passages[i] for i in original.gold_positions]
+    after = [rendered.passages[i] for i in rendered.gold_positions]
+    return before != after
 
 
 def render_prompts(
@@ -175,7 +201,10 @@ def render_prompts(
     template: str = "auto",
     max_prompt_tokens: int = 512,
 ) -> RenderedPrompts:
-    """Render instances to prompts that fit ``max_prompt_tokens``, cutting passages from the end.
+    """Render instances to prompts that fit ``max_prompt_tokens``, cutting non-gold passages from the end.
+
+    An instance whose gold passage(s) and question alone exceed the budget is skipped (its
+    id in ``skipped_budget``): a gold passage is never shortened or dropped.
 
     Args:
         instances: RAG instances (from :func:`~neurorit_lens.data.settings.build_instances`).
@@ -194,7 +223,11 @@ def render_prompts(
         raise ValueError(f"max_prompt_tokens must be an int >= 8, got {max_prompt_tokens!r}")
     out = RenderedPrompts(prompts=[], instances=[], template=tpl)
     for inst in instances:
-        prompt, new, dropped, n = _fit(inst, tokenizer, tpl, max_prompt_tokens)
+        fitted = _fit(inst, tokenizer, tpl, max_prompt_tokens)
+        if fitted is None:
+            out.skipped_budget.append(inst.id)
+            continue
+        prompt, new, dropped, n = fitted
         cut = new is not inst
         out.prompts.append(prompt)
         out.instances.append(new)
@@ -202,4 +235,5 @@ def render_prompts(
         out.n_tokens.append(n)
         out.n_truncated += cut
         out.n_passages_dropped += dropped
+        out.n_gold_cut += gold_was_cut(inst, new)
     return out

@@ -18,6 +18,15 @@ Setting names (the ``neurorit eval --settings`` vocabulary):
 * ``irrelevant``: ``n_passages`` irrelevant passages, no gold.
 * ``counterfactual``: the primary relevant passage plus up to ``n_passages - 1``
   counterfactual passages; examples without counterfactual passages are skipped.
+* ``retrieved``: the first ``n_passages`` passages of the example's retrieved context list,
+  in the data's order and whatever their labels (the setting real RAG users are in). The
+  context list is the passages whose ``kind`` is in :data:`RETRIEVED_KINDS`: the
+  ``passages`` list of a JSONL file (``passage``) and DPR/FiD ``ctxs`` (``ctx``, and
+  ``gold`` for an ``isgold`` ctx of an example whose ``source`` is ``dpr``); passages mined
+  as distractors, RGB's positive/negative lists, NoiserBench's noise and the embedded
+  set's passages (whose gold passage is also of kind ``gold``) are not retrieval results. No
+  passage is marked gold (so the token budget cuts from the end, as a real prompt would be cut). Examples without a
+  context list are skipped as ``no_context_list``.
 
 Which irrelevant passages are used, and the order, come from a per-example RNG seeded
 with ``(seed, setting, example id)``: the same inputs always give the same instances,
@@ -36,14 +45,16 @@ from dataclasses import dataclass, field
 
 from neurorit_lens.data.schema import Passage, QAExample, RAGInstance
 
-VALID_SETTINGS = "closed, gold, gold+K (K >= 0), noise=R (0 <= R <= 1), irrelevant, counterfactual"
+VALID_SETTINGS = "closed, gold, gold+K (K >= 0), noise=R (0 <= R <= 1), irrelevant, counterfactual, retrieved"
+#: ``Passage.kind`` values that make up an example's retrieved context list (in data order).
+RETRIEVED_KINDS = ("ctx", "passage")
 _GOLD_K = re.compile(r"^gold\+(\d+)$")
 _NOISE = re.compile(r"^noise=([0-9]*\.?[0-9]+)$")
 
 
 @dataclass(frozen=True)
 class Setting:
-    """A parsed setting: ``kind`` in closed/gold/gold+k/noise/irrelevant/counterfactual."""
+    """A parsed setting: ``kind`` in closed/gold/gold+k/noise/irrelevant/counterfactual/retrieved."""
 
     name: str
     kind: str
@@ -58,7 +69,7 @@ class Setting:
             return 1, 0
         if self.kind == "gold+k":
             return 1, self.k
-        if self.kind == "irrelevant":
+        if self.kind in ("irrelevant", "retrieved"):
             return 0, n_passages
         n_irr = round(self.ratio * n_passages)
         if self.ratio < 1:
@@ -78,7 +89,7 @@ def parse_setting(name: str) -> Setting:
     if not isinstance(name, str):
         raise ValueError(f"setting must be a string, got {type(name).__name__}; valid: {VALID_SETTINGS}")
     s = name.strip()
-    if s in ("closed", "gold", "irrelevant", "counterfactual"):
+    if s in ("closed", "gold", "irrelevant", "counterfactual", "retrieved"):
         return Setting(s, s)
     m = _GOLD_K.match(s)
     if m:
@@ -90,6 +101,12 @@ def parse_setting(name: str) -> Setting:
             raise ValueError(f"noise ratio must be in [0, 1], got {r} in {name!r}")
         return Setting(s, "noise", ratio=r)
     raise ValueError(f"unknown setting {name!r}; valid forms: {VALID_SETTINGS}")
+
+
+def retrieved_passages(ex: QAExample) -> list[Passage]:
+    """The example's retrieved context list, in the data's order (see :data:`RETRIEVED_KINDS`;
+    DPR's ``isgold`` ctxs, of kind ``gold``, belong to it when the example comes from ``dpr``)."""
+    return [p for p in ex.passages if p.kind in RETRIEVED_KINDS or (p.kind == "gold" and ex.source == "dpr")]
 
 
 @dataclass
@@ -172,6 +189,13 @@ def build_instances(
     for ex in examples:
         if st.kind == "closed":
             out.append(RAGInstance(ex, st.name, (), ()))
+            continue
+        if st.kind == "retrieved":
+            ctxs = retrieved_passages(ex)
+            if ctxs:
+                out.append(RAGInstance(ex, st.name, tuple(ctxs[:n_passages]), ()))
+            else:
+                reasons["no_context_list"] += 1
             continue
         rng = random.Random(f"{seed}:{st.name}:{n_passages}:{ex.id}")
         rel, irr, cf = ex.relevant, ex.irrelevant, ex.counterfactual

@@ -4,16 +4,26 @@ Examples are grouped by normalised question text (SQuAD normalisation), so the s
 question asked twice (duplicates, paraphrase-free copies) always lands in one split. The
 groups are shuffled with ``seed`` and cut by ``fractions`` (dev and test sizes are
 ``round(f * n_groups)``, train takes the rest); each split keeps the input order.
+
+Distractors for gold-only data (NQ-open) are mined *within* each split
+(:func:`add_distractors_within_splits`): a training question's irrelevant passages come
+from other training questions' gold passages, a test question's from other test
+questions', so no test gold passage reaches a training prompt. :func:`load_splits` and
+:func:`load_split` load that way (``split="all"`` returns every example with its
+within-split distractors, so a later :func:`split_examples` with the same fractions and
+seed stays leak-free).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import get_args
 
 from neurorit_lens.config import DataConfig, Split
-from neurorit_lens.data.loaders import load_examples
+from neurorit_lens.data.distractors import add_distractors
+from neurorit_lens.data.loaders import LoadResult, load_examples
 from neurorit_lens.data.schema import QAExample
 from neurorit_lens.data.text import normalize_question
 
@@ -69,23 +79,73 @@ def split_examples(
     return out
 
 
+def add_distractors_within_splits(
+    examples: Sequence[QAExample],
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    method: str = "random",
+    k: int = 10,
+) -> tuple[list[QAExample], int]:
+    """Mine ``k`` irrelevant passages for every example that has none, from its own split only.
+
+    The examples are split as :func:`split_examples` splits them; each split's gold passages
+    form that split's pool (:func:`~neurorit_lens.data.distractors.add_distractors`).
+
+    Returns:
+        ``(examples in input order, number of examples that got distractors)``.
+    """
+    examples = list(examples)
+    need = [i for i, ex in enumerate(examples) if not ex.irrelevant]
+    if not need or k == 0:
+        return examples, 0
+    where = {id(ex): name for name, part in split_examples(examples, fractions, seed).items() for ex in part}
+    parts = {name: [i for i, ex in enumerate(examples) if where[id(ex)] == name] for name in SPLITS}
+    for idx in parts.values():
+        if not any(i in need for i in idx):
+            continue
+        mined = add_distractors([examples[i] for i in idx], k=k, method=method, seed=seed)
+        for i, ex in zip(idx, mined, strict=True):
+            if not examples[i].irrelevant:
+                examples[i] = ex
+    return examples, len(need)
+
+
+def _load_mined(cfg: DataConfig) -> LoadResult:
+    """``cfg.data`` loaded, with distractors mined within splits for gold-only DPR data."""
+    if not isinstance(cfg, DataConfig):
+        raise ValueError(f"loading splits needs a DataConfig, got {type(cfg).__name__}")
+    res = load_examples(cfg.data, format=cfg.format, strict=cfg.strict, seed=cfg.seed, distractors="none")
+    if res.format != "dpr" or cfg.distractors == "none":
+        return res
+    exs, n_with = add_distractors_within_splits(res.examples, cfg.split_fractions, cfg.seed, cfg.distractors,
+                                                cfg.n_distractors)
+    return dataclasses.replace(res, examples=exs, n_with_distractors=n_with)
+
+
+def load_splits(cfg: DataConfig) -> tuple[LoadResult, dict[str, list[QAExample]]]:
+    """Load ``cfg.data``, mine distractors within splits, and split it by question.
+
+    Returns:
+        ``(the load result with every example, {"train", "dev", "test"} examples)``.
+    """
+    res = _load_mined(cfg)
+    return res, split_examples(res.examples, cfg.split_fractions, cfg.seed)
+
+
 def load_split(cfg: DataConfig) -> list[QAExample]:
     """Load ``cfg.data``, split it by question, return ``cfg.split`` (or ``all``), first ``cfg.limit``.
 
+    Distractors are mined within each split (:func:`add_distractors_within_splits`), also
+    for ``all``.
+
     Args:
-        cfg: the data config (``data, format, strict, split, split_fractions, seed, limit``).
+        cfg: the data config (``data, format, strict, split, split_fractions, seed, limit,
+            distractors, n_distractors``).
 
     Returns:
         The examples of the requested split.
     """
-    if not isinstance(cfg, DataConfig):
-        raise ValueError(f"load_split needs a DataConfig, got {type(cfg).__name__}")
-    extra = {}
-    for name in ("distractors", "n_distractors"):
-        if hasattr(cfg, name):
-            extra[name] = getattr(cfg, name)
-    res = load_examples(cfg.data, format=cfg.format, strict=cfg.strict, seed=cfg.seed, **extra)
-    exs = res.examples
+    exs = _load_mined(cfg).examples
     if cfg.split != "all":
         exs = split_examples(exs, cfg.split_fractions, cfg.seed)[cfg.split]
     return exs[: cfg.limit] if cfg.limit is not None else exs

@@ -6,12 +6,20 @@ instances (:func:`neurorit_lens.data.build_instances`), the instances become pro
 through the project's one prompt path (:func:`neurorit_lens.data.build.build_prompts`:
 chat template for instruct models, passages truncated past ``max_prompt_tokens``, capped
 at the model's context minus ``max_new_tokens``), the model answers greedily
-(:func:`neurorit_lens.evaluation.generation.generate_greedy`) and every answer is scored with
-accuracy (gold answer contained in the output, InstructRAG's exact presence), EM and F1
-(:mod:`neurorit_lens.evaluation.metrics`). Each setting reports the means and a percentile-bootstrap
-95% interval of the accuracy (:mod:`neurorit_lens.evaluation.statistics`);
-:meth:`EvalResult.paired_difference` gives the gap between two settings (e.g. ``gold`` vs
-``gold+4``) with a paired bootstrap interval over the questions both settings share.
+(:func:`neurorit_lens.evaluation.generation.generate_greedy`). Every answer is first
+extracted (:func:`~neurorit_lens.evaluation.metrics.extract_answer`: first line, first
+sentence, at most five words more than the longest gold alias) and the extract is scored
+with accuracy (gold answer contained, InstructRAG's exact presence), EM and F1
+(:mod:`neurorit_lens.evaluation.metrics`); ``accuracy_raw`` is containment in the whole
+output, and ``copy_rate`` the share of outputs that reproduce 8 or more consecutive
+normalised tokens of a passage of their prompt. Each setting reports the means, a
+percentile-bootstrap 95% interval and a Wilson interval of the accuracy
+(:mod:`neurorit_lens.evaluation.statistics`), what the prompts really held (``label``,
+``mean_n_passages``, ``mean_n_irrelevant``) and what the budget did (``n_truncated``,
+``n_skipped_budget``, ``n_gold_cut``, 0 by construction). A setting that fits no example is
+an error. :meth:`EvalResult.paired_difference` gives the gap between two settings (e.g.
+``gold`` vs ``gold+4``) with a paired bootstrap interval over the questions both settings
+share, and :meth:`EvalResult.mcnemar` the exact McNemar test of the same pairs.
 
 Hooks on the model (ablations, functional deactivation) stay active during evaluation.
 The teacher-forced gold-answer log-prob is :func:`neurorit_lens.objective.answer_logprobs`.
@@ -32,7 +40,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +48,31 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neurorit_lens.config import DataConfig, EvalConfig
-from neurorit_lens.data.build import build_prompts, prompt_budget
+from neurorit_lens.data.build import PromptSet, build_prompts, prompt_budget
+from neurorit_lens.data.prompts import format_passage
 from neurorit_lens.data.schema import QAExample, RAGInstance
 from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
-from neurorit_lens.evaluation.metrics import accuracy, exact_match, f1
-from neurorit_lens.evaluation.statistics import bootstrap_ci, paired_bootstrap_ci
+from neurorit_lens.evaluation.metrics import (
+    accuracy,
+    copies_passage,
+    exact_match,
+    extract_answer,
+    f1,
+)
+from neurorit_lens.evaluation.statistics import (
+    McNemar,
+    bootstrap_ci,
+    mcnemar_exact,
+    paired_bootstrap_ci,
+    wilson_interval,
+)
 from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
 from neurorit_lens.tl_backend import Model
 
 log = logging.getLogger(__name__)
 
-METRICS = ("accuracy", "em", "f1")
+METRICS = ("accuracy", "em", "f1", "accuracy_raw", "copied")
+_CI_METRICS = ("accuracy", "em", "f1")
 
 
 @dataclass
@@ -67,6 +89,9 @@ class EvalRecord:
     f1: float
     gold_positions: list[int] = field(default_factory=list)
     n_passages: int = 0
+    extracted: str = ""  # the scored part of the prediction (metrics.extract_answer)
+    accuracy_raw: float = float("nan")  # containment in the whole prediction
+    copied: float = float("nan")  # 1.0 if the prediction copies 8+ tokens of a passage
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,21 +118,32 @@ class SettingResult:
     template: str = ""
     mean_prompt_tokens: float = float("nan")
     seconds: float = 0.0
+    accuracy_raw: float = float("nan")
+    copy_rate: float = float("nan")
+    accuracy_wilson: tuple[float, float] = (float("nan"), float("nan"))
+    n_skipped_budget: int = 0
+    n_gold_cut: int = 0
+    label: str = ""
+    mean_n_passages: float = float("nan")
+    mean_n_irrelevant: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("name")
-        for k in ("accuracy_ci", "em_ci", "f1_ci"):
+        for k in _INTERVALS:
             d[k] = list(d[k])
         return d
 
     @classmethod
     def from_dict(cls, name: str, d: dict[str, Any]) -> SettingResult:
         d = dict(d)
-        for k in ("accuracy_ci", "em_ci", "f1_ci"):
+        for k in _INTERVALS:
             if k in d:
                 d[k] = tuple(d[k])
         return cls(name=name, **d)
+
+
+_INTERVALS = ("accuracy_ci", "em_ci", "f1_ci", "accuracy_wilson")
 
 
 def _nan_to_none(x: Any) -> Any:
@@ -138,13 +174,14 @@ def aggregate(
     template: str = "",
     seconds: float = 0.0,
 ) -> SettingResult:
-    """Means and bootstrap 95% intervals of the per-example scores of one setting."""
+    """Means and bootstrap 95% intervals of the per-example scores of one setting (plus a
+    Wilson interval of the accuracy, the raw accuracy and the copy rate)."""
     nan = float("nan")
     if not records:
         return SettingResult(name, 0, nan, nan, nan, (nan, nan), n_skipped, n_truncated, template=template,
                              seconds=seconds)
     cols = {m: np.array([getattr(r, m) for r in records], dtype=np.float64) for m in METRICS}
-    cis = {m: bootstrap_ci(cols[m], n=n_bootstrap, seed=seed) for m in METRICS}
+    cis = {m: bootstrap_ci(cols[m], n=n_bootstrap, seed=seed) for m in _CI_METRICS}
     return SettingResult(
         name=name,
         n=len(records),
@@ -159,6 +196,9 @@ def aggregate(
         template=template,
         mean_prompt_tokens=float(np.mean([r.prompt_tokens for r in records])),
         seconds=seconds,
+        accuracy_raw=float(cols["accuracy_raw"].mean()),
+        copy_rate=float(cols["copied"].mean()),
+        accuracy_wilson=wilson_interval(int(round(cols["accuracy"].sum())), len(records)),
     )
 
 
@@ -226,47 +266,68 @@ class EvalResult:
     def records_for(self, setting: str) -> list[EvalRecord]:
         return [r for r in self.records if r.setting == setting]
 
+    def paired_values(self, a: str, b: str, metric: str = "accuracy",
+                      other: EvalResult | None = None) -> tuple[list[float], list[float], list[str]]:
+        """Per-question ``metric`` of setting ``a`` (here) and ``b`` (in ``other``, default here),
+        over the example ids both have, in this result's order: ``(values_a, values_b, ids)``."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+        other = self if other is None else other
+        for res, s in ((self, a), (other, b)):
+            if s not in res.settings:
+                raise ValueError(f"no setting {s!r} in result {res.model!r} (have {sorted(res.settings)})")
+        va = {r.id: getattr(r, metric) for r in self.records_for(a)}
+        vb = {r.id: getattr(r, metric) for r in other.records_for(b)}
+        ids = [i for i in va if i in vb]
+        if not ids:
+            raise ValueError(f"settings {a!r} and {b!r} share no example ids (records missing?)")
+        return [va[i] for i in ids], [vb[i] for i in ids], ids
+
     def paired_difference(
-        self, a: str, b: str, metric: str = "accuracy", n: int = 1000, seed: int = 0
+        self, a: str, b: str, metric: str = "accuracy", n: int = 1000, seed: int = 0,
+        other: EvalResult | None = None,
     ) -> tuple[float, tuple[float, float], int]:
         """Mean of ``metric[a] - metric[b]`` over questions in both settings, with a paired bootstrap CI.
+
+        ``other``: take setting ``b`` from another result (e.g. a second method on the same
+        questions: ``tuned.paired_difference("gold+4", "gold+4", other=base)``).
 
         Returns:
             ``(difference, (lo, hi), n_pairs)``.
         """
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-        for s in (a, b):
-            if s not in self.settings:
-                raise ValueError(f"no setting {s!r} in this result (have {sorted(self.settings)})")
-        va = {r.id: getattr(r, metric) for r in self.records_for(a)}
-        vb = {r.id: getattr(r, metric) for r in self.records_for(b)}
-        ids = [i for i in va if i in vb]
-        if not ids:
-            raise ValueError(f"settings {a!r} and {b!r} share no example ids (records missing?)")
-        mean, ci = paired_bootstrap_ci([va[i] for i in ids], [vb[i] for i in ids], n=n, seed=seed)
+        va, vb, ids = self.paired_values(a, b, metric, other)
+        mean, ci = paired_bootstrap_ci(va, vb, n=n, seed=seed)
         return mean, ci, len(ids)
 
+    def mcnemar(self, a: str, b: str, metric: str = "accuracy", other: EvalResult | None = None) -> McNemar:
+        """Exact McNemar test of the 0/1 ``metric`` (accuracy, em, accuracy_raw) of ``a`` vs ``b``
+        on the questions both have (``other`` as in :meth:`paired_difference`)."""
+        va, vb, _ = self.paired_values(a, b, metric, other)
+        return mcnemar_exact(va, vb)
+
     def table(self) -> str:
-        """A fixed-width table: one row per setting."""
-        head = (f"{'setting':<16}{'n':>6}  {'accuracy':>8}  {'95% CI':<16}{'EM':>7}{'F1':>7}"
-                f"{'skipped':>9}{'truncated':>11}")
+        """A fixed-width table: one row per setting (accuracy with its Wilson 95% interval)."""
+        head = (f"{'setting':<16}{'n':>6}  {'accuracy':>8}  {'Wilson 95%':<16}{'EM':>7}{'F1':>7}{'raw acc':>8}"
+                f"{'copy':>7}{'skipped':>9}{'truncated':>11}  ")
+        w = max([len("held")] + [len(s.label) for s in self.settings.values()])
+        head += f"{'held':<{w}}"
         lines = [f"model: {self.model}   data: {self.data}", head, "-" * len(head)]
 
         def fmt(x: float) -> str:
             return "   nan" if x != x else f"{x:6.3f}"
 
         for name, s in self.settings.items():
-            lo, hi = s.accuracy_ci
+            lo, hi = s.accuracy_wilson
             ci = "" if lo != lo else f"[{lo:.3f}, {hi:.3f}]"
             lines.append(f"{name:<16}{s.n:>6}  {fmt(s.accuracy):>8}  {ci:<16}{fmt(s.em):>7}{fmt(s.f1):>7}"
-                         f"{s.n_skipped:>9}{s.n_truncated:>11}")
+                         f"{fmt(s.accuracy_raw):>8}{fmt(s.copy_rate):>7}{s.n_skipped:>9}{s.n_truncated:>11}"
+                         f"  {s.label:<{w}}")
         return "\n".join(lines)
 
     def top(self, k: int = 5, metric: str = "accuracy") -> list[tuple[str, float]]:
         """The ``k`` settings with the highest ``metric`` (name, value), best first."""
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+        if metric not in ("accuracy", "em", "f1", "accuracy_raw", "copy_rate"):
+            raise ValueError(f"unknown metric {metric!r}; choose from accuracy, em, f1, accuracy_raw, copy_rate")
         vals = [(n, getattr(s, metric)) for n, s in self.settings.items() if getattr(s, metric) == getattr(s, metric)]
         return sorted(vals, key=lambda t: -t[1])[:k]
 
@@ -277,17 +338,21 @@ def score_predictions(
     predictions: Sequence[str],
     prompt_tokens: Sequence[int],
 ) -> list[EvalRecord]:
-    """Per-example records (accuracy, EM, F1) for generated answers."""
+    """Per-example records for generated answers: accuracy, EM and F1 of the extracted answer,
+    raw containment, and whether the output copies a passage of its prompt."""
     if not (len(instances) == len(prompts) == len(predictions) == len(prompt_tokens)):
         raise ValueError(f"length mismatch: {len(instances)} instances, {len(prompts)} prompts, "
                          f"{len(predictions)} predictions, {len(prompt_tokens)} token counts")
     recs = []
     for inst, pred, nt in zip(instances, predictions, prompt_tokens, strict=True):
         ans = list(inst.answers)
+        ext = extract_answer(pred, ans)
+        docs = [format_passage(i + 1, p) for i, p in enumerate(inst.passages)]
         recs.append(EvalRecord(
             id=inst.id, setting=inst.setting, prompt_tokens=int(nt), prediction=pred, answers=ans,
-            accuracy=accuracy(pred, ans), em=exact_match(pred, ans), f1=f1(pred, ans),
+            accuracy=accuracy(ext, ans), em=exact_match(ext, ans), f1=f1(ext, ans),
             gold_positions=list(inst.gold_positions), n_passages=len(inst.passages),
+            extracted=ext, accuracy_raw=accuracy(pred, ans), copied=float(copies_passage(pred, docs)),
         ))
     return recs
 
@@ -308,6 +373,18 @@ def evaluate_prompts(
     return score_predictions(instances, prompts, preds, ntoks)
 
 
+def _no_example_error(setting: str, ps: PromptSet, data_name: str) -> ValueError:
+    where = data_name or "the data"
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(ps.skipped_reasons.items())) or "no example given"
+    hint = ""
+    if "no_context_list" in ps.skipped_reasons:
+        hint = (" (the 'retrieved' setting needs a list of retrieved contexts per question: DPR-style 'ctxs' "
+                "or a JSONL 'passages' list)")
+    elif "gold_over_budget" in ps.skipped_reasons:
+        hint = f" (raise max_prompt_tokens above {ps.budget})"
+    return ValueError(f"setting {setting!r} fits no example of {where}: {ps.n_skipped} skipped ({reasons}){hint}")
+
+
 def evaluate_setting(
     model: Model,
     examples: Sequence[QAExample],
@@ -315,22 +392,29 @@ def evaluate_setting(
     cfg: EvalConfig,
     data_cfg: DataConfig,
     show_progress: bool = True,
+    data_name: str = "",
 ) -> tuple[list[EvalRecord], SettingResult]:
-    """Records and aggregate scores of one setting (prompts from the one prompt path)."""
+    """Records and aggregate scores of one setting (prompts from the one prompt path).
+
+    Raises:
+        ValueError: the setting fits no example (the message names ``data_name`` and the
+            skip reasons).
+    """
     t0 = time.perf_counter()
     ps = build_prompts(examples, setting, model.tokenizer, data_cfg, n_ctx=model.cfg.n_ctx,
                        reserve_tokens=cfg.max_new_tokens)
     if not ps.prompts:
-        log.warning("setting %s: no usable example (%d skipped)", setting, ps.n_skipped)
-        return [], aggregate(setting, [], n_skipped=ps.n_skipped)
+        raise _no_example_error(setting, ps, data_name)
     if ps.n_skipped:
-        log.warning("setting %s: %d example(s) skipped", setting, ps.n_skipped)
+        log.warning("setting %s: %d example(s) skipped (%s)", setting, ps.n_skipped, ps.skipped_reasons)
     if ps.n_truncated:
-        log.warning("setting %s: %d prompt(s) had passages truncated to fit %d tokens", setting,
+        log.warning("setting %s: %d prompt(s) had non-gold passages truncated to fit %d tokens", setting,
                     ps.n_truncated, ps.budget)
     recs = evaluate_prompts(model, ps.instances, ps.prompts, cfg, show_progress=show_progress)
     summary = aggregate(setting, recs, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, n_skipped=ps.n_skipped,
                         n_truncated=ps.n_truncated, template=ps.template, seconds=time.perf_counter() - t0)
+    summary = replace(summary, n_skipped_budget=ps.n_skipped_budget, n_gold_cut=ps.n_gold_cut, label=ps.label,
+                      mean_n_passages=ps.mean_n_passages, mean_n_irrelevant=ps.mean_n_irrelevant)
     return recs, summary
 
 
@@ -357,9 +441,11 @@ def evaluate(
         show_progress: tqdm bars.
 
     Returns:
-        An :class:`EvalResult` with one :class:`SettingResult` per setting. A setting with
-        no usable example (e.g. ``counterfactual`` on data without such passages) gets
-        ``n = 0`` and NaN scores, with a warning.
+        An :class:`EvalResult` with one :class:`SettingResult` per setting.
+
+    Raises:
+        ValueError: no examples, or a setting that fits no example (e.g. ``counterfactual``
+            on data without such passages, ``retrieved`` on data without a context list).
     """
     if not examples:
         raise ValueError("no examples to evaluate")
@@ -371,7 +457,8 @@ def evaluate(
     result = EvalResult(model=model_name, data=data_name,
                         config=json.loads(json.dumps({"eval": cfg.to_dict(), "data": data_cfg.to_dict()})))
     for setting in tqdm(cfg.settings, desc="settings", unit="setting", disable=not show_progress):
-        recs, result.settings[setting] = evaluate_setting(model, examples, setting, cfg, data_cfg, show_progress)
+        recs, result.settings[setting] = evaluate_setting(model, examples, setting, cfg, data_cfg, show_progress,
+                                                          data_name)
         result.records.extend(recs)
         if recs:
             log.info("%s: n=%d accuracy=%.3f", setting, len(recs), result.settings[setting].accuracy)

@@ -211,14 +211,16 @@ def passage_prompt(model: Model, example: QAExample, passages: Sequence[Passage]
     """The project's RAG prompt for these passages, through the one prompt path.
 
     :func:`neurorit_lens.data.build.render_instances` with the budget rule of every stage
-    (``max_prompt_tokens`` capped at the model's context; passages cut from the end).
+    (``max_prompt_tokens`` capped at the model's context; non-gold passages cut from the
+    end, the relevant-labelled ones counting as gold, as in every stage).
     ``template`` ``auto`` picks the chat template when the tokenizer has one, as evaluation does.
     """
-    from neurorit_lens.data import RAGInstance
+    from neurorit_lens.data import Label, RAGInstance
     from neurorit_lens.data.build import prompt_budget, render_instances
 
     budget = prompt_budget(max_prompt_tokens, model.cfg.n_ctx)
-    inst = RAGInstance(example, "", tuple(passages))
+    gold = tuple(i for i, p in enumerate(passages) if p.label == Label.RELEVANT)
+    inst = RAGInstance(example, "", tuple(passages), gold)
     return render_instances([inst], model.tokenizer, template, budget).prompts[0]
 
 

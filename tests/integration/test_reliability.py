@@ -15,7 +15,7 @@ import pytest
 from neurorit_lens.cli.main import main
 
 MINE_ARGS = ["mine", "--model", "tiny", "--data", "embedded:40", "--limit", "12", "--method", "ig", "--steps", "6",
-             "--max-prompt-tokens", "160", "--n-passages", "3", "--threshold", "0.05"]
+             "--max-prompt-tokens", "320", "--n-passages", "3", "--threshold", "0.05"]
 
 
 
@@ -53,7 +53,7 @@ def test_same_seed_same_run(tmp_path):
         assert main(["run", "--model", "tiny", "--out", str(out), "--methods", "neurorit", "--stages",
                      "eval,mine,train",
                      "--eval-limit", "4", "--mine-limit", "6", "--train-limit", "10", "--data.data", "embedded:50",
-                     "--data.n-passages", "3", "--data.max-prompt-tokens", "160", "--eval.settings", "gold,irrelevant",
+                     "--data.n-passages", "3", "--data.max-prompt-tokens", "320", "--eval.settings", "gold,irrelevant",
                      "--eval.max-new-tokens", "4", "--eval.n-bootstrap", "50", "--mining.threshold", "0.05",
                      "--train.steps", "3", "--train.batch-size", "2"]) == 0
 

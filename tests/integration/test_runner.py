@@ -12,8 +12,8 @@ def test_run_pipeline_tiny_end_to_end_and_resume(tmp_path):
     out = tmp_path / "run"
     argv = ["run", "--model", "tiny", "--out", str(out), "--methods", "neurorit,random",
             "--eval-limit", "4", "--mine-limit", "6", "--ablate-limit", "4", "--train-limit", "12",
-            "--data.data", "embedded:60", "--data.n-passages", "3", "--data.max-prompt-tokens", "160",
-            "--eval.settings", "gold,noise=0.4,irrelevant", "--eval.max-new-tokens", "4",
+            "--data.data", "embedded:60", "--data.n-passages", "3", "--data.max-prompt-tokens", "300",
+            "--eval.settings", "gold,gold+1,irrelevant", "--eval.max-new-tokens", "4",
             "--eval.n-bootstrap", "50", "--mining.threshold", "0.05", "--ablation.n-random", "5",
             "--ablation.accuracy-limit", "2", "--ablation.n-bootstrap", "50",
             "--train.steps", "4", "--train.batch-size", "2", "--train.checkpoint-every", "2"]
@@ -23,7 +23,7 @@ def test_run_pipeline_tiny_end_to_end_and_resume(tmp_path):
                 "eval_after/neurorit/eval.json", "eval_after/random/eval.json", "report.html", "report.md"):
         assert (out / rel).exists(), rel
     ev = json.loads((out / "eval_before" / "eval.json").read_text())
-    assert set(ev["settings"]) == {"gold", "noise=0.4", "irrelevant"}
+    assert set(ev["settings"]) == {"gold", "gold+1", "irrelevant"}
     env = json.loads((out / "environment.json").read_text())
     assert env["seed"] == 0 and env["torch"]
     html = (out / "report.html").read_text()
@@ -39,7 +39,7 @@ def test_run_repeats_from_saved_config(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--model", "tiny", "--out", str(out), "--stages", "eval", "--eval-limit", "2",
                  "--data.data", "embedded:30", "--eval.settings", "gold", "--eval.max-new-tokens", "2",
-                 "--data.max-prompt-tokens", "128", "--eval.n-bootstrap", "20"]) == 0
+                 "--data.max-prompt-tokens", "300", "--eval.n-bootstrap", "20"]) == 0
     again = tmp_path / "again"
     assert main(["run", "--config", str(out / "config.json"), "--out", str(again)]) == 0
     a = json.loads((out / "eval_before" / "eval.json").read_text())["settings"]

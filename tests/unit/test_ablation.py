@@ -345,7 +345,7 @@ def test_cli_ablate_end_to_end_on_tiny_model(tmp_path, capsys):
     sets = exclusive_sets(NeuronSet({0: [1, 2, 3, 4], 1: [5, 6]}), NeuronSet({0: [4, 9], 1: [10, 11, 12]}))
     neurons = save_neuron_sets(tmp_path / "mine" / "neurons.json", sets, {"model_shape": [2, 64], "site": "post"})
     out = tmp_path / "abl"
-    common = ["--model", "tiny", "--limit", "3", "--max-prompt-tokens", "128", "--n-passages", "3",
+    common = ["--model", "tiny", "--limit", "3", "--max-prompt-tokens", "320", "--n-passages", "3",
               "--n-bootstrap", "100", "--batch-size", "4", "--no-plot"]
     rc = main(["ablate", "--neurons", str(neurons), "--out", str(out), "--accuracy-limit", "2",
                "--max-new-tokens", "2", "--sets", "R_excl,I_excl"] + common)

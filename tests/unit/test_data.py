@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -31,6 +32,7 @@ from neurorit_lens.data import (
     render_prompts,
     split_examples,
 )
+from neurorit_lens.data.build import build_prompts
 from neurorit_lens.data.prompts import count_tokens
 from neurorit_lens.data.text import tokenize_words
 from neurorit_lens.models.tiny import tiny_tokenizer
@@ -330,25 +332,61 @@ def test_chat_template_without_system_role_gets_the_system_line_in_the_user_turn
         render_prompts(insts, tok3, "chat")
 
 
+def _split_gold(inst):
+    gold = [p for i, p in enumerate(inst.passages) if i in inst.gold_positions]
+    return gold, [p for i, p in enumerate(inst.passages) if i not in inst.gold_positions]
+
+
 @pytest.mark.parametrize("template", ["plain", "chat"])
-def test_truncation_cuts_passages_from_the_end(tok, template):
-    exs = embedded_examples(6)
-    insts = build_instances(exs, "noise=0.4", gold_position="first").instances
+@pytest.mark.parametrize("position", ["first", "last", "random"])
+def test_truncation_cuts_non_gold_passages_from_the_end(tok, template, position):
+    exs = embedded_examples(8)
+    insts = build_instances(exs, "noise=0.6", gold_position=position).instances
     full = render_prompts(insts, tok, template, max_prompt_tokens=100_000)
-    assert full.n_truncated == 0
-    budget = 260
+    assert full.n_truncated == 0 and not full.skipped_budget
+    gold_only = [count_tokens(tok, render_prompts([dataclasses.replace(i, passages=tuple(_split_gold(i)[0]),
+                                                                       gold_positions=tuple(range(len(i.gold_positions))))],
+                                                  tok, template, 100_000).prompts[0]) for i in insts]
+    budget = sorted(gold_only)[len(gold_only) // 2] + 5  # about half the golds fit
     r = render_prompts(insts, tok, template, max_prompt_tokens=budget)
-    assert r.n_truncated == sum(n > budget for n in full.n_tokens) > 0
+    assert r.skipped_budget == [i.id for i, g in zip(insts, gold_only, strict=True) if g > budget]
+    assert len(r) + len(r.skipped_budget) == len(insts) and len(r) > 0 and r.skipped_budget
+    assert r.n_truncated == sum(n > budget for n, g in zip(full.n_tokens, gold_only, strict=True) if g <= budget)
+    assert r.n_gold_cut == 0
     model = cached_tiny_model()
-    for prompt, inst, orig in zip(r.prompts, r.instances, insts, strict=True):
+    by_id = {i.id: i for i in insts}
+    for prompt, inst in zip(r.prompts, r.instances, strict=True):
+        orig = by_id[inst.id]
         assert count_tokens(tok, prompt) <= budget
         assert model.to_tokens(prompt).shape[1] <= budget  # TL's own count, BOS included
         assert f"Question: {orig.question}" in prompt  # never the question
-        assert inst.passages[:-1] == orig.passages[: len(inst.passages) - 1]  # a prefix, last one maybe cut
-        if inst.passages:
-            assert orig.passages[len(inst.passages) - 1].text.startswith(inst.passages[-1].text)
+        gold, other = _split_gold(inst)
+        orig_gold, orig_other = _split_gold(orig)
+        assert gold == orig_gold  # never a gold passage, not a token of it
+        k = len(other)
+        assert other[:-1] == orig_other[: max(k - 1, 0)]  # the non-gold ones: a prefix, the last one maybe cut
+        if other:
+            assert orig_other[k - 1].text.startswith(other[-1].text)
+        # the kept passages stay in their original relative order
+        order = [orig.passages.index(p) if p in orig.passages else orig.passages.index(orig_other[k - 1])
+                 for p in inst.passages]
+        assert order == sorted(order)
     with pytest.raises(ValueError, match="question alone"):
         render_prompts(insts, tok, template, max_prompt_tokens=20)
+
+
+def test_a_gold_that_cannot_fit_is_skipped_and_counted(tok):
+    exs = embedded_examples(4)
+    big = DataConfig(template="plain", n_passages=3, max_prompt_tokens=100_000)
+    bare, gold = (build_prompts(exs, s, tok, big).n_tokens for s in ("closed", "gold"))
+    assert max(bare) < min(gold)
+    cfg = dataclasses.replace(big, max_prompt_tokens=max(bare))  # every question fits, no gold does
+    ps = build_prompts(exs, "gold+2", tok, cfg)
+    assert len(ps) == 0 and ps.n_skipped == ps.n_skipped_budget == 4
+    assert ps.skipped_reasons == {"gold_over_budget": 4} and ps.n_gold_cut == 0
+    ps = build_prompts(exs, "noise=0.8", tok, big)
+    assert ps.label == "gold+2" and ps.mean_n_irrelevant == 2 and ps.mean_n_passages == 3
+    assert build_prompts(exs, "closed", tok, cfg).label == "closed"
 
 
 # ------------------------------------------------------------------ loaders on small files
@@ -576,3 +614,84 @@ def test_smollm2_chat_prompt_tokens_match_hf_template():
                                        tokenize=False, add_generation_prompt=True)
         assert p.startswith("<|im_start|>system")
         assert tok(p, add_special_tokens=False)["input_ids"] == tok(full, add_special_tokens=False)["input_ids"]
+
+
+# ------------------------------------------------------------------ the retrieved setting
+
+def test_retrieved_setting_on_unlabelled_dpr_and_plain_jsonl(tmp_path):
+    ctxs = [{"title": f"T{j}", "text": f"passage {j} about Velmor" if j == 2 else f"passage {j}"} for j in range(6)]
+    rows = [{"question": f"Q{i}?", "answers": ["Velmor"], "ctxs": ctxs} for i in range(3)]
+    res = load_examples(write_jsonl(tmp_path / "ret.jsonl", rows), distractors="random", n_distractors=2)
+    assert res.format == "dpr"
+    built = build_instances(res.examples, "retrieved", n_passages=4)
+    assert len(built) == 3 and built.n_skipped == 0
+    for inst in built:
+        assert [p.title for p in inst.passages] == ["T0", "T1", "T2", "T3"]  # data order, top 4, no mined ones
+        assert inst.gold_positions == ()
+    # the isgold ctx of a DPR file is part of its list, in place
+    gold_rows = [{"question": "Q?", "answers": ["x"],
+                  "ctxs": [{"title": "A", "text": "a"}, {"title": "G", "text": "it is x", "isgold": True}]}]
+    ex = load_examples(write_jsonl(tmp_path / "g.jsonl", gold_rows), distractors="none").examples
+    assert [p.title for p in build_instances(ex, "retrieved", 5).instances[0].passages] == ["A", "G"]
+    # any JSONL with a list of contexts (strings)
+    plain = [{"question": "Q?", "answers": ["b"], "passages": ["a", "b here", "c"]}]
+    ex = load_examples(write_jsonl(tmp_path / "p.jsonl", plain)).examples
+    assert [p.text for p in build_instances(ex, "retrieved", 2).instances[0].passages] == ["a", "b here"]
+    tok = tiny_tokenizer()
+    assert build_prompts(ex, "retrieved", tok, DataConfig(template="plain", n_passages=2)).label == "top 2 retrieved"
+
+
+def test_retrieved_setting_without_a_context_list_is_skipped():
+    built = build_instances(embedded_examples(3), "retrieved")
+    assert len(built) == 0 and built.skipped_reasons == {"no_context_list": 3}
+
+
+def test_retrieved_without_context_list_is_a_clear_error_naming_the_file():
+    from neurorit_lens.config import EvalConfig
+    from neurorit_lens.evaluation.evaluate import evaluate
+
+    cfg = EvalConfig(settings=("retrieved",), max_new_tokens=2, n_bootstrap=0)
+    with pytest.raises(ValueError, match=r"'retrieved' fits no example of rgb_small\.json.*no_context_list.*ctxs"):
+        evaluate(cached_tiny_model(), embedded_examples(2), cfg, DataConfig(template="plain"),
+                 data_name="rgb_small.json", show_progress=False)
+
+
+# ------------------------------------------------------------------ no leakage across splits
+
+def _nq_like(tmp_path, n=40) -> Path:
+    rows = [{"question": f"Where is landmark number {i}?", "answers": [f"Qorvath{i}x"],
+             "ctxs": [{"title": f"Landmark {i}",
+                       "text": f"Landmark number {i} stands in Qorvath{i}x, near the river {i}.",
+                       "has_answer": True, "isgold": True}]} for i in range(n)]
+    return write_jsonl(tmp_path / "nq_oracle.jsonl", rows)
+
+
+@pytest.mark.parametrize("method", ["random", "bm25"])
+def test_no_test_gold_passage_reaches_a_training_prompt(tmp_path, method):
+    from neurorit_lens.config import TrainConfig
+    from neurorit_lens.data.splits import load_split, load_splits
+    from neurorit_lens.training.items import build_train_items
+
+    cfg = DataConfig(data=str(_nq_like(tmp_path)), template="plain", n_passages=3, max_prompt_tokens=100_000,
+                     distractors=method, n_distractors=4)
+    res, splits = load_splits(cfg)
+    assert res.n_with_distractors == 40
+    test_gold = {p.text for ex in splits["test"] for p in ex.relevant}
+    assert len(test_gold) == len(splits["test"]) > 0
+    for part in splits.values():  # every distractor comes from the same split's gold passages
+        gold_here = {p.text for ex in part for p in ex.relevant}
+        assert all(p.text in gold_here for ex in part for p in ex.irrelevant)
+    train = load_split(cfg.replace(split="train"))
+    assert [ex.id for ex in train] == [ex.id for ex in splits["train"]]
+    td = build_train_items(train, tiny_tokenizer(), TrainConfig(irrelevant_only_fraction=0.5), cfg)
+    assert len(td) > 0
+    assert not [g for g in test_gold for it in td.items if g in it.prompt]
+    # split="all" (what `neurorit train` loads before splitting) carries the same distractors
+    every = {ex.id: ex for ex in load_split(cfg.replace(split="all"))}
+    assert all(every[ex.id] == ex for ex in train)
+    if method != "random":
+        return
+    # the check is sensitive: mining over the whole file first (the old way) leaks
+    old = load_examples(cfg.data, distractors=method, n_distractors=4, seed=cfg.seed).examples
+    old_train = split_examples(old, cfg.split_fractions, cfg.seed)["train"]
+    assert any(p.text in test_gold for ex in old_train for p in ex.irrelevant)

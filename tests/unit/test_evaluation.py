@@ -12,15 +12,16 @@ import neurorit_lens.evaluation.evaluate as ev
 from neurorit_lens.cli.main import main
 from neurorit_lens.config import DataConfig, EvalConfig
 from neurorit_lens.data import build_instances, render_prompts
+from neurorit_lens.data.build import context_label
 from neurorit_lens.evaluation.evaluate import EvalResult, aggregate, evaluate
 from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
-from neurorit_lens.evaluation.metrics import accuracy, exact_match, f1
-from neurorit_lens.evaluation.statistics import bootstrap_ci
+from neurorit_lens.evaluation.metrics import accuracy, exact_match, extract_answer, f1
+from neurorit_lens.evaluation.statistics import bootstrap_ci, wilson_interval
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.neurons.sets import NeuronSet
 from tests.helpers import cached_tiny_model, make_examples
 
-SETTINGS = ("closed", "gold", "gold+2", "irrelevant", "counterfactual")
+SETTINGS = ("closed", "gold", "gold+2", "irrelevant")
 
 
 
@@ -38,7 +39,6 @@ def test_evaluate_matches_direct_pipeline(tiny_result):
     res, cfg, dcfg = tiny_result
     model = cached_tiny_model()
     assert list(res.settings) == list(SETTINGS)
-    assert res.settings["counterfactual"].n == 0 and res.settings["counterfactual"].n_skipped == 5
     for setting in ("closed", "gold", "gold+2", "irrelevant"):
         built = build_instances(make_examples(5, n_irrelevant=5), setting, n_passages=dcfg.n_passages, seed=dcfg.seed)
         rendered = render_prompts(built.instances, model.tokenizer, template=dcfg.template,
@@ -50,13 +50,28 @@ def test_evaluate_matches_direct_pipeline(tiny_result):
         assert [r.prompt_tokens for r in recs] == [len(encode_for_generation(model, p)) for p in rendered.prompts]
         s = res.settings[setting]
         assert s.n == 5
-        acc = [accuracy(p, i.answers) for p, i in zip(preds, built.instances, strict=True)]
+        ext = [extract_answer(p, i.answers) for p, i in zip(preds, built.instances, strict=True)]
+        acc = [accuracy(p, i.answers) for p, i in zip(ext, built.instances, strict=True)]
         assert s.accuracy == pytest.approx(np.mean(acc))
         assert s.em == pytest.approx(np.mean([exact_match(p, i.answers)
-                                              for p, i in zip(preds, built.instances, strict=True)]))
-        assert s.f1 == pytest.approx(np.mean([f1(p, i.answers) for p, i in zip(preds, built.instances, strict=True)]))
+                                              for p, i in zip(ext, built.instances, strict=True)]))
+        assert s.f1 == pytest.approx(np.mean([f1(p, i.answers) for p, i in zip(ext, built.instances, strict=True)]))
+        assert s.accuracy_raw == pytest.approx(np.mean([accuracy(p, i.answers)
+                                                        for p, i in zip(preds, built.instances, strict=True)]))
         assert s.accuracy_ci == bootstrap_ci(acc, n=200, seed=cfg.seed)
-        assert s.n_truncated == rendered.n_truncated
+        assert s.accuracy_wilson == wilson_interval(int(sum(acc)), 5)
+        assert s.n_truncated == rendered.n_truncated and s.n_gold_cut == 0 and s.n_skipped_budget == 0
+        assert s.label == context_label(rendered.instances)  # what the prompts held, after the budget
+        if setting != "irrelevant":
+            assert s.label == setting
+        assert 0 <= s.copy_rate <= 1
+
+
+def test_a_setting_that_fits_no_example_is_an_error():
+    model = cached_tiny_model()
+    cfg = EvalConfig(settings=("gold", "counterfactual"), max_new_tokens=4, n_bootstrap=10)
+    with pytest.raises(ValueError, match=r"'counterfactual' fits no example of helpers\.jsonl.*no_counterfactual: 5"):
+        evaluate(model, make_examples(5), cfg, data_name="helpers.jsonl", show_progress=False)
 
 
 def test_scores_and_gap_with_known_predictions(monkeypatch):
@@ -77,6 +92,8 @@ def test_scores_and_gap_with_known_predictions(monkeypatch):
     assert res.settings["gold"].accuracy == 1.0 and res.settings["gold"].em == 0.5
     # "it is velmorX" vs "velmorX": P=1/3, R=1
     assert res.settings["gold"].f1 == pytest.approx((3 * 2 * (1 / 3) / (1 + 1 / 3) + 3) / 6)
+    assert res.settings["gold"].copy_rate == 0.0 and res.settings["gold"].accuracy_raw == 1.0
+    assert res.mcnemar("gold", "closed").p_value == pytest.approx(2 / 2**6)  # 6 discordant pairs, all one way
     assert res.settings["closed"].accuracy == 0.0
     diff, (lo, hi), n = res.paired_difference("gold", "closed")
     assert (diff, lo, hi, n) == (1.0, 1.0, 1.0, 6)
@@ -92,7 +109,10 @@ def test_save_load_roundtrip_and_table(tiny_result, tmp_path):
     assert set(d) >= {"model", "data", "settings"} and d["model"] == "tiny"
     for s in d["settings"].values():
         assert set(s) >= {"n", "accuracy", "em", "f1", "accuracy_ci", "n_skipped", "n_truncated"}
-    assert d["settings"]["counterfactual"]["accuracy"] is None  # NaN is written as null
+    for key in ("accuracy_raw", "copy_rate", "accuracy_wilson", "n_gold_cut", "n_skipped_budget", "label",
+                "mean_n_irrelevant"):
+        assert key in d["settings"]["gold"]
+    assert d["settings"]["closed"]["mean_n_irrelevant"] == 0
     back = EvalResult.load(tmp_path)
     assert back.to_dict() == res.to_dict()
     assert [r.to_dict() for r in back.records] == [r.to_dict() for r in res.records]

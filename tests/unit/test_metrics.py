@@ -118,3 +118,65 @@ def test_metric_examples():
         f1("x", [])
     with pytest.raises(ValueError, match="string"):
         unchecked(normalize_answer)(None)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- extraction and copy rate
+
+from neurorit_lens.evaluation.metrics import copies_passage, extract_answer, first_sentence  # noqa: E402
+
+
+@pytest.mark.parametrize("output,gold,want", [
+    # a copied passage keeps len(gold) + 5 words of its first sentence: the answer is in it
+    ("Document [2] Tim Pawlenty was the Governor of Minnesota during the 2000s.", ["Tim Pawlenty"],
+     "Document [2] Tim Pawlenty was the Governor"),
+    # ... but an answer further into the copy is cut away
+    ("Document [1] (Title: Minnesota) Minnesota is a state whose governor was Tim Pawlenty.", ["Tim Pawlenty"],
+     "Document [1] (Title: Minnesota) Minnesota is a"),
+    (" Quelmet\nQuestion: What is the capital of Zarnia?\nAnswer: Velmor", ["Quelmet"], "Quelmet"),
+    ("\n\n  Quelmet.  More text.", ["Quelmet"], "Quelmet."),
+    ("J. K. Rowling wrote it. Then more.", ["J. K. Rowling"], "J. K. Rowling wrote it."),
+    ("The U.S. Army did. Yes.", ["U.S. Army"], "The U.S. Army did."),
+    ("It is 3.5 metres. Yes!", ["3.5 metres"], "It is 3.5 metres."),
+    ("", ["x"], ""),
+    ("one two three four five six seven eight", ["a b", "x"], "one two three four five six seven"),
+])
+def test_extract_answer_hand_cases(output, gold, want):
+    assert extract_answer(output, gold) == want
+
+
+def test_extracted_accuracy_is_not_fooled_by_a_long_copy():
+    out = "Document [1] (Title: Minnesota) Minnesota is a state whose governor was Tim Pawlenty."
+    assert accuracy(out, ["Tim Pawlenty"]) == 1.0  # raw containment: fooled
+    assert accuracy(extract_answer(out, ["Tim Pawlenty"]), ["Tim Pawlenty"]) == 0.0
+    assert first_sentence("No end") == "No end" and first_sentence("Mr. Smith left. Ok") == "Mr. Smith left."
+    with pytest.raises(ValueError):
+        extract_answer("x", [])
+
+
+def ref_copies(output, passages, span=8):
+    """Brute force: compare every window of the output with every window of every passage."""
+    o = ref_normalize_answer(output).split()
+    for p in passages:
+        t = ref_normalize_answer(p).split()
+        for i in range(len(o) - span + 1):
+            for j in range(len(t) - span + 1):
+                if all(o[i + k] == t[j + k] for k in range(span)):
+                    return True
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "The", "x.", "Y"]), max_size=14),
+       st.lists(st.lists(st.sampled_from(["a", "b", "c", "the", "x", "y!"]), max_size=14), max_size=3),
+       st.integers(1, 9))
+def test_copies_passage_matches_brute_force(out, passages, span):
+    o, ps = " ".join(out), [" ".join(p) for p in passages]
+    assert copies_passage(o, ps, span) == ref_copies(o, ps, span)
+
+
+def test_copies_passage_hand_cases():
+    doc = "Tim Pawlenty was the Governor of Minnesota during the 2000s, serving two terms."
+    assert copies_passage("Document [2] Tim Pawlenty was the Governor of Minnesota during the 2000s", [doc])
+    assert not copies_passage("Tim Pawlenty was the Governor of Minnesota during", [doc])  # 7 ("the" dropped)
+    assert not copies_passage("Tim Pawlenty", [doc])
+    assert not copies_passage("", [doc]) and not copies_passage(doc, [])

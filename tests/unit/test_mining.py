@@ -25,7 +25,7 @@ from neurorit_lens.neurons.sets import exclusive_sets, load_neuron_sets
 from neurorit_lens.objective import tokenize_with_answers
 from tests.helpers import cached_tiny_model
 
-DATA = DataConfig(max_prompt_tokens=160, n_passages=2)
+DATA = DataConfig(max_prompt_tokens=320, n_passages=2)
 FAST = MiningConfig(method="grad_x_act")
 
 
@@ -186,7 +186,7 @@ def test_duplicate_ids_rejected():
 
 def test_cli_mine_end_to_end_with_interruption(tmp_path, monkeypatch, capsys):
     args = ["mine", "--model", "tiny", "--data", "embedded", "--split", "all", "--limit", "4", "--method", "ig",
-            "--steps", "2", "--layers", "1", "--max-prompt-tokens", "160", "--n-passages", "2", "--no-progress"]
+            "--steps", "2", "--layers", "1", "--max-prompt-tokens", "320", "--n-passages", "2", "--no-progress"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert "R_excl" in out and "wrote" in out
