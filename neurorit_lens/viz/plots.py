@@ -376,8 +376,9 @@ def _style_noise_axes(ax: Any, ax2: Any, other_names: Sequence[str], metric: str
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file (blank and half-written trailing lines are skipped)."""
     import json
+    import logging
 
-    rows = []
+    rows, bad = [], 0
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if not line:
@@ -385,7 +386,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            continue
+            bad += 1
+    if bad:
+        logging.getLogger(__name__).warning("%s: skipped %d unreadable line(s)", path, bad)
     return rows
 
 
