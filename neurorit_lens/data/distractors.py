@@ -23,7 +23,7 @@ import logging
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import get_args
 
 from tqdm.auto import tqdm
@@ -144,42 +144,14 @@ def add_distractors(
             continue
         answers = [a for a in (normalize_answer(x) for x in ex.answers) if a]
         own = {(p.title, p.text) for p in ex.passages}
-        rng = random.Random(f"{seed}:{ex.id}:{method}")
 
         def ok(j: int, i: int = i, own: set = own, answers: list = answers) -> bool:
             if i in owners[j] or (pool[j].title, pool[j].text) in own:
                 return False
             return not contains_normalized(norm[j], answers)
 
-        chosen: list[int] = []
-        taken: set[int] = set()
-        if bm25 is not None:
-            sc = bm25.scores(tokenize_words(ex.question))
-            ranked = sorted((j for j in range(n) if sc[j] > 0), key=lambda j: (-sc[j], j))
-            for j in ranked:
-                if len(chosen) == need:
-                    break
-                taken.add(j)
-                if ok(j):
-                    chosen.append(j)
-        # random fill: rejection sampling, then a full permutation if the pool is tight
-        tries = 0
-        while len(chosen) < need and tries < 20 * need:
-            j = rng.randrange(n)
-            tries += 1
-            if j in taken:
-                continue
-            taken.add(j)
-            if ok(j):
-                chosen.append(j)
-        if len(chosen) < need:
-            for j in rng.sample(range(n), n):
-                if len(chosen) == need:
-                    break
-                if j not in taken:
-                    taken.add(j)
-                    if ok(j):
-                        chosen.append(j)
+        ranked = _bm25_ranking(bm25, ex.question) if bm25 is not None else []
+        chosen = _choose(n, need, ok, ranked, random.Random(f"{seed}:{ex.id}:{method}"))
         short += len(chosen) < need
         new = [Passage(pool[j].text, title=pool[j].title, label=Label.IRRELEVANT, has_answer=False,
                        kind=f"distractor:{method}") for j in chosen]
@@ -188,3 +160,39 @@ def add_distractors(
         log.warning("add_distractors: %d of %d examples got fewer than %d irrelevant passages (pool too small)",
                     short, len(examples), k)
     return out
+
+
+def _bm25_ranking(bm25: BM25, question: str) -> list[int]:
+    """Pool indices with a positive BM25 score for ``question``, best first (ties: lower index)."""
+    sc = bm25.scores(tokenize_words(question))
+    return sorted((j for j in range(len(sc)) if sc[j] > 0), key=lambda j: (-sc[j], j))
+
+
+def _choose(n: int, need: int, ok: Callable[[int], bool], ranked: Sequence[int], rng: random.Random) -> list[int]:
+    """Up to ``need`` acceptable pool indices: the ranked ones first (BM25), then a random fill
+    by rejection sampling, then a full permutation if the pool is tight."""
+    chosen: list[int] = []
+    taken: set[int] = set()
+    for j in ranked:
+        if len(chosen) == need:
+            break
+        taken.add(j)
+        if ok(j):
+            chosen.append(j)
+    tries = 0
+    while len(chosen) < need and tries < 20 * need:
+        j = rng.randrange(n)
+        tries += 1
+        if j in taken:
+            continue
+        taken.add(j)
+        if ok(j):
+            chosen.append(j)
+    for j in (rng.sample(range(n), n) if len(chosen) < need else ()):
+        if len(chosen) == need:
+            break
+        if j not in taken:
+            taken.add(j)
+            if ok(j):
+                chosen.append(j)
+    return chosen
