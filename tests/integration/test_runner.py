@@ -54,7 +54,7 @@ def test_run_rejects_bad_config(tmp_path, capsys):
 
 
 SMALL = ["run", "--model", "tiny", "--eval-limit", "2", "--mine-limit", "4", "--ablate-limit", "2",
-         "--data.data", "embedded:30", "--data.max-prompt-tokens", "128", "--eval.settings", "gold",
+         "--data.data", "embedded:30", "--data.max-prompt-tokens", "320", "--eval.settings", "gold",
          "--eval.max-new-tokens", "2", "--eval.n-bootstrap", "20", "--mining.threshold", "0.05",
          "--ablation.n-random", "5", "--ablation.accuracy-limit", "1", "--ablation.n-bootstrap", "20"]
 

@@ -98,7 +98,8 @@ def test_makefile_run_args_parse_to_the_same_config():
     assert type(cfg) is RunConfig
     assert (cfg.eval_limit, cfg.mine_limit, cfg.ablate_limit, cfg.train_limit) == (24, 24, 16, 120)
     assert cfg.data == DataConfig(n_passages=3, max_prompt_tokens=256)
-    assert cfg.eval == EvalConfig(settings=("closed", "gold", "noise=0.4", "noise=0.8", "irrelevant"))
+    assert cfg.eval == EvalConfig(settings=("closed", "gold", "noise=0.4", "noise=0.8", "irrelevant"),
+                                  max_new_tokens=16)
     assert cfg.mining == MiningConfig(threshold=0.05)
     assert cfg.ablation == AblationConfig(accuracy_limit=8)
     assert cfg.train == TrainConfig(steps=24, batch_size=2, lr=3e-4)
