@@ -408,10 +408,15 @@ class RunConfig(ConfigBase):
     out: str = "runs/default"
     # Seed recorded in environment.json (the stages use --data.seed, --eval.seed, ...).
     seed: int = 0
+    # Which QA data, how it is split, and how prompts are built.
     data: DataConfig = field(default_factory=DataConfig)
+    # Greedy generation and the metrics per noise setting, before and after training.
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Attribution of the answer to neurons, and the selection of the sets.
     mining: MiningConfig = field(default_factory=MiningConfig)
+    # The causal test: which sets, how they are ablated, and the random controls.
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    # The training method, its schedule and budget.
     train: TrainConfig = field(default_factory=TrainConfig)
     # Training methods compared in one run, comma-separated.
     methods: tuple[TrainMethod, ...] = ("neurorit",)

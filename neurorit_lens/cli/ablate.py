@@ -40,7 +40,9 @@ class Args:
     out: OutDir
     device: str | None = None  # Torch device (none = the model loader's default).
     plot: bool = True  # Write PNG plots of the effects next to ablation.json.
+    # Which QA data, how it is split, and how prompts are built.
     data: Flat[DataConfig] = field(default_factory=DataConfig)
+    # The causal test: which sets, how they are ablated, and the random controls.
     ablation: Flat[AblationFlags] = field(default_factory=AblationFlags)
 
 

@@ -23,6 +23,7 @@ class Args:
     # Noise settings to count instances for, comma-separated.
     settings: tuple[str, ...] = (*DEFAULT_SETTINGS, "counterfactual")
     out: str | None = None  # Folder for data_summary.json (none = print only).
+    # Which QA data, how it is split, and how prompts are built.
     data: Flat[DataConfig] = field(default_factory=DataConfig)
 
 

@@ -38,7 +38,9 @@ class Args:
     model: ModelName = DEFAULT_MODEL
     out: OutDir = "runs/eval"
     device: Device = "cpu"
+    # Which QA data, how it is split, and how prompts are built.
     data: Flat[DataConfig] = field(default_factory=DataConfig)
+    # Greedy generation and the metrics per noise setting.
     eval: Flat[EvalFlags] = field(default_factory=EvalFlags)
 
 

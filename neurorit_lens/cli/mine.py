@@ -49,8 +49,11 @@ class Args:
     # Process examples[RANK::WORLD] only, writing per-example scores and no neurons.json.
     shard: Annotated[str | None, tyro.conf.arg(metavar="RANK/WORLD")] = None
     progress: Progress = True
+    # Which QA data, how it is split, and how prompts are built.
     data: Flat[DataConfig] = field(default_factory=lambda: DataConfig(split="train"))
+    # Attribution of the answer to neurons, and the selection of the sets.
     mining: Flat[MiningConfig] = field(default_factory=MiningConfig)
+    # Process-group settings when launched with torchrun.
     launch: Flat[Launch] = field(default_factory=Launch)
 
 

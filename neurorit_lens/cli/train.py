@@ -48,8 +48,11 @@ class Args:
     device: Device = "cpu"
     resume: bool = True  # Continue from the checkpoints in OUT/runs/ if present.
     progress: Progress = True
+    # Which QA data, how it is split, and how prompts are built.
     data: Flat[DataFlags] = field(default_factory=DataFlags)
+    # The training method, its schedule and budget.
     train: Flat[TrainFlags] = field(default_factory=TrainFlags)
+    # Process-group settings when launched with torchrun.
     launch: Flat[Launch] = field(default_factory=Launch)
 
 

@@ -127,3 +127,21 @@ def test_without_hides_a_flag_and_config_of_restores_the_plain_config(capsys):
     assert type(cfg) is EvalConfig and cfg == EvalConfig(max_new_tokens=4, seed=7)
     eval_opts = _options(_help(capsys, ["eval"]))
     assert "--seed" in eval_opts and "Random seed for the split" in eval_opts["--seed"]
+
+
+GROUP_HELP = {"data": "Which QA data, how it is split", "mining": "Attribution of the answer to neurons",
+              "eval": "Greedy generation and the metrics", "ablation": "The causal test",
+              "train": "The training method"}
+
+
+@pytest.mark.parametrize("name", ["ablate", "data", "eval", "mine", "run", "train"])
+def test_each_option_group_is_described_by_its_own_comment(name, capsys, monkeypatch):
+    # a section without its own comment once showed the comment of the field above it
+    monkeypatch.setenv("COLUMNS", "100")  # one column of option groups
+    text = _help(capsys, [name])
+    groups = re.findall(r"^ ([\w.]+) options\s*\n -+\s*\n\s+(\S[^\n]*)", text, re.M)
+    assert groups, text[:500]
+    for group, line in groups:
+        want = GROUP_HELP.get(group.split(".")[-1])
+        if want:
+            assert line.startswith(want), f"{name}: group {group!r} is described as {line!r}"
