@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, get_args
 import torch
 from jaxtyping import Float
 
-from neurorit_lens.config import Site
+from neurorit_lens.config import Deactivation, Site
 from neurorit_lens.tl_backend import HookPoint, Model, act_name
 
 if TYPE_CHECKING:
@@ -206,4 +206,4 @@ def deactivation_hooks(
             raise ValueError("deactivation mode 'constant' needs the neurons' values (answer_means.safetensors, "
                              "written by `neurorit mine --answer-means` or `neurorit run --mining.answer-means`)")
         return mean_ablation(neurons, values, site)
-    raise ValueError(f"unknown deactivation mode {mode!r}; choose from zero, scale, constant")
+    raise ValueError(f"unknown deactivation mode {mode!r}; choose from {', '.join(get_args(Deactivation))}")

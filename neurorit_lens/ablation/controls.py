@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import get_args
 
@@ -21,14 +20,7 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from neurorit_lens.config import AblationMode
-from neurorit_lens.hooks import (
-    FwdHook,
-    mean_ablation,
-    mlp_hook_name,
-    neuron_hooks,
-    scale_ablation,
-    zero_ablation,
-)
+from neurorit_lens.hooks import FwdHook, deactivation_hooks, mlp_hook_name, neuron_hooks
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import AnswerBatch, encode_prompt
 from neurorit_lens.tl_backend import Model
@@ -139,16 +131,11 @@ def ablation_hooks(
         raise ValueError(f"neurons must be a NeuronSet, got {type(neurons).__name__}")
     if mode not in MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; choose from {MODES}")
-    if mode == "zero":
-        return zero_ablation(neurons, site)
-    if mode == "scale":
-        if not math.isfinite(scale):
-            raise ValueError(f"scale must be a finite number, got {scale}")
-        return scale_ablation(neurons, float(scale), site)
-    if means is None:
+    if mode in ("mean", "constant") and means is None:
         raise ValueError(f"mode={mode!r} needs means (see neurorit_lens.ablation.controls.neuron_means "
                          "and answer_position_means)")
-    return mean_ablation(neurons, means, site)
+    # ``mean`` and ``constant`` are the same hook (hold each neuron at a value), with other values
+    return deactivation_hooks(neurons, "constant" if mode == "mean" else mode, scale=scale, values=means, site=site)
 
 
 def answer_position_means(
