@@ -30,11 +30,11 @@ CANDIDATES: dict[str, dict] = {
 }
 # (candidate, mode, scale) in the order they run; written in docs/screen.md before the run
 COMBOS: list[tuple[str, str, float]] = [
-    ("gold", "zero", 0.0),
     ("negative_paired", "scale", 0.5),
+    ("distracted", "scale", 0.5),
+    ("gold", "zero", 0.0),
     ("negative_paired", "constant", 0.0),
     ("negative", "scale", 0.5),
-    ("distracted", "scale", 0.5),
 ]
 GOLD_LIMIT = 0.2  # nats: |delta - random| under gold-only contexts must stay below this
 
@@ -68,19 +68,23 @@ def _mine_all(model, train, data_cfg, out: Path, args) -> dict:
     return results
 
 
-def _ablate_mode(model, dev, mined: dict, data_cfg, mode: str, scale: float, out: Path, args) -> dict:
+def _combo_path(out: Path, cand: str, mode: str, scale: float) -> Path:
+    return out / f"ablation_{cand}_{_mode_key(mode, scale)}.json"
+
+
+def _ablate(model, dev, mined: dict, data_cfg, cand: str, mode: str, scale: float, out: Path, args) -> dict:
+    """One candidate x mode against its random controls; one JSON file, skipped when it exists."""
     from neurorit_lens.ablation.measure import run_ablation
     from neurorit_lens.config import AblationConfig
 
     key = _mode_key(mode, scale)
-    path = out / f"ablation_{key}.json"
+    path = _combo_path(out, cand, mode, scale)
     if path.exists():
         return json.loads(path.read_text())
-    names = [c for c, m, s in COMBOS if (m, s) == (mode, scale)]
-    sets = {n: mined[n].sets["I_excl"] for n in names}
-    cfg = AblationConfig(sets=tuple(names), mode=mode, scale=scale, n_random=5, relevant_setting="gold",
+    sets = {cand: mined[cand].sets["I_excl"]}
+    cfg = AblationConfig(sets=(cand,), mode=mode, scale=scale, n_random=5, relevant_setting="gold",
                          noisy_setting=args.noisy, measure_accuracy=False, batch_size=args.batch_size)
-    means = mined[names[0]].answer_means if mode == "constant" else None
+    means = mined[cand].answer_means if mode == "constant" else None
     t0 = time.time()
     res = run_ablation(model, dev, sets, cfg, data_cfg, means=means,
                        meta={"screen": args.name, "mode_key": key, "n_dev": len(dev)})
@@ -89,7 +93,7 @@ def _ablate_mode(model, dev, mined: dict, data_cfg, mode: str, scale: float, out
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(d, indent=1))
     os.replace(tmp, path)
-    logging.info("ablation %s done in %.0f s", key, d["wall_s"])
+    logging.info("ablation %s %s done in %.0f s", cand, key, d["wall_s"])
     return d
 
 
@@ -109,8 +113,8 @@ def run(args) -> None:
     logging.info("%s: %d train, %d dev questions", args.name, len(train), len(dev))
     model = load_model(args.model)
     mined = _mine_all(model, train, data_cfg, out, args)
-    for mode, scale in dict.fromkeys((m, s) for _, m, s in COMBOS):
-        _ablate_mode(model, dev, mined, data_cfg, mode, scale, out, args)
+    for cand, mode, scale in COMBOS:
+        _ablate(model, dev, mined, data_cfg, cand, mode, scale, out, args)
     (out / "config.json").write_text(json.dumps({
         "data": args.data, "train": len(train), "dev": len(dev), "top_k": args.top_k, "noisy": args.noisy,
         "threads": args.threads, "model": args.model, "combos": COMBOS,
@@ -120,7 +124,7 @@ def run(args) -> None:
 def _rows(name: str) -> list[dict]:
     out, rows = RESULTS / name, []
     for cand, mode, scale in COMBOS:
-        path = out / f"ablation_{_mode_key(mode, scale)}.json"
+        path = _combo_path(out, cand, mode, scale)
         if not path.exists():
             continue
         d = json.loads(path.read_text())
