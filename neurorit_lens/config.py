@@ -42,6 +42,8 @@ Deactivation = Literal["zero", "scale", "constant"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random"]
 LrSchedule = Literal["cosine", "linear", "constant"]
+StageSchedule = Literal["per_stage", "continuous"]
+IrrelevantTarget = Literal["gold", "abstain", "drop"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
 
@@ -370,6 +372,21 @@ class TrainConfig(ConfigBase):
     deactivation: Deactivation = "zero"
     # Factor applied to deactivated neurons in scale mode.
     deactivation_scale: float = 0.5
+    # Optimizer steps of neurorit's stage 1; overrides --stage1-fraction (none = use it).
+    stage1_steps: int | None = None
+    # Peak learning rate of neurorit's stage 1 (none = the same as stage 2: --lr, or each value
+    # of --lr-grid).
+    stage1_lr: float | None = None
+    # Learning-rate schedule of neurorit's two stages: each its own warmup and decay (per_stage),
+    # or one warmup and decay over --steps that stage 2 continues, with one data order
+    # (continuous: the same schedule mass as layers).
+    stage_schedule: StageSchedule = "per_stage"
+    # Target of the irrelevant-only training items: the gold answer, --abstain-answer, or no such
+    # items at all (drop).
+    irrelevant_target: IrrelevantTarget = "gold"
+    # The abstain phrase that irrelevant-only items are trained to answer with --irrelevant-target
+    # abstain.
+    abstain_answer: str = "I don't know."
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")
@@ -396,6 +413,11 @@ class TrainConfig(ConfigBase):
         _check(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1")
         _check(0 < self.target_fraction < 1, "target_fraction must be in (0, 1)")
         _check(0 <= self.irrelevant_only_fraction <= 1, "irrelevant_only_fraction must be in [0, 1]")
+        _check(self.stage1_steps is None or self.stage1_steps >= 1, "stage1_steps must be >= 1")
+        _check(self.stage1_lr is None or self.stage1_lr > 0, "stage1_lr must be positive")
+        _one_of(self.stage_schedule, StageSchedule, "stage_schedule")
+        _one_of(self.irrelevant_target, IrrelevantTarget, "irrelevant_target")
+        _check(bool(self.abstain_answer.strip()), "abstain_answer must not be empty")
 
 
 @dataclass

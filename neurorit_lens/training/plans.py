@@ -12,8 +12,9 @@ method     deactivated (hook, then baked into weights)  trainable
 stage1     ``I_excl``                                   parameters of the ``R_excl`` neurons
 neurorit   ``I_excl``                                   stage 1, then stage 2: whole MLP (and with
                                                         ``train_attention`` attention) of the target
-                                                        layers; ``stage1_fraction`` of the steps in
-                                                        stage 1, the rest in stage 2
+                                                        layers; ``stage1_steps`` (or
+                                                        ``stage1_fraction`` of the steps) in stage 1,
+                                                        the rest in stage 2
 layers     nothing                                      the same target layers as neurorit's stage 2
 random     random neurons, ``I_excl``'s per-layer       random neurons with ``R_excl``'s per-layer
            counts                                       counts (seeded, disjoint from both real sets)
@@ -25,6 +26,14 @@ Target layers (stage 2): layers ranked by ``R_excl`` attribution mass
 mass is absent); ``k`` is ``TrainConfig.n_target_layers`` when set, otherwise the ``k``
 whose trainable parameters (stage 1 and stage 2 together) are nearest to
 ``TrainConfig.target_fraction`` of the model's parameters (ties: the smaller ``k``).
+
+Stage schedule of neurorit: stage 1 trains at ``TrainConfig.stage1_lr`` (default: the same
+learning rate as stage 2). With ``stage_schedule="per_stage"`` (default) each stage is a run
+of its own, with its own warmup and decay and the data order from the start; stage 2 then
+receives less learning-rate schedule mass (sum of the LR multipliers over its steps) than
+``layers`` over all steps. With ``"continuous"`` the two stages are one run split in two:
+one warmup and decay over ``steps`` and one data order, so the schedule mass of stage 1 plus
+stage 2 equals that of every single-stage method (:func:`schedule_mass`).
 
 Deactivation (``TrainConfig.deactivation``): ``zero`` (default), ``scale`` (multiply by
 ``deactivation_scale``) or ``constant`` (hold each neuron at its mean activation at the
@@ -64,18 +73,26 @@ from neurorit_lens.training.masks import (
     neuron_param_masks,
     total_params,
 )
+from neurorit_lens.training.trainer import lr_factor
 
 METHODS = get_args(TrainMethod)
 
 
 @dataclass
 class StagePlan:
-    """One trainer run: its name, what it deactivates, what it trains, for how many steps."""
+    """One trainer run: its name, what it deactivates, what it trains, for how many steps.
+
+    ``lr``: its own peak learning rate (``None``: the run's, i.e. ``--lr`` or the searched
+    one). ``continue_from``: ``(offset, total)`` when the stage is the part of one schedule of
+    ``total`` steps starting at ``offset`` (see :class:`neurorit_lens.training.trainer.Trainer`).
+    """
 
     name: str
     deactivate: NeuronSet
     masks: ParamMasks
     steps: int
+    lr: float | None = None
+    continue_from: tuple[int, int] | None = None
 
 
 @dataclass
@@ -193,10 +210,24 @@ def select_target_layers(
 
 
 def _split_steps(cfg: TrainConfig) -> tuple[int, int]:
+    """Steps of neurorit's stage 1 and stage 2: ``stage1_steps``, or ``stage1_fraction`` of ``steps``."""
     if cfg.steps < 2:
         raise ValueError("method neurorit needs steps >= 2 (stage 1 and stage 2 share them)")
+    if cfg.stage1_steps is not None:
+        if cfg.stage1_steps >= cfg.steps:
+            raise ValueError(f"stage1_steps={cfg.stage1_steps} leaves no step for stage 2 (steps={cfg.steps})")
+        return cfg.stage1_steps, cfg.steps - cfg.stage1_steps
     s1 = min(max(1, round(cfg.steps * cfg.stage1_fraction)), cfg.steps - 1)
     return s1, cfg.steps - s1
+
+
+def _neurorit_stages(cfg: TrainConfig, i_excl: NeuronSet, s1_masks: ParamMasks,
+                     s2_masks: ParamMasks) -> list[StagePlan]:
+    """Stage 1 (``stage1_lr``) and stage 2, each with its own schedule or one shared one (``stage_schedule``)."""
+    n1, n2 = _split_steps(cfg)
+    shared = cfg.stage_schedule == "continuous"
+    return [StagePlan("stage1", i_excl, s1_masks, n1, cfg.stage1_lr, (0, cfg.steps) if shared else None),
+            StagePlan("stage2", i_excl, s2_masks, n2, None, (n1, cfg.steps) if shared else None)]
 
 
 def plan_method(
@@ -279,10 +310,19 @@ def _plan(
     if method == "layers":
         st = [StagePlan("layers", empty, s2_masks, cfg.steps)]
         return MethodPlan(method, st, empty, empty, layers, count_trainable(model, s2_masks), total)
-    n1, n2 = _split_steps(cfg)
-    st = [StagePlan("stage1", i_excl, s1_masks, n1), StagePlan("stage2", i_excl, s2_masks, n2)]
+    st = _neurorit_stages(cfg, i_excl, s1_masks, s2_masks)
     n_trainable = count_trainable(model, merge_masks(s1_masks, s2_masks))
     return MethodPlan(method, st, i_excl, r_excl, layers, n_trainable, total)
+
+
+def schedule_mass(plan: MethodPlan, cfg: TrainConfig) -> dict[str, float]:
+    """Per stage, the sum over its steps of the learning-rate multiplier it trains with."""
+    out = {}
+    for st in plan.stages:
+        offset, total = st.continue_from or (0, st.steps)
+        out[st.name] = sum(lr_factor(offset + s, total, cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
+                           for s in range(st.steps))
+    return out
 
 
 @torch.no_grad()
@@ -331,4 +371,4 @@ def _zero_neurons(params: dict[str, torch.nn.Parameter], model: Model, layer: in
 
 
 __all__ = ["METHODS", "MethodPlan", "StagePlan", "bake_deactivation", "full_sets", "layer_ranking",
-           "plan_method", "select_target_layers"]
+           "plan_method", "schedule_mass", "select_target_layers"]
