@@ -37,7 +37,7 @@ Target = Literal["logprob", "prob", "logit", "logit_diff"]
 Site = Literal["post", "pre"]
 SelectionRule = Literal["threshold", "topk", "topk_per_layer"]
 AblationMode = Literal["zero", "mean", "scale", "constant"]
-IrrelevantDefinition = Literal["gold", "negative", "distracted"]
+IrrelevantDefinition = Literal["gold", "negative", "distracted", "contrast"]
 Deactivation = Literal["zero", "scale", "constant"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random"]
@@ -223,9 +223,11 @@ class MiningConfig(ConfigBase):
     irrelevant_setting: str = "irrelevant"
     # What makes a neuron irrelevant-context (I): positive attribution to log p(gold) under
     # --irrelevant-setting (gold), most negative attribution to it under --noisy-setting
-    # (negative), or attribution to log p(wrong) - log p(gold) under --noisy-setting (distracted).
+    # (negative), attribution to log p(wrong) - log p(gold) under --noisy-setting (distracted), or
+    # IG from the activations under the --relevant-setting prompt to those under the --noisy-setting
+    # prompt on the suffix both share, negated (contrast: the noise-induced change lowers log p(gold)).
     irrelevant_definition: IrrelevantDefinition = "gold"
-    # Noise setting that builds the I prompts of the negative and distracted definitions.
+    # Noise setting that builds the I prompts of the negative, distracted and contrast definitions.
     noisy_setting: str = "noise=0.8"
     # negative only: score each question by score(noisy) - score(relevant-only) (paired).
     paired: bool = False
