@@ -38,7 +38,7 @@ Site = Literal["post", "pre"]
 SelectionRule = Literal["threshold", "topk", "topk_per_layer"]
 AblationMode = Literal["zero", "mean", "scale", "constant"]
 IrrelevantDefinition = Literal["gold", "negative", "distracted", "contrast"]
-Deactivation = Literal["zero", "scale", "constant"]
+Deactivation = Literal["zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random"]
 LrSchedule = Literal["cosine", "linear", "constant"]
@@ -369,8 +369,9 @@ class TrainConfig(ConfigBase):
     adam_betas: tuple[float, ...] = (0.9, 0.999)
     # Epsilon added to AdamW's denominator for numerical stability.
     adam_eps: float = 1e-8
-    # How deactivated neurons are switched off: set to 0, multiplied by --deactivation-scale, or set
-    # to their mean at the answer-predicting positions of gold-only contexts (constant).
+    # How deactivated neurons are switched off: set to 0, multiplied by --deactivation-scale, set
+    # to their mean at the answer-predicting positions of gold-only contexts (constant), or
+    # multiplied by a learned gate (starts at 1, trained with stage 1 under --gate-penalty).
     deactivation: Deactivation = "zero"
     # Factor applied to deactivated neurons in scale mode.
     deactivation_scale: float = 0.5
@@ -389,6 +390,9 @@ class TrainConfig(ConfigBase):
     # The abstain phrase that irrelevant-only items are trained to answer with --irrelevant-target
     # abstain.
     abstain_answer: str = "I don't know."
+    # Coefficient of the L1 penalty (times the mean |gate| over the deactivated neurons) that pulls
+    # the learned gates of --deactivation gate toward 0.
+    gate_penalty: float = 0.01
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")
@@ -420,6 +424,7 @@ class TrainConfig(ConfigBase):
         _one_of(self.stage_schedule, StageSchedule, "stage_schedule")
         _one_of(self.irrelevant_target, IrrelevantTarget, "irrelevant_target")
         _check(bool(self.abstain_answer.strip()), "abstain_answer must not be empty")
+        _check(math.isfinite(self.gate_penalty) and self.gate_penalty >= 0, "gate_penalty must be >= 0")
 
 
 @dataclass

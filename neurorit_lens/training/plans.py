@@ -36,7 +36,8 @@ one warmup and decay over ``steps`` and one data order, so the schedule mass of 
 stage 2 equals that of every single-stage method (:func:`schedule_mass`).
 
 Deactivation (``TrainConfig.deactivation``): ``zero`` (default), ``scale`` (multiply by
-``deactivation_scale``) or ``constant`` (hold each neuron at its mean activation at the
+``deactivation_scale``), ``gate`` (multiply by a gate learned with stage 1 under an L1
+penalty, :mod:`neurorit_lens.training.gate`) or ``constant`` (hold each neuron at its mean activation at the
 answer-predicting positions of gold-only contexts, ``answer_means.safetensors`` from
 mining). The same hooks act during training and evaluation
 (:func:`neurorit_lens.hooks.deactivation_hooks`).
@@ -45,14 +46,15 @@ Export (:func:`bake_deactivation`), exact for every mode, so the saved model nee
 and gives the same logits as the hooked one: ``zero`` sets the neurons' ``W_out`` rows,
 ``W_in`` columns, ``b_in`` entries (and ``W_gate`` columns) to zero; ``scale`` multiplies
 their ``W_out`` rows by the factor; ``constant`` adds ``sum_i c_i W_out[i]`` to the layer's
-``b_out`` and then zeroes the neurons as ``zero`` does.
+``b_out`` and then zeroes the neurons as ``zero`` does; ``gate`` (learned gates,
+:mod:`neurorit_lens.training.gate`) multiplies their ``W_out`` rows by their gates.
 """
 
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -63,6 +65,7 @@ from neurorit_lens.config import TrainConfig, TrainMethod
 from neurorit_lens.hooks import FwdHook, deactivation_hooks
 from neurorit_lens.neurons.sets import NeuronSet, exclusive_sets
 from neurorit_lens.tl_backend import Model
+from neurorit_lens.training.gate import GatePenalty, attach_gates, bake_gates, gate_hooks, gate_masks
 from neurorit_lens.training.masks import (
     ParamMasks,
     count_trainable,
@@ -93,6 +96,7 @@ class StagePlan:
     steps: int
     lr: float | None = None
     continue_from: tuple[int, int] | None = None
+    penalty: Callable[[], torch.Tensor] | None = None
 
 
 @dataclass
@@ -109,16 +113,24 @@ class MethodPlan:
     deactivation: str = "zero"
     deactivation_scale: float = 0.0
     deactivation_values: Float[torch.Tensor, "layer d_mlp"] | None = None
+    gates: torch.nn.Parameter | None = None
 
     def hooks(self, neurons: NeuronSet) -> list[FwdHook]:
         """Forward hooks that deactivate ``neurons`` in this plan's mode."""
         if not neurons:
             return []
+        if self.deactivation == "gate":
+            if self.gates is None:
+                raise ValueError("deactivation 'gate' needs the plan's gates (plan_method attaches them)")
+            return gate_hooks(self.gates, neurons)
         return deactivation_hooks(neurons, self.deactivation, self.deactivation_scale, self.deactivation_values)
 
     def bake(self, model: Model) -> None:
         """Fold the deactivation of :attr:`deactivated` into ``model``'s weights."""
-        if self.deactivated:
+        if self.deactivation == "gate" and self.gates is not None:
+            bake_gates(model, self.deactivated)
+            self.gates = None
+        elif self.deactivated:
             bake_deactivation(model, self.deactivated, self.deactivation, self.deactivation_scale,
                               self.deactivation_values)
 
@@ -254,7 +266,20 @@ def plan_method(
                              f"{(model.cfg.n_layers, model.cfg.d_mlp)}")
     plan.deactivation, plan.deactivation_scale = cfg.deactivation, cfg.deactivation_scale
     plan.deactivation_values = values if cfg.deactivation == "constant" else None
+    if cfg.deactivation == "gate" and plan.deactivated:
+        _add_gates(model, plan, cfg)
     return plan
+
+
+def _add_gates(model: Model, plan: MethodPlan, cfg: TrainConfig) -> None:
+    """``gate``: attach the gates to ``model``; they train (with their penalty) in the stages that train
+    neurons (``stage1``, ``random``) and stay on, frozen, in stage 2."""
+    plan.gates = attach_gates(model)
+    for st in plan.stages:
+        if st.name in ("stage1", "random"):
+            st.masks = merge_masks(st.masks, gate_masks(plan.gates, plan.deactivated))
+            st.penalty = GatePenalty(plan.gates, plan.deactivated, cfg.gate_penalty)
+    plan.trainable_params = count_trainable(model, plan.union_masks)
 
 
 def _plan(

@@ -181,6 +181,8 @@ class Trainer:
             happens only where ``offset + step < warmup_steps``) and its data order continues
             that run's (batch ``offset + step``). ``None``: a run of its own (schedule and data
             order from step 0).
+        penalty: a term added to every step's loss (e.g. the L1 penalty of learned gates,
+            :class:`neurorit_lens.training.gate.GatePenalty`); it is not part of the logged loss.
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         callbacks: called with each :class:`StepOutput` after its checkpoint is written.
         progress: show a tqdm bar with the loss (rank 0 only).
@@ -205,6 +207,7 @@ class Trainer:
         stage: str = "",
         step_offset: int = 0,
         continue_from: tuple[int, int] | None = None,
+        penalty: Callable[[], torch.Tensor] | None = None,
         resume: bool = True,
         callbacks: Sequence[Callable[[StepOutput], None]] = (),
         progress: bool = True,
@@ -225,6 +228,7 @@ class Trainer:
         self.stage, self.step_offset, self.resume = stage, step_offset, resume
         self.continue_from = _check_continue(continue_from, self.steps)
         self.sched_offset, self.sched_total = self.continue_from or (0, self.steps)
+        self.penalty = penalty
         self.callbacks = list(callbacks)
         self.items_per_step = cfg.batch_size * cfg.grad_accum
         self.rank, self.world_size = get_rank(), get_world_size()
@@ -269,6 +273,8 @@ class Trainer:
             loss = sft_loss(self.model(b.tokens), b) * (int(b.answer_mask.sum()) / n_tok)
             loss.backward()
             loss_total += float(loss.detach())
+        if self.penalty is not None:  # once per step; its gradient is summed over ranks below
+            (self.penalty() / self.world_size).backward()
         self.trainable.mask_grads()
         self.sync()  # sum over ranks (no-op in one process)
         grad_norm = self.trainable.clip(self.cfg.max_grad_norm)
@@ -353,7 +359,8 @@ class Trainer:
         return {"steps": self.steps, "lr": self.lr, "stage": self.stage, "n_items": len(self.items),
                 "items_sha256": items_sha256(self.items), "cfg": {k: getattr(self.cfg, k) for k in keys},
                 "masks": mask_count, "hooks": [name for name, _ in self.hooks],
-                **({"continue_from": list(self.continue_from)} if self.continue_from else {})}
+                **({"continue_from": list(self.continue_from)} if self.continue_from else {}),
+                **({"penalty": getattr(self.penalty, "fingerprint", True)} if self.penalty is not None else {})}
 
     @property
     def checkpoint_path(self) -> Path | None:
