@@ -26,8 +26,9 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_bake_gates_gives_the_hooked_logits():
-    m = tiny_model(seed=4)
+@pytest.mark.parametrize("gated", [False, True])
+def test_bake_gates_gives_the_hooked_logits(gated):
+    m = tiny_model(seed=4, gated=gated)
     gates = attach_gates(m)
     with torch.no_grad():
         gates[0, [10, 11]] = torch.tensor([0.3, -0.7])
