@@ -37,11 +37,13 @@ Target = Literal["logprob", "prob", "logit", "logit_diff"]
 Site = Literal["post", "pre"]
 SelectionRule = Literal["threshold", "topk", "topk_per_layer"]
 AblationMode = Literal["zero", "mean", "scale", "constant"]
-IrrelevantDefinition = Literal["gold", "negative", "distracted"]
-Deactivation = Literal["zero", "scale", "constant"]
+IrrelevantDefinition = Literal["gold", "negative", "distracted", "contrast"]
+Deactivation = Literal["zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random"]
 LrSchedule = Literal["cosine", "linear", "constant"]
+StageSchedule = Literal["per_stage", "continuous"]
+IrrelevantTarget = Literal["gold", "abstain", "drop"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
 
@@ -221,9 +223,11 @@ class MiningConfig(ConfigBase):
     irrelevant_setting: str = "irrelevant"
     # What makes a neuron irrelevant-context (I): positive attribution to log p(gold) under
     # --irrelevant-setting (gold), most negative attribution to it under --noisy-setting
-    # (negative), or attribution to log p(wrong) - log p(gold) under --noisy-setting (distracted).
+    # (negative), attribution to log p(wrong) - log p(gold) under --noisy-setting (distracted), or
+    # IG from the activations under the --relevant-setting prompt to those under the --noisy-setting
+    # prompt on the suffix both share, negated (contrast: the noise-induced change lowers log p(gold)).
     irrelevant_definition: IrrelevantDefinition = "gold"
-    # Noise setting that builds the I prompts of the negative and distracted definitions.
+    # Noise setting that builds the I prompts of the negative, distracted and contrast definitions.
     noisy_setting: str = "noise=0.8"
     # negative only: score each question by score(noisy) - score(relevant-only) (paired).
     paired: bool = False
@@ -365,11 +369,30 @@ class TrainConfig(ConfigBase):
     adam_betas: tuple[float, ...] = (0.9, 0.999)
     # Epsilon added to AdamW's denominator for numerical stability.
     adam_eps: float = 1e-8
-    # How deactivated neurons are switched off: set to 0, multiplied by --deactivation-scale, or set
-    # to their mean at the answer-predicting positions of gold-only contexts (constant).
+    # How deactivated neurons are switched off: set to 0, multiplied by --deactivation-scale, set
+    # to their mean at the answer-predicting positions of gold-only contexts (constant), or
+    # multiplied by a learned gate (starts at 1, trained with stage 1 under --gate-penalty).
     deactivation: Deactivation = "zero"
     # Factor applied to deactivated neurons in scale mode.
     deactivation_scale: float = 0.5
+    # Optimizer steps of neurorit's stage 1; overrides --stage1-fraction (none = use it).
+    stage1_steps: int | None = None
+    # Peak learning rate of neurorit's stage 1 (none = the same as stage 2: --lr, or each value
+    # of --lr-grid).
+    stage1_lr: float | None = None
+    # Learning-rate schedule of neurorit's two stages: each its own warmup and decay (per_stage),
+    # or one warmup and decay over --steps that stage 2 continues, with one data order
+    # (continuous: the same schedule mass as layers).
+    stage_schedule: StageSchedule = "per_stage"
+    # Target of the irrelevant-only training items: the gold answer, --abstain-answer, or no such
+    # items at all (drop).
+    irrelevant_target: IrrelevantTarget = "gold"
+    # The abstain phrase that irrelevant-only items are trained to answer with --irrelevant-target
+    # abstain.
+    abstain_answer: str = "I don't know."
+    # Coefficient of the L1 penalty (times the mean |gate| over the deactivated neurons) that pulls
+    # the learned gates of --deactivation gate toward 0.
+    gate_penalty: float = 0.01
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")
@@ -396,6 +419,12 @@ class TrainConfig(ConfigBase):
         _check(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1")
         _check(0 < self.target_fraction < 1, "target_fraction must be in (0, 1)")
         _check(0 <= self.irrelevant_only_fraction <= 1, "irrelevant_only_fraction must be in [0, 1]")
+        _check(self.stage1_steps is None or self.stage1_steps >= 1, "stage1_steps must be >= 1")
+        _check(self.stage1_lr is None or self.stage1_lr > 0, "stage1_lr must be positive")
+        _one_of(self.stage_schedule, StageSchedule, "stage_schedule")
+        _one_of(self.irrelevant_target, IrrelevantTarget, "irrelevant_target")
+        _check(bool(self.abstain_answer.strip()), "abstain_answer must not be empty")
+        _check(math.isfinite(self.gate_penalty) and self.gate_penalty >= 0, "gate_penalty must be >= 0")
 
 
 @dataclass

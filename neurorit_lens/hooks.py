@@ -201,6 +201,9 @@ def deactivation_hooks(
         if not math.isfinite(scale):
             raise ValueError(f"scale must be a finite number, got {scale}")
         return scale_ablation(neurons, float(scale), site)
+    if mode == "gate":
+        raise ValueError("deactivation mode 'gate' has no fixed hook: its gates are learned in training "
+                         "(neurorit_lens.training.gate, TrainConfig.deactivation='gate')")
     if mode == "constant":
         if values is None:
             raise ValueError("deactivation mode 'constant' needs the neurons' values (answer_means.safetensors, "

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,7 +33,8 @@ from neurorit_lens.tl_backend import Model
 WRONG_FIELD = "counterfactual_answer"
 STAT_POSITIONS = ("all", "answer")
 
-__all__ = ["STAT_POSITIONS", "WRONG_FIELD", "activation_stats", "load_answer_means", "orient_scores", "wrong_answers"]
+__all__ = ["STAT_POSITIONS", "WRONG_FIELD", "activation_stats", "attach_wrong_answers", "load_answer_means",
+           "orient_scores", "pair_with_relevant", "wrong_answers"]
 
 
 def activation_stats(
@@ -147,10 +149,12 @@ def orient_scores(
 ) -> tuple[Float[torch.Tensor, "n_out layer d_mlp"], list[str]]:
     """I scores oriented so that larger = more irrelevant-context.
 
-    ``gold`` and ``distracted`` scores are kept; ``negative`` ones are negated, and with
-    ``paired`` each becomes ``-(score - score_R)`` of the same id; ids without an R row are
-    dropped and counted in ``excluded`` (reason ``unpaired``).
+    ``gold`` and ``distracted`` scores are kept; ``contrast`` ones are negated; ``negative``
+    ones are negated, and with ``paired`` each becomes ``-(score - score_R)`` of the same id;
+    ids without an R row are dropped and counted in ``excluded`` (reason ``unpaired``).
     """
+    if definition == "contrast":
+        return -scores, ids
     if definition != "negative":
         return scores, ids
     if not paired:
@@ -165,6 +169,55 @@ def orient_scores(
         return torch.zeros(0, *scores.shape[1:]), []
     diff = scores[keep] - scores_R[[row_R[ids[k]] for k in keep]]
     return -diff, [ids[k] for k in keep]
+
+
+def attach_wrong_answers(model: Model, items: list[Any], examples: Sequence[QAExample], template: str,
+                         data_name: str, excluded: dict[str, Any]) -> list[Any]:
+    """``distracted``: attach ``y_wrong`` (``wrong``) to each mining item, with its tokens appended to
+    ``tokens`` (the score fingerprint); drop (and count) those without one.
+
+    Raises:
+        ValueError: when no item is left (see :func:`wrong_answers`; also when every wrong
+            answer tokenises to nothing).
+    """
+    from neurorit_lens.objective import encode_answer, tokenize_with_answers
+
+    if not items:
+        return items
+    wrong, winfo = wrong_answers(model, examples, [it.id for it in items], [it.prompt for it in items],
+                                 template, data_name)
+    kept = []
+    for it in items:
+        w = wrong.get(it.id)
+        if w is None or not encode_answer(model, w):
+            excluded["ids"].append(it.id)
+            continue
+        wt = tokenize_with_answers(model, [it.prompt], [w], max_len=model.cfg.n_ctx).tokens[0].tolist()
+        kept.append(dataclasses.replace(it, tokens=it.tokens + [-1] + wt, wrong=w))
+    if not kept:
+        raise ValueError(f"irrelevant_definition='distracted' left no example of {data_name!r}: every wrong "
+                         f"answer tokenises to nothing")
+    excluded["model_correct"] = winfo["model_correct"]
+    excluded["wrong_answers"] = {"from_data": winfo["from_data"], "from_model": winfo["from_model"]}
+    excluded["n"] = len(excluded["ids"])
+    return kept
+
+
+def pair_with_relevant(items: list[Any], relevant: list[Any], excluded: dict[str, Any]) -> list[Any]:
+    """``contrast``: each noisy item with its question's relevant-only prompt (``gold_prompt``), and
+    both token sequences in ``tokens`` (so the score fingerprint covers both); items whose question
+    has no relevant-only item are dropped and counted in ``excluded`` (reason ``unpaired``)."""
+    by_id = {it.id: it for it in relevant}
+    out = []
+    unpaired = [it.id for it in items if it.id not in by_id]
+    for it in items:
+        if it.id in by_id:
+            r = by_id[it.id]
+            out.append(dataclasses.replace(it, tokens=it.tokens + [-1] + r.tokens, gold_prompt=r.prompt))
+    excluded["unpaired"] = len(unpaired)
+    excluded["ids"] = list(excluded["ids"]) + unpaired
+    excluded["n"] = len(excluded["ids"])
+    return out
 
 
 def load_answer_means(neurons_dir: str | os.PathLike) -> Float[torch.Tensor, "layer d_mlp"]:

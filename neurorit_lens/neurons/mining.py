@@ -29,8 +29,15 @@ means more irrelevant-context, so the same selection rules apply to every defini
     greedy answer (:func:`neurorit_lens.neurons.irrelevant.wrong_answers`); examples answered
     correctly without a counterfactual answer are excluded (reason ``model_correct``).
 
-The ``contrast`` candidate (IG from the gold-only to the noisy activations) is not
-implemented yet. Selection variants for every definition: ``cfg.sign_consistency`` and
+``contrast``
+    IG from each neuron's activations under the relevant-only prompt to those under the
+    noisy prompt, on the suffix both share, F = log p(gold)
+    (:mod:`neurorit_lens.neurons.contrast`; ``cfg.method`` picks per-layer ``ig``,
+    ``ig_joint`` or ``grad_x_act``, ``cfg.positions`` does not apply), negated: larger = the
+    noise-induced change lowers F. Questions without a relevant-only prompt are excluded
+    (reason ``unpaired``); both prompts' tokens go into the fingerprint.
+
+Selection variants for every definition: ``cfg.sign_consistency`` and
 ``cfg.normalize`` (scores divided by each neuron's mean ``|activation|`` over the mined
 prompts, stored as ``act_scale.safetensors``); see :mod:`neurorit_lens.neurons.selection`.
 ``cfg.answer_means`` also stores each neuron's mean activation at the answer-predicting
@@ -74,7 +81,14 @@ from neurorit_lens.data import QAExample
 from neurorit_lens.data.build import build_prompts
 from neurorit_lens.io import atomic_write_json, read_json
 from neurorit_lens.neurons.attribution import attribute
-from neurorit_lens.neurons.irrelevant import activation_stats, load_answer_means, orient_scores, wrong_answers
+from neurorit_lens.neurons.contrast import contrast_scores
+from neurorit_lens.neurons.irrelevant import (
+    activation_stats,
+    attach_wrong_answers,
+    load_answer_means,
+    orient_scores,
+    pair_with_relevant,
+)
 from neurorit_lens.neurons.score_files import (
     CONDITIONS,
     check_condition,
@@ -301,6 +315,7 @@ class _Item:
     answer: str
     tokens: list[int]
     wrong: str | None = None  # y_wrong continuation (distracted)
+    gold_prompt: str | None = None  # the same question's relevant-only prompt (contrast)
 
 
 def _condition_items(model: Model, examples: list[QAExample], setting: str, data_cfg: DataConfig
@@ -329,30 +344,12 @@ def _condition_items(model: Model, examples: list[QAExample], setting: str, data
     return items, excluded, info
 
 
-def _add_wrong_answers(model: Model, items: list[_Item], examples: list[QAExample], template: str,
-                       data_cfg: DataConfig, excluded: dict[str, Any]) -> list[_Item]:
-    """``distracted``: attach ``y_wrong`` to each item; drop (and count) those without one."""
-    if not items:
-        return items
-    wrong, winfo = wrong_answers(model, examples, [it.id for it in items], [it.prompt for it in items],
-                                 template, data_cfg.data)
-    kept = []
-    for it in items:
-        w = wrong.get(it.id)
-        if w is None or not encode_answer(model, w):
-            excluded["ids"].append(it.id)
-            continue
-        wt = tokenize_with_answers(model, [it.prompt], [w], max_len=model.cfg.n_ctx).tokens[0].tolist()
-        kept.append(_Item(it.id, it.prompt, it.answer, it.tokens + [-1] + wt, w))
-    excluded["model_correct"] = winfo["model_correct"]
-    excluded["wrong_answers"] = {"from_data": winfo["from_data"], "from_model": winfo["from_model"]}
-    excluded["n"] = len(excluded["ids"])
-    return kept
-
-
-def _attribute(model: Model, items: list[_Item], cfg: MiningConfig, wrong: bool = False) -> torch.Tensor:
+def _attribute(model: Model, items: list[_Item], cfg: MiningConfig, wrong: bool = False,
+               contrast: bool = False) -> torch.Tensor:
     answers = [it.wrong if wrong else it.answer for it in items]
     batch = tokenize_with_answers(model, [it.prompt for it in items], answers, max_len=model.cfg.n_ctx)
+    if contrast:
+        return contrast_scores(model, batch, [it.gold_prompt for it in items], answers, cfg)
     return attribute(model, batch, method=cfg.method, steps=cfg.steps, rule=cfg.rule, alpha_chunk=cfg.alpha_chunk,
                      positions=cfg.positions, target=cfg.target, site=cfg.site, layers=cfg.layers,
                      offload=cfg.offload_scores).float().cpu()
@@ -381,7 +378,7 @@ def _score_items(model: Model, items: list[_Item], cond: str, cfg: MiningConfig,
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start:start + cfg.batch_size]
             sub = [items[j] for j in chunk]
-            s = _attribute(model, sub, cfg)
+            s = _attribute(model, sub, cfg, contrast=cond == "I" and cfg.irrelevant_definition == "contrast")
             if difference:
                 s = _attribute(model, sub, cfg, wrong=True) - s
             for r, j in enumerate(chunk):
@@ -466,7 +463,9 @@ def mine(
     for cond, setting in (("R", cfg.relevant_setting), ("I", i_setting)):
         items, excl, cinfo = _condition_items(model, examples, setting, data_cfg)
         if cond == "I" and cfg.irrelevant_definition == "distracted":
-            items = _add_wrong_answers(model, items, examples, cinfo.get("template", "plain"), data_cfg, excl)
+            items = attach_wrong_answers(model, items, examples, cinfo.get("template", "plain"), data_cfg.data, excl)
+        if cond == "I" and cfg.irrelevant_definition == "contrast":
+            items = pair_with_relevant(items, kept["R"], excl)
         excluded[cond] = excl
         rows, n_new = _score_items(model, items, cond, cfg, name, shape, out_dir, resume, show_progress, setting)
         n_computed += n_new

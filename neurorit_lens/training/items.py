@@ -4,8 +4,13 @@ Neuro-RIT tunes on *noisy-context* instruction data: every training question app
 with its relevant passage(s) mixed among irrelevant ones, at random positions and at a
 noise ratio drawn from ``TrainConfig.noise_ratios``, plus a share
 (``TrainConfig.irrelevant_only_fraction`` of the final mix) of examples whose context
-holds irrelevant passages only. The target is always the gold answer (the first of the
-example's answers), appended to the prompt as the data module's answer continuation.
+holds irrelevant passages only. The target is the gold answer (the first of the example's
+answers), appended to the prompt as the data module's answer continuation; for the
+irrelevant-only items ``TrainConfig.irrelevant_target`` chooses: the gold answer (``gold``,
+default), ``TrainConfig.abstain_answer`` (``abstain``; on fictional data the gold answer
+cannot be known without the evidence, so training on it teaches guessing), or no such items
+(``drop``: the noisy items stay as they are, the irrelevant-only ones are left out and
+counted in ``TrainData.n_dropped``).
 
 Contexts and prompts come from the project's one prompt path
 (:func:`neurorit_lens.data.build.build_prompts` with the settings ``noise=R``, ``gold+K``
@@ -59,13 +64,14 @@ class TrainData:
     n_skipped: int = 0
     n_truncated: int = 0
     settings: dict[str, int] = field(default_factory=dict)
+    n_dropped: int = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_items": len(self.items), "n_questions": self.n_questions, "n_skipped": self.n_skipped,
-                "n_truncated": self.n_truncated, "settings": dict(self.settings)}
+                "n_truncated": self.n_truncated, "settings": dict(self.settings), "n_dropped": self.n_dropped}
 
 
 def assign_settings(n_questions: int, cfg: TrainConfig, seed: int) -> list[tuple[int, str]]:
@@ -142,7 +148,7 @@ def build_train_items(
     Args:
         examples: the training (or dev) questions.
         tokenizer: the model's tokenizer (prompt rendering and truncation).
-        cfg: noise ratios, irrelevant-only share and examples per question.
+        cfg: noise ratios, irrelevant-only share and target, examples per question.
         data_cfg: passages per context, template, prompt token budget.
         seed: seed for ratio assignment and passage order (default ``cfg.seed``).
         n_ctx: the model's context; caps the prompt budget at it (``None``: the budget is
@@ -150,40 +156,61 @@ def build_train_items(
 
     Returns:
         A :class:`TrainData`; examples that cannot take part in a setting (see
-        :func:`instance_setting`) or that the data module skips are counted in ``n_skipped``.
+        :func:`instance_setting`) or that the data module skips are counted in ``n_skipped``;
+        irrelevant-only instances left out by ``cfg.irrelevant_target="drop"`` in ``n_dropped``.
     """
-    from neurorit_lens.data.build import build_prompts
-
     if not examples:
         raise ValueError("no examples to build training items from")
     seed = cfg.seed if seed is None else seed
+    pairs = assign_settings(len(examples), cfg, seed)
+    if cfg.irrelevant_target == "drop" and all(s == "irrelevant" for _, s in pairs):
+        raise ValueError("irrelevant_target='drop' with irrelevant_only_fraction=1 leaves no training items")
     groups: dict[tuple[str, int], list[int]] = {}
-    n_skipped = n_truncated = 0
-    for q, setting in assign_settings(len(examples), cfg, seed):
+    n_skipped = 0
+    for q, setting in pairs:
         key = instance_setting(examples[q], setting, data_cfg.n_passages)
         if key is None:
             n_skipped += 1
         else:
             groups.setdefault(key, []).append(q)
+    data = _build_groups(examples, groups, tokenizer, cfg, data_cfg, seed, n_ctx)
+    data.n_skipped += n_skipped
+    if not data.items:
+        raise ValueError(f"no training items could be built from {len(examples)} examples "
+                         f"({data.n_skipped} skipped: do they have relevant and irrelevant passages?)")
+    return data
+
+
+def _build_groups(examples: Sequence[QAExample], groups: dict[tuple[str, int], list[int]], tokenizer: Any,
+                  cfg: TrainConfig, data_cfg: DataConfig, seed: int, n_ctx: int | None) -> TrainData:
+    """Items of each ``(setting, n_passages)`` group of question indices, sorted by question."""
+    from neurorit_lens.data.build import build_prompts
+    from neurorit_lens.data.prompts import answer_continuation
+
     items: list[tuple[int, TrainItem]] = []
     counts: Counter[str] = Counter()
+    n_skipped = n_truncated = n_dropped = 0
     for k, ((setting, n_passages), qs) in enumerate(sorted(groups.items())):
+        if setting == "irrelevant" and cfg.irrelevant_target == "drop":
+            n_dropped += len(qs)  # skipped after k is counted, so the other groups' seeds stay the same
+            continue
         ps = build_prompts([examples[q] for q in qs], setting, tokenizer, data_cfg, n_ctx=n_ctx,
                            n_passages=n_passages, seed=seed * 1000 + k)
         n_skipped += ps.n_skipped
         n_truncated += ps.n_truncated
+        abstain = setting == "irrelevant" and cfg.irrelevant_target == "abstain"
         q_of_id: dict[str, list[int]] = {}
         for q in qs:
             q_of_id.setdefault(examples[q].id, []).append(q)
         for inst_id, prompt, ans in zip(ps.ids, ps.prompts, ps.continuations, strict=True):
             q = q_of_id[inst_id].pop(0) if q_of_id.get(inst_id) else len(examples)
+            if abstain:
+                ans = answer_continuation(cfg.abstain_answer, ps.template)
             items.append((q, TrainItem(prompt=prompt, answer=ans, id=inst_id, setting=setting)))
             counts[setting] += 1
     items.sort(key=lambda t: (t[0], t[1].setting))
-    if not items:
-        raise ValueError(f"no training items could be built from {len(examples)} examples "
-                         f"({n_skipped} skipped: do they have relevant and irrelevant passages?)")
-    return TrainData([it for _, it in items], len(examples), n_skipped, n_truncated, dict(sorted(counts.items())))
+    return TrainData([it for _, it in items], len(examples), n_skipped, n_truncated, dict(sorted(counts.items())),
+                     n_dropped)
 
 
 def split_for_training(

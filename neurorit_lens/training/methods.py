@@ -64,8 +64,10 @@ def run_plan(
 ) -> list[StepOutput]:
     """Run the plan's stages in order on ``model`` (in place, hooks on, weights not baked).
 
-    Each stage is its own trainer run (fresh AdamW and schedule) with its own checkpoint
-    folder ``out_dir/<stage>/``; steps are numbered globally across stages.
+    Each stage is its own trainer run (fresh AdamW) with its own checkpoint folder
+    ``out_dir/<stage>/``, at the stage's own learning rate where it has one, and on its own
+    schedule or its part of one shared schedule (``StagePlan.continue_from``); steps are
+    numbered globally across stages.
     """
     history: list[StepOutput] = []
     offset = 0
@@ -73,7 +75,8 @@ def run_plan(
         sdir = Path(out_dir) / st.name if out_dir is not None else None
         hooks = plan.hooks(st.deactivate)
         trainer = Trainer(model, train_items, cfg, dev_items, hooks=hooks, param_masks=st.masks, out_dir=sdir,
-                          steps=st.steps, lr=lr, stage=st.name, step_offset=offset, resume=resume,
+                          steps=st.steps, lr=st.lr if st.lr is not None else lr, stage=st.name,
+                          step_offset=offset, continue_from=st.continue_from, penalty=st.penalty, resume=resume,
                           callbacks=callbacks, progress=progress)
         history += trainer.fit()
         offset += st.steps

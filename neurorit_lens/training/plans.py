@@ -12,8 +12,9 @@ method     deactivated (hook, then baked into weights)  trainable
 stage1     ``I_excl``                                   parameters of the ``R_excl`` neurons
 neurorit   ``I_excl``                                   stage 1, then stage 2: whole MLP (and with
                                                         ``train_attention`` attention) of the target
-                                                        layers; ``stage1_fraction`` of the steps in
-                                                        stage 1, the rest in stage 2
+                                                        layers; ``stage1_steps`` (or
+                                                        ``stage1_fraction`` of the steps) in stage 1,
+                                                        the rest in stage 2
 layers     nothing                                      the same target layers as neurorit's stage 2
 random     random neurons, ``I_excl``'s per-layer       random neurons with ``R_excl``'s per-layer
            counts                                       counts (seeded, disjoint from both real sets)
@@ -26,8 +27,17 @@ mass is absent); ``k`` is ``TrainConfig.n_target_layers`` when set, otherwise th
 whose trainable parameters (stage 1 and stage 2 together) are nearest to
 ``TrainConfig.target_fraction`` of the model's parameters (ties: the smaller ``k``).
 
+Stage schedule of neurorit: stage 1 trains at ``TrainConfig.stage1_lr`` (default: the same
+learning rate as stage 2). With ``stage_schedule="per_stage"`` (default) each stage is a run
+of its own, with its own warmup and decay and the data order from the start; stage 2 then
+receives less learning-rate schedule mass (sum of the LR multipliers over its steps) than
+``layers`` over all steps. With ``"continuous"`` the two stages are one run split in two:
+one warmup and decay over ``steps`` and one data order, so the schedule mass of stage 1 plus
+stage 2 equals that of every single-stage method (:func:`schedule_mass`).
+
 Deactivation (``TrainConfig.deactivation``): ``zero`` (default), ``scale`` (multiply by
-``deactivation_scale``) or ``constant`` (hold each neuron at its mean activation at the
+``deactivation_scale``), ``gate`` (multiply by a gate learned with stage 1 under an L1
+penalty, :mod:`neurorit_lens.training.gate`) or ``constant`` (hold each neuron at its mean activation at the
 answer-predicting positions of gold-only contexts, ``answer_means.safetensors`` from
 mining). The same hooks act during training and evaluation
 (:func:`neurorit_lens.hooks.deactivation_hooks`).
@@ -36,14 +46,15 @@ Export (:func:`bake_deactivation`), exact for every mode, so the saved model nee
 and gives the same logits as the hooked one: ``zero`` sets the neurons' ``W_out`` rows,
 ``W_in`` columns, ``b_in`` entries (and ``W_gate`` columns) to zero; ``scale`` multiplies
 their ``W_out`` rows by the factor; ``constant`` adds ``sum_i c_i W_out[i]`` to the layer's
-``b_out`` and then zeroes the neurons as ``zero`` does.
+``b_out`` and then zeroes the neurons as ``zero`` does; ``gate`` (learned gates,
+:mod:`neurorit_lens.training.gate`) multiplies their ``W_out`` rows by their gates.
 """
 
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -54,6 +65,7 @@ from neurorit_lens.config import TrainConfig, TrainMethod
 from neurorit_lens.hooks import FwdHook, deactivation_hooks
 from neurorit_lens.neurons.sets import NeuronSet, exclusive_sets
 from neurorit_lens.tl_backend import Model
+from neurorit_lens.training.gate import GatePenalty, attach_gates, bake_gates, gate_hooks, gate_masks
 from neurorit_lens.training.masks import (
     ParamMasks,
     count_trainable,
@@ -64,18 +76,27 @@ from neurorit_lens.training.masks import (
     neuron_param_masks,
     total_params,
 )
+from neurorit_lens.training.trainer import lr_factor
 
 METHODS = get_args(TrainMethod)
 
 
 @dataclass
 class StagePlan:
-    """One trainer run: its name, what it deactivates, what it trains, for how many steps."""
+    """One trainer run: its name, what it deactivates, what it trains, for how many steps.
+
+    ``lr``: its own peak learning rate (``None``: the run's, i.e. ``--lr`` or the searched
+    one). ``continue_from``: ``(offset, total)`` when the stage is the part of one schedule of
+    ``total`` steps starting at ``offset`` (see :class:`neurorit_lens.training.trainer.Trainer`).
+    """
 
     name: str
     deactivate: NeuronSet
     masks: ParamMasks
     steps: int
+    lr: float | None = None
+    continue_from: tuple[int, int] | None = None
+    penalty: Callable[[], torch.Tensor] | None = None
 
 
 @dataclass
@@ -92,16 +113,24 @@ class MethodPlan:
     deactivation: str = "zero"
     deactivation_scale: float = 0.0
     deactivation_values: Float[torch.Tensor, "layer d_mlp"] | None = None
+    gates: torch.nn.Parameter | None = None
 
     def hooks(self, neurons: NeuronSet) -> list[FwdHook]:
         """Forward hooks that deactivate ``neurons`` in this plan's mode."""
         if not neurons:
             return []
+        if self.deactivation == "gate":
+            if self.gates is None:
+                raise ValueError("deactivation 'gate' needs the plan's gates (plan_method attaches them)")
+            return gate_hooks(self.gates, neurons)
         return deactivation_hooks(neurons, self.deactivation, self.deactivation_scale, self.deactivation_values)
 
     def bake(self, model: Model) -> None:
         """Fold the deactivation of :attr:`deactivated` into ``model``'s weights."""
-        if self.deactivated:
+        if self.deactivation == "gate" and self.gates is not None:
+            bake_gates(model, self.deactivated)
+            self.gates = None
+        elif self.deactivated:
             bake_deactivation(model, self.deactivated, self.deactivation, self.deactivation_scale,
                               self.deactivation_values)
 
@@ -193,10 +222,24 @@ def select_target_layers(
 
 
 def _split_steps(cfg: TrainConfig) -> tuple[int, int]:
+    """Steps of neurorit's stage 1 and stage 2: ``stage1_steps``, or ``stage1_fraction`` of ``steps``."""
     if cfg.steps < 2:
         raise ValueError("method neurorit needs steps >= 2 (stage 1 and stage 2 share them)")
+    if cfg.stage1_steps is not None:
+        if cfg.stage1_steps >= cfg.steps:
+            raise ValueError(f"stage1_steps={cfg.stage1_steps} leaves no step for stage 2 (steps={cfg.steps})")
+        return cfg.stage1_steps, cfg.steps - cfg.stage1_steps
     s1 = min(max(1, round(cfg.steps * cfg.stage1_fraction)), cfg.steps - 1)
     return s1, cfg.steps - s1
+
+
+def _neurorit_stages(cfg: TrainConfig, i_excl: NeuronSet, s1_masks: ParamMasks,
+                     s2_masks: ParamMasks) -> list[StagePlan]:
+    """Stage 1 (``stage1_lr``) and stage 2, each with its own schedule or one shared one (``stage_schedule``)."""
+    n1, n2 = _split_steps(cfg)
+    shared = cfg.stage_schedule == "continuous"
+    return [StagePlan("stage1", i_excl, s1_masks, n1, cfg.stage1_lr, (0, cfg.steps) if shared else None),
+            StagePlan("stage2", i_excl, s2_masks, n2, None, (n1, cfg.steps) if shared else None)]
 
 
 def plan_method(
@@ -223,7 +266,20 @@ def plan_method(
                              f"{(model.cfg.n_layers, model.cfg.d_mlp)}")
     plan.deactivation, plan.deactivation_scale = cfg.deactivation, cfg.deactivation_scale
     plan.deactivation_values = values if cfg.deactivation == "constant" else None
+    if cfg.deactivation == "gate" and plan.deactivated:
+        _add_gates(model, plan, cfg)
     return plan
+
+
+def _add_gates(model: Model, plan: MethodPlan, cfg: TrainConfig) -> None:
+    """``gate``: attach the gates to ``model``; they train (with their penalty) in the stages that train
+    neurons (``stage1``, ``random``) and stay on, frozen, in stage 2."""
+    plan.gates = attach_gates(model)
+    for st in plan.stages:
+        if st.name in ("stage1", "random"):
+            st.masks = merge_masks(st.masks, gate_masks(plan.gates, plan.deactivated))
+            st.penalty = GatePenalty(plan.gates, plan.deactivated, cfg.gate_penalty)
+    plan.trainable_params = count_trainable(model, plan.union_masks)
 
 
 def _plan(
@@ -279,10 +335,19 @@ def _plan(
     if method == "layers":
         st = [StagePlan("layers", empty, s2_masks, cfg.steps)]
         return MethodPlan(method, st, empty, empty, layers, count_trainable(model, s2_masks), total)
-    n1, n2 = _split_steps(cfg)
-    st = [StagePlan("stage1", i_excl, s1_masks, n1), StagePlan("stage2", i_excl, s2_masks, n2)]
+    st = _neurorit_stages(cfg, i_excl, s1_masks, s2_masks)
     n_trainable = count_trainable(model, merge_masks(s1_masks, s2_masks))
     return MethodPlan(method, st, i_excl, r_excl, layers, n_trainable, total)
+
+
+def schedule_mass(plan: MethodPlan, cfg: TrainConfig) -> dict[str, float]:
+    """Per stage, the sum over its steps of the learning-rate multiplier it trains with."""
+    out = {}
+    for st in plan.stages:
+        offset, total = st.continue_from or (0, st.steps)
+        out[st.name] = sum(lr_factor(offset + s, total, cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
+                           for s in range(st.steps))
+    return out
 
 
 @torch.no_grad()
@@ -331,4 +396,4 @@ def _zero_neurons(params: dict[str, torch.nn.Parameter], model: Model, layer: in
 
 
 __all__ = ["METHODS", "MethodPlan", "StagePlan", "bake_deactivation", "full_sets", "layer_ranking",
-           "plan_method", "select_target_layers"]
+           "plan_method", "schedule_mass", "select_target_layers"]

@@ -105,6 +105,17 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_
     raise ValueError(f"unknown lr schedule {schedule!r}")
 
 
+def _check_continue(continue_from: tuple[int, int] | None, steps: int) -> tuple[int, int] | None:
+    """Validate ``Trainer(continue_from=(offset, total))``: ``offset >= 0`` and ``offset + steps <= total``."""
+    if continue_from is None:
+        return None
+    offset, total = (int(x) for x in continue_from)
+    if offset < 0 or offset + steps > total:
+        raise ValueError(f"continue_from={tuple(continue_from)}: need offset >= 0 and offset + steps "
+                         f"({offset} + {steps}) <= total")
+    return offset, total
+
+
 def _as_items(items: Sequence[TrainItem | tuple[str, str]], what: str) -> list[TrainItem]:
     out = []
     for i, it in enumerate(items):
@@ -164,6 +175,14 @@ class Trainer:
         lr: base learning rate (default ``cfg.lr``).
         stage: label written into every :class:`StepOutput`.
         step_offset: added to the reported step (multi-stage runs number steps globally).
+        continue_from: ``(offset, total)``: this run is the part of a longer run of ``total``
+            steps that starts at step ``offset``: its learning rate follows that run's one
+            schedule (:func:`lr_factor` at ``offset + step`` of ``total``, so the warmup
+            happens only where ``offset + step < warmup_steps``) and its data order continues
+            that run's (batch ``offset + step``). ``None``: a run of its own (schedule and data
+            order from step 0).
+        penalty: a term added to every step's loss (e.g. the L1 penalty of learned gates,
+            :class:`neurorit_lens.training.gate.GatePenalty`); it is not part of the logged loss.
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         callbacks: called with each :class:`StepOutput` after its checkpoint is written.
         progress: show a tqdm bar with the loss (rank 0 only).
@@ -187,6 +206,8 @@ class Trainer:
         lr: float | None = None,
         stage: str = "",
         step_offset: int = 0,
+        continue_from: tuple[int, int] | None = None,
+        penalty: Callable[[], torch.Tensor] | None = None,
         resume: bool = True,
         callbacks: Sequence[Callable[[StepOutput], None]] = (),
         progress: bool = True,
@@ -205,6 +226,9 @@ class Trainer:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         self.lr = cfg.lr if lr is None else float(lr)
         self.stage, self.step_offset, self.resume = stage, step_offset, resume
+        self.continue_from = _check_continue(continue_from, self.steps)
+        self.sched_offset, self.sched_total = self.continue_from or (0, self.steps)
+        self.penalty = penalty
         self.callbacks = list(callbacks)
         self.items_per_step = cfg.batch_size * cfg.grad_accum
         self.rank, self.world_size = get_rank(), get_world_size()
@@ -228,7 +252,7 @@ class Trainer:
     def batch_indices(self, step: int) -> list[int]:
         """Item indices of the global batch of 0-based step ``step`` (a pure function of seed and step)."""
         n = len(self.items)
-        start = step * self.items_per_step
+        start = (step + self.sched_offset) * self.items_per_step
         return [self._perm(pos // n)[pos % n] for pos in range(start, start + self.items_per_step)]
 
     def _micro_batches(self, step: int) -> list[AnswerBatch]:
@@ -249,6 +273,8 @@ class Trainer:
             loss = sft_loss(self.model(b.tokens), b) * (int(b.answer_mask.sum()) / n_tok)
             loss.backward()
             loss_total += float(loss.detach())
+        if self.penalty is not None:  # once per step; its gradient is summed over ranks below
+            (self.penalty() / self.world_size).backward()
         self.trainable.mask_grads()
         self.sync()  # sum over ranks (no-op in one process)
         grad_norm = self.trainable.clip(self.cfg.max_grad_norm)
@@ -293,7 +319,8 @@ class Trainer:
         opt = torch.optim.AdamW(self.trainable.leaves, lr=self.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                                 weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, self.steps, cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio))
+            opt, lambda s: lr_factor(s + self.sched_offset, self.sched_total, cfg.warmup_steps, cfg.lr_schedule,
+                                cfg.min_lr_ratio))
         return opt, sched
 
     def _due(self, step: int, every: int) -> bool:
@@ -331,7 +358,9 @@ class Trainer:
         mask_count = {n: (None if m is None else int(m.sum())) for n, m in self.masks.items()}
         return {"steps": self.steps, "lr": self.lr, "stage": self.stage, "n_items": len(self.items),
                 "items_sha256": items_sha256(self.items), "cfg": {k: getattr(self.cfg, k) for k in keys},
-                "masks": mask_count, "hooks": [name for name, _ in self.hooks]}
+                "masks": mask_count, "hooks": [name for name, _ in self.hooks],
+                **({"continue_from": list(self.continue_from)} if self.continue_from else {}),
+                **({"penalty": getattr(self.penalty, "fingerprint", True)} if self.penalty is not None else {})}
 
     @property
     def checkpoint_path(self) -> Path | None:

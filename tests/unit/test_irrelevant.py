@@ -158,3 +158,17 @@ def test_load_answer_means(tmp_path):
     res = mine(model, embedded_examples()[:2], MiningConfig(method="grad_x_act", answer_means=True), DATA,
                out_dir=tmp_path, show_progress=False)
     torch.testing.assert_close(load_answer_means(tmp_path), res.answer_means)
+
+
+def test_distracted_whose_wrong_answers_all_tokenise_to_nothing_is_a_clear_error(monkeypatch):
+    import neurorit_lens.objective as objective
+
+    model = cached_tiny_model()
+    exs = embedded_examples()[:2]
+    real = objective.encode_answer
+    wrong = {answer_continuation(e.meta["counterfactual_answer"], "plain") for e in exs}
+    wrong |= {answer_continuation(e.meta["counterfactual_answer"], "chat") for e in exs}
+    monkeypatch.setattr(objective, "encode_answer", lambda m, a: [] if a in wrong else real(m, a))
+    cfg = MiningConfig(method="grad_x_act", irrelevant_definition="distracted")
+    with pytest.raises(ValueError, match="distracted.*mydata.jsonl.*tokenises to nothing"):
+        mine(model, exs, cfg, DATA.replace(data="mydata.jsonl"), show_progress=False)
