@@ -174,19 +174,24 @@ def run_tiny(args: argparse.Namespace) -> int:
              "random": (plans["random"], True), "stage1 (dense grads)": (plans["stage1"], False),
              "random (dense grads)": (plans["random"], False)}
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
-    times: dict[str, list[float]] = {k: [] for k in cases}
+    wall: dict[str, list[float]] = {k: [] for k in cases}
+    cpu: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(args.repeats):
         for name, (stage, sparse) in cases.items():
-            stamps: list[float] = []
+            stamps: list[tuple[float, float]] = []
             Trainer(model, items, cfg, hooks=zero_ablation(stage.deactivate) if stage.deactivate else [],
                     param_masks=stage.masks, steps=5, resume=False, progress=False, neuron_grads=sparse,
-                    callbacks=[lambda _o, s=stamps: s.append(time.perf_counter())]).fit()
+                    callbacks=[lambda _o, s=stamps: s.append((time.perf_counter(), time.process_time()))]).fit()
             model.load_state_dict(snapshot)
-            times[name] += [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)]  # steps 2-5
-    med = {k: statistics.median(v) for k, v in times.items()}
+            for (w0, c0), (w1, c1) in zip(stamps[:-1], stamps[1:], strict=True):  # steps 2-5
+                wall[name].append(w1 - w0)
+                cpu[name].append(c1 - c0)
+            print(f"{name}: {1000 * statistics.median(cpu[name]):.1f} ms CPU", flush=True)
+    med = {k: statistics.median(v) for k, v in cpu.items()}
     rows = {k: {"trainable_params": count_trainable(model, cases[k][0].masks),
-                "lowest_trained_layer": lowest_trained_layer(cases[k][0]), "median_step_s": med[k],
-                "vs_layers": med[k] / med["layers"], "vs_random": med[k] / med["random"], "steps_s": times[k]}
+                "lowest_trained_layer": lowest_trained_layer(cases[k][0]), "median_step_cpu_s": med[k],
+                "median_step_wall_s": statistics.median(wall[k]), "vs_layers": med[k] / med["layers"],
+                "vs_random": med[k] / med["random"], "steps_cpu_s": cpu[k], "steps_wall_s": wall[k]}
              for k in cases}
     result = {"model": "tiny gated d_model 256, 6 layers, d_mlp 1024", "n_tokens":
               [int(n) for n in tokenize_items(model, items[:2]).lengths], "threads": torch.get_num_threads(),
@@ -194,11 +199,13 @@ def run_tiny(args: argparse.Namespace) -> int:
     lines = [f"Training step time, {result['model']}, one run: batch of 2 items "
              f"({', '.join(map(str, result['n_tokens']))} tokens), {result['threads']} torch threads, median of "
              f"{4 * args.repeats} steps ({args.repeats} round-robin repeats x steps 2-5), load avg "
-             f"{result['load_avg'][0]}.", "",
-             "| method | trainable params | lowest trained layer | step (ms) | vs layers | vs random |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {k} | {r['trainable_params']:,} | {r['lowest_trained_layer']} | {1000 * r['median_step_s']:.1f} "
-              f"| {r['vs_layers']:.2f} | {r['vs_random']:.2f} |" for k, r in rows.items()]
+             f"{result['load_avg'][0]}. Ratios are of CPU time per step (one thread, so CPU time is the work "
+             "done, whatever else runs on the machine).", "",
+             "| method | trainable params | lowest trained layer | step CPU (ms) | step wall (ms) | vs layers "
+             "| vs random |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {r['trainable_params']:,} | {r['lowest_trained_layer']} | "
+              f"{1000 * r['median_step_cpu_s']:.1f} | {1000 * r['median_step_wall_s']:.1f} | {r['vs_layers']:.2f} "
+              f"| {r['vs_random']:.2f} |" for k, r in rows.items()]
     out = Path(args.out)
     atomic_write_json(out / "train_step_tiny.json", result)
     atomic_write_text(out / "train_step_tiny.md", "\n".join(lines) + "\n")

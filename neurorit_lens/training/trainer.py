@@ -222,6 +222,7 @@ class Trainer:
         self.progress = progress and self.rank == 0
         self.trainable = MaskedParams(model, self.masks)
         self.neuron_grads = NeuronGrads(model, self.masks if neuron_grads else {})
+        self.neuron_skip = frozenset(self.neuron_grads.names)
         self.sync = GradientSync(self.trainable.params, average=False, only_trainable=False)
         self._perms: dict[int, list[int]] = {}
 
@@ -256,7 +257,7 @@ class Trainer:
             loss = sft_loss(self.model(b.tokens), b) * (int(b.answer_mask.sum()) / n_tok)
             loss.backward()
             loss_total += float(loss.detach())
-        self.trainable.mask_grads()
+        self.trainable.mask_grads(skip=self.neuron_skip)  # neuron-only gradients are zero outside already
         self.sync()  # sum over ranks (no-op in one process)
         grad_norm = self.trainable.clip(self.cfg.max_grad_norm)
         lr_now = float(sched.get_last_lr()[0])
