@@ -45,6 +45,8 @@ LrSchedule = Literal["cosine", "linear", "constant"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
 GenerationBackend = Literal["auto", "tl", "hf"]
+ExportFormat = Literal["hf", "gguf"]
+GgufDtype = Literal["float32", "float16", "bfloat16"]
 
 
 class ConfigBase:
