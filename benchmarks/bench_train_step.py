@@ -16,6 +16,14 @@ neuron-level training touches, once over whole tensors (what the trainer did bef
 
     python benchmarks/bench_train_step.py                 # SmolLM2, 2 items, 3 repeats
     python benchmarks/bench_train_step.py --repeats 5 --threads 2
+    python benchmarks/bench_train_step.py --tiny --threads 1   # ~1 min, no download
+
+``--tiny`` builds a random gated model from a config instead (d_model 256, 6 layers,
+d_mlp 1024, RMSNorm, SiLU; batch of 2 items of ~140 tokens) with 6 ``R_excl`` and 3
+``I_excl`` random neurons per layer, and times ``layers`` (3 target layers), ``stage1`` and
+``random`` with the neuron-only weight gradients (the default) and with the old dense
+masked gradients (``Trainer(neuron_grads=False)``), median of several steps, round-robin,
+in one run. Writes ``train_step_tiny.{json,md}``.
 
 Writes ``benchmarks/results/train_step.{json,md}``.
 """
@@ -58,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed steps per method (round-robin)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=str(RESULTS), help="folder for train_step.{json,md}")
+    p.add_argument("--tiny", action="store_true", help="random d_model-256 6-layer gated model from a config "
+                   "(no download): stage1 / random / layers, neuron-only vs dense weight gradients")
     return p.parse_args(argv)
 
 
@@ -137,10 +147,78 @@ def time_optimizer(model: Any, stage: StagePlan, repeats: int = 3) -> dict[str, 
     return out
 
 
+def tiny_setup() -> tuple[Any, list, dict[str, StagePlan]]:
+    """The ``--tiny`` model, a batch of ~140-token items and its cases (see module docstring)."""
+    from neurorit_lens.models import tiny_model
+    from neurorit_lens.training.items import TrainItem
+
+    model = tiny_model(n_layers=6, d_model=256, d_mlp=1024, n_heads=4, gated=True, normalization_type="RMS",
+                       act_fn="silu", seed=0)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    items = [TrainItem(" ".join(words[(i + j) % 12] for j in range(26)) + " Answer:", " Velmor", id=str(i))
+             for i in range(4)]
+    g = torch.Generator().manual_seed(0)
+    perms = {layer: torch.randperm(1024, generator=g)[:9].tolist() for layer in range(6)}
+    sets = {"R_excl": NeuronSet({layer: p[:6] for layer, p in perms.items()}),
+            "I_excl": NeuronSet({layer: p[6:] for layer, p in perms.items()})}
+    cfg = TrainConfig(steps=2, batch_size=2, lr=3e-4, warmup_steps=0, seed=0, n_target_layers=3)
+    plans = {m: plan_method(model, m, sets, None, cfg).stages[0] for m in ("layers", "stage1", "random")}
+    return model, items, plans
+
+
+def run_tiny(args: argparse.Namespace) -> int:
+    """``--tiny``: step times of layers / stage1 / random, neuron-only vs dense weight gradients."""
+    model, items, plans = tiny_setup()
+    cfg = TrainConfig(steps=2, batch_size=2, lr=3e-4, warmup_steps=0, seed=0)
+    cases = {"layers": (plans["layers"], True), "stage1": (plans["stage1"], True),
+             "random": (plans["random"], True), "stage1 (dense grads)": (plans["stage1"], False),
+             "random (dense grads)": (plans["random"], False)}
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    wall: dict[str, list[float]] = {k: [] for k in cases}
+    cpu: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(args.repeats):
+        for name, (stage, sparse) in cases.items():
+            stamps: list[tuple[float, float]] = []
+            Trainer(model, items, cfg, hooks=zero_ablation(stage.deactivate) if stage.deactivate else [],
+                    param_masks=stage.masks, steps=5, resume=False, progress=False, neuron_grads=sparse,
+                    callbacks=[lambda _o, s=stamps: s.append((time.perf_counter(), time.process_time()))]).fit()
+            model.load_state_dict(snapshot)
+            for (w0, c0), (w1, c1) in zip(stamps[:-1], stamps[1:], strict=True):  # steps 2-5
+                wall[name].append(w1 - w0)
+                cpu[name].append(c1 - c0)
+            print(f"{name}: {1000 * statistics.median(cpu[name]):.1f} ms CPU", flush=True)
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    rows = {k: {"trainable_params": count_trainable(model, cases[k][0].masks),
+                "lowest_trained_layer": lowest_trained_layer(cases[k][0]), "median_step_cpu_s": med[k],
+                "median_step_wall_s": statistics.median(wall[k]), "vs_layers": med[k] / med["layers"],
+                "vs_random": med[k] / med["random"], "steps_cpu_s": cpu[k], "steps_wall_s": wall[k]}
+             for k in cases}
+    result = {"model": "tiny gated d_model 256, 6 layers, d_mlp 1024", "n_tokens":
+              [int(n) for n in tokenize_items(model, items[:2]).lengths], "threads": torch.get_num_threads(),
+              "repeats": args.repeats, "load_avg": load_avg(), "methods": rows, "environment": environment_info(0)}
+    lines = [f"Training step time, {result['model']}, one run: batch of 2 items "
+             f"({', '.join(map(str, result['n_tokens']))} tokens), {result['threads']} torch threads, median of "
+             f"{4 * args.repeats} steps ({args.repeats} round-robin repeats x steps 2-5), load avg "
+             f"{result['load_avg'][0]}. Ratios are of CPU time per step (one thread, so CPU time is the work "
+             "done, whatever else runs on the machine).", "",
+             "| method | trainable params | lowest trained layer | step CPU (ms) | step wall (ms) | vs layers "
+             "| vs random |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {r['trainable_params']:,} | {r['lowest_trained_layer']} | "
+              f"{1000 * r['median_step_cpu_s']:.1f} | {1000 * r['median_step_wall_s']:.1f} | {r['vs_layers']:.2f} "
+              f"| {r['vs_random']:.2f} |" for k, r in rows.items()]
+    out = Path(args.out)
+    atomic_write_json(out / "train_step_tiny.json", result)
+    atomic_write_text(out / "train_step_tiny.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tiny:
+        return run_tiny(args)
     model = load_model(args.model) if args.model else load_model()
     neurons = read_json(args.neurons)
     sets = {k: NeuronSet.from_dict(neurons[k]) for k in ("R_excl", "I_excl")}

@@ -46,6 +46,9 @@ StageSchedule = Literal["per_stage", "continuous"]
 IrrelevantTarget = Literal["gold", "abstain", "drop"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
+GenerationBackend = Literal["auto", "tl", "hf"]
+ExportFormat = Literal["hf", "gguf"]
+GgufDtype = Literal["float32", "float16", "bfloat16"]
 
 
 class ConfigBase:
@@ -178,8 +181,12 @@ class EvalConfig(ConfigBase):
     n_bootstrap: int = 1000
     # Random seed of the bootstrap.
     seed: int = 0
+    # Greedy decoding path: auto (the transformers twin of a hook-free Llama-style or GPT-2
+    # model, TransformerLens otherwise), tl (always TransformerLens) or hf (always the twin).
+    generation_backend: GenerationBackend = "auto"
 
     def __post_init__(self) -> None:
+        _one_of(self.generation_backend, GenerationBackend, "generation_backend")
         self.settings = _split_commas(self.settings)
         _check(len(self.settings) > 0, "at least one setting is needed")
         _check(self.max_new_tokens > 0, "max_new_tokens must be positive")

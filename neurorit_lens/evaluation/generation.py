@@ -38,12 +38,13 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
+from neurorit_lens.config import GenerationBackend
 from neurorit_lens.evaluation.resources import fit_batch_size, generation_bytes_per_row
 from neurorit_lens.models.export import CHAT_END_TOKENS, EXPORTABLE, stop_ids_of, to_hf_model
 from neurorit_lens.objective import encode_prompt
@@ -52,6 +53,9 @@ from neurorit_lens.tl_backend import KeyValueCache, Model
 __all__ = ["CHAT_END_TOKENS", "decode_layout", "encode_for_generation", "generate_greedy", "generate_greedy_ids",
            "hooks_active", "left_pad", "stop_token_ids"]
 log = logging.getLogger(__name__)
+
+#: The generation backends (:data:`neurorit_lens.config.GenerationBackend`).
+BACKENDS: tuple[str, ...] = get_args(GenerationBackend)
 
 def stop_token_ids(model: Model) -> list[int]:
     """Token ids that end a generated answer: the tokenizer's EOS plus chat end tokens.
@@ -249,8 +253,8 @@ def _hf_twin(model: Model):
 
 def _choose_backend(model: Model, backend: str):
     """``None`` for the TL path, else the transformers twin (see :func:`generate_greedy_ids`)."""
-    if backend not in ("auto", "tl", "hf"):
-        raise ValueError(f"backend must be 'auto', 'tl' or 'hf', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     if backend == "tl":
         return None
     if hooks_active(model):
@@ -275,7 +279,7 @@ def generate_greedy_ids(
     batch_size: int = 8,
     stop_at_eos: bool = True,
     show_progress: bool = True,
-    backend: str = "auto",
+    backend: GenerationBackend = "auto",
 ) -> list[list[int]]:
     """Like :func:`generate_greedy` but returns the new token ids (stop token excluded)."""
     _check_args(model, prompts, max_new_tokens, batch_size)
@@ -329,7 +333,7 @@ def generate_greedy(
     batch_size: int = 8,
     stop_at_eos: bool = True,
     show_progress: bool = True,
-    backend: str = "auto",
+    backend: GenerationBackend = "auto",
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (new text only), batched with a KV cache.
 

@@ -21,6 +21,11 @@ window, rotary scaling, QK norm, logit soft-capping, parallel attention+MLP ...)
 architectures are refused with their name. Input and output embeddings are tied in the
 export exactly when ``W_E == W_U.T`` bitwise.
 
+Which parameters a method may train so that the export stays the source's architecture:
+:func:`hf_native_params` lists the TL parameters the HF checkpoints of the model's
+architecture have (:data:`NOT_IN_HF` the zero ones TL adds on conversion); the ``full``
+method trains exactly those, so a fully tuned Llama exports to the source's config.
+
 >>> import tempfile, torch
 >>> m = _demo_llama()
 >>> hf = to_hf_model(m)
@@ -49,6 +54,52 @@ log = logging.getLogger(__name__)
 
 LLAMA_STYLE = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 EXPORTABLE = (*LLAMA_STYLE, "GPT2LMHeadModel")
+
+#: Per-block TL biases that TL adds as zeros to models converted from gated, bias-free
+#: architectures (the HF checkpoints have no such tensors).
+_BLOCK_BIASES = ("attn.b_Q", "attn.b_K", "attn.b_V", "attn._b_K", "attn._b_V", "attn.b_O", "mlp.b_in", "mlp.b_out")
+
+#: TL parameters (``blocks.{l}.`` stripped) that the architecture's own HF checkpoints do not
+#: have: TL adds them as zeros on conversion. ``unembed.b_U`` has no slot in any of these
+#: architectures (no ``lm_head`` bias); the others have an optional slot in the exported
+#: Llama (``attention_bias`` / ``mlp_bias``, ``b_in`` folded exactly) but switching it on
+#: changes the architecture's config, so full fine-tuning leaves them frozen (see
+#: :func:`hf_native_params`). Architectures not listed (TL-only models) keep every parameter.
+NOT_IN_HF: dict[str, tuple[str, ...]] = {
+    **{arch: (*_BLOCK_BIASES, "unembed.b_U") for arch in (
+        "LlamaForCausalLM", "MistralForCausalLM", "Qwen3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
+        "Gemma3ForCausalLM")},
+    "Qwen2ForCausalLM": ("attn.b_O", "mlp.b_in", "mlp.b_out", "unembed.b_U"),  # q/k/v biases are Qwen2's own
+    "GPT2LMHeadModel": ("unembed.b_U",),
+    "GPTNeoXForCausalLM": ("unembed.b_U",),
+}
+
+
+def _short_name(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[2:]) if parts[0] == "blocks" else name
+
+
+def tl_only_params(model: torch.nn.Module) -> list[str]:
+    """Names of ``model``'s parameters that its HF architecture's checkpoints do not have
+    (:data:`NOT_IN_HF`); empty for an architecture that is not listed."""
+    arch = getattr(getattr(model, "cfg", None), "original_architecture", None)
+    extra = set(NOT_IN_HF.get(str(arch), ()))
+    return [n for n, _ in model.named_parameters() if _short_name(n) in extra]
+
+
+def hf_native_params(model: torch.nn.Module) -> list[str]:
+    """Names of ``model``'s parameters that exist in its HF architecture as the source
+    checkpoint has it: what fine-tuning the HF model would train, and what the ``full``
+    method trains. Every parameter for an architecture :data:`NOT_IN_HF` does not list.
+
+    >>> m = _demo_llama()
+    >>> sorted({_short_name(n) for n in set(dict(m.named_parameters())) - set(hf_native_params(m))})[:3]
+    ['attn._b_K', 'attn._b_V', 'attn.b_O']
+    """
+    extra = set(tl_only_params(model))
+    return [n for n, _ in model.named_parameters() if n not in extra]
+
 
 # Special tokens that end an assistant turn in common chat templates (when in the vocab).
 CHAT_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<eos>", "</s>", "<|eot_id|>", "<|end|>")
@@ -88,8 +139,8 @@ def _cfg_checks(model: HookedTransformer, arch: str, target: str, expected: dict
 def _check_zero(params: dict[str, torch.Tensor], name: str, target: str) -> None:
     p = params.pop(name, None)
     if p is not None and bool(p.detach().ne(0).any()):
-        hint = (" (TL adds a zero unembed.b_U to converted models and method 'full' trains it; "
-                "train without it to export)") if name == "unembed.b_U" else ""
+        hint = (" (TL adds a zero unembed.b_U to converted models; method 'full' trains only "
+                "hf_native_params(model), which leave it out)") if name == "unembed.b_U" else ""
         raise ValueError(f"parameter {name} is nonzero but {target} has no slot for it "
                          f"(max |value| {float(p.abs().max()):.3g}); it cannot be exported exactly{hint}")
 

@@ -8,7 +8,8 @@ Neuro-RIT trains at two granularities, both expressed here as one structure, a
   and, for gated MLPs, its gate column ``W_gate[:, i]``. The mask is ``True`` exactly on
   those entries.
 - *layer level* (stage 2, the ``layers`` and ``full`` baselines): whole tensors are
-  trainable; their mask is ``None``.
+  trainable; their mask is ``None``. ``full`` takes the parameters the model's HF
+  architecture has (:func:`full_param_masks`), not the zero biases TL adds.
 
 A parameter absent from the mapping is frozen. The trainer turns masks into
 ``requires_grad`` flags, zeroes the masked gradient entries after every backward pass,
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from jaxtyping import Bool
 
+from neurorit_lens.models.export import hf_native_params
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.tl_backend import Model
 
@@ -112,8 +114,15 @@ def layer_param_masks(model: Model, layers: Iterable[int], attention: bool = Fal
 
 
 def full_param_masks(model: Model) -> ParamMasks:
-    """Every parameter trainable (full fine-tuning)."""
-    return {name: None for name, _ in model.named_parameters()}
+    """Full fine-tuning: every parameter the model's HF architecture has, whole.
+
+    TL adds zero tensors to converted models that their HF checkpoints do not have
+    (``unembed.b_U`` always; attention and MLP biases of Llama-style models); those stay
+    frozen, so the tuned model exports to its source architecture
+    (:func:`neurorit_lens.models.export.hf_native_params`). A TL-only model (no HF
+    architecture) trains every parameter.
+    """
+    return {name: None for name in hf_native_params(model)}
 
 
 def merge_masks(*masks: Mapping[str, torch.Tensor | None]) -> ParamMasks:

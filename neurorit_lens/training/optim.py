@@ -24,7 +24,7 @@ owns everything the trainer does to parameters around ``backward``:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 import torch
 
@@ -92,11 +92,12 @@ class MaskedParams:
         for t in (*self.params, *self.leaves):
             t.grad = None
 
-    def mask_grads(self) -> None:
-        """Zero the gradient entries outside each mask."""
+    def mask_grads(self, skip: Collection[str] = ()) -> None:
+        """Zero the gradient entries outside each mask (``skip``: parameters whose gradient is
+        already zero there, e.g. written by :class:`~neurorit_lens.training.sparse_grads.NeuronGrads`)."""
         for n, p in zip(self.names, self.params, strict=True):
             m = self.masks[n]
-            if p.grad is not None and m is not None:
+            if p.grad is not None and m is not None and n not in skip:
                 p.grad = torch.where(m, p.grad, torch.zeros((), dtype=p.grad.dtype, device=p.grad.device))
 
     def clip(self, max_norm: float) -> float:

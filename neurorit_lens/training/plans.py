@@ -18,7 +18,8 @@ neurorit   ``I_excl``                                   stage 1, then stage 2: w
 layers     nothing                                      the same target layers as neurorit's stage 2
 random     random neurons, ``I_excl``'s per-layer       random neurons with ``R_excl``'s per-layer
            counts                                       counts (seeded, disjoint from both real sets)
-full       nothing                                      every parameter (RetRobust-style)
+full       nothing                                      every parameter the HF architecture has
+                                                        (RetRobust-style; not the zero biases TL adds)
 =========  ==========================================  =============================================
 
 Target layers (stage 2): layers ranked by ``R_excl`` attribution mass
@@ -69,6 +70,7 @@ from neurorit_lens.training.gate import GatePenalty, attach_gates, bake_gates, g
 from neurorit_lens.training.masks import (
     ParamMasks,
     count_trainable,
+    full_param_masks,
     layer_param_masks,
     merge_masks,
     mlp_param_name,
@@ -307,9 +309,10 @@ def _plan(
     sets = full_sets(sets)
     empty = NeuronSet()
     if method == "full":
-        masks = {n: None for n, _ in model.named_parameters()}
+        masks = full_param_masks(model)
         st = [StagePlan("full", empty, masks, cfg.steps)]
-        return MethodPlan(method, st, empty, empty, list(range(model.cfg.n_layers)), total, total)
+        return MethodPlan(method, st, empty, empty, list(range(model.cfg.n_layers)),
+                          count_trainable(model, masks), total)
     missing = [k for k in ("R_excl", "I_excl") if k not in sets]
     if missing and method != "layers":
         raise ValueError(f"method {method!r} needs neuron sets R_excl and I_excl (or R and I); missing {missing}")

@@ -64,7 +64,7 @@ from neurorit_lens.distributed.collectives import (
     global_token_count,
 )
 from neurorit_lens.distributed.process import barrier, get_rank, get_world_size, local_batch_slice
-from neurorit_lens.hooks import FwdHook, neuron_hooks
+from neurorit_lens.hooks import FwdHook
 from neurorit_lens.objective import AnswerBatch, sft_loss, token_logprobs, tokenize_with_answers
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.checkpoint import (
@@ -80,6 +80,7 @@ from neurorit_lens.training.checkpoint import (
 from neurorit_lens.training.items import TrainItem
 from neurorit_lens.training.masks import ParamMasks, check_masks, full_param_masks
 from neurorit_lens.training.optim import MaskedParams
+from neurorit_lens.training.sparse_grads import NeuronGrads
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,10 @@ class Trainer:
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         callbacks: called with each :class:`StepOutput` after its checkpoint is written.
         progress: show a tqdm bar with the loss (rank 0 only).
+        neuron_grads: compute the weight gradients of neuron-masked MLP layers for the
+            trained neurons only (:mod:`neurorit_lens.training.sparse_grads`); ``False``
+            takes the dense weight gradients and masks them (the old path, same result to
+            float rounding).
 
     Raises:
         ValueError: no items, nothing trainable, ``steps < 1``, or a global batch
@@ -211,6 +216,7 @@ class Trainer:
         resume: bool = True,
         callbacks: Sequence[Callable[[StepOutput], None]] = (),
         progress: bool = True,
+        neuron_grads: bool = True,
     ):
         self.model, self.cfg, self.hooks = model, cfg, list(hooks)
         self.items = _as_items(train_items, "train")
@@ -239,6 +245,8 @@ class Trainer:
         self.out_dir = self.shared_dir if self.rank == 0 else None  # only rank 0 writes
         self.progress = progress and self.rank == 0
         self.trainable = MaskedParams(model, self.masks)
+        self.neuron_grads = NeuronGrads(model, self.masks if neuron_grads else {})
+        self.neuron_skip = frozenset(self.neuron_grads.names)
         self.sync = GradientSync(self.trainable.params, average=False, only_trainable=False)
         self._perms: dict[int, list[int]] = {}
 
@@ -275,7 +283,7 @@ class Trainer:
             loss_total += float(loss.detach())
         if self.penalty is not None:  # once per step; its gradient is summed over ranks below
             (self.penalty() / self.world_size).backward()
-        self.trainable.mask_grads()
+        self.trainable.mask_grads(skip=self.neuron_skip)  # neuron-only gradients are zero outside already
         self.sync()  # sum over ranks (no-op in one process)
         grad_norm = self.trainable.clip(self.cfg.max_grad_norm)
         lr_now = float(sched.get_last_lr()[0])
@@ -340,7 +348,7 @@ class Trainer:
         with contextlib.ExitStack() as stack:
             stack.callback(bar.close)
             stack.enter_context(self.trainable.trainable())
-            stack.enter_context(neuron_hooks(self.model, self.hooks))
+            stack.enter_context(self.neuron_grads.active(self.hooks))  # the hooks, and neuron-only weight grads
             log_file = stack.enter_context(open(self.out_dir / TRAIN_LOG, "a")) if self.out_dir is not None else None
 
             def write(out: StepOutput) -> None:

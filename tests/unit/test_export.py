@@ -12,10 +12,11 @@ import torch
 
 from neurorit_lens.cli.main import main as cli_main
 from neurorit_lens.models.convert import hf_to_hooked
-from neurorit_lens.models.export import export_hf, stop_ids_of, to_hf_model
+from neurorit_lens.models.export import export_hf, hf_native_params, stop_ids_of, tl_only_params, to_hf_model
 from neurorit_lens.models.saved import save_trained_model
 from neurorit_lens.models.tiny import tiny_model, tiny_tokenizer
 from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.training.masks import full_param_masks
 from neurorit_lens.training.methods import bake_deactivation
 
 TEXTS = ["The capital of Zarnia is Velmor.", "Question: Who wrote the report? Answer: Alice wrote it."]
@@ -110,6 +111,46 @@ def test_stage1_tuned_and_baked_model_round_trips(tmp_path, arch):
         want = mlp.b_in.double() @ mlp.W_out.double() + mlp.b_out.double()
         torch.testing.assert_close(hf.model.layers[0].mlp.down_proj.bias.double(), want, atol=1e-6, rtol=0)
         assert not hf.model.layers[0].mlp.up_proj.bias.any() and not hf.model.layers[0].mlp.gate_proj.bias.any()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gpt_neox"])
+def test_native_params_are_the_hf_checkpoints_params(tmp_path, arch):
+    """``full`` trains what fine-tuning the HF model trains: the native TL parameters hold
+    exactly as many entries as the (untied) HF model has, and the rest are TL's zeros."""
+    hf, _ = _tiny_hf(arch)
+    model = _tl(arch, tmp_path)
+    params = dict(model.named_parameters())
+    native = hf_native_params(model)
+    assert sum(params[n].numel() for n in native) == sum(p.numel() for p in hf.parameters())
+    assert "unembed.b_U" not in native and set(native) | set(tl_only_params(model)) == set(params)
+    assert all(not params[n].any() for n in tl_only_params(model))
+    assert set(full_param_masks(model)) == set(native)
+    assert ("blocks.0.mlp.b_in" in native) == (arch in ("gpt2", "gpt_neox"))
+    assert hf_native_params(tiny_model()) == [n for n, _ in tiny_model().named_parameters()]  # TL-only: all
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_full_tuned_model_exports_to_the_source_config(tmp_path, arch):
+    from neurorit_lens.config import TrainConfig
+    from neurorit_lens.training.items import TrainItem
+    from neurorit_lens.training.methods import train
+
+    model = _tl(arch, tmp_path, prepend_bos=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    items = [TrainItem(f"Question: Where is Zarnia{i}? Answer:", f" Velmor{i}", id=f"q{i}") for i in range(4)]
+    cfg = TrainConfig(method="full", steps=2, batch_size=2, lr=1e-2, lr_grid=(), warmup_steps=0,
+                      checkpoint_every=0, eval_every=0, weight_decay=0.1)
+    res = train(model, items, None, None, None, cfg, out_dir=tmp_path / "run", progress=False)
+    params = dict(model.named_parameters())
+    assert res.trainable_params == sum(params[n].numel() for n in hf_native_params(model)) < res.total_params
+    assert not torch.equal(params["blocks.0.mlp.W_in"], before["blocks.0.mlp.W_in"])  # trained
+    for n in tl_only_params(model):  # TL's zero biases (and b_U) untouched
+        assert torch.equal(params[n], before[n]), n
+    out = export_hf(tmp_path / "run" / "model", tmp_path / "hf")
+    hf, tok = _load_back(out)
+    _logprobs_close(model, hf, tok)
+    if arch == "llama":
+        assert hf.config.mlp_bias is False and hf.config.attention_bias is False
 
 
 def test_saved_folder_and_cli_export(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from neurorit_lens.config import EvalConfig
 from neurorit_lens.evaluation.generation import (
     encode_for_generation,
     generate_greedy,
@@ -15,7 +16,7 @@ from neurorit_lens.evaluation.generation import (
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
-from tests.helpers import cached_tiny_model, unchecked
+from tests.helpers import BAD_CHOICE, cached_tiny_model, unchecked
 
 PROMPTS = [
     "The capital of Zarnia is",
@@ -197,8 +198,21 @@ def test_hooks_force_the_tl_path(tmp_path):
             generate_greedy_ids(model, PROMPTS[:2], max_new_tokens=3, show_progress=False, backend="hf")
     assert len(calls) == 3 and model not in gen._HF_CACHE  # every pass went through TL
     assert not gen.hooks_active(model)
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(BAD_CHOICE, match="backend"):
         generate_greedy_ids(model, PROMPTS[:1], show_progress=False, backend="vllm")
+    with pytest.raises(ValueError, match="'auto', 'tl', 'hf'.*vllm"):  # without the type checker, as users run
+        unchecked(generate_greedy_ids)(model, PROMPTS[:1], show_progress=False, backend="vllm")
+
+
+def test_eval_config_generation_backend_is_a_choice():
+    assert EvalConfig().generation_backend == "auto"
+    assert EvalConfig.from_dict({"generation_backend": "tl"}).generation_backend == "tl"
+    with pytest.raises(BAD_CHOICE, match="generation_backend"):
+        EvalConfig(generation_backend="vllm")
+    cfg = EvalConfig()
+    cfg.generation_backend = "vllm"  # type: ignore[assignment]  (past the type checker, as users run)
+    with pytest.raises(ValueError, match="unknown generation_backend 'vllm'; choose from auto, tl, hf"):
+        cfg.__post_init__()
 
 
 def test_unexportable_model_uses_tl_and_hf_backend_names_it():
