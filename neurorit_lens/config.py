@@ -40,7 +40,7 @@ AblationMode = Literal["zero", "mean", "scale", "constant"]
 IrrelevantDefinition = Literal["gold", "negative", "distracted"]
 Deactivation = Literal["zero", "scale", "constant"]
 RandomExclude = Literal["tested", "all"]
-TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random"]
+TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random", "clean"]
 LrSchedule = Literal["cosine", "linear", "constant"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
@@ -315,8 +315,8 @@ class AblationConfig(ConfigBase):
 class TrainConfig(ConfigBase):
     """The trainer and the two Neuro-RIT stages; baselines are other ``method`` values."""
 
-    # What is tuned: Neuro-RIT's two stages, stage 1 only, the target layers' MLPs, every weight, or
-    # random neurons.
+    # What is tuned: Neuro-RIT's two stages, stage 1 only, the target layers' MLPs, every weight,
+    # random neurons, or every weight on gold-only contexts (clean, the format control).
     method: TrainMethod = "neurorit"
     # Total optimizer steps for every method (neurorit splits them, see --stage1-fraction).
     steps: int = 100
