@@ -176,6 +176,9 @@ class EvalConfig(ConfigBase):
     n_bootstrap: int = 1000
     # Random seed of the bootstrap.
     seed: int = 0
+    # End each answer at its first newline token (kept), and a batch once every row has ended
+    # (faster; the scored first line is unchanged).
+    stop_at_newline: bool = False
 
     def __post_init__(self) -> None:
         self.settings = _split_commas(self.settings)
