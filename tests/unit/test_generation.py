@@ -232,7 +232,8 @@ def test_stop_at_newline_equals_the_unstopped_output_cut_at_its_first_line_end(t
     stopped = generate_greedy_ids(model, PROMPTS, stop_at_newline=True, **kw)
     tok = model.tokenizer
     assert stopped == [_cut_at_first_line_end(tok, ids) for ids in full]
-    assert any(len(s) < len(f) for s, f in zip(stopped, full)) and any(s == f for s, f in zip(stopped, full))
+    pairs = list(zip(stopped, full, strict=True))
+    assert any(len(s) < len(f) for s, f in pairs) and any(s == f for s, f in pairs)
     texts = generate_greedy(model, PROMPTS, stop_at_newline=True, **kw)
     full_texts = generate_greedy(model, PROMPTS, **kw)
     assert [extract_answer(t, ["x"]) for t in texts] == [extract_answer(t, ["x"]) for t in full_texts]
