@@ -56,6 +56,9 @@ from neurorit_lens.training.plans import METHODS  # noqa: E402
 log = logging.getLogger("compare_methods")
 NEEDS_NEURONS = ("neurorit", "layers", "random", "stage1")
 REQUIRED = ("name", "model", "datasets", "settings", "methods", "contrasts", "seeds", "lr_grid", "train", "selection")
+OPTIONAL = ("description", "device", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
+            "n_distractors", "train_limit", "dev_limit", "test_limit", "extra_seeds", "mining", "mine_limit", "eval",
+            "logprob", "n_bootstrap", "planning_discordance", "keep_checkpoints")
 RULE = ("for each trained method, at the first seed: the LR of its grid with the highest accuracy on the dev "
         "questions of every data set pooled, at the selection settings; ties: the smaller LR; later seeds reuse it")
 
@@ -71,6 +74,9 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in cfg]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}")
+    unknown = sorted(set(cfg) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {REQUIRED + OPTIONAL}")
     allowed = ("base", *METHODS)
     bad = [m for m in cfg["methods"] if m not in allowed]
     if bad:

@@ -105,6 +105,8 @@ def test_changed_protocol_and_bad_config_are_errors(tmp_path):
         cm.load_config(_write_cfg(tmp_path, lr_grid={"neurorit": [1e-3]}))
     with pytest.raises(ValueError, match="setting"):
         cm.load_config(_write_cfg(tmp_path, settings=["gold", "gold+x"]))
+    with pytest.raises(ValueError, match="unknown key"):
+        cm.load_config(_write_cfg(tmp_path, test_limt=3))
     with pytest.raises(ValueError, match="missing"):
         bad = dict(TINY)
         bad.pop("contrasts")
