@@ -17,7 +17,8 @@ loses at most the unit in progress; training itself also resumes from its checkp
 3. for every trained method, at the first seed: train one run per LR of its grid (same
    optimizer steps and schedule for every method), evaluate each on the dev questions at
    the selection settings, choose the LR by the declared rule (highest pooled dev accuracy;
-   ties: the smaller LR), evaluate the chosen run only on the test questions;
+   ties: the smaller LR), evaluate the chosen run only on the test questions (a one-value
+   grid without extra seeds has nothing to choose: no dev pass);
 4. extra seeds (``extra_seeds``) for neurorit and the strongest baseline (the trained
    non-neurorit method with the highest dev score at its chosen LR), at the LR chosen at
    the first seed;
@@ -296,12 +297,15 @@ class Harness:
         if path.exists():
             return read_json(path)
         scores: dict[str, float] = {}
-        for lr in lr_grid(self.cfg, method):
+        grid = lr_grid(self.cfg, method)
+        needs_dev = len(grid) > 1 or bool(self.cfg.get("extra_seeds"))  # nothing to choose: no dev pass
+        for lr in grid:
             self.train_unit(method, lr, seed)
             bar()
-            scores[f"{lr:g}"] = self.dev_score(run_name(method, lr, seed))
+            if needs_dev:
+                scores[f"{lr:g}"] = self.dev_score(run_name(method, lr, seed))
             bar()
-        best = max(lr_grid(self.cfg, method), key=lambda lr: (scores[f"{lr:g}"], -lr))  # ties: smaller LR
+        best = max(grid, key=lambda lr: (scores.get(f"{lr:g}", 0.0), -lr))  # ties: smaller LR
         sel = {"method": method, "seed": seed, "dev_scores": scores, "chosen": f"{best:g}", "chosen_lr": best,
                "rule": RULE, "settings": self.cfg["selection"]["settings"]}
         atomic_write_json(path, sel)
@@ -318,11 +322,13 @@ class Harness:
         n_test = sum(len(self.examples[d]["test"]) * len(self.settings_of(d)) for d in self.examples)
         n_dev = sum(len(self.examples[d]["dev"]) for d in self.examples) * len(self.cfg["selection"]["settings"])
         grid = sum(len(lr_grid(self.cfg, m)) for m in trained(self.cfg))
+        dev_runs = sum(len(lr_grid(self.cfg, m)) for m in trained(self.cfg)
+                       if len(lr_grid(self.cfg, m)) > 1 or self.cfg.get("extra_seeds"))
         baselines = [m for m in trained(self.cfg) if m != "neurorit"]
         extra = len(self.cfg.get("extra_seeds", [])) * (("neurorit" in self.cfg["methods"]) + bool(baselines))
         steps = self.cfg["train"].get("steps", TrainConfig().steps)
         return {"train_questions": len(self.pool("train")), "training_runs": grid + extra, "extra_runs": extra,
-                "optimizer_steps": (grid + extra) * steps, "dev_generations": grid * n_dev,
+                "optimizer_steps": (grid + extra) * steps, "dev_generations": dev_runs * n_dev,
                 "test_generations": (len(self.cfg["methods"]) + extra) * n_test,
                 "teacher_forced_passes": (len(self.cfg["methods"]) + extra) * n_test if self.cfg.get("logprob", True)
                 else 0, "per_dataset": {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}}

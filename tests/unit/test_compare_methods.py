@@ -89,6 +89,18 @@ def test_harness_end_to_end_resumes_without_training(tmp_path):
     assert cm._clean(rep2["contrasts"]) == cm._clean(rep["contrasts"])
 
 
+def test_a_one_value_grid_without_extra_seeds_makes_no_dev_pass(tmp_path):
+    cfg = cm.load_config(_write_cfg(tmp_path, methods=["base", "clean"], contrasts=[["clean", "base"]],
+                                    extra_seeds=[], datasets={"emb_a": {"data": "embedded:40"}}))
+    h = cm.Harness(cfg, tmp_path / "run", progress=False, results=tmp_path / "r")
+    h.load_data()
+    assert h.plan()["dev_generations"] == 0
+    rep = h.run()
+    assert h.n_trained == 1 and not list((tmp_path / "run" / "eval").rglob("dev"))
+    assert rep["selection"]["clean"]["chosen_lr"] == 1e-3 and rep["selection"]["clean"]["dev_scores"] == {}
+    assert [(r["a"], r["b"]) for r in rep["contrasts"]] == [("clean", "base")] * 2  # gold, gold+2
+
+
 def test_changed_protocol_and_bad_config_are_errors(tmp_path):
     out = tmp_path / "run"
     h = cm.Harness(cm.load_config(_write_cfg(tmp_path)), out, progress=False, results=tmp_path / "r")
