@@ -315,7 +315,7 @@ class Harness:
         cands = [m for m in trained(self.cfg) if m != "neurorit" and m in selection]
         if not cands:
             return None
-        return max(cands, key=lambda m: (selection[m]["dev_scores"][selection[m]["chosen"]], -cands.index(m)))
+        return max(cands, key=lambda m: (selection[m]["dev_scores"].get(selection[m]["chosen"], 0.0), -cands.index(m)))
 
     def plan(self) -> dict[str, Any]:
         """Units and sizes (no model loaded)."""
@@ -361,6 +361,8 @@ class Harness:
         return self.write_report(selection)
 
     def extra_seeds(self, selection: dict[str, Any], bar: Callable[[], None]) -> None:
+        if not self.cfg.get("extra_seeds"):
+            return
         strongest = self.strongest_baseline(selection)
         atomic_write_json(self.out / "selection" / "strongest_baseline.json", {"method": strongest})
         for seed in self.cfg.get("extra_seeds", []):
