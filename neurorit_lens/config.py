@@ -40,7 +40,7 @@ AblationMode = Literal["zero", "mean", "scale", "constant"]
 IrrelevantDefinition = Literal["gold", "negative", "distracted", "contrast"]
 Deactivation = Literal["zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
-TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random"]
+TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random", "clean"]
 LrSchedule = Literal["cosine", "linear", "constant"]
 StageSchedule = Literal["per_stage", "continuous"]
 IrrelevantTarget = Literal["gold", "abstain", "drop"]
@@ -184,6 +184,9 @@ class EvalConfig(ConfigBase):
     # Greedy decoding path: auto (the transformers twin of a hook-free Llama-style or GPT-2
     # model, TransformerLens otherwise), tl (always TransformerLens) or hf (always the twin).
     generation_backend: GenerationBackend = "auto"
+    # End each answer at its first newline token (kept), and a batch once every row has ended
+    # (faster; the scored first line is unchanged).
+    stop_at_newline: bool = False
 
     def __post_init__(self) -> None:
         _one_of(self.generation_backend, GenerationBackend, "generation_backend")
@@ -326,8 +329,8 @@ class AblationConfig(ConfigBase):
 class TrainConfig(ConfigBase):
     """The trainer and the two Neuro-RIT stages; baselines are other ``method`` values."""
 
-    # What is tuned: Neuro-RIT's two stages, stage 1 only, the target layers' MLPs, every weight, or
-    # random neurons.
+    # What is tuned: Neuro-RIT's two stages, stage 1 only, the target layers' MLPs, every weight,
+    # random neurons, or every weight on gold-only contexts (clean, the format control).
     method: TrainMethod = "neurorit"
     # Total optimizer steps for every method (neurorit splits them, see --stage1-fraction).
     steps: int = 100

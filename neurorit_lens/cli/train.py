@@ -22,11 +22,12 @@ from neurorit_lens.cli.common import (
 from neurorit_lens.config import DataConfig, TrainConfig
 
 NAME = "train"
-HELP = "tune a model with Neuro-RIT (stage 1 + stage 2) or a baseline (full, layers, stage1, random)"
+HELP = "tune a model with Neuro-RIT (stage 1 + stage 2) or a baseline (full, layers, stage1, random, clean)"
 DataFlags = without(DataConfig, "split")  # training uses the train and dev splits
 TrainFlags = without(TrainConfig, "seed")  # one --seed (DataConfig's) seeds both
 
 log = logging.getLogger(__name__)
+NO_NEURONS = ("full", "clean")  # methods that train without a neurons.json
 
 
 @dataclass
@@ -35,7 +36,8 @@ class Args:
     (relevant passages among irrelevant ones at --noise-ratios, plus --irrelevant-only-fraction
     irrelevant-only contexts; target: the gold answer) and train with --method: neurorit
     (stage 1: I_excl deactivated, R_excl neurons' own weights trained; stage 2: MLP of the
-    layers with most R_excl attribution mass), stage1, layers, random or full. Every method
+    layers with most R_excl attribution mass), stage1, layers, random, full, or clean (every
+    weight, as full, trained on gold-only contexts: the format control). Every method
     takes the same --steps optimizer steps and the same --lr-grid search on dev loss.
     Checkpoints under OUT/runs/ make a killed run resumable (--resume, the default). Writes
     OUT/model/ (load it with `--model OUT/model`), OUT/train.json and OUT/train_log.jsonl.
@@ -43,7 +45,7 @@ class Args:
 
     model: ModelName
     out: OutDir
-    # neurons.json written by `neurorit mine` (required for every method but full).
+    # neurons.json written by `neurorit mine` (required for every method but full and clean).
     neurons: str | None = None
     device: Device = "cpu"
     resume: bool = True  # Continue from the checkpoints in OUT/runs/ if present.
@@ -67,7 +69,7 @@ def run(args: Args) -> int:
 
 def _neurons_path(args: Args, cfg: TrainConfig) -> Path | None:
     path = Path(args.neurons) if args.neurons else None
-    if cfg.method != "full":
+    if cfg.method not in NO_NEURONS:
         if path is None:
             raise ValueError(f"--method {cfg.method} needs --neurons (a neurons.json from `neurorit mine`)")
         if not path.is_file():

@@ -368,7 +368,8 @@ def evaluate_prompts(
     if len(instances) != len(prompts):
         raise ValueError(f"{len(instances)} instances but {len(prompts)} prompts")
     preds = generate_greedy(model, list(prompts), max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                            show_progress=show_progress, backend=cfg.generation_backend)
+                            show_progress=show_progress, backend=cfg.generation_backend,
+                            stop_at_newline=cfg.stop_at_newline)
     ntoks = [len(encode_for_generation(model, p)) for p in prompts]
     return score_predictions(instances, prompts, preds, ntoks)
 

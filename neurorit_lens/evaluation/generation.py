@@ -9,7 +9,12 @@ cache: TL then masks the pad keys in attention and counts positions from each ro
 real token (absolute and rotary embeddings alike), so a padded row computes exactly what
 it would compute alone. Each later step feeds one token per row and reuses the cached keys
 and values. A row stops at EOS or at a chat end token (``<|im_end|>``, ``<end_of_turn>``,
-...); finished rows are fed a pad token until every row is done.
+...); finished rows are fed a pad token until every row is done. With ``stop_at_newline`` a
+row also stops after the first newline that ends a non-blank line (leading blank lines do
+not count, as the scorer skips them; :func:`newline_token_ids`). That token is kept, so the
+output is the unstopped output up to and including it and its first non-blank line, the
+line :func:`neurorit_lens.evaluation.metrics.extract_answer` scores, is the same; the batch
+ends as soon as every row has stopped.
 
 Forward hooks attached to the model (ablation, functional deactivation) stay in effect
 for every forward pass here, the prompt pass and each one-token step. The first pass runs
@@ -51,7 +56,7 @@ from neurorit_lens.objective import encode_prompt
 from neurorit_lens.tl_backend import KeyValueCache, Model
 
 __all__ = ["CHAT_END_TOKENS", "decode_layout", "encode_for_generation", "generate_greedy", "generate_greedy_ids",
-           "hooks_active", "left_pad", "stop_token_ids"]
+           "hooks_active", "left_pad", "newline_token_ids", "stop_token_ids"]
 log = logging.getLogger(__name__)
 
 #: The generation backends (:data:`neurorit_lens.config.GenerationBackend`).
@@ -66,6 +71,30 @@ def stop_token_ids(model: Model) -> list[int]:
     if model.tokenizer is None:
         raise ValueError("model has no tokenizer; generation needs one")
     return stop_ids_of(model.tokenizer)
+
+
+_LINE_TABLES: dict[int, tuple[Any, tuple[list[int], list[int], list[int]]]] = {}
+
+
+def newline_token_ids(tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
+    """Token tables of ``stop_at_newline``: ``(newline, text, text_then_newline)`` ids.
+
+    ``newline``: tokens whose decoded text holds a newline; ``text``: tokens with a
+    non-white-space character; ``text_then_newline``: tokens with a non-white-space
+    character before their last newline (they end a non-blank line on their own). Special
+    tokens are in none. Every vocabulary entry is decoded once per tokenizer (cached).
+    """
+    hit = _LINE_TABLES.get(id(tokenizer))
+    if hit is not None and hit[0] is tokenizer:
+        return hit[1]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    keep = [(i, t) for i, t in enumerate(texts) if i not in special]
+    newline = [i for i, t in keep if "\n" in t]
+    text = [i for i, t in keep if t.strip()]
+    ends = [i for i, t in keep if "\n" in t and t[: t.rindex("\n")].strip()]
+    _LINE_TABLES[id(tokenizer)] = (tokenizer, (newline, text, ends))
+    return newline, text, ends
 
 
 def _pad_id(model: Model) -> int:
@@ -162,15 +191,31 @@ def _last_logits(model: Model, resid: Float[torch.Tensor, "batch pos d_model"]) 
 Step = Callable[[torch.Tensor], Float[torch.Tensor, "batch d_vocab"]]
 
 
+Lines = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _line_ends(tok: torch.Tensor, seen_text: torch.Tensor, lines: Lines) -> torch.Tensor:
+    """Rows whose token ``tok`` ends their first non-blank line (``seen_text``: a row has
+    already produced a non-white-space character). Updates ``seen_text`` in place."""
+    newline, text, ends = lines
+    done = torch.isin(tok, ends) | (seen_text & torch.isin(tok, newline))
+    seen_text |= torch.isin(tok, text)
+    return done
+
+
 def _greedy_loop(first: Float[torch.Tensor, "batch d_vocab"], step: Step, max_new_tokens: int,
-                 stop_ids: torch.Tensor, pad_id: int) -> list[list[int]]:
+                 stop_ids: torch.Tensor, pad_id: int, lines: Lines | None = None) -> list[list[int]]:
     """Greedy decoding from the prompt's last logits; ``step(tokens [batch])`` returns the
-    next logits. Finished rows are fed ``pad_id``; stop tokens are not returned."""
+    next logits. Finished rows are fed ``pad_id``; stop tokens are not returned. With
+    ``lines`` (:func:`newline_token_ids` as tensors) a row keeps the token that ends its
+    first non-blank line and stops."""
     next_tok = first.argmax(-1)
     B, device = next_tok.shape[0], next_tok.device
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in range(B)]
     stop_ids = stop_ids.to(device)
+    lines = tuple(t.to(device) for t in lines) if lines is not None else None  # type: ignore[assignment]
+    seen_text = torch.zeros(B, dtype=torch.bool, device=device)
     for i in range(max_new_tokens):
         if stop_ids.numel():
             is_stop = torch.isin(next_tok, stop_ids) & ~finished
@@ -178,6 +223,8 @@ def _greedy_loop(first: Float[torch.Tensor, "batch d_vocab"], step: Step, max_ne
             is_stop = torch.zeros_like(finished)
         for b in (~finished & ~is_stop).nonzero().flatten().tolist():
             out[b].append(int(next_tok[b]))
+        if lines is not None:
+            is_stop = is_stop | (_line_ends(next_tok, seen_text, lines) & ~finished)
         finished |= is_stop
         if bool(finished.all()) or i == max_new_tokens - 1:
             break
@@ -186,7 +233,7 @@ def _greedy_loop(first: Float[torch.Tensor, "batch d_vocab"], step: Step, max_ne
 
 
 def _tl_batch(model: Model, rows: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: torch.Tensor,
-              pad_id: int) -> list[list[int]]:
+              pad_id: int, lines: Lines | None = None) -> list[list[int]]:
     """One batch through the HookedTransformer with TL's KV cache (hooks fire on every pass)."""
     device = model.cfg.device or "cpu"
     tokens, mask = left_pad(rows, pad_id, device)
@@ -198,11 +245,11 @@ def _tl_batch(model: Model, rows: Sequence[Sequence[int]], max_new_tokens: int, 
         return _last_logits(model, model(feed[:, None], attention_mask=ones, past_kv_cache=cache, stop_at_layer=n))
 
     first = _last_logits(model, model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=n))
-    return _greedy_loop(first, step, max_new_tokens, stop_ids, pad_id)
+    return _greedy_loop(first, step, max_new_tokens, stop_ids, pad_id, lines)
 
 
 def _hf_batch(hf, rows: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: torch.Tensor,
-              pad_id: int) -> list[list[int]]:
+              pad_id: int, lines: Lines | None = None) -> list[list[int]]:
     """One batch through the exported transformers model: same left padding, positions
     counted from each row's first real token (as TL counts them), its own KV cache."""
     tokens, mask = left_pad(rows, pad_id, hf.device)
@@ -219,7 +266,7 @@ def _hf_batch(hf, rows: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: 
         state["cache"] = o.cache
         return o.logits[:, -1, :]
 
-    return _greedy_loop(out.logits[:, -1, :], step, max_new_tokens, stop_ids, pad_id)
+    return _greedy_loop(out.logits[:, -1, :], step, max_new_tokens, stop_ids, pad_id, lines)
 
 
 def hooks_active(model: Model) -> bool:
@@ -280,8 +327,10 @@ def generate_greedy_ids(
     stop_at_eos: bool = True,
     show_progress: bool = True,
     backend: GenerationBackend = "auto",
+    stop_at_newline: bool = False,
 ) -> list[list[int]]:
-    """Like :func:`generate_greedy` but returns the new token ids (stop token excluded)."""
+    """Like :func:`generate_greedy` but returns the new token ids (stop token excluded; with
+    ``stop_at_newline`` the newline token that ended a row is included)."""
     _check_args(model, prompts, max_new_tokens, batch_size)
     if not prompts:
         return []
@@ -293,6 +342,9 @@ def generate_greedy_ids(
                              f"the model's context of {n_ctx} (truncate passages when rendering prompts)")
     stops = torch.tensor(stop_token_ids(model) if stop_at_eos else [], dtype=torch.long)
     pad_id = _pad_id(model)
+    newlines: Lines | None = None
+    if stop_at_newline:
+        newlines = tuple(torch.tensor(t, dtype=torch.long) for t in newline_token_ids(model.tokenizer))  # type: ignore[assignment]
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
     itemsize = torch.tensor([], dtype=model.cfg.dtype).element_size()
     batch_size = fit_batch_size(batch_size, generation_bytes_per_row(model.cfg, len(ids[order[0]]) + max_new_tokens,
@@ -305,8 +357,8 @@ def generate_greedy_ids(
     with torch.inference_mode(), layout:
         for idx in tqdm(batches, desc="generate", unit="batch", leave=False, disable=not show_progress):
             rows = [ids[i] for i in idx]
-            new = (_tl_batch(model, rows, max_new_tokens, stops, pad_id) if hf is None
-                   else _hf_batch(hf, rows, max_new_tokens, stops, pad_id))
+            new = (_tl_batch(model, rows, max_new_tokens, stops, pad_id, newlines) if hf is None
+                   else _hf_batch(hf, rows, max_new_tokens, stops, pad_id, newlines))
             for i, toks in zip(idx, new, strict=True):
                 results[i] = toks
     return results
@@ -334,6 +386,7 @@ def generate_greedy(
     stop_at_eos: bool = True,
     show_progress: bool = True,
     backend: GenerationBackend = "auto",
+    stop_at_newline: bool = False,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (new text only), batched with a KV cache.
 
@@ -350,6 +403,8 @@ def generate_greedy(
             until a parameter changes), which is faster, and everything else, any model
             with hooks registered included, through TransformerLens. ``"tl"`` always uses
             TransformerLens; ``"hf"`` requires the twin (error with hooks active).
+        stop_at_newline: also end a row at its first token whose text holds a newline
+            (kept in the output); the batch stops once every row has stopped.
 
     Returns:
         One decoded string per prompt, in the input order, special tokens skipped.
@@ -357,5 +412,6 @@ def generate_greedy(
     Raises:
         ValueError: on a non-list/str prompt, bad sizes, or a prompt too long for the model.
     """
-    ids = generate_greedy_ids(model, prompts, max_new_tokens, batch_size, stop_at_eos, show_progress, backend)
+    ids = generate_greedy_ids(model, prompts, max_new_tokens, batch_size, stop_at_eos, show_progress, backend,
+                              stop_at_newline)
     return [model.tokenizer.decode(t, skip_special_tokens=True) for t in ids]

@@ -16,6 +16,10 @@ Contexts and prompts come from the project's one prompt path
 (:func:`neurorit_lens.data.build.build_prompts` with the settings ``noise=R``, ``gold+K``
 and ``irrelevant``), so training prompts are byte-identical in form to evaluation prompts.
 
+With ``gold_only`` (the ``clean`` method) every instance is the ``gold`` setting instead:
+the primary relevant passage alone, ``TrainConfig.examples_per_question`` times per
+question, and no irrelevant-only instance (:func:`gold_only_settings`).
+
 A :class:`TrainItem` is just ``(prompt, answer continuation)``: the trainer needs
 nothing else, and tests can build items from plain strings.
 """
@@ -107,6 +111,13 @@ def assign_settings(n_questions: int, cfg: TrainConfig, seed: int) -> list[tuple
     return sorted(pairs, key=lambda p: (p[0], p[1]))
 
 
+def gold_only_settings(n_questions: int, cfg: TrainConfig) -> list[tuple[int, str]]:
+    """The ``clean`` mix: ``cfg.examples_per_question`` ``gold`` instances per question, nothing else."""
+    if n_questions < 1:
+        raise ValueError("no training questions")
+    return [(q, "gold") for q in range(n_questions) for _ in range(cfg.examples_per_question)]
+
+
 def instance_setting(example: QAExample, setting: str, n_passages: int) -> tuple[str, int] | None:
     """The data-module setting that realises a training ``setting`` for one example.
 
@@ -123,10 +134,12 @@ def instance_setting(example: QAExample, setting: str, n_passages: int) -> tuple
 
     n_rel_have, n_irr_have = len(example.relevant), len(example.irrelevant)
     st = parse_setting(setting)
+    if st.kind == "gold":
+        return ("gold", n_passages) if n_rel_have else None
     if st.kind == "irrelevant":
         return ("irrelevant", min(n_passages, n_irr_have)) if n_irr_have else None
     if st.kind != "noise":
-        raise ValueError(f"training settings are noise=R and irrelevant, got {setting!r}")
+        raise ValueError(f"training settings are noise=R, irrelevant and gold, got {setting!r}")
     if not n_rel_have:
         return None
     n_rel, n_irr = st.counts(n_passages)
@@ -142,6 +155,7 @@ def build_train_items(
     data_cfg: DataConfig,
     seed: int | None = None,
     n_ctx: int | None = None,
+    gold_only: bool = False,
 ) -> TrainData:
     """Noisy-context training items for ``examples`` (see module docstring).
 
@@ -153,6 +167,8 @@ def build_train_items(
         seed: seed for ratio assignment and passage order (default ``cfg.seed``).
         n_ctx: the model's context; caps the prompt budget at it (``None``: the budget is
             ``data_cfg.max_prompt_tokens``; see :func:`neurorit_lens.data.build.prompt_budget`).
+        gold_only: build every item with the gold passage alone (the ``clean`` method;
+            :func:`gold_only_settings`) instead of the noisy mix of :func:`assign_settings`.
 
     Returns:
         A :class:`TrainData`; examples that cannot take part in a setting (see
@@ -162,7 +178,7 @@ def build_train_items(
     if not examples:
         raise ValueError("no examples to build training items from")
     seed = cfg.seed if seed is None else seed
-    pairs = assign_settings(len(examples), cfg, seed)
+    pairs = gold_only_settings(len(examples), cfg) if gold_only else assign_settings(len(examples), cfg, seed)
     if cfg.irrelevant_target == "drop" and all(s == "irrelevant" for _, s in pairs):
         raise ValueError("irrelevant_target='drop' with irrelevant_only_fraction=1 leaves no training items")
     groups: dict[tuple[str, int], list[int]] = {}

@@ -135,7 +135,8 @@ class TrainResult:
 
 
 def _items(examples: Sequence[QAExample] | Sequence[TrainItem], model: Model, cfg: TrainConfig,
-           data_cfg: DataConfig, seed: int, what: str) -> tuple[list[TrainItem], dict[str, Any]]:
+           data_cfg: DataConfig, seed: int, what: str, gold_only: bool = False
+           ) -> tuple[list[TrainItem], dict[str, Any]]:
     examples = list(examples)
     if not examples and what == "dev":
         return [], {}
@@ -143,7 +144,8 @@ def _items(examples: Sequence[QAExample] | Sequence[TrainItem], model: Model, cf
         return examples, {"n_items": len(examples)}  # type: ignore[return-value]
     if not all(isinstance(e, QAExample) for e in examples):
         raise ValueError(f"{what} examples must all be QAExample or all TrainItem")
-    built: TrainData = build_train_items(examples, model.tokenizer, cfg, data_cfg, seed=seed)  # type: ignore[arg-type]
+    built: TrainData = build_train_items(examples, model.tokenizer, cfg, data_cfg, seed=seed,  # type: ignore[arg-type]
+                                         gold_only=gold_only)
     return built.items, built.to_dict()
 
 
@@ -169,7 +171,8 @@ def train(
     Args:
         model: the model (modified in place).
         train_examples: training questions (``QAExample``; built into noisy-context items
-            by :func:`neurorit_lens.training.items.build_train_items`) or ready ``TrainItem`` s.
+            by :func:`neurorit_lens.training.items.build_train_items`, gold-only items for
+            ``clean``) or ready ``TrainItem`` s (used as given, whatever the method).
         dev_examples: dev questions or items (dev loss, LR search); may be ``None`` when
             ``cfg.lr_grid`` has at most one value.
         sets: neuron sets from ``neurons.json`` (``None`` is fine for ``full``).
@@ -191,7 +194,8 @@ def train(
     """
     t0 = time.perf_counter()
     data_cfg = data_cfg or DataConfig()
-    train_items, train_info = _items(train_examples, model, cfg, data_cfg, cfg.seed, "train")
+    train_items, train_info = _items(train_examples, model, cfg, data_cfg, cfg.seed, "train",
+                                     gold_only=cfg.method == "clean")
     dev_items, dev_info = _items(dev_examples or [], model, cfg, data_cfg, cfg.seed + 1, "dev")
     dev_items = dev_items[: cfg.max_dev_items]
     lrs = list(cfg.lr_grid) or [cfg.lr]

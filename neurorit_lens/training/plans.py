@@ -20,7 +20,18 @@ random     random neurons, ``I_excl``'s per-layer       random neurons with ``R_
            counts                                       counts (seeded, disjoint from both real sets)
 full       nothing                                      every parameter the HF architecture has
                                                         (RetRobust-style; not the zero biases TL adds)
+clean      nothing                                      the same parameters as ``full``, but trained
+                                                        on gold-only contexts (the format control)
 =========  ==========================================  =============================================
+
+``clean`` is the format control of issue 13: supervised fine-tuning on the same questions,
+for the same steps and schedule, with the same trainable parameters as ``full``, but every
+training prompt holds the gold passage alone (setting ``gold``; no noisy or irrelevant-only
+instance, :func:`neurorit_lens.training.items.build_train_items` with ``gold_only``). Its
+gain over the base model is what short-answer SFT alone buys; a method's gain over
+``clean`` is what training on noise adds. ``full``'s parameter set (not ``layers``') is
+chosen so that ``full`` vs ``clean`` isolates the training data, with nothing else changed.
+Dev items (dev loss, LR search) stay the noisy mix every method is scored on.
 
 Target layers (stage 2): layers ranked by ``R_excl`` attribution mass
 (``neurons.json`` ``meta["layer_mass"]["R_excl"]``; per-layer ``R_excl`` counts when the
@@ -296,7 +307,8 @@ def _plan(
     Args:
         model: the model to train.
         method: one of :data:`METHODS`.
-        sets: neuron sets (``R_excl`` and ``I_excl``, or ``R`` and ``I``); unused by ``full``.
+        sets: neuron sets (``R_excl`` and ``I_excl``, or ``R`` and ``I``); unused by ``full``
+            and ``clean``.
         layer_mass: ``meta["layer_mass"]`` from ``neurons.json`` (optional).
         cfg: steps, stage split, target-layer rule, seed.
 
@@ -308,9 +320,9 @@ def _plan(
     total = total_params(model)
     sets = full_sets(sets)
     empty = NeuronSet()
-    if method == "full":
+    if method in ("full", "clean"):
         masks = full_param_masks(model)
-        st = [StagePlan("full", empty, masks, cfg.steps)]
+        st = [StagePlan(method, empty, masks, cfg.steps)]
         return MethodPlan(method, st, empty, empty, list(range(model.cfg.n_layers)),
                           count_trainable(model, masks), total)
     missing = [k for k in ("R_excl", "I_excl") if k not in sets]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -145,3 +146,12 @@ def test_each_option_group_is_described_by_its_own_comment(name, capsys, monkeyp
         want = GROUP_HELP.get(group.split(".")[-1])
         if want:
             assert line.startswith(want), f"{name}: group {group!r} is described as {line!r}"
+
+
+def test_train_cli_accepts_clean_without_neurons(tmp_path):
+    out = tmp_path / "clean"
+    assert main(["train", "--model", "tiny", "--out", str(out), "--method", "clean", "--data", "embedded:12",
+                 "--steps", "1", "--batch-size", "2", "--template", "plain", "--n-passages", "2",
+                 "--no-progress"]) == 0
+    res = json.loads((out / "train.json").read_text())
+    assert res["method"] == "clean" and res["data"]["train"]["settings"] == {"gold": res["data"]["train"]["n_items"]}

@@ -219,3 +219,59 @@ def test_unexportable_model_uses_tl_and_hf_backend_names_it():
     model = cached_tiny_model()
     with pytest.raises(ValueError, match="neurorit_tiny"):
         generate_greedy_ids(model, PROMPTS[:1], max_new_tokens=2, show_progress=False, backend="hf")
+
+
+def _cut_at_first_line_end(tok, ids: list[int]) -> list[int]:
+    """Reference: the shortest prefix whose text holds a newline after a non-blank character."""
+    import re
+
+    for k in range(1, len(ids) + 1):
+        if re.search(r"\S[\s\S]*\n", tok.decode(ids[:k], skip_special_tokens=True)):
+            return ids[:k]
+    return ids
+
+
+@pytest.mark.parametrize("backend", ["tl", "hf"])
+def test_stop_at_newline_equals_the_unstopped_output_cut_at_its_first_line_end(tmp_path, backend):
+    from neurorit_lens.evaluation.generation import newline_token_ids
+    from neurorit_lens.evaluation.metrics import extract_answer
+
+    model = _tiny_hf_twin_model("llama", tmp_path)
+    newline, _, _ = newline_token_ids(model.tokenizer)
+    assert newline and all("\n" in model.tokenizer.decode([i]) for i in newline)
+    with torch.no_grad():  # make newlines likely enough that some rows stop early and some never do
+        model.unembed.W_U[:, newline] *= 3.0
+    kw = dict(max_new_tokens=24, batch_size=4, show_progress=False, backend=backend)
+    full = generate_greedy_ids(model, PROMPTS, **kw)
+    stopped = generate_greedy_ids(model, PROMPTS, stop_at_newline=True, **kw)
+    tok = model.tokenizer
+    assert stopped == [_cut_at_first_line_end(tok, ids) for ids in full]
+    pairs = list(zip(stopped, full, strict=True))
+    assert any(len(s) < len(f) for s, f in pairs) and any(s == f for s, f in pairs)
+    texts = generate_greedy(model, PROMPTS, stop_at_newline=True, **kw)
+    full_texts = generate_greedy(model, PROMPTS, **kw)
+    assert [extract_answer(t, ["x"]) for t in texts] == [extract_answer(t, ["x"]) for t in full_texts]
+    assert generate_greedy(model, PROMPTS, **kw) == full_texts  # the default is unchanged
+
+
+def test_eval_config_stop_at_newline_defaults_off():
+    from neurorit_lens.config import EvalConfig
+
+    assert EvalConfig().stop_at_newline is False
+    assert EvalConfig.from_dict({"stop_at_newline": True}).stop_at_newline is True
+
+
+def test_stop_at_newline_ends_the_batch_when_every_row_has_stopped(tmp_path):
+    from neurorit_lens.evaluation.generation import newline_token_ids
+
+    model = _tiny_hf_twin_model("llama", tmp_path)
+    with torch.no_grad():
+        model.unembed.W_U[:, newline_token_ids(model.tokenizer)[0]] *= 3.0
+    kw = dict(max_new_tokens=24, show_progress=False, backend="tl")
+    prompt = PROMPTS[0]
+    stopped = generate_greedy_ids(model, [prompt], stop_at_newline=True, **kw)[0]
+    assert len(stopped) < 24
+    passes = []
+    with neuron_hooks(model, [("blocks.0.mlp.hook_post", lambda act, hook: passes.append(1))]):
+        assert generate_greedy_ids(model, [prompt], stop_at_newline=True, **kw)[0] == stopped
+    assert len(passes) == len(stopped)  # the prompt pass plus one per kept token but the last

@@ -360,3 +360,59 @@ def test_build_train_items_from_qa_examples():
     assert len(train_q) == 6 and len(dev_q) == 2 and not {e.id for e in train_q} & {e.id for e in dev_q}
     with pytest.raises(ValueError, match="not enough examples"):
         split_for_training(exs[:2], DataConfig())
+
+
+# --- clean: the format control -------------------------------------------------------------------
+def test_clean_items_are_all_gold_only():
+    from neurorit_lens.models import tiny_tokenizer
+
+    exs = make_examples(6, n_irrelevant=3)
+    cfg = TrainConfig(method="clean", noise_ratios=(0.0, 0.8), irrelevant_only_fraction=0.2, examples_per_question=2)
+    td = build_train_items(exs, tiny_tokenizer(), cfg, DataConfig(n_passages=4, template="plain"), gold_only=True)
+    assert len(td) == 12 and td.settings == {"gold": 12} and td.n_skipped == 0
+    for it in td.items:
+        ex = exs[int(it.id[1:])]
+        assert it.setting == "gold" and ex.passages[0].text in it.prompt
+        assert not any(p.text in it.prompt for p in ex.passages[1:])  # no irrelevant passage
+
+
+def test_clean_trains_every_parameter_on_gold_only_items(tmp_path, monkeypatch):
+    from neurorit_lens.training import methods
+
+    seen = {}
+    real = methods.build_train_items
+
+    def spy(*a, **kw):
+        out = real(*a, **kw)
+        seen.setdefault("train", out)  # the first call builds the training items
+        return out
+
+    monkeypatch.setattr(methods, "build_train_items", spy)
+    exs = make_examples(8, n_irrelevant=3)
+    m = tiny_model(seed=10)
+    before = _params(m)
+    cfg = _cfg(method="clean", steps=2, checkpoint_every=1)
+    res = train(m, exs[:6], exs[6:], None, None, cfg, DataConfig(n_passages=3, template="plain"),
+                out_dir=tmp_path, progress=False, save_model=False)
+    assert res.method == "clean" and res.steps == 2 and res.stage_steps == {"clean": 2} and len(res.log) == 2
+    assert res.trainable_fraction == 1.0 and res.n_deactivated == 0
+    assert set(seen["train"].settings) == {"gold"} and res.data["train"]["settings"] == {"gold": 6}
+    assert set(res.data["dev"]["settings"]) != {"gold"}  # dev stays the noisy mix
+    assert any(not torch.equal(before[n], p) for n, p in m.named_parameters())
+
+
+def test_clean_is_a_method_and_bad_input_errors():
+    from neurorit_lens.training.plans import METHODS, plan_method
+    from tests.helpers import BAD_CHOICE
+
+    assert "clean" in METHODS
+    plan = plan_method(tiny_model(), "clean", None, None, _cfg(method="clean"))
+    assert [s.name for s in plan.stages] == ["clean"] and plan.trainable_fraction == 1.0
+    with pytest.raises(BAD_CHOICE):
+        TrainConfig(method="cleen")
+    with pytest.raises(ValueError, match="no training items"):  # gold-only needs a relevant passage
+        from neurorit_lens.models import tiny_tokenizer
+
+        ex = make_examples(1)[0]
+        bare = ex.__class__(id="x", question=ex.question, answers=ex.answers, passages=list(ex.passages[1:]))
+        build_train_items([bare], tiny_tokenizer(), TrainConfig(), DataConfig(template="plain"), gold_only=True)

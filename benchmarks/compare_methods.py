@@ -1,0 +1,459 @@
+"""The powered, paired comparison of training methods (issue 13), resumable.
+
+    python benchmarks/compare_methods.py --config benchmarks/configs/cpu_small.json
+
+One JSON configuration (``benchmarks/configs/``) fixes everything before the run: model,
+data sets (split train/dev/test by question with
+:func:`neurorit_lens.data.splits.load_splits`, distractors mined within each split),
+settings, methods, seeds, the learning-rate grid per method, the LR selection rule, and
+the declared contrasts. The harness writes ``protocol.json`` on the first run and refuses
+to continue in that folder with a changed configuration.
+
+Phases (each unit is written when it finishes and skipped when its file exists, so a kill
+loses at most the unit in progress; training itself also resumes from its checkpoints):
+
+1. mine neurons on the pooled training questions (methods that need neuron sets);
+2. base model (``base``, untuned): test evaluation;
+3. for every trained method, at the first seed: train one run per LR of its grid (same
+   optimizer steps and schedule for every method), evaluate each on the dev questions at
+   the selection settings, choose the LR by the declared rule (highest pooled dev accuracy;
+   ties: the smaller LR), evaluate the chosen run only on the test questions (a one-value
+   grid without extra seeds has nothing to choose: no dev pass);
+4. extra seeds (``extra_seeds``) for neurorit and the strongest baseline (the trained
+   non-neurorit method with the highest dev score at its chosen LR), at the LR chosen at
+   the first seed;
+5. ``results.json`` and ``results.md`` (:mod:`benchmarks.compare_report`).
+
+Every test evaluation stores per-question records (prediction, extracted answer, 0/1
+accuracy, EM, F1, copy flag, teacher-forced log p(gold)) for the paired statistics.
+``--plan`` prints the units and their size without loading a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.compare_report import build_report, render_markdown  # noqa: E402
+from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig  # noqa: E402
+from neurorit_lens.data.settings import parse_setting  # noqa: E402
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json  # noqa: E402
+from neurorit_lens.training.plans import METHODS  # noqa: E402
+
+log = logging.getLogger("compare_methods")
+NEEDS_NEURONS = ("neurorit", "layers", "random", "stage1")
+REQUIRED = ("name", "model", "datasets", "settings", "methods", "contrasts", "seeds", "lr_grid", "train", "selection")
+OPTIONAL = ("description", "device", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
+            "n_distractors", "train_limit", "dev_limit", "test_limit", "extra_seeds", "mining", "mine_limit", "eval",
+            "logprob", "n_bootstrap", "planning_discordance", "keep_checkpoints")
+RULE = ("for each trained method, at the first seed: the LR of its grid with the highest accuracy on the dev "
+        "questions of every data set pooled, at the selection settings; ties: the smaller LR; later seeds reuse it")
+
+
+def shared_data() -> Path:
+    """The shared data folder: $NEURORIT_SHARED_DATA, else ``../shared/data`` beside the checkout."""
+    return Path(os.environ.get("NEURORIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a harness configuration (see ``docs/evaluation.md``)."""
+    cfg = read_json(path)
+    missing = [k for k in REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}")
+    unknown = sorted(set(cfg) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {REQUIRED + OPTIONAL}")
+    allowed = ("base", *METHODS)
+    bad = [m for m in cfg["methods"] if m not in allowed]
+    if bad:
+        raise ValueError(f"{path}: unknown method(s) {bad}; choose from {allowed}")
+    for a, b in cfg["contrasts"]:
+        if a not in cfg["methods"] or b not in cfg["methods"]:
+            raise ValueError(f"{path}: contrast {a} vs {b} names a method not in 'methods'")
+    for m in trained(cfg):
+        if not cfg["lr_grid"].get(m, cfg["lr_grid"].get("default")):
+            raise ValueError(f"{path}: no lr_grid for method {m!r} (and no 'default')")
+    for s in [*cfg["settings"], *cfg["selection"]["settings"]] + [s for d in cfg["datasets"].values()
+                                                                  for s in d.get("settings", [])]:
+        parse_setting(s)
+    if not cfg["seeds"]:
+        raise ValueError(f"{path}: 'seeds' is empty")
+    cfg["selection"]["rule"] = RULE
+    TrainConfig.from_dict(cfg["train"])  # fields checked before anything runs
+    EvalConfig.from_dict({**cfg.get("eval", {}), "settings": cfg["settings"]})
+    MiningConfig.from_dict(cfg.get("mining", {}))
+    return cfg
+
+
+def trained(cfg: dict[str, Any]) -> list[str]:
+    return [m for m in cfg["methods"] if m != "base"]
+
+
+def lr_grid(cfg: dict[str, Any], method: str) -> list[float]:
+    return sorted(float(x) for x in cfg["lr_grid"].get(method, cfg["lr_grid"].get("default", [])))
+
+
+def run_name(method: str, lr: float | None = None, seed: int | None = None) -> str:
+    return "base" if method == "base" else f"{method}/lr={lr:g}/seed={seed}"
+
+
+def schedule_mass(tcfg: TrainConfig, stage_steps: dict[str, int]) -> float:
+    """Sum over every optimizer step of the LR multiplier (stages restart the schedule)."""
+    from neurorit_lens.training.trainer import lr_factor
+
+    return float(sum(lr_factor(s, n, tcfg.warmup_steps, tcfg.lr_schedule, tcfg.min_lr_ratio)
+                     for n in stage_steps.values() for s in range(n)))
+
+
+def _clean(x: Any) -> Any:
+    """NaN -> None, recursively (strict JSON)."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+class Harness:
+    """One comparison run in ``out`` (see module docstring)."""
+
+    def __init__(self, cfg: dict[str, Any], out: str | os.PathLike, device: str | None = None,
+                 progress: bool = True, results: str | os.PathLike | None = None):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.results = Path(results) if results is not None else ROOT / "benchmarks" / "results" / cfg["name"]
+        self.device = device or cfg.get("device", "cpu")
+        self.examples: dict[str, dict[str, list]] = {}
+        self.data_cfgs: dict[str, DataConfig] = {}
+        self._base = None
+        self._loaded: tuple[str, Any] | None = None
+        self.n_trained = 0  # training runs this process actually ran (not skipped)
+
+    # --- setup ------------------------------------------------------------------------------
+    def data_cfg(self, spec: dict[str, Any]) -> DataConfig:
+        c = self.cfg
+        data = spec["data"].replace("{shared}", str(shared_data()))
+        return DataConfig(data=data, format=spec.get("format", "auto"), split="all",
+                          split_fractions=tuple(c.get("split_fractions", (0.6, 0.2, 0.2))),
+                          seed=c.get("data_seed", 0), n_passages=c.get("n_passages", 5),
+                          template=c.get("template", "auto"), max_prompt_tokens=c.get("max_prompt_tokens", 512),
+                          n_distractors=c.get("n_distractors", 10))
+
+    def load_data(self) -> None:
+        """Each data set split by question, distractors within splits, first N per split."""
+        from neurorit_lens.data.splits import load_splits
+
+        lim = {"train": self.cfg.get("train_limit"), "dev": self.cfg.get("dev_limit"),
+               "test": self.cfg.get("test_limit")}
+        for name, spec in self.cfg["datasets"].items():
+            dcfg = self.data_cfg(spec)
+            if not dcfg.data.startswith(("embedded", "hf:")) and not Path(dcfg.data).exists():
+                raise FileNotFoundError(f"data set {name!r}: {dcfg.data} not found (set NEURORIT_SHARED_DATA)")
+            _, splits = load_splits(dcfg)
+            self.data_cfgs[name] = dcfg
+            self.examples[name] = {k: v[: lim[k]] if lim[k] else v for k, v in splits.items()}
+            log.info("%s: %s questions (train/dev/test)", name, {k: len(v) for k, v in self.examples[name].items()})
+
+    def pool(self, split: str) -> list:
+        exs = [ex for name in self.examples for ex in self.examples[name][split]]
+        random.Random(f"pool:{split}:{self.cfg.get('data_seed', 0)}").shuffle(exs)
+        return exs
+
+    def settings_of(self, dataset: str) -> list[str]:
+        return list(self.cfg["datasets"][dataset].get("settings") or self.cfg["settings"])
+
+    def protocol(self) -> None:
+        """Write ``protocol.json`` once; refuse a changed configuration afterwards."""
+        path = self.out / "protocol.json"
+        if path.exists():
+            if read_json(path)["config"] != json.loads(json.dumps(self.cfg)):
+                raise ValueError(f"{path}: the declared protocol differs from this configuration; use a new --out")
+            return
+        atomic_write_json(path, {"config": self.cfg, "declared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "environment": environment_info(self.cfg["seeds"][0])})
+
+    @property
+    def base(self):
+        if self._base is None:
+            from neurorit_lens.models import load_model
+
+            self._base = load_model(self.cfg["model"], device=self.device)
+        return self._base
+
+    def neurons(self) -> tuple[dict | None, dict | None]:
+        """Neuron sets and layer mass, mined once on the pooled training questions."""
+        from neurorit_lens.neurons.mining import mine
+        from neurorit_lens.neurons.sets import load_neuron_sets
+
+        mdir = self.out / "mining"
+        if not (mdir / "neurons.json").exists():
+            exs = self.pool("train")[: self.cfg.get("mine_limit") or None]
+            res = mine(self.base, exs, MiningConfig.from_dict(self.cfg.get("mining", {})), self.mix_cfg(), out_dir=mdir,
+                       show_progress=self.progress)
+            res.save(mdir)
+        sets = load_neuron_sets(mdir / "neurons.json", self.base)
+        return sets, (read_json(mdir / "neurons.json").get("meta") or {}).get("layer_mass")
+
+    def mix_cfg(self) -> DataConfig:
+        return self.data_cfgs[next(iter(self.data_cfgs))]
+
+    # --- units ------------------------------------------------------------------------------
+    def train_unit(self, method: str, lr: float, seed: int) -> Path:
+        """Train one (method, LR, seed) run unless its ``train.json`` and model exist."""
+        from neurorit_lens.training.methods import train
+
+        name = run_name(method, lr, seed)
+        d = self.out / "train" / name
+        if (d / "train.json").exists() and (d / "model" / "neurorit_model.json").exists():
+            return d
+        sets, mass = self.neurons() if method in NEEDS_NEURONS else (None, None)
+        tcfg = TrainConfig.from_dict({**self.cfg["train"], "method": method, "lr": lr, "lr_grid": [], "seed": seed})
+        log.info("training %s", name)
+        import torch
+
+        torch.manual_seed(seed)
+        model = copy.deepcopy(self.base)
+        train(model, self.pool("train"), None, sets, mass, tcfg, self.mix_cfg(), d, resume=True,
+              base_model=self.cfg["model"], progress=self.progress)
+        if not self.cfg.get("keep_checkpoints", False):
+            shutil.rmtree(d / "runs", ignore_errors=True)
+        self.n_trained += 1
+        del model  # evaluation reloads the saved model, as a resumed run does
+        return d
+
+    def model_of(self, run: str):
+        if run == "base":
+            return self.base
+        if self._loaded is None or self._loaded[0] != run:
+            from neurorit_lens.models import load_model
+
+            self._loaded = None  # free the previous model first
+            self._loaded = (run, load_model(str(self.out / "train" / run / "model"), device=self.device))
+        return self._loaded[1]
+
+    def eval_path(self, run: str, split: str, dataset: str, setting: str) -> Path:
+        return self.out / "eval" / run / split / dataset / f"{setting}.json"
+
+    def eval_unit(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any]:
+        """Greedy answers, scores and teacher-forced log p(gold) of one run on one data set,
+        split and setting, per question; skipped when its file exists."""
+        from neurorit_lens.data.build import build_prompts
+        from neurorit_lens.evaluation.evaluate import evaluate_setting
+        from neurorit_lens.objective import answer_logprobs
+
+        path = self.eval_path(run, split, dataset, setting)
+        if path.exists():
+            return read_json(path)
+        model, t0 = self.model_of(run), time.perf_counter()
+        exs, dcfg = self.examples[dataset][split], self.data_cfgs[dataset]
+        ecfg = EvalConfig.from_dict({**self.cfg.get("eval", {}), "settings": [setting]})
+        recs, summary = evaluate_setting(model, exs, setting, ecfg, dcfg, show_progress=False, data_name=dataset)
+        lp: dict[str, float] = {}
+        if self.cfg.get("logprob", True):
+            ps = build_prompts(exs, setting, model.tokenizer, dcfg, n_ctx=model.cfg.n_ctx,
+                               reserve_tokens=ecfg.max_new_tokens)
+            lp = dict(zip(ps.ids, answer_logprobs(model, ps.prompts, ps.continuations, ecfg.batch_size).tolist(),
+                          strict=True))
+        keep = ("id", "accuracy", "em", "f1", "accuracy_raw", "copied", "prediction", "extracted", "n_passages",
+                "gold_positions", "prompt_tokens")
+        records = [{**{k: getattr(r, k) for k in keep}, "logprob": lp.get(r.id)} for r in recs]
+        blob = {"run": run, "split": split, "dataset": dataset, "setting": setting, "summary": summary.to_dict(),
+                "records": records, "wall_s": time.perf_counter() - t0}
+        atomic_write_json(path, _clean(blob))
+        log.info("%s %s %s %s: n=%d accuracy=%.3f", run, split, dataset, setting, summary.n, summary.accuracy)
+        return blob
+
+    # --- phases -----------------------------------------------------------------------------
+    def test_units(self, run: str) -> None:
+        for d in self.examples:
+            for s in self.settings_of(d):
+                self.eval_unit(run, "test", d, s)
+
+    def dev_score(self, run: str) -> float:
+        """Pooled dev accuracy of ``run`` at the selection settings (every data set)."""
+        vals = [r["accuracy"] for d in self.examples for s in self.cfg["selection"]["settings"]
+                for r in self.eval_unit(run, "dev", d, s)["records"]]
+        return sum(vals) / len(vals)
+
+    def select(self, method: str, seed: int, bar: Callable[[], None]) -> dict[str, Any]:
+        """Train and dev-evaluate every LR of the grid; the declared rule picks one."""
+        path = self.out / "selection" / f"{method}.json"
+        if path.exists():
+            return read_json(path)
+        scores: dict[str, float] = {}
+        grid = lr_grid(self.cfg, method)
+        needs_dev = len(grid) > 1 or bool(self.cfg.get("extra_seeds"))  # nothing to choose: no dev pass
+        for lr in grid:
+            self.train_unit(method, lr, seed)
+            bar()
+            if needs_dev:
+                scores[f"{lr:g}"] = self.dev_score(run_name(method, lr, seed))
+            bar()
+        best = max(grid, key=lambda lr: (scores.get(f"{lr:g}", 0.0), -lr))  # ties: smaller LR
+        sel = {"method": method, "seed": seed, "dev_scores": scores, "chosen": f"{best:g}", "chosen_lr": best,
+               "rule": RULE, "settings": self.cfg["selection"]["settings"]}
+        atomic_write_json(path, sel)
+        return sel
+
+    def strongest_baseline(self, selection: dict[str, Any]) -> str | None:
+        cands = [m for m in trained(self.cfg) if m != "neurorit" and m in selection]
+        if not cands:
+            return None
+        return max(cands, key=lambda m: (selection[m]["dev_scores"].get(selection[m]["chosen"], 0.0), -cands.index(m)))
+
+    def plan(self) -> dict[str, Any]:
+        """Units and sizes (no model loaded)."""
+        n_test = sum(len(self.examples[d]["test"]) * len(self.settings_of(d)) for d in self.examples)
+        n_dev = sum(len(self.examples[d]["dev"]) for d in self.examples) * len(self.cfg["selection"]["settings"])
+        grid = sum(len(lr_grid(self.cfg, m)) for m in trained(self.cfg))
+        dev_runs = sum(len(lr_grid(self.cfg, m)) for m in trained(self.cfg)
+                       if len(lr_grid(self.cfg, m)) > 1 or self.cfg.get("extra_seeds"))
+        baselines = [m for m in trained(self.cfg) if m != "neurorit"]
+        extra = len(self.cfg.get("extra_seeds", [])) * (("neurorit" in self.cfg["methods"]) + bool(baselines))
+        steps = self.cfg["train"].get("steps", TrainConfig().steps)
+        return {"train_questions": len(self.pool("train")), "training_runs": grid + extra, "extra_runs": extra,
+                "optimizer_steps": (grid + extra) * steps, "dev_generations": dev_runs * n_dev,
+                "test_generations": (len(self.cfg["methods"]) + extra) * n_test,
+                "teacher_forced_passes": (len(self.cfg["methods"]) + extra) * n_test if self.cfg.get("logprob", True)
+                else 0, "per_dataset": {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}}
+
+    def run(self) -> dict[str, Any]:
+        """Every phase (module docstring), then the report."""
+        from tqdm.auto import tqdm
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.protocol()
+        plan = self.plan()
+        log.info("plan: %s", plan)
+        seed0, methods = self.cfg["seeds"][0], self.cfg["methods"]
+        total = ("base" in methods) + sum(2 * len(lr_grid(self.cfg, m)) + 1 for m in trained(self.cfg)) + \
+            2 * plan["extra_runs"]
+        with tqdm(total=total, desc="units (train / dev / test)", unit="unit", disable=not self.progress) as pbar:
+            def bar() -> None:
+                pbar.update(1)
+
+            if "base" in methods:
+                self.test_units("base")
+                bar()
+            selection = {}
+            for m in trained(self.cfg):
+                selection[m] = self.select(m, seed0, bar)
+                self.test_units(run_name(m, selection[m]["chosen_lr"], seed0))
+                bar()
+                self.write_report(selection)
+            self.extra_seeds(selection, bar)
+        return self.write_report(selection)
+
+    def extra_seeds(self, selection: dict[str, Any], bar: Callable[[], None]) -> None:
+        if not self.cfg.get("extra_seeds"):
+            return
+        strongest = self.strongest_baseline(selection)
+        atomic_write_json(self.out / "selection" / "strongest_baseline.json", {"method": strongest})
+        for seed in self.cfg.get("extra_seeds", []):
+            for m in [x for x in ("neurorit", strongest) if x in selection]:
+                lr = selection[m]["chosen_lr"]
+                self.train_unit(m, lr, seed)
+                bar()
+                self.test_units(run_name(m, lr, seed))
+                bar()
+
+    # --- report -----------------------------------------------------------------------------
+    def runs(self, selection: dict[str, Any]) -> dict[str, dict[int, str]]:
+        out: dict[str, dict[int, str]] = {}
+        for m in self.cfg["methods"]:
+            if m == "base":
+                out[m] = {s: "base" for s in self.cfg["seeds"][:1]}
+                continue
+            if m not in selection:
+                continue
+            lr = selection[m]["chosen_lr"]
+            seeds = [self.cfg["seeds"][0], *self.cfg.get("extra_seeds", [])]
+            out[m] = {s: run_name(m, lr, s) for s in seeds if (self.out / "train" / run_name(m, lr, s)).exists()}
+        return out
+
+    def cost(self, method: str, runs: dict[int, str], selection: dict[str, Any]) -> dict[str, Any]:
+        evals = [read_json(p)["wall_s"] for run in runs.values()
+                 for p in (self.out / "eval" / run / "test").rglob("*.json")]
+        if method == "base":
+            return {"trainable_params": 0, "trainable_fraction": 0.0, "eval_wall_s": sum(evals)}
+        tj = self.out / "train" / next(iter(runs.values())) / "train.json"
+        t = read_json(tj) if tj.exists() else {}
+        grid = [self.out / "train" / run_name(method, lr, selection["seed"]) / "train.json"
+                for lr in lr_grid(self.cfg, method)]
+        tcfg = TrainConfig.from_dict({**self.cfg["train"], "method": method})
+        return {k: t.get(k) for k in ("trainable_params", "total_params", "trainable_fraction", "steps",
+                                       "stage_steps", "target_layers", "n_train_items")} | {
+            "schedule_mass": schedule_mass(tcfg, t["stage_steps"]) if t else None,
+            "train_wall_s": t.get("wall_s", 0.0), "eval_wall_s": sum(evals),
+            "grid_wall_s": sum(read_json(p)["wall_s"] for p in grid if p.exists()),
+            "train_wall_s_per_seed": {s: read_json(self.out / "train" / r / "train.json")["wall_s"]
+                                      for s, r in runs.items() if (self.out / "train" / r / "train.json").exists()}}
+
+    def write_report(self, selection: dict[str, Any]) -> dict[str, Any]:
+        """Collect every finished test evaluation into ``results.json`` and ``results.md``."""
+        runs = self.runs(selection)
+        evals = {}
+        for by_seed in runs.values():
+            for run in by_seed.values():
+                for d in self.cfg["datasets"]:
+                    for s in self.settings_of(d):
+                        p = self.eval_path(run, "test", d, s)
+                        if p.exists():
+                            evals[(run, d, s)] = read_json(p)
+        costs = {m: self.cost(m, by, selection.get(m, {})) for m, by in runs.items() if by}
+        rep = build_report(self.cfg, runs, evals, costs, selection)
+        rep["n_questions"] = {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}
+        for rdir in (self.out, self.results):
+            atomic_write_json(rdir / "results.json", _clean(rep))
+            atomic_write_text(rdir / "results.md", render_markdown(rep))
+        return rep
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="a JSON file under benchmarks/configs/")
+    p.add_argument("--out", default=None, help="run folder (default runs/compare/<name>)")
+    p.add_argument("--device", default=None, help="overrides the configuration's device")
+    p.add_argument("--results", default=None, help="where results.json/md also go (default "
+                   "benchmarks/results/<name>)")
+    p.add_argument("--plan", action="store_true", help="print the units and sizes, load no model, and exit")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config)
+    out = Path(args.out or ROOT / "runs" / "compare" / cfg["name"])
+    out.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.FileHandler(out / "harness.log"), logging.StreamHandler()]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    h = Harness(cfg, out, args.device, progress=not args.no_progress, results=args.results)
+    h.load_data()
+    if args.plan:
+        print(json.dumps(h.plan(), indent=2))
+        return 0
+    h.run()
+    print(f"wrote {out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

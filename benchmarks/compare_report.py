@@ -1,0 +1,249 @@
+"""The tables of benchmarks/compare_methods.py: accuracies, declared contrasts, gaps, cost.
+
+With several data sets, a ``pooled`` pseudo data set holds every data set's questions of
+the settings they all have (ids prefixed by the data set); its rows join the Holm family.
+
+Input: the per-question test evaluations the harness wrote (one blob per run, data set and
+setting: ``{"summary": SettingResult dict, "records": [{"id", "accuracy", "logprob", ...}]}``),
+the runs (``{method: {seed: run name}}``), the training cost per run and the LR selection.
+Output: ``results.json`` (every number) and ``results.md`` (the tables). Statistics come from
+:mod:`neurorit_lens.evaluation.comparison` (paired bootstrap, exact McNemar, Holm, minimum
+detectable difference) and :mod:`neurorit_lens.evaluation.statistics` (Wilson).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from neurorit_lens.evaluation.comparison import (
+    accuracy_contrast,
+    add_holm,
+    mean_difference,
+    mean_interval,
+    per_question_difference,
+)
+
+Key = tuple[str, str, str]  # (run, data set, setting)
+POOLED = "pooled"  # the pseudo data set of every data set's questions together
+
+
+def values(blob: Mapping[str, Any], metric: str = "accuracy") -> dict[str, float]:
+    """``{question id: metric}`` of one evaluation blob (records without the metric are left out)."""
+    return {r["id"]: float(r[metric]) for r in blob["records"] if r.get(metric) is not None}
+
+
+def pooled_blob(blobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One blob of the questions of several data sets (``{data set: blob}``), ids prefixed by
+    their data set, with the summary recomputed from the records (Wilson from the counts)."""
+    from neurorit_lens.evaluation.statistics import wilson_interval
+
+    recs = [{**r, "id": f"{d}:{r['id']}"} for d, b in blobs.items() for r in b["records"]]
+    n = len(recs)
+    k = int(round(sum(r["accuracy"] for r in recs)))
+
+    def mean(key: str) -> float:
+        vals = [r[key] for r in recs if r.get(key) is not None]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    labels = sorted({b["summary"].get("label", "") for b in blobs.values()})
+    summary = {"n": n, "accuracy": k / n, "accuracy_wilson": list(wilson_interval(k, n)), "em": mean("em"),
+               "f1": mean("f1"), "copy_rate": mean("copied"), "label": " / ".join(labels),
+               "n_gold_cut": sum(b["summary"].get("n_gold_cut") or 0 for b in blobs.values()),
+               "n_truncated": sum(b["summary"].get("n_truncated") or 0 for b in blobs.values()),
+               "n_skipped": sum(b["summary"].get("n_skipped") or 0 for b in blobs.values())}
+    return {"summary": summary, "records": recs}
+
+
+def add_pooled(evals: dict[Key, Any], runs: Mapping[str, Mapping[int, str]], datasets: Sequence[str],
+               settings: Mapping[str, Sequence[str]], name: str = POOLED) -> list[str]:
+    """Add ``(run, name, setting)`` pooled blobs for the settings every data set has (and every
+    data set has finished); returns those settings."""
+    common = [s for s in settings[datasets[0]] if all(s in settings[d] for d in datasets)]
+    for by_seed in runs.values():
+        for run in by_seed.values():
+            for s in common:
+                if all((run, d, s) in evals for d in datasets):
+                    evals[(run, name, s)] = pooled_blob({d: evals[(run, d, s)] for d in datasets})
+    return common
+
+
+def accuracy_rows(runs: Mapping[str, Mapping[int, str]], evals: Mapping[Key, Any], datasets: Sequence[str],
+                  settings: Mapping[str, Sequence[str]], n_bootstrap: int) -> list[dict[str, Any]]:
+    """One row per method, seed, data set and setting: accuracy with its Wilson interval,
+    EM, F1, copy rate, mean teacher-forced log p(gold) with its bootstrap interval, and
+    what the prompts held."""
+    rows = []
+    for method, by_seed in runs.items():
+        for seed, run in by_seed.items():
+            for d in datasets:
+                for s in settings[d]:
+                    blob = evals.get((run, d, s))
+                    if blob is None:
+                        continue
+                    sm = blob["summary"]
+                    lp = values(blob, "logprob")
+                    rows.append({"method": method, "seed": seed, "run": run, "dataset": d, "setting": s,
+                                 "n": sm["n"], "accuracy": sm["accuracy"], "wilson": sm["accuracy_wilson"],
+                                 "em": sm["em"], "f1": sm["f1"], "copy_rate": sm["copy_rate"],
+                                 "logprob": mean_interval(lp, n_bootstrap) if lp else None,
+                                 "label": sm.get("label", ""), "n_gold_cut": sm.get("n_gold_cut"),
+                                 "n_truncated": sm.get("n_truncated"), "n_skipped": sm.get("n_skipped")})
+    return rows
+
+
+def contrast_rows(contrasts: Sequence[Sequence[str]], runs: Mapping[str, Mapping[int, str]],
+                  evals: Mapping[Key, Any], datasets: Sequence[str], settings: Mapping[str, Sequence[str]],
+                  primary_seed: int, n_bootstrap: int, planning_discordance: float) -> list[dict[str, Any]]:
+    """Every declared contrast ``a - b`` at every data set, setting and seed both methods
+    have. Rows at the primary seed form the Holm family (``primary``); other seeds are
+    replications, reported unadjusted."""
+    rows = []
+    for a, b in contrasts:
+        for seed in sorted(set(runs.get(a, {})) & set(runs.get(b, {}))):
+            for d in datasets:
+                for s in settings[d]:
+                    ea, eb = evals.get((runs[a][seed], d, s)), evals.get((runs[b][seed], d, s))
+                    if ea is None or eb is None:
+                        continue
+                    row = {"a": a, "b": b, "dataset": d, "setting": s, "seed": seed, "primary": seed == primary_seed,
+                           **accuracy_contrast(values(ea), values(eb), n_bootstrap, planning_discordance=
+                                               planning_discordance)}
+                    la, lb = values(ea, "logprob"), values(eb, "logprob")
+                    row["logprob_diff"] = mean_difference(la, lb, n_bootstrap) if la and lb else None
+                    rows.append(row)
+    add_holm([r for r in rows if r["primary"]])
+    return rows
+
+
+def gap_rows(runs: Mapping[str, Mapping[int, str]], contrasts: Sequence[Sequence[str]], evals: Mapping[Key, Any],
+             datasets: Sequence[str], settings: Mapping[str, Sequence[str]], n_bootstrap: int,
+             gold: str = "gold") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Within-question gaps ``acc(setting) - acc(gold)`` per method (mean, bootstrap interval)
+    and, per declared contrast, the paired difference of the two methods' gaps."""
+    gaps: dict[tuple[str, int, str, str], dict[str, float]] = {}
+    rows = []
+    for method, by_seed in runs.items():
+        for seed, run in by_seed.items():
+            for d in datasets:
+                g = evals.get((run, d, gold))
+                for s in settings[d]:
+                    e = evals.get((run, d, s))
+                    if s == gold or g is None or e is None:
+                        continue
+                    gaps[(method, seed, d, s)] = per_question_difference(values(e), values(g))
+                    rows.append({"method": method, "seed": seed, "dataset": d, "setting": s,
+                                 **mean_interval(gaps[(method, seed, d, s)], n_bootstrap)})
+    between = []
+    for a, b in contrasts:
+        for (m, seed, d, s), ga in gaps.items():
+            gb = gaps.get((b, seed, d, s))
+            if m == a and gb is not None:
+                between.append({"a": a, "b": b, "seed": seed, "dataset": d, "setting": s,
+                                **mean_difference(ga, gb, n_bootstrap)})
+    return rows, between
+
+
+def build_report(cfg: Mapping[str, Any], runs: Mapping[str, Mapping[int, str]], evals: Mapping[Key, Any],
+                 costs: Mapping[str, Any], selection: Mapping[str, Any]) -> dict[str, Any]:
+    """Every table of the comparison as one JSON-ready dict (see module docstring)."""
+    datasets = list(cfg["datasets"])
+    settings = {d: list(cfg["datasets"][d].get("settings") or cfg["settings"]) for d in datasets}
+    if len(datasets) > 1:
+        evals = dict(evals)
+        settings[POOLED] = add_pooled(evals, runs, datasets, settings)
+        datasets.append(POOLED)
+    nb, pd = cfg.get("n_bootstrap", 2000), cfg.get("planning_discordance", 0.2)
+    primary = cfg["seeds"][0]
+    contrasts = [tuple(c) for c in cfg["contrasts"]]
+    gaps, gap_between = gap_rows(runs, contrasts, evals, datasets, settings, nb)
+    return {"name": cfg["name"], "model": cfg["model"], "primary_seed": primary,
+            "selection_rule": cfg["selection"]["rule"], "contrasts_declared": [list(c) for c in contrasts],
+            "runs": {m: {str(s): r for s, r in by.items()} for m, by in runs.items()},
+            "accuracy": accuracy_rows(runs, evals, datasets, settings, nb),
+            "contrasts": contrast_rows(contrasts, runs, evals, datasets, settings, primary, nb, pd),
+            "gaps": gaps, "gap_contrasts": gap_between, "cost": dict(costs), "selection": dict(selection)}
+
+
+# --- markdown ------------------------------------------------------------------------------------
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _ci(ci: Sequence[float] | None, scale: float = 100.0, fmt: str = ".1f") -> str:
+    if not ci or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in ci):
+        return ""
+    return f"[{scale * ci[0]:{fmt}}, {scale * ci[1]:{fmt}}]"
+
+
+def _p(p: float | None) -> str:
+    return "" if p is None else (f"{p:.2g}" if p < 0.01 else f"{p:.3f}")
+
+
+def _accuracy_md(rep: Mapping[str, Any]) -> list[str]:
+    out = ["## Accuracy (extracted answer; Wilson 95%) and teacher-forced log p(gold)", "",
+           "| data | setting (prompts held) | method | seed | n | accuracy | EM | F1 | copy | log p(gold) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["accuracy"]:
+        lp = r["logprob"]
+        lps = f"{lp['mean']:.2f} {_ci(lp['ci'], 1.0, '.2f')}" if lp else "n/a"
+        out.append(f"| {r['dataset']} | {r['setting']} ({r['label']}) | {r['method']} | {r['seed']} | {r['n']} | "
+                   f"{_pct(r['accuracy'])} {_ci(r['wilson'])} | {_pct(r['em'])} | {_pct(r['f1'])} | "
+                   f"{_pct(r['copy_rate'])} | {lps} |")
+    return out
+
+
+def _contrast_md(rep: Mapping[str, Any]) -> list[str]:
+    out = ["## Declared contrasts (a - b, accuracy points; paired bootstrap 95%; exact McNemar; Holm over the "
+           "primary-seed rows)", "",
+           "| data | setting | a - b | seed | n | diff | 95% CI | only a / only b right | p | p (Holm) | "
+           "MDD obs / plan | Δ log p(gold) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["contrasts"]:
+        lp = r["logprob_diff"]
+        lps = f"{lp['mean']:+.2f} {_ci(lp['ci'], 1.0, '.2f')}" if lp else "n/a"
+        out.append(f"| {r['dataset']} | {r['setting']} | {r['a']} - {r['b']} | {r['seed']}"
+                   f"{'' if r['primary'] else ' (replication)'} | {r['n']} | {100 * r['diff']:+.1f} | "
+                   f"{_ci(r['ci'])} | {r['only_a']} / {r['only_b']} | {_p(r['p_value'])} | {_p(r.get('p_holm'))} | "
+                   f"{_pct(r['mdd_observed'])} / {_pct(r['mdd_planning'])} | {lps} |")
+    return out
+
+
+def _gap_md(rep: Mapping[str, Any]) -> list[str]:
+    out = ["## Within-question gap acc(setting) - acc(gold)", "",
+           "| data | setting | method | seed | n | gap | 95% CI |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['dataset']} | {r['setting']} | {r['method']} | {r['seed']} | {r['n']} | {100 * r['mean']:+.1f} | "
+            f"{_ci(r['ci'])} |" for r in rep["gaps"]]
+    out += ["", "Gap difference between methods (gap(a) - gap(b), paired bootstrap 95%):", "",
+            "| data | setting | a - b | seed | n | diff | 95% CI |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['dataset']} | {r['setting']} | {r['a']} - {r['b']} | {r['seed']} | {r['n']} | "
+            f"{100 * r['mean']:+.1f} | {_ci(r['ci'])} |" for r in rep["gap_contrasts"]]
+    return out
+
+
+def _cost_md(rep: Mapping[str, Any]) -> list[str]:
+    out = ["## Per-method cost and LR selection", "",
+           "| method | chosen LR | dev score per LR | trainable params | % of model | steps (per stage) | "
+           "LR schedule mass | train wall s (chosen; whole grid) | test eval wall s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for m, c in rep["cost"].items():
+        sel = rep["selection"].get(m, {})
+        dev = ", ".join(f"{lr}: {_pct(v)}" for lr, v in (sel.get("dev_scores") or {}).items()) or "-"
+        tp = f"{c['trainable_params']:,}" if c.get("trainable_params") is not None else "0"
+        frac = f"{100 * c['trainable_fraction']:.2f}" if c.get("trainable_fraction") is not None else "0"
+        mass = f"{c['schedule_mass']:.2f}" if c.get("schedule_mass") is not None else "-"
+        out.append(f"| {m} | {sel.get('chosen', '-')} | {dev} | {tp} | {frac} | {c.get('stage_steps') or '-'} | "
+                   f"{mass} | {c.get('train_wall_s', 0):.0f}; {c.get('grid_wall_s', 0):.0f} | "
+                   f"{c.get('eval_wall_s', 0):.0f} |")
+    return out
+
+
+def render_markdown(rep: Mapping[str, Any]) -> str:
+    """``results.md``: the accuracy, contrast, gap and cost tables of :func:`build_report`'s output."""
+    head = [f"# Method comparison `{rep['name']}` ({rep['model']})", "",
+            f"LR selection rule (declared before the run): {rep['selection_rule']}", "",
+            "Declared contrasts: " + ", ".join(f"{a} vs {b}" for a, b in rep["contrasts_declared"]), "",
+            "MDD: smallest accuracy difference detectable (McNemar, two-sided 5%, power 0.8) at the observed "
+            "discordance / at the planning discordance.", ""]
+    parts = [head, _accuracy_md(rep), [""], _contrast_md(rep), [""], _gap_md(rep), [""], _cost_md(rep)]
+    return "\n".join(line for part in parts for line in part) + "\n"

@@ -1,0 +1,196 @@
+"""benchmarks/compare_methods.py end to end on the tiny model (resume: the second run trains
+nothing), and its contrast statistics against evaluation/statistics on known inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import compare_methods as cm
+from benchmarks.compare_report import build_report, render_markdown
+from neurorit_lens.evaluation.comparison import accuracy_contrast, mean_difference, pair, per_question_difference
+from neurorit_lens.evaluation.statistics import (
+    bootstrap_ci,
+    holm,
+    mcnemar_exact,
+    min_detectable_difference,
+    paired_bootstrap_ci,
+    wilson_interval,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = {
+    "name": "tiny_test", "model": "tiny", "device": "cpu",
+    "datasets": {"emb_a": {"data": "embedded:40"},
+                 "emb_b": {"data": "embedded:40:7", "settings": ["gold", "gold+2", "counterfactual"]}},
+    "split_fractions": [0.5, 0.25, 0.25], "data_seed": 0, "n_passages": 3, "max_prompt_tokens": 256,
+    "template": "plain", "train_limit": 6, "dev_limit": 3, "test_limit": 5,
+    "settings": ["gold", "gold+2"],
+    "methods": ["base", "clean", "layers", "full", "random", "neurorit"],
+    "contrasts": [["neurorit", "layers"], ["neurorit", "full"], ["neurorit", "clean"]],
+    "seeds": [0], "extra_seeds": [1],
+    "lr_grid": {"default": [1e-3], "neurorit": [1e-3, 1e-2]},
+    "selection": {"settings": ["gold+2"]},
+    "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "eval_every": 0, "checkpoint_every": 1,
+              "n_target_layers": 1},
+    "mining": {"selection": "topk", "top_k": 16, "frequency": 0.3}, "mine_limit": 6,
+    "eval": {"max_new_tokens": 4, "batch_size": 4, "n_bootstrap": 50, "stop_at_newline": True},
+    "n_bootstrap": 200,
+}
+
+
+def _write_cfg(tmp_path, **changes) -> Path:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({**TINY, **changes}))
+    return path
+
+
+def test_harness_end_to_end_resumes_without_training(tmp_path):
+    out, res = tmp_path / "run", tmp_path / "results"
+    h = cm.Harness(cm.load_config(_write_cfg(tmp_path)), out, progress=False, results=res)
+    h.load_data()
+    plan = h.plan()
+    assert plan["training_runs"] == 6 + 2 and plan["per_dataset"]["emb_a"] == {"train": 6, "dev": 3, "test": 5}
+    rep = h.run()
+    assert h.n_trained == 8  # 4 methods x 1 LR + neurorit x 2 LRs + 2 extra seeds
+    assert (res / "results.json").exists() and (res / "results.md").exists() and (out / "protocol.json").exists()
+    strongest = json.loads((out / "selection" / "strongest_baseline.json").read_text())["method"]
+    assert set(rep["runs"]["neurorit"]) == {"0", "1"} and set(rep["runs"][strongest]) == {"0", "1"}
+    sel = json.loads((out / "selection" / "neurorit.json").read_text())
+    assert set(sel["dev_scores"]) == {"0.001", "0.01"}
+    assert sel["chosen_lr"] == max([1e-3, 1e-2], key=lambda lr: (sel["dev_scores"][f"{lr:g}"], -lr))
+    assert not list((out / "train").rglob("runs"))  # checkpoints removed once a run is complete
+    # per-question records with the teacher-forced log p(gold), and a contrast row recomputed from them
+    blob = json.loads((out / "eval" / rep["runs"]["neurorit"]["0"] / "test" / "emb_b" / "counterfactual.json")
+                      .read_text())
+    assert len(blob["records"]) == 5 and all(isinstance(r["logprob"], float) for r in blob["records"])
+    row = next(r for r in rep["contrasts"] if r["a"] == "neurorit" and r["b"] == "clean" and r["dataset"] == "emb_a"
+               and r["setting"] == "gold+2" and r["seed"] == 0)
+    ev = {m: json.loads((out / "eval" / rep["runs"][m]["0"] / "test" / "emb_a" / "gold+2.json").read_text())
+          for m in ("neurorit", "clean")}
+    a, b = ({r["id"]: r["accuracy"] for r in ev[m]["records"]} for m in ("neurorit", "clean"))
+    _, x, y = pair(a, b)
+    assert row["p_value"] == mcnemar_exact(x, y).p_value and row["n"] == 5
+    # cost: the same optimizer steps for every trained method, trainable parameters recorded
+    steps = {m: c["steps"] for m, c in rep["cost"].items() if m != "base"}
+    assert set(steps.values()) == {2} and rep["cost"]["full"]["trainable_fraction"] == 1.0
+    assert rep["cost"]["clean"]["trainable_params"] == rep["cost"]["full"]["trainable_params"]
+    # resume: a second harness on the same folder trains and evaluates nothing
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "eval").rglob("*.json")}
+    h2 = cm.Harness(cm.load_config(_write_cfg(tmp_path)), out, progress=False, results=res)
+    h2.load_data()
+    rep2 = h2.run()
+    assert h2.n_trained == 0 and h2._base is None  # not even the base model was loaded
+    assert {p: p.stat().st_mtime_ns for p in (out / "eval").rglob("*.json")} == mtimes
+    assert cm._clean(rep2["contrasts"]) == cm._clean(rep["contrasts"])
+
+
+def test_a_one_value_grid_without_extra_seeds_makes_no_dev_pass(tmp_path):
+    cfg = cm.load_config(_write_cfg(tmp_path, methods=["base", "clean"], contrasts=[["clean", "base"]],
+                                    extra_seeds=[], datasets={"emb_a": {"data": "embedded:40"}}))
+    h = cm.Harness(cfg, tmp_path / "run", progress=False, results=tmp_path / "r")
+    h.load_data()
+    assert h.plan()["dev_generations"] == 0
+    rep = h.run()
+    assert h.n_trained == 1 and not list((tmp_path / "run" / "eval").rglob("dev"))
+    assert rep["selection"]["clean"]["chosen_lr"] == 1e-3 and rep["selection"]["clean"]["dev_scores"] == {}
+    assert [(r["a"], r["b"]) for r in rep["contrasts"]] == [("clean", "base")] * 2  # gold, gold+2
+
+
+def test_changed_protocol_and_bad_config_are_errors(tmp_path):
+    out = tmp_path / "run"
+    h = cm.Harness(cm.load_config(_write_cfg(tmp_path)), out, progress=False, results=tmp_path / "r")
+    out.mkdir()
+    h.protocol()
+    h2 = cm.Harness(cm.load_config(_write_cfg(tmp_path, seeds=[3])), out, progress=False, results=tmp_path / "r")
+    with pytest.raises(ValueError, match="protocol differs"):
+        h2.protocol()
+    with pytest.raises(ValueError, match="unknown method"):
+        cm.load_config(_write_cfg(tmp_path, methods=["base", "fulll"]))
+    with pytest.raises(ValueError, match="contrast"):
+        cm.load_config(_write_cfg(tmp_path, contrasts=[["neurorit", "stage1"]]))
+    with pytest.raises(ValueError, match="lr_grid"):
+        cm.load_config(_write_cfg(tmp_path, lr_grid={"neurorit": [1e-3]}))
+    with pytest.raises(ValueError, match="setting"):
+        cm.load_config(_write_cfg(tmp_path, settings=["gold", "gold+x"]))
+    with pytest.raises(ValueError, match="unknown key"):
+        cm.load_config(_write_cfg(tmp_path, test_limt=3))
+    with pytest.raises(ValueError, match="missing"):
+        bad = dict(TINY)
+        bad.pop("contrasts")
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        cm.load_config(tmp_path / "bad.json")
+
+
+def _blob(acc: dict[str, float], lp: dict[str, float] | None = None) -> dict:
+    n, k = len(acc), int(sum(acc.values()))
+    recs = [{"id": i, "accuracy": v, "logprob": (lp or {}).get(i)} for i, v in acc.items()]
+    return {"summary": {"n": n, "accuracy": k / n, "accuracy_wilson": list(wilson_interval(k, n)), "em": 0.0,
+                        "f1": 0.0, "copy_rate": 0.0, "label": "x"}, "records": recs}
+
+
+def test_contrast_statistics_match_the_statistics_module_on_known_inputs():
+    rng = np.random.default_rng(3)
+    ids = [f"q{i}" for i in range(40)]
+    acc = {m: {i: float(v) for i, v in zip(ids, rng.integers(0, 2, 40), strict=True)}
+           for m in ("neurorit", "layers", "full")}
+    gold = {m: {i: float(v) for i, v in zip(ids, rng.integers(0, 2, 40), strict=True)} for m in acc}
+    lp = {m: {i: float(v) for i, v in zip(ids, rng.normal(-3, 1, 40), strict=True)} for m in acc}
+    evals = {}
+    for m in acc:
+        evals[(m, "d", "gold+4")] = _blob(acc[m], lp[m])
+        evals[(m, "d", "gold")] = _blob(gold[m])
+    cfg = {"name": "t", "model": "m", "datasets": {"d": {}}, "settings": ["gold", "gold+4"], "seeds": [0],
+           "contrasts": [["neurorit", "layers"], ["neurorit", "full"]], "selection": {"rule": "r"},
+           "n_bootstrap": 500}
+    runs = {m: {0: m} for m in acc}
+    rep = build_report(cfg, runs, evals, {}, {})
+    rows = {(r["b"], r["setting"]): r for r in rep["contrasts"]}
+    for b in ("layers", "full"):
+        r = rows[(b, "gold+4")]
+        x, y = np.array([acc["neurorit"][i] for i in ids]), np.array([acc[b][i] for i in ids])
+        diff, ci = paired_bootstrap_ci(x, y, n=500, seed=0)
+        t = mcnemar_exact(x, y)
+        assert (r["diff"], r["ci"], r["only_a"], r["only_b"], r["p_value"]) == (diff, list(ci), t.b, t.c, t.p_value)
+        assert r["mdd_planning"] == min_detectable_difference(40, 0.2)
+        assert r["mdd_observed"] == min_detectable_difference(40, (t.b + t.c) / 40)
+        want_lp = paired_bootstrap_ci([lp["neurorit"][i] for i in ids], [lp[b][i] for i in ids], n=500, seed=0)
+        assert r["logprob_diff"]["mean"] == want_lp[0] and r["logprob_diff"]["ci"] == list(want_lp[1])
+    family = [r for r in rep["contrasts"] if r["primary"]]
+    assert [r["p_holm"] for r in family] == holm([r["p_value"] for r in family]) and len(family) == 4
+    # within-question gap acc(gold+4) - acc(gold): a naive loop, and the paired difference of two gaps
+    gap = {m: {i: acc[m][i] - gold[m][i] for i in ids} for m in acc}
+    g = next(r for r in rep["gaps"] if r["method"] == "layers" and r["setting"] == "gold+4")
+    assert g["mean"] == pytest.approx(sum(gap["layers"].values()) / 40)
+    assert g["ci"] == list(bootstrap_ci(list(gap["layers"].values()), n=500, seed=0))
+    gc = next(r for r in rep["gap_contrasts"] if r["b"] == "full")
+    want = paired_bootstrap_ci(list(gap["neurorit"].values()), list(gap["full"].values()), n=500, seed=0)
+    assert (gc["mean"], gc["ci"]) == (want[0], list(want[1]))
+    assert per_question_difference(acc["full"], gold["full"]) == gap["full"]
+    assert mean_difference(gap["neurorit"], gap["full"], 500)["mean"] == want[0]
+    acc_row = next(r for r in rep["accuracy"] if r["method"] == "full" and r["setting"] == "gold")
+    assert acc_row["wilson"] == list(wilson_interval(int(sum(gold["full"].values())), 40))
+    assert "neurorit - layers" in render_markdown(rep)
+
+
+def test_accuracy_contrast_bad_input():
+    with pytest.raises(ValueError, match="no question in common"):
+        accuracy_contrast({"a": 1.0}, {"b": 0.0})
+    with pytest.raises(ValueError, match="0/1"):
+        accuracy_contrast({"a": 0.5}, {"a": 0.0})
+
+
+def test_shipped_configs_load_and_declare_the_issue_13_contrasts():
+    for name in ("cpu_small", "gpu"):
+        cfg = cm.load_config(ROOT / "benchmarks" / "configs" / f"{name}.json")
+        assert cfg["name"] == name
+        assert [tuple(c) for c in cfg["contrasts"]] == [("neurorit", "layers"), ("neurorit", "full"),
+                                                        ("neurorit", "clean")]
+        assert {"base", "clean", "layers", "full", "random", "neurorit"} <= set(cfg["methods"])
+    gpu = cm.load_config(ROOT / "benchmarks" / "configs" / "gpu.json")
+    assert (gpu["test_limit"] is None or gpu["test_limit"] >= 200) and gpu["extra_seeds"]
+    assert {"gold", "gold+2", "gold+4", "irrelevant"} <= set(gpu["settings"])
