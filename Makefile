@@ -8,7 +8,7 @@ RUN_ARGS ?= --eval-limit 24 --mine-limit 24 --ablate-limit 16 --train-limit 120 
 	--data.n-passages 3 --data.max-prompt-tokens 256 \
 	--eval.settings closed,gold,noise=0.4,noise=0.8,irrelevant --eval.max-new-tokens 16 \
 	--mining.threshold 0.05 --ablation.accuracy-limit 8 \
-	--train.steps 24 --train.batch-size 2 --train.lr 3e-4
+	--train.steps 24 --train.batch-size 2 --train.lr 3e-4 --train.deactivation zero
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1

@@ -191,7 +191,8 @@ def main(argv=None) -> int:
             else:
                 tcfg = TrainConfig(method=m, steps=args.steps, lr=args.lr, lr_grid=lr_grid, batch_size=args.batch_size,
                                    warmup_steps=max(1, args.steps // 10), eval_every=max(1, args.steps // 2),
-                                   checkpoint_every=10, seed=args.seed)
+                                   checkpoint_every=10, seed=args.seed,
+                                   deactivation="zero")  # the mode the README's table was measured with
                 model = copy.deepcopy(base)
                 train(model, train_pool, dev_pool, sets, layer_mass, tcfg, data_cfg, str(tdir),
                       base_model=args.model)

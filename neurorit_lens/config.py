@@ -39,6 +39,8 @@ SelectionRule = Literal["threshold", "topk", "topk_per_layer"]
 AblationMode = Literal["zero", "mean", "scale", "constant"]
 IrrelevantDefinition = Literal["gold", "negative", "distracted", "contrast"]
 Deactivation = Literal["zero", "scale", "constant", "gate"]
+# Stage 1 may also leave every neuron on (none: the default the causal screen chose, docs/screen.md).
+StageDeactivation = Literal["none", "zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random", "clean"]
 LrSchedule = Literal["cosine", "linear", "constant"]
@@ -379,10 +381,12 @@ class TrainConfig(ConfigBase):
     adam_betas: tuple[float, ...] = (0.9, 0.999)
     # Epsilon added to AdamW's denominator for numerical stability.
     adam_eps: float = 1e-8
-    # How deactivated neurons are switched off: set to 0, multiplied by --deactivation-scale, set
-    # to their mean at the answer-predicting positions of gold-only contexts (constant), or
-    # multiplied by a learned gate (starts at 1, trained with stage 1 under --gate-penalty).
-    deactivation: Deactivation = "zero"
+    # How I_excl neurons are switched off in training: not at all (none; the default, since no
+    # definition of I passed the causal screen, docs/screen.md), set to 0, multiplied by
+    # --deactivation-scale, set to their mean at the answer-predicting positions of gold-only
+    # contexts (constant), or multiplied by a learned gate (starts at 1, trained with stage 1
+    # under --gate-penalty).
+    deactivation: StageDeactivation = "none"
     # Factor applied to deactivated neurons in scale mode.
     deactivation_scale: float = 0.5
     # Optimizer steps of neurorit's stage 1; overrides --stage1-fraction (none = use it).
@@ -422,7 +426,7 @@ class TrainConfig(ConfigBase):
         _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
                "adam_betas must be 2 values in [0, 1)")
         _check(self.adam_eps > 0, "adam_eps must be positive")
-        _one_of(self.deactivation, Deactivation, "deactivation")
+        _one_of(self.deactivation, StageDeactivation, "deactivation")
         _check(math.isfinite(self.deactivation_scale), "deactivation_scale must be a finite number")
         _check(self.steps >= 1, "steps must be >= 1")
         _check(self.lr > 0, "lr must be positive")

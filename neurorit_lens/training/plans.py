@@ -47,7 +47,8 @@ receives less learning-rate schedule mass (sum of the LR multipliers over its st
 one warmup and decay over ``steps`` and one data order, so the schedule mass of stage 1 plus
 stage 2 equals that of every single-stage method (:func:`schedule_mass`).
 
-Deactivation (``TrainConfig.deactivation``): ``zero`` (default), ``scale`` (multiply by
+Deactivation (``TrainConfig.deactivation``): ``none`` (default: nothing is deactivated, as no
+definition of I passed the causal screen of docs/screen.md), ``zero``, ``scale`` (multiply by
 ``deactivation_scale``), ``gate`` (multiply by a gate learned with stage 1 under an L1
 penalty, :mod:`neurorit_lens.training.gate`) or ``constant`` (hold each neuron at its mean activation at the
 answer-predicting positions of gold-only contexts, ``answer_means.safetensors`` from
@@ -269,6 +270,10 @@ def plan_method(
     ``answer_means``).
     """
     plan = _plan(model, method, sets, layer_mass, cfg)
+    if cfg.deactivation == "none":  # every neuron stays on; stage 1 trains R_excl only
+        plan.deactivated = NeuronSet()
+        for st in plan.stages:
+            st.deactivate = NeuronSet()
     if cfg.deactivation == "constant" and plan.deactivated:
         if values is None:
             raise ValueError("deactivation='constant' needs the neurons' answer-position means "

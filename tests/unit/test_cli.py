@@ -103,7 +103,7 @@ def test_makefile_run_args_parse_to_the_same_config():
                                   max_new_tokens=16)
     assert cfg.mining == MiningConfig(threshold=0.05)
     assert cfg.ablation == AblationConfig(accuracy_limit=8)
-    assert cfg.train == TrainConfig(steps=24, batch_size=2, lr=3e-4)
+    assert cfg.train == TrainConfig(steps=24, batch_size=2, lr=3e-4, deactivation="zero")
 
 
 def test_defaults_match_the_configs_and_none_tuples_parse():

@@ -94,7 +94,7 @@ def test_layer_ranking_and_target_layer_choice_match_brute_force():
 def test_plans_of_every_method_sum_to_the_same_steps():
     m = cached_tiny_model()
     sets = {"R_excl": NeuronSet({0: [1, 2], 1: [3]}), "I_excl": NeuronSet({0: [4], 1: [5, 6]})}
-    cfg = TrainConfig(steps=7, n_target_layers=1)
+    cfg = TrainConfig(steps=7, n_target_layers=1, deactivation="zero")
     plans = {meth: plan_method(m, meth, sets, None, cfg) for meth in ("neurorit", "stage1", "layers", "full", "random")}
     assert {k: sum(s.steps for s in p.stages) for k, p in plans.items()} == dict.fromkeys(plans, 7)
     assert [s.name for s in plans["neurorit"].stages] == ["stage1", "stage2"]
@@ -128,3 +128,17 @@ def test_baked_deactivation_gives_the_hooked_logits(gated):
     _, cache = m.run_with_cache(toks, names_filter=lambda n: n.endswith("mlp.hook_post"))
     for layer, idx in ns.by_layer().items():
         assert cache[f"blocks.{layer}.mlp.hook_post"][..., idx].abs().max() == 0
+
+
+def test_default_deactivation_is_none_and_trains_r_excl_only():
+    """The causal screen found no definition of I to switch off (docs/screen.md): by default
+    stage 1 deactivates nothing, and trains the same R_excl neurons as with deactivation."""
+    m = cached_tiny_model()
+    sets = {"R_excl": NeuronSet({0: [1, 2], 1: [3]}), "I_excl": NeuronSet({0: [4], 1: [5, 6]})}
+    assert TrainConfig().deactivation == "none"
+    off = plan_method(m, "neurorit", sets, None, TrainConfig(steps=6, n_target_layers=1))
+    on = plan_method(m, "neurorit", sets, None, TrainConfig(steps=6, n_target_layers=1, deactivation="zero"))
+    assert not off.deactivated and all(not s.deactivate for s in off.stages) and off.hooks(off.deactivated) == []
+    assert on.deactivated == sets["I_excl"]
+    assert off.trained_neurons == on.trained_neurons == sets["R_excl"]
+    assert off.trainable_params == on.trainable_params
