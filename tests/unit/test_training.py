@@ -40,7 +40,8 @@ I_EXCL = NeuronSet({0: [10, 11], 1: [12]})
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(steps=6, batch_size=2, lr=1e-2, warmup_steps=2, checkpoint_every=2, eval_every=3, seed=0, deactivation="zero")
+    base = dict(steps=6, batch_size=2, lr=1e-2, warmup_steps=2, checkpoint_every=2, eval_every=3, seed=0,
+                deactivation="zero")
     base.update(kw)
     return TrainConfig(**base)
 
