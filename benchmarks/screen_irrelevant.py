@@ -153,6 +153,14 @@ def summarize(names: list[str]) -> None:
     winner = max(score, key=score.get) if score else None
     verdict = (f"Winner: `{winner[0]}` × `{winner[1]}` (mean noisy effect {score[winner]:+.2f} nats over {names})."
                if winner else f"No candidate passes on all of {names}: stage 1's deactivation is off by default.")
+    missing = [f"{n}: {c} × {_mode_key(m, sc)}" for n in names for c, m, sc in COMBOS
+               if not _combo_path(RESULTS / n, c, m, sc).exists()]
+    if missing:
+        verdict += " Not run (out of time): " + "; ".join(missing) + "."
+        failed = {(r["candidate"], r["mode"]) for r in rows if not r["passes"]}
+        if all((c, _mode_key(m, sc)) in failed for n in names for c, m, sc in COMBOS
+               if not _combo_path(RESULTS / n, c, m, sc).exists()):
+            verdict += " Each of them already fails on another data set, so none could change the verdict."
     md = "\n".join(["# Causal screen of the definitions of I (dev questions)", "",
                     "Protocol and selection rule: docs/screen.md. Δ = change in teacher-forced log p(gold) "
                     "when I_excl is deactivated, minus the mean change over 5 random sets of the same "
