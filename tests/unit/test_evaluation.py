@@ -78,7 +78,7 @@ def test_scores_and_gap_with_known_predictions(monkeypatch):
     """Replace the model's answers by known strings: the aggregates follow exactly."""
     exs = make_examples(6)
 
-    def fake_generate(model, prompts, max_new_tokens, batch_size, show_progress, stop_at_newline=False):
+    def fake_generate(model, prompts, max_new_tokens, batch_size, show_progress, backend="auto", stop_at_newline=False):
         out = []
         for p in prompts:
             i = next(k for k in range(6) if f"Zarnia{k}?" in p)

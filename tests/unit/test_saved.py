@@ -85,7 +85,7 @@ def test_train_cli_end_to_end_on_tiny(tmp_path):
     argv = ["train", "--model", "tiny", "--data", "embedded", "--neurons", str(neurons), "--method", "neurorit",
             "--out", str(out), "--limit", "8", "--steps", "4", "--batch-size", "2", "--warmup-steps", "1",
             "--n-target-layers", "1", "--checkpoint-every", "2", "--eval-every", "2", "--max-dev-items", "4",
-            "--n-passages", "3", "--max-prompt-tokens", "448", "--no-progress"]
+            "--n-passages", "3", "--max-prompt-tokens", "448", "--no-progress", "--deactivation", "zero"]
     assert main(argv) == 0
     res = json.loads((out / "train.json").read_text())
     assert res["method"] == "neurorit" and res["steps"] == 4 and res["target_layers"] == [1]
