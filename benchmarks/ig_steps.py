@@ -38,7 +38,8 @@ def _cells(ns) -> set[tuple[int, int]]:
 def _score_all(model, batch_of, n: int, steps: list[int], layers: list[int], out: Path, chunk: int) -> dict:
     """Per-example IG scores for every m (cached files), and the time each one took."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import save_file
     from tqdm import tqdm
 
     from neurorit_lens.neurons.attribution import attribute
@@ -56,11 +57,9 @@ def _score_all(model, batch_of, n: int, steps: list[int], layers: list[int], out
                 meta = {"wall_s": str(time.perf_counter() - w0), "cpu_s": str(time.process_time() - c0),
                         "n_tokens": str(int(batch.tokens.shape[1]))}
                 save_file({"scores": s[0].contiguous()}, str(path), metadata=meta)
-            from safetensors import safe_open
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata()
-            timing[str(m)].append({k: float(v) for k, v in meta.items()})
-            scores[m].append(load_file(str(path))["scores"])
+            with safe_open(str(path), "pt") as f:  # one read gives the timing and the scores
+                timing[str(m)].append({k: float(v) for k, v in f.metadata().items()})
+                scores[m].append(f.get_tensor("scores"))
     return {"timing": timing, "scores": {m: torch.stack(v) for m, v in scores.items()}}
 
 
