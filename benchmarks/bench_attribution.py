@@ -98,16 +98,24 @@ def worker(name: str, ckpt: str, spec: dict, out: str) -> None:
 
         model = _ours_model(ckpt)
 
+        layers = spec.get("layers") or list(range(model.cfg.n_layers))
+
         def batch_of(p, a):
+            if spec.get("real_model"):
+                return tokenize_with_answers(model, [p], [a])
             return tokenize_with_answers(model, [p], [a], prepend_bos=False)
 
         if name == "captum":
             from captum.attr import IntegratedGradients
 
+            if spec.get("real_model"):
+                for prm in model.parameters():  # the strongest Captum baseline: no weight gradients
+                    prm.requires_grad_(False)
+
             def run_one(p, a, s):
                 b = batch_of(p, a)
                 out_rows = []
-                for layer in range(model.cfg.n_layers):
+                for layer in layers:
                     hname = mlp_hook_name(layer)
                     _, cache = model.run_with_cache(b.tokens, names_filter=hname)
                     act = cache[hname]
@@ -130,7 +138,9 @@ def worker(name: str, ckpt: str, spec: dict, out: str) -> None:
             method = {"ours_ig": "ig", "ours_ig_joint": "ig_joint", "ours_grad_x_act": "grad_x_act"}[name]
 
             def run_one(p, a, s):
-                return attribute(model, batch_of(p, a), method, steps=s, alpha_chunk=chunk)[0]
+                out = attribute(model, batch_of(p, a), method, steps=s, alpha_chunk=chunk,
+                                layers=spec.get("layers"))[0]
+                return out[layers] if spec.get("real_model") else out
     load_s = time.perf_counter() - t_load
     rss_loaded = rss_mb()
     run_one(prompts[0], answers[0], 2 if name != "kn" else chunk)  # warm-up
@@ -192,25 +202,40 @@ def main(argv=None) -> int:
                     help="where knowledge-neurons==0.0.2 is installed (pip install --no-deps --target DIR)")
     ap.add_argument("--methods", default="ours_ig,captum,ours_kn,kn,ours_ig_joint,ours_grad_x_act")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--model", default=None,
+                    help="a real model for load_model (e.g. smollm2-135m-instruct) instead of the random GPT-2: "
+                         "RAG prompts from --data, per-layer IG on --layers, ours vs Captum (and grad_x_act)")
+    ap.add_argument("--layers", default="0,10,20,29", help="layers attributed with --model")
+    ap.add_argument("--data", default="embedded:500", help="QA data for --model prompts (gold-only)")
+    ap.add_argument("--n-prompts", type=int, default=4)
+    ap.add_argument("--max-prompt-tokens", type=int, default=192)
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.worker, args.ckpt, json.loads(args.spec), args.wout)
         return 0
 
-    import torch
-
-    from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+    from neurorit_lens.io import environment_info
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_attr_"))
+    if args.model:
+        return run_real(args, argv, tmp)
     ckpt = tmp / "gpt2-random"
     build_checkpoint(ckpt, args.n_layer, args.d_model, args.n_head, args.vocab)
     spec = {"prompts": PROMPTS, "answers": single_token_answers(ckpt), "steps": args.steps,
             "alpha_chunk": args.alpha_chunk, "kn_path": args.kn_path}
-    results, scores = {}, {}
     env = environment_info(0, {"loadavg_start": list(os.getloadavg())})
-    for name in args.methods.split(","):
+    results, scores = run_workers(args.methods.split(","), str(ckpt), spec, tmp)
+    return _finish_synthetic(args, argv, ckpt, spec, env, results, scores)
+
+
+def run_workers(names: list[str], ckpt: str, spec: dict, tmp: Path) -> tuple[dict, dict]:
+    """Each method in its own subprocess, one after the other; returns timings and scores."""
+    import torch
+
+    results, scores = {}, {}
+    for name in names:
         wout = str(tmp / name)
-        cmd = [sys.executable, __file__, "--worker", name, "--ckpt", str(ckpt), "--spec", json.dumps(spec),
+        cmd = [sys.executable, __file__, "--worker", name, "--ckpt", ckpt, "--spec", json.dumps(spec),
                "--wout", wout]
         print(f"running {name} ...", flush=True)
         p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1",
@@ -221,7 +246,13 @@ def main(argv=None) -> int:
             continue
         results[name] = json.loads(Path(wout + ".json").read_text())
         scores[name] = torch.load(wout + ".pt")
-        print(f"  {name}: {results[name]['seconds']:.2f} s, peak RSS {results[name]['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"  {name}: {results[name]['seconds']:.2f} CPU s, {results[name]['wall_seconds']:.2f} wall s, "
+              f"peak RSS {results[name]['peak_rss_mb']:.0f} MB", flush=True)
+    return results, scores
+
+
+def _finish_synthetic(args, argv, ckpt: Path, spec: dict, env: dict, results: dict, scores: dict) -> int:
+    from neurorit_lens.io import atomic_write_json, atomic_write_text
 
     def ratio(a, b):
         if a in results and b in results and "seconds" in results[a] and "seconds" in results[b]:
@@ -257,6 +288,98 @@ def main(argv=None) -> int:
     atomic_write_text(out / "attribution.md", render_md(summary))
     print(render_md(summary))
     return 0
+
+
+def run_real(args, argv, tmp: Path) -> int:
+    """Ours vs Captum on a real model: per-layer IG over ``--layers``, wall and CPU time, one thread each."""
+    import torch
+
+    from neurorit_lens.config import DataConfig
+    from neurorit_lens.data.build import build_prompts
+    from neurorit_lens.data.splits import load_splits
+    from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+    from neurorit_lens.models.registry import load_model
+
+    model = load_model(args.model)
+    layers = [int(x) for x in args.layers.split(",")]
+    data_cfg = DataConfig(data=args.data, n_passages=1, max_prompt_tokens=args.max_prompt_tokens, seed=0)
+    _, splits = load_splits(data_cfg)
+    ps = build_prompts(splits["train"][: args.n_prompts], "gold", model.tokenizer, data_cfg, n_ctx=model.cfg.n_ctx)
+    if not ps.prompts:
+        raise SystemExit(f"no prompt fits {args.max_prompt_tokens} tokens ({ps.skipped_reasons})")
+    cfg = model.cfg
+    arch = {"arch": args.model, "n_layer": cfg.n_layers, "d_model": cfg.d_model, "d_mlp": cfg.d_mlp,
+            "vocab": cfg.d_vocab}
+    del model
+    spec = {"prompts": list(ps.prompts), "answers": list(ps.continuations), "steps": args.steps,
+            "alpha_chunk": args.alpha_chunk, "layers": layers, "real_model": True}
+    names = [n for n in args.methods.split(",") if n in ("ours_ig", "captum", "ours_grad_x_act")]
+    env = environment_info(0, {"loadavg_start": list(os.getloadavg())})
+    results, scores = run_workers(names, args.model, spec, tmp)
+
+    def ratio(a, b, key):
+        if key in results.get(a, {}) and key in results.get(b, {}):
+            return results[b][key] / results[a][key]
+        return None
+
+    summary = {
+        "model": arch, "layers": layers, "prompts": len(ps.prompts), "prompt_tokens": [int(t) for t in ps.n_tokens],
+        "answers": list(ps.continuations), "steps": args.steps, "alpha_chunk": args.alpha_chunk,
+        "speedup_vs_captum_wall": ratio("ours_ig", "captum", "wall_seconds"),
+        "speedup_vs_captum_cpu": ratio("ours_ig", "captum", "cpu_seconds"),
+        "grad_x_act_vs_ig_wall": (None if ratio("ours_grad_x_act", "ours_ig", "wall_seconds") is None
+                                  else 1 / ratio("ours_grad_x_act", "ours_ig", "wall_seconds")),
+        "score_checks": ({"ours_ig_vs_captum_rel_err": rel_err(scores["ours_ig"], scores["captum"])}
+                         if "ours_ig" in scores and "captum" in scores else {}),
+        "results": results,
+        "environment": {**env, "loadavg_end": list(os.getloadavg()), "torch": torch.__version__},
+        "command": "python benchmarks/bench_attribution.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    out = Path(args.out)
+    stem = "attribution_" + args.model.split("/")[-1].lower()
+    atomic_write_json(out / f"{stem}.json", summary)
+    atomic_write_text(out / f"{stem}.md", render_real_md(summary))
+    print(render_real_md(summary))
+    return 0
+
+
+def render_real_md(s: dict) -> str:
+    def f(x, fmt="{:.2f}"):
+        return "n/a" if x is None else fmt.format(x)
+
+    m, env = s["model"], s["environment"]
+    lines = [
+        f"# Attribution benchmark on {m['arch']}",
+        "",
+        f"{m['n_layer']} layers, d_model {m['d_model']}, d_mlp {m['d_mlp']}. Per-layer IG (F = log p(gold answer), "
+        f"every position, post-activation, midpoint rule, {s['steps']} steps, alphas in chunks of "
+        f"{s['alpha_chunk']}; Captum's `internal_batch_size` = the same chunk) on layers {s['layers']}, "
+        f"{s['prompts']} gold-only RAG prompts of {s['prompt_tokens']} tokens with multi-token answers. "
+        "Each method runs in its own subprocess with one torch thread, one after the other; Captum runs the "
+        "TransformerLens model with its weights frozen (no weight gradients, its strongest setting) and "
+        "replaces the layer's activation through a hook, as in `tests/unit/test_attribution.py`. "
+        f"Load average {env['loadavg_start']} (start) / {env['loadavg_end']} (end), {env['cpu_count']} CPUs.",
+        "",
+        "| method | wall (s) | CPU (s) | wall per prompt (s) | peak RSS (MB) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in s["results"].items():
+        if "error" in r:
+            lines.append(f"| {name} | failed | | | |")
+        else:
+            lines.append(f"| {name} | {r['wall_seconds']:.2f} | {r['cpu_seconds']:.2f} | "
+                         f"{r['wall_seconds'] / s['prompts']:.2f} | {r['peak_rss_mb']:.0f} |")
+    lines += [
+        "",
+        f"- ours `ig` vs Captum IntegratedGradients: **{f(s['speedup_vs_captum_wall'])}x** faster in wall time, "
+        f"{f(s['speedup_vs_captum_cpu'])}x in CPU time (relative error of scores "
+        f"{f(s['score_checks'].get('ours_ig_vs_captum_rel_err'), '{:.2e}')})",
+        f"- `grad_x_act` costs {f(s['grad_x_act_vs_ig_wall'], '{:.3f}')}x the wall time of per-layer `ig`.",
+        "",
+        f"Reproduce: `{s['command']}`",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def render_md(s: dict) -> str:

@@ -31,6 +31,7 @@ Writes ``benchmarks/results/train_step.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -84,6 +85,9 @@ def cases(model: Any, sets: dict[str, NeuronSet], layer_mass: Any, cfg: TrainCon
             out["neurorit stage 1"], out["neurorit stage 2"] = plan.stages
         else:
             out[method] = plan.stages[0]
+    # layer tuning as deep as the neuron sets reach (layer 0): the same backward depth as stage 1
+    deep = dataclasses.replace(cfg, n_target_layers=model.cfg.n_layers)
+    out["layers (every layer)"] = plan_method(model, "layers", sets, layer_mass, deep).stages[0]
     return out
 
 
@@ -237,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(time_second_step(model, items, stage, cfg))
             model.load_state_dict(snapshot)
             print(f"repeat {rep + 1}/{args.repeats} {name}: {runs[name][-1]['wall_s']:.2f} s", flush=True)
-        for layer in sorted({0, int(lowest_trained_layer(plans["layers"]))}):
+        for layer in sorted({int(lowest_trained_layer(st)) for st in plans.values()
+                             if lowest_trained_layer(st).isdigit()}):
             floors.setdefault(layer, []).append(time_backprop_floor(model, items, layer))
     optimizer = time_optimizer(model, plans["stage1"])
     rows = {name: {"trainable_params": count_trainable(model, st.masks),
@@ -250,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows.values():
         r["vs_layers"] = r["median_wall_s"] / rows["layers"]["median_wall_s"]
         r["vs_full"] = r["median_wall_s"] / rows["full"]["median_wall_s"]
+        low = r["lowest_trained_layer"]
+        if low.isdigit() and int(low) in floors:
+            r["vs_floor"] = r["median_wall_s"] / statistics.median(x["wall_s"] for x in floors[int(low)])
     result = {"model": args.model or "smollm2-135m-instruct", "n_items": len(items), "n_tokens": n_tokens,
               "repeats": args.repeats, "threads": torch.get_num_threads(), "neurons": str(args.neurons),
               "methods": rows, "optimizer_step_stage1": optimizer,
@@ -267,12 +275,14 @@ def render(res: dict[str, Any]) -> str:
              f"({', '.join(map(str, res['n_tokens']))} tokens), {res['threads']} torch threads, "
              f"median of {res['repeats']} round-robin repeats (second step of a 2-step fit).", "",
              "| method | trainable params | lowest trained layer | step (s, median) | min (s) | CPU (s) "
-             "| vs layers | vs full | load avg (1 min) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| vs layers | vs full | vs floor at its lowest layer | load avg (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in res["methods"].items():
         loads = [x["load_before"] for x in r["runs"]]
+        vs_floor = f"{r['vs_floor']:.2f}" if "vs_floor" in r else "-"
         lines.append(f"| {name} | {r['trainable_params']:,} | {r['lowest_trained_layer']} | {r['median_wall_s']:.2f} "
                      f"| {r['min_wall_s']:.2f} | {r['median_cpu_s']:.2f} | {r['vs_layers']:.2f} | {r['vs_full']:.2f} "
-                     f"| {min(loads):.1f}-{max(loads):.1f} |")
+                     f"| {vs_floor} | {min(loads):.1f}-{max(loads):.1f} |")
     floor = res.get("backprop_floor", {})
     if floor:
         lines += ["", "Floor (same run, every weight frozen, forward + backward down to the residual stream of a "
