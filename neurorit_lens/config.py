@@ -32,7 +32,7 @@ DistractorMethod = Literal["random", "bm25"]
 DistractorChoice = Literal[DistractorMethod, "none"]
 AttributionMethod = Literal["ig", "ig_joint", "grad_x_act"]
 RiemannRule = Literal["midpoint", "right", "left"]
-Positions = Literal["all", "last"]
+Positions = Literal["all", "skip_first", "last"]
 Target = Literal["logprob", "prob", "logit", "logit_diff"]
 Site = Literal["post", "pre"]
 SelectionRule = Literal["threshold", "topk", "topk_per_layer"]
@@ -212,7 +212,8 @@ class MiningConfig(ConfigBase):
     rule: RiemannRule = "midpoint"
     # IG steps evaluated in one batched forward/backward pass (memory vs speed).
     alpha_chunk: int = 5
-    # Token positions whose neuron activations are attributed: every prompt token or the last only.
+    # Token positions whose neuron activations are attributed: every prompt token, every one but the
+    # first (the attention-sink token, the same in every prompt; see docs/mining.md), or the last.
     positions: Positions = "all"
     # Quantity attributed: the gold answer's log-prob, prob, logit, or logit difference.
     target: Target = "logprob"

@@ -104,12 +104,15 @@ def ig_alphas(steps: int, rule: str = "midpoint") -> Float[torch.Tensor, "steps"
 
 
 def position_mask(batch: AnswerBatch, positions: str = "all") -> Bool[torch.Tensor, "batch pos"]:
-    """Which positions are scaled and attributed: every real one, or the last prompt token."""
+    """Which positions are scaled and attributed: every real one (``all``), every real one but
+    the first (``skip_first``: the first token is the same in every prompt and serves as the
+    attention sink, whose huge activations make the early layers' IG path ill-conditioned),
+    or the last prompt token."""
     if positions not in POSITIONS:
         raise ValueError(f"unknown positions {positions!r}; choose from {POSITIONS}")
     ar = torch.arange(batch.tokens.shape[1], device=batch.tokens.device)[None, :]
-    if positions == "all":
-        return ar < batch.lengths[:, None].to(ar.device)
+    if positions in ("all", "skip_first"):
+        return (ar < batch.lengths[:, None].to(ar.device)) & (ar >= int(positions == "skip_first"))
     return ar == batch.last_prompt_pos[:, None].to(ar.device)
 
 

@@ -268,3 +268,28 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
     b = batch_for(model, (0,))
     with pytest.raises(ValueError, match=match):
         attribute(model, b, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["ig", "grad_x_act"])
+def test_skip_first_leaves_the_first_position_unscaled(method):
+    """positions='skip_first' equals a naive alpha loop that scales every position but 0 (mask built here)."""
+    model = model64(True)
+    b = batch_for(model)
+    steps, rule = (3, "midpoint") if method == "ig" else (1, "right")
+    ours = attribute(model, b, method, steps=steps, alpha_chunk=2, positions="skip_first")
+    for i in range(len(b)):
+        bi = single(model, i)
+        for layer in range(model.cfg.n_layers):
+            a = cached_act(model, bi, layer)
+            keep = torch.ones(a.shape[:2], dtype=torch.bool)
+            keep[:, 0] = False
+            keep = keep[..., None]
+            total = torch.zeros(model.cfg.d_mlp, dtype=torch.float64)
+            for alpha in ig_alphas(steps, rule).tolist():
+                x = (a * torch.where(keep, alpha, 1.0)).detach().requires_grad_(True)
+                F = full_F(model, bi, [(mlp_hook_name(layer), lambda act, hook, x=x: x)], "logprob")
+                (g,) = torch.autograd.grad(F.sum(), x)
+                total += (a * g * keep)[0].sum(0)
+            assert_rel_close(ours[i, layer], total / steps)
+    assert completeness_gap(model, b, attribute(model, b, "ig", steps=32, alpha_chunk=16, positions="skip_first"),
+                            "ig", positions="skip_first").abs().max() < 1e-3
