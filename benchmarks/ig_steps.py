@@ -35,7 +35,23 @@ def _cells(ns) -> set[tuple[int, int]]:
     return {(int(layer), int(i)) for layer, idx in ns.to_dict().items() for i in idx}
 
 
-def _score_all(model, batch_of, n: int, steps: list[int], layers: list[int], out: Path, chunk: int) -> dict:
+def _cached_covers(path: Path, layers: list[int]) -> bool:
+    """A cached score file holds every requested layer (files written before the ``layers``
+    metadata existed count as covering the layers whose rows are non-zero)."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        return False
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        if "layers" in meta:
+            return set(layers) <= {int(x) for x in meta["layers"].split(",")}
+        rows = f.get_tensor("scores")[layers]
+    return bool((rows.abs().sum(-1) > 0).all())
+
+
+def _score_all(model, batch_of, n: int, steps: list[int], layers: list[int], out: Path, chunk: int,
+               positions: str = "all") -> dict:
     """Per-example IG scores for every m (cached files), and the time each one took."""
     import torch
     from safetensors import safe_open
@@ -47,19 +63,24 @@ def _score_all(model, batch_of, n: int, steps: list[int], layers: list[int], out
     out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, list] = {str(m): [] for m in steps}
     scores: dict[int, list] = {m: [] for m in steps}
+    tag = "" if positions == "all" else f"_{positions}"
     for i in tqdm(range(n), desc="examples"):
         batch = batch_of(i)
         for m in steps:
-            path = out / f"ex{i:03d}_m{m}.safetensors"
-            if not path.exists():
+            path = out / f"ex{i:03d}_m{m}{tag}.safetensors"
+            if not _cached_covers(path, layers):
                 c0, w0 = time.process_time(), time.perf_counter()
-                s = attribute(model, batch, method="ig", steps=m, alpha_chunk=min(chunk, m), layers=layers)
+                s = attribute(model, batch, method="ig", steps=m, alpha_chunk=min(chunk, m), layers=layers,
+                              positions=positions)
                 meta = {"wall_s": str(time.perf_counter() - w0), "cpu_s": str(time.process_time() - c0),
-                        "n_tokens": str(int(batch.tokens.shape[1]))}
+                        "n_tokens": str(int(batch.tokens.shape[1])), "layers": ",".join(map(str, layers))}
                 save_file({"scores": s[0].contiguous()}, str(path), metadata=meta)
             with safe_open(str(path), "pt") as f:  # one read gives the timing and the scores
-                timing[str(m)].append({k: float(v) for k, v in f.metadata().items()})
-                scores[m].append(f.get_tensor("scores"))
+                timing[str(m)].append({k: float(v) for k, v in f.metadata().items() if k != "layers"})
+                full = f.get_tensor("scores")
+            only = torch.zeros_like(full)
+            only[layers] = full[layers]
+            scores[m].append(only)
     return {"timing": timing, "scores": {m: torch.stack(v) for m, v in scores.items()}}
 
 
@@ -77,6 +98,15 @@ def _compare(scores: dict, steps: list[int], layers: list[int], ref: int, top_k:
             rows[str(m)] = {"jaccard": _jaccard(cells, ref_sets), "size": len(cells), "ref_size": len(ref_sets),
                             "jaccard_per_layer": per_layer}
         out[rule] = rows
+    return out
+
+
+def _rel_errors(scores: dict, steps: list[int], layers: list[int], ref: int) -> dict:
+    """Median over examples of ||s_m - s_ref|| / ||s_ref|| per layer: where IG has settled."""
+    out = {}
+    for m in steps:
+        d = (scores[m] - scores[ref]).norm(dim=-1) / scores[ref].norm(dim=-1).clamp(min=1e-12)
+        out[str(m)] = {str(la): float(d[:, la].median()) for la in layers}
     return out
 
 
@@ -103,23 +133,41 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res = _score_all(model, lambda i: tokenize_with_answers(model, [ps.prompts[i]], [ps.continuations[i]]),
-                     n, steps, layers, out / "scores", args.alpha_chunk)
+                     n, steps, layers, out / "scores", args.alpha_chunk, args.positions)
     ref = max(steps)
     mean = {m: {k: sum(t[k] for t in v) / len(v) for k in ("wall_s", "cpu_s")} for m, v in res["timing"].items()}
     floor = mean["1"]
     report = {
         "model": args.model, "data": args.data, "n_examples": n, "layers": layers, "steps": steps,
         "prompt_tokens": [int(t) for t in ps.n_tokens], "threads": args.threads, "alpha_chunk": args.alpha_chunk,
+        "positions": args.positions,
         "load_avg_end": list(os.getloadavg()), "cost_per_example": mean,
         "cost_vs_floor": {m: mean[m]["cpu_s"] / (int(m) * floor["cpu_s"]) for m in mean},
         "agreement_with_m": ref, "agreement": _compare(res["scores"], steps, layers, ref, args.top_k),
+        "rel_error_per_layer": _rel_errors(res["scores"], steps, layers, ref),
     }
+    if args.set_layers:
+        keep = [int(x) for x in args.set_layers.split(",")]
+        if not set(keep) <= set(layers):
+            raise ValueError(f"--set-layers {keep} must be among --layers {layers}")
+        drop = [la for la in layers if la not in keep]
+        only = {m: s.clone().index_fill_(1, torch.tensor(drop, dtype=torch.long), 0.0) if drop else s
+                for m, s in res["scores"].items()}
+        report["set_layers"] = keep
+        report["agreement_set_layers"] = _compare(only, steps, keep, ref, args.top_k)
     ok = None  # the smallest m such that it and every larger m reach Jaccard 0.9
     for m in steps:  # descending
         if report["agreement"]["threshold"][str(m)]["jaccard"] < 0.9:
             break
         ok = m
     report["smallest_m_jaccard_0.9"] = ok
+    if "agreement_set_layers" in report:
+        ok = None
+        for m in steps:
+            if report["agreement_set_layers"]["threshold"][str(m)]["jaccard"] < 0.9:
+                break
+            ok = m
+        report["smallest_m_jaccard_0.9_set_layers"] = ok
     (out / "ig_steps.json").write_text(json.dumps(report, indent=1))
     _write_md(report, out / "ig_steps.md")
     return report
@@ -128,7 +176,8 @@ def run(args) -> dict:
 def _write_md(r: dict, path: Path) -> None:
     lines = [f"# IG steps study: {r['model']}, {r['n_examples']} gold-only prompts "
              f"({min(r['prompt_tokens'])}-{max(r['prompt_tokens'])} tokens), layers {r['layers']}", "",
-             f"{r['threads']} torch thread(s), alpha chunk {r['alpha_chunk']}, load at end {r['load_avg_end']}.", "",
+             f"{r['threads']} torch thread(s), alpha chunk {r['alpha_chunk']}, positions "
+             f"{r.get('positions', 'all')}, load at end {r['load_avg_end']}.", "",
              f"| m | CPU s / example | wall s / example | CPU vs m x floor | Jaccard vs m={r['agreement_with_m']} "
              "(threshold) | Jaccard (topk 40) | set size (threshold) |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for m in r["steps"]:
@@ -136,6 +185,21 @@ def _write_md(r: dict, path: Path) -> None:
         lines.append(f"| {m} | {c['cpu_s']:.1f} | {c['wall_s']:.1f} | {r['cost_vs_floor'][str(m)]:.2f} | "
                      f"{a['threshold'][str(m)]['jaccard']:.3f} | {a['topk'][str(m)]['jaccard']:.3f} | "
                      f"{a['threshold'][str(m)]['size']} |")
+    if "rel_error_per_layer" in r:
+        lines += ["", f"Median relative error of a layer's scores against m = {r['agreement_with_m']}:", "",
+                  "| m | " + " | ".join(f"layer {la}" for la in r["layers"]) + " |",
+                  "|---:|" + "---:|" * len(r["layers"])]
+        lines += [f"| {m} | " + " | ".join(f"{r['rel_error_per_layer'][str(m)][str(la)]:.4f}" for la in r["layers"])
+                  + " |" for m in r["steps"]]
+    if "agreement_set_layers" in r:
+        a = r["agreement_set_layers"]
+        lines += ["", f"Sets selected from layers {r['set_layers']} only (the others left out of the selection):",
+                  "", "| m | Jaccard (threshold) | Jaccard (topk 40) | set size (threshold) |", "|---:|---:|---:|---:|"]
+        lines += [f"| {m} | {a['threshold'][str(m)]['jaccard']:.3f} | {a['topk'][str(m)]['jaccard']:.3f} | "
+                  f"{a['threshold'][str(m)]['size']} |" for m in r["steps"]]
+    if "smallest_m_jaccard_0.9_set_layers" in r:
+        lines += ["", f"Smallest m with Jaccard >= 0.9, sets from layers {r['set_layers']}: "
+                  f"{r['smallest_m_jaccard_0.9_set_layers']}."]
     lines += ["", f"Smallest m with Jaccard >= 0.9 (threshold sets): {r['smallest_m_jaccard_0.9']}.",
               "Floor = m = 1: one forward from each attributed layer up plus one backward, prefix cached.", ""]
     path.write_text("\n".join(lines))
@@ -152,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--alpha-chunk", type=int, default=8)
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set-layers", default=None,
+                   help="also report the agreement of sets selected from these attributed layers only")
+    p.add_argument("--positions", default="all", choices=["all", "skip_first"],
+                   help="attributed positions (skip_first: every one but the attention-sink token)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ig_steps"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
