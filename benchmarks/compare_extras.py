@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare_protocol import PROMPTED_RULE, VARIANT_DATA, VARIANT_EVAL, declared_settings
+from benchmarks.compare_protocol import PROMPTED_RULE, VARIANT_DATA, VARIANT_EVAL, declared_settings, run_name
 from neurorit_lens.data.settings import build_instances
 from neurorit_lens.data.text import normalize_question
 from neurorit_lens.io import atomic_write_json, read_json
@@ -136,7 +136,7 @@ class ExtrasMixin:
             elif m == PROMPTED and PROMPTED in selection:
                 out[m] = prompted_run(selection[PROMPTED]["chosen"])
             elif m in selection and m != PROMPTED:
-                out[m] = f"{m}/lr={selection[m]['chosen_lr']:g}/seed={seed0}"
+                out[m] = run_name(m, selection[m]["chosen_lr"], seed0)
         return out
 
     def cross_units(self, selection: dict[str, Any], bar: Callable[[], None]) -> None:

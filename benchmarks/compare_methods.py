@@ -61,6 +61,7 @@ from benchmarks.compare_protocol import (  # noqa: E402
     amended_parts,
     check_protocol,
     load_config,
+    run_name,
     shared_data,
     trained,
 )
@@ -74,10 +75,6 @@ NEEDS_NEURONS = ("neurorit", "layers", "random", "stage1")
 
 def lr_grid(cfg: dict[str, Any], method: str) -> list[float]:
     return sorted(float(x) for x in cfg["lr_grid"].get(method, cfg["lr_grid"].get("default", [])))
-
-
-def run_name(method: str, lr: float | None = None, seed: int | None = None) -> str:
-    return "base" if method == "base" else f"{method}/lr={lr:g}/seed={seed}"
 
 
 def schedule_mass(tcfg: TrainConfig, stage_steps: dict[str, int]) -> float:

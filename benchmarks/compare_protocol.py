@@ -52,6 +52,10 @@ def trained(cfg: Mapping[str, Any]) -> list[str]:
     return [m for m in cfg["methods"] if m not in UNTRAINED]
 
 
+def run_name(method: str, lr: float | None = None, seed: int | None = None) -> str:
+    return "base" if method == "base" else f"{method}/lr={lr:g}/seed={seed}"
+
+
 def declared_settings(cfg: Mapping[str, Any]) -> list[str]:
     """Every setting the configuration declares (global, then per data set), first occurrence kept."""
     out: list[str] = []

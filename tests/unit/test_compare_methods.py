@@ -192,6 +192,14 @@ def test_shipped_configs_load_and_declare_the_issue_13_contrasts():
         assert [tuple(c) for c in cfg["contrasts"]] == [("neurorit", "layers"), ("neurorit", "full"),
                                                         ("neurorit", "clean")]
         assert {"base", "clean", "layers", "full", "random", "neurorit"} <= set(cfg["methods"])
+    # cpu_main_amend = cpu_main plus only what --amend may add
+    from benchmarks.compare_protocol import amendment
+
+    main, amend = (cm.load_config(ROOT / "benchmarks" / "configs" / f"{n}.json")
+                   for n in ("cpu_main", "cpu_main_amend"))
+    added = amendment(main, amend, main["methods"])
+    assert added["methods"] == ["prompted"] and set(added["cross_test"]) == {"rgb", "bamboogle"}
+    assert len(added["prompted_variants"]) in (3, 4) and all("prompted" in c for c in added["contrasts"])
     gpu = cm.load_config(ROOT / "benchmarks" / "configs" / "gpu.json")
     assert (gpu["test_limit"] is None or gpu["test_limit"] >= 200) and gpu["extra_seeds"]
     assert {"gold", "gold+2", "gold+4", "irrelevant"} <= set(gpu["settings"])
