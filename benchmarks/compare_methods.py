@@ -24,6 +24,13 @@ loses at most the unit in progress; training itself also resumes from its checkp
    the first seed;
 5. ``results.json`` and ``results.md`` (:mod:`benchmarks.compare_report`).
 
+Optional (:mod:`benchmarks.compare_extras`): the ``prompted`` format-control baseline (the
+untuned model with a prompt and generation length chosen on dev from ``prompted_variants``,
+after the base model), and ``cross_test`` sets (test-only data sets, evaluated last with
+each method's first-seed run; reported in their own tables). ``--amend`` adds these to an
+existing run folder without redoing anything (:mod:`benchmarks.compare_protocol`), e.g.
+``--config benchmarks/configs/cpu_main_amend.json --out runs/compare/cpu_main --amend``.
+
 Every test evaluation stores per-question records (prediction, extracted answer, 0/1
 accuracy, EM, F1, copy flag, teacher-forced log p(gold)) for the paired statistics.
 ``--plan`` prints the units and their size without loading a model.
@@ -48,68 +55,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.compare_extras import PROMPTED, ExtrasMixin, prompted_run  # noqa: E402
+from benchmarks.compare_protocol import (  # noqa: E402
+    RULE,
+    amended_parts,
+    check_protocol,
+    load_config,
+    run_name,
+    shared_data,
+    trained,
+)
 from benchmarks.compare_report import build_report, render_markdown  # noqa: E402
 from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig  # noqa: E402
-from neurorit_lens.data.settings import parse_setting  # noqa: E402
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json  # noqa: E402
-from neurorit_lens.training.plans import METHODS  # noqa: E402
 
 log = logging.getLogger("compare_methods")
 NEEDS_NEURONS = ("neurorit", "layers", "random", "stage1")
-REQUIRED = ("name", "model", "datasets", "settings", "methods", "contrasts", "seeds", "lr_grid", "train", "selection")
-OPTIONAL = ("description", "device", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
-            "n_distractors", "train_limit", "dev_limit", "test_limit", "extra_seeds", "mining", "mine_limit", "eval",
-            "logprob", "n_bootstrap", "planning_discordance", "keep_checkpoints")
-RULE = ("for each trained method, at the first seed: the LR of its grid with the highest accuracy on the dev "
-        "questions of every data set pooled, at the selection settings; ties: the smaller LR; later seeds reuse it")
-
-
-def shared_data() -> Path:
-    """The shared data folder: $NEURORIT_SHARED_DATA, else ``../shared/data`` beside the checkout."""
-    return Path(os.environ.get("NEURORIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-
-
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a harness configuration (see ``docs/evaluation.md``)."""
-    cfg = read_json(path)
-    missing = [k for k in REQUIRED if k not in cfg]
-    if missing:
-        raise ValueError(f"{path}: missing key(s) {missing}")
-    unknown = sorted(set(cfg) - set(REQUIRED) - set(OPTIONAL))
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {REQUIRED + OPTIONAL}")
-    allowed = ("base", *METHODS)
-    bad = [m for m in cfg["methods"] if m not in allowed]
-    if bad:
-        raise ValueError(f"{path}: unknown method(s) {bad}; choose from {allowed}")
-    for a, b in cfg["contrasts"]:
-        if a not in cfg["methods"] or b not in cfg["methods"]:
-            raise ValueError(f"{path}: contrast {a} vs {b} names a method not in 'methods'")
-    for m in trained(cfg):
-        if not cfg["lr_grid"].get(m, cfg["lr_grid"].get("default")):
-            raise ValueError(f"{path}: no lr_grid for method {m!r} (and no 'default')")
-    for s in [*cfg["settings"], *cfg["selection"]["settings"]] + [s for d in cfg["datasets"].values()
-                                                                  for s in d.get("settings", [])]:
-        parse_setting(s)
-    if not cfg["seeds"]:
-        raise ValueError(f"{path}: 'seeds' is empty")
-    cfg["selection"]["rule"] = RULE
-    TrainConfig.from_dict(cfg["train"])  # fields checked before anything runs
-    EvalConfig.from_dict({**cfg.get("eval", {}), "settings": cfg["settings"]})
-    MiningConfig.from_dict(cfg.get("mining", {}))
-    return cfg
-
-
-def trained(cfg: dict[str, Any]) -> list[str]:
-    return [m for m in cfg["methods"] if m != "base"]
 
 
 def lr_grid(cfg: dict[str, Any], method: str) -> list[float]:
     return sorted(float(x) for x in cfg["lr_grid"].get(method, cfg["lr_grid"].get("default", [])))
-
-
-def run_name(method: str, lr: float | None = None, seed: int | None = None) -> str:
-    return "base" if method == "base" else f"{method}/lr={lr:g}/seed={seed}"
 
 
 def schedule_mass(tcfg: TrainConfig, stage_steps: dict[str, int]) -> float:
@@ -131,12 +96,15 @@ def _clean(x: Any) -> Any:
     return x
 
 
-class Harness:
+class Harness(ExtrasMixin):
     """One comparison run in ``out`` (see module docstring)."""
 
     def __init__(self, cfg: dict[str, Any], out: str | os.PathLike, device: str | None = None,
-                 progress: bool = True, results: str | os.PathLike | None = None):
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
+                 progress: bool = True, results: str | os.PathLike | None = None, amend: bool = False):
+        self.cfg, self.out, self.progress, self.amend = cfg, Path(out), progress, amend
+        self.cross, self.cross_cfgs, self.cross_settings, self.cross_skipped = {}, {}, {}, {}
+        self.exploratory: tuple[list[list[str]], list[str]] = ([], [])  # added by amendment
+        self.amendments: list[dict[str, Any]] = []
         self.results = Path(results) if results is not None else ROOT / "benchmarks" / "results" / cfg["name"]
         self.device = device or cfg.get("device", "cpu")
         self.examples: dict[str, dict[str, list]] = {}
@@ -169,6 +137,7 @@ class Harness:
             self.data_cfgs[name] = dcfg
             self.examples[name] = {k: v[: lim[k]] if lim[k] else v for k, v in splits.items()}
             log.info("%s: %s questions (train/dev/test)", name, {k: len(v) for k, v in self.examples[name].items()})
+        self.load_cross()
 
     def pool(self, split: str) -> list:
         exs = [ex for name in self.examples for ex in self.examples[name][split]]
@@ -178,15 +147,14 @@ class Harness:
     def settings_of(self, dataset: str) -> list[str]:
         return list(self.cfg["datasets"][dataset].get("settings") or self.cfg["settings"])
 
-    def protocol(self) -> None:
-        """Write ``protocol.json`` once; refuse a changed configuration afterwards."""
-        path = self.out / "protocol.json"
-        if path.exists():
-            if read_json(path)["config"] != json.loads(json.dumps(self.cfg)):
-                raise ValueError(f"{path}: the declared protocol differs from this configuration; use a new --out")
-            return
-        atomic_write_json(path, {"config": self.cfg, "declared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                 "environment": environment_info(self.cfg["seeds"][0])})
+    def protocol(self, write: bool = True) -> dict[str, Any]:
+        """Write ``protocol.json`` once; refuse a changed configuration afterwards unless it is
+        an amendment allowed by ``--amend`` (:func:`benchmarks.compare_protocol.check_protocol`)."""
+        proto = check_protocol(self.out / "protocol.json", self.cfg, self.amend,
+                               lambda: environment_info(self.cfg["seeds"][0]), write=write)
+        self.exploratory = amended_parts(proto) if "amendments" in proto else ([], [])
+        self.amendments = [{"at": a["at"], "added": a["added"]} for a in proto.get("amendments", [])]
+        return proto
 
     @property
     def base(self):
@@ -238,7 +206,7 @@ class Harness:
         return d
 
     def model_of(self, run: str):
-        if run == "base":
+        if run == "base" or run.startswith(PROMPTED + "/"):
             return self.base
         if self._loaded is None or self._loaded[0] != run:
             from neurorit_lens.models import load_model
@@ -261,8 +229,12 @@ class Harness:
         if path.exists():
             return read_json(path)
         model, t0 = self.model_of(run), time.perf_counter()
-        exs, dcfg = self.examples[dataset][split], self.data_cfgs[dataset]
-        ecfg = EvalConfig.from_dict({**self.cfg.get("eval", {}), "settings": [setting]})
+        if split == "cross":
+            exs, dcfg = self.cross[dataset], self.cross_cfgs[dataset]
+        else:
+            exs, dcfg = self.examples[dataset][split], self.data_cfgs[dataset]
+        dcfg, ecfg_d = self.variant_inputs(run, dcfg, self.cfg.get("eval", {}))
+        ecfg = EvalConfig.from_dict({**ecfg_d, "settings": [setting]})
         recs, summary = evaluate_setting(model, exs, setting, ecfg, dcfg, show_progress=False, data_name=dataset)
         lp: dict[str, float] = {}
         if self.cfg.get("logprob", True):
@@ -312,7 +284,7 @@ class Harness:
         return sel
 
     def strongest_baseline(self, selection: dict[str, Any]) -> str | None:
-        cands = [m for m in trained(self.cfg) if m != "neurorit" and m in selection]
+        cands = [m for m in trained(self.cfg) if m != "neurorit" and m in selection]  # never base or prompted
         if not cands:
             return None
         return max(cands, key=lambda m: (selection[m]["dev_scores"].get(selection[m]["chosen"], 0.0), -cands.index(m)))
@@ -331,7 +303,8 @@ class Harness:
                 "optimizer_steps": (grid + extra) * steps, "dev_generations": dev_runs * n_dev,
                 "test_generations": (len(self.cfg["methods"]) + extra) * n_test,
                 "teacher_forced_passes": (len(self.cfg["methods"]) + extra) * n_test if self.cfg.get("logprob", True)
-                else 0, "per_dataset": {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}}
+                else 0, "per_dataset": {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples},
+                **self.extras_plan()}
 
     def run(self) -> dict[str, Any]:
         """Every phase (module docstring), then the report."""
@@ -343,7 +316,7 @@ class Harness:
         log.info("plan: %s", plan)
         seed0, methods = self.cfg["seeds"][0], self.cfg["methods"]
         total = ("base" in methods) + sum(2 * len(lr_grid(self.cfg, m)) + 1 for m in trained(self.cfg)) + \
-            2 * plan["extra_runs"]
+            2 * plan["extra_runs"] + self.extra_unit_count()
         with tqdm(total=total, desc="units (train / dev / test)", unit="unit", disable=not self.progress) as pbar:
             def bar() -> None:
                 pbar.update(1)
@@ -351,14 +324,25 @@ class Harness:
             if "base" in methods:
                 self.test_units("base")
                 bar()
-            selection = {}
+            selection: dict[str, Any] = {}
+            if PROMPTED in methods:
+                selection[PROMPTED] = self.select_prompted(bar)
+                self.test_units(prompted_run(selection[PROMPTED]["chosen"]))
+                bar()
             for m in trained(self.cfg):
                 selection[m] = self.select(m, seed0, bar)
                 self.test_units(run_name(m, selection[m]["chosen_lr"], seed0))
                 bar()
                 self.write_report(selection)
             self.extra_seeds(selection, bar)
+            if self.cross:
+                self.cross_units(selection, bar)
         return self.write_report(selection)
+
+    def extra_unit_count(self) -> int:
+        """Progress-bar units of the prompted variants and the cross sets."""
+        n_var = len(self.cfg.get("prompted_variants", []))
+        return (n_var + 1 if n_var > 1 else n_var) + (len(self.cfg["methods"]) if self.cross else 0)
 
     def extra_seeds(self, selection: dict[str, Any], bar: Callable[[], None]) -> None:
         if not self.cfg.get("extra_seeds"):
@@ -380,6 +364,9 @@ class Harness:
             if m == "base":
                 out[m] = {s: "base" for s in self.cfg["seeds"][:1]}
                 continue
+            if m == PROMPTED and m in selection:
+                out[m] = {s: prompted_run(selection[m]["chosen"]) for s in self.cfg["seeds"][:1]}
+                continue
             if m not in selection:
                 continue
             lr = selection[m]["chosen_lr"]
@@ -390,7 +377,7 @@ class Harness:
     def cost(self, method: str, runs: dict[int, str], selection: dict[str, Any]) -> dict[str, Any]:
         evals = [read_json(p)["wall_s"] for run in runs.values()
                  for p in (self.out / "eval" / run / "test").rglob("*.json")]
-        if method == "base":
+        if method in ("base", PROMPTED):
             return {"trainable_params": 0, "trainable_fraction": 0.0, "eval_wall_s": sum(evals)}
         tj = self.out / "train" / next(iter(runs.values())) / "train.json"
         t = read_json(tj) if tj.exists() else {}
@@ -417,12 +404,32 @@ class Harness:
                         if p.exists():
                             evals[(run, d, s)] = read_json(p)
         costs = {m: self.cost(m, by, selection.get(m, {})) for m, by in runs.items() if by}
-        rep = build_report(self.cfg, runs, evals, costs, selection)
+        contrasts, cross_sets = self.exploratory
+        rep = build_report(self.cfg, runs, evals, costs, selection, exploratory=contrasts, cross=self.cross_report(
+            selection, cross_sets))
         rep["n_questions"] = {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}
+        if self.amendments:
+            rep["amendments"] = self.amendments
         for rdir in (self.out, self.results):
             atomic_write_json(rdir / "results.json", _clean(rep))
             atomic_write_text(rdir / "results.md", render_markdown(rep))
         return rep
+
+
+    def cross_report(self, selection: dict[str, Any], amended: list[str]) -> dict[str, Any] | None:
+        """The finished cross-set evaluations for :func:`build_report` (``None``: no cross set)."""
+        if not self.cross:
+            return None
+        runs = self.cross_runs(selection)
+        sets = {}
+        for name in self.cross:
+            evals = {(run, name, s): read_json(p) for run in runs.values() for s in self.cross_settings[name]
+                     if (p := self.eval_path(run, "cross", name, s)).exists()}
+            sets[name] = {"settings": self.cross_settings[name], "skipped_settings": self.cross_skipped[name],
+                          "n_questions": len(self.cross[name]), "exploratory": name in amended,
+                          "overlap_with_training_data": self.cross_overlap(name), "evals": evals}
+        return {"train_sets": list(self.cfg["datasets"]), "seed": self.cfg["seeds"][0],
+                "runs": {m: {self.cfg["seeds"][0]: r} for m, r in runs.items()}, "sets": sets}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -433,6 +440,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", default=None, help="where results.json/md also go (default "
                    "benchmarks/results/<name>)")
     p.add_argument("--plan", action="store_true", help="print the units and sizes, load no model, and exit")
+    p.add_argument("--amend", action="store_true", help="in an existing run folder, ADD prompted variants, the "
+                   "prompted method, cross_test sets and contrasts naming a new method (recorded in protocol.json; "
+                   "nothing done is redone; any other change is refused)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -445,10 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     handlers = [logging.FileHandler(out / "harness.log"), logging.StreamHandler()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
-    h = Harness(cfg, out, args.device, progress=not args.no_progress, results=args.results)
+    h = Harness(cfg, out, args.device, progress=not args.no_progress, results=args.results, amend=args.amend)
     h.load_data()
     if args.plan:
-        print(json.dumps(h.plan(), indent=2))
+        proto = h.protocol(write=False)  # refuses what a run would refuse
+        plan = h.plan()
+        if proto.get("amendments") and args.amend:
+            plan["amendment"] = proto["amendments"][-1]["added"]
+        print(json.dumps(plan, indent=2))
         return 0
     h.run()
     print(f"wrote {out / 'results.md'}")

@@ -9,6 +9,11 @@ the runs (``{method: {seed: run name}}``), the training cost per run and the LR 
 Output: ``results.json`` (every number) and ``results.md`` (the tables). Statistics come from
 :mod:`neurorit_lens.evaluation.comparison` (paired bootstrap, exact McNemar, Holm, minimum
 detectable difference) and :mod:`neurorit_lens.evaluation.statistics` (Wilson).
+
+Contrasts added to the protocol by amendment are *exploratory*: reported with their raw
+p-values, outside the Holm family of the declared ones. Each ``cross_test`` set gets its
+own tables ("trained on <training sets>, tested on all of <set>"): accuracy, contrasts (a
+Holm family of its own; every row exploratory when the set came by amendment) and gaps.
 """
 
 from __future__ import annotations
@@ -95,11 +100,14 @@ def accuracy_rows(runs: Mapping[str, Mapping[int, str]], evals: Mapping[Key, Any
 
 def contrast_rows(contrasts: Sequence[Sequence[str]], runs: Mapping[str, Mapping[int, str]],
                   evals: Mapping[Key, Any], datasets: Sequence[str], settings: Mapping[str, Sequence[str]],
-                  primary_seed: int, n_bootstrap: int, planning_discordance: float) -> list[dict[str, Any]]:
-    """Every declared contrast ``a - b`` at every data set, setting and seed both methods
-    have. Rows at the primary seed form the Holm family (``primary``); other seeds are
-    replications, reported unadjusted."""
+                  primary_seed: int, n_bootstrap: int, planning_discordance: float,
+                  exploratory: Sequence[Sequence[str]] = ()) -> list[dict[str, Any]]:
+    """Every contrast ``a - b`` at every data set, setting and seed both methods have. Rows
+    of declared contrasts at the primary seed form the Holm family (``primary``); other
+    seeds are replications, and contrasts in ``exploratory`` (``"exploratory": True``) are
+    outside the family: both reported unadjusted."""
     rows = []
+    extra = [tuple(c) for c in exploratory]
     for a, b in contrasts:
         for seed in sorted(set(runs.get(a, {})) & set(runs.get(b, {}))):
             for d in datasets:
@@ -108,12 +116,13 @@ def contrast_rows(contrasts: Sequence[Sequence[str]], runs: Mapping[str, Mapping
                     if ea is None or eb is None:
                         continue
                     row = {"a": a, "b": b, "dataset": d, "setting": s, "seed": seed, "primary": seed == primary_seed,
+                           **({"exploratory": True} if (a, b) in extra else {}),
                            **accuracy_contrast(values(ea), values(eb), n_bootstrap, planning_discordance=
                                                planning_discordance)}
                     la, lb = values(ea, "logprob"), values(eb, "logprob")
                     row["logprob_diff"] = mean_difference(la, lb, n_bootstrap) if la and lb else None
                     rows.append(row)
-    add_holm([r for r in rows if r["primary"]])
+    add_holm([r for r in rows if r["primary"] and not r.get("exploratory")])
     return rows
 
 
@@ -145,9 +154,33 @@ def gap_rows(runs: Mapping[str, Mapping[int, str]], contrasts: Sequence[Sequence
     return rows, between
 
 
+def cross_tables(cross: Mapping[str, Any], contrasts: Sequence[tuple[str, ...]], exploratory: Sequence[Sequence[str]],
+                 nb: int, pd: float) -> dict[str, Any]:
+    """Per cross set: what it holds and its accuracy, contrast and gap rows (a Holm family of
+    its own; every contrast exploratory when the set came by amendment)."""
+    out = {}
+    runs, seed = cross["runs"], cross["seed"]
+    for name, c in cross["sets"].items():
+        sets, settings = [name], {name: list(c["settings"])}
+        expl = contrasts if c["exploratory"] else exploratory
+        gaps, gap_between = gap_rows(runs, contrasts, c["evals"], sets, settings, nb)
+        out[name] = {"label": f"trained on {', '.join(cross['train_sets'])}, tested on all of {name}",
+                     "n_questions": c["n_questions"], "settings": c["settings"],
+                     "skipped_settings": c["skipped_settings"], "exploratory": c["exploratory"],
+                     "overlap_with_training_data": c["overlap_with_training_data"],
+                     "accuracy": accuracy_rows(runs, c["evals"], sets, settings, nb),
+                     "contrasts": contrast_rows(contrasts, runs, c["evals"], sets, settings, seed, nb, pd, expl),
+                     "gaps": gaps, "gap_contrasts": gap_between}
+    return out
+
+
 def build_report(cfg: Mapping[str, Any], runs: Mapping[str, Mapping[int, str]], evals: Mapping[Key, Any],
-                 costs: Mapping[str, Any], selection: Mapping[str, Any]) -> dict[str, Any]:
-    """Every table of the comparison as one JSON-ready dict (see module docstring)."""
+                 costs: Mapping[str, Any], selection: Mapping[str, Any], exploratory: Sequence[Sequence[str]] = (),
+                 cross: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every table of the comparison as one JSON-ready dict (see module docstring).
+
+    ``exploratory``: contrasts added by amendment; ``cross``: the cross-set evaluations
+    (``{"train_sets", "seed", "runs", "sets": {name: {"evals", "settings", ...}}}``)."""
     datasets = list(cfg["datasets"])
     settings = {d: list(cfg["datasets"][d].get("settings") or cfg["settings"]) for d in datasets}
     if len(datasets) > 1:
@@ -157,13 +190,20 @@ def build_report(cfg: Mapping[str, Any], runs: Mapping[str, Mapping[int, str]], 
     nb, pd = cfg.get("n_bootstrap", 2000), cfg.get("planning_discordance", 0.2)
     primary = cfg["seeds"][0]
     contrasts = [tuple(c) for c in cfg["contrasts"]]
+    extra = [tuple(c) for c in exploratory]
     gaps, gap_between = gap_rows(runs, contrasts, evals, datasets, settings, nb)
-    return {"name": cfg["name"], "model": cfg["model"], "primary_seed": primary,
-            "selection_rule": cfg["selection"]["rule"], "contrasts_declared": [list(c) for c in contrasts],
-            "runs": {m: {str(s): r for s, r in by.items()} for m, by in runs.items()},
-            "accuracy": accuracy_rows(runs, evals, datasets, settings, nb),
-            "contrasts": contrast_rows(contrasts, runs, evals, datasets, settings, primary, nb, pd),
-            "gaps": gaps, "gap_contrasts": gap_between, "cost": dict(costs), "selection": dict(selection)}
+    rep = {"name": cfg["name"], "model": cfg["model"], "primary_seed": primary,
+           "selection_rule": cfg["selection"]["rule"],
+           "contrasts_declared": [list(c) for c in contrasts if c not in extra],
+           "runs": {m: {str(s): r for s, r in by.items()} for m, by in runs.items()},
+           "accuracy": accuracy_rows(runs, evals, datasets, settings, nb),
+           "contrasts": contrast_rows(contrasts, runs, evals, datasets, settings, primary, nb, pd, extra),
+           "gaps": gaps, "gap_contrasts": gap_between, "cost": dict(costs), "selection": dict(selection)}
+    if extra:
+        rep["contrasts_exploratory"] = [list(c) for c in extra]
+    if cross:
+        rep["cross"] = cross_tables(cross, contrasts, extra, nb, pd)
+    return rep
 
 
 # --- markdown ------------------------------------------------------------------------------------
@@ -181,11 +221,12 @@ def _p(p: float | None) -> str:
     return "" if p is None else (f"{p:.2g}" if p < 0.01 else f"{p:.3f}")
 
 
-def _accuracy_md(rep: Mapping[str, Any]) -> list[str]:
-    out = ["## Accuracy (extracted answer; Wilson 95%) and teacher-forced log p(gold)", "",
+def _accuracy_md(rows: Sequence[Mapping[str, Any]],
+                 title: str = "## Accuracy (extracted answer; Wilson 95%) and teacher-forced log p(gold)") -> list[str]:
+    out = [title, "",
            "| data | setting (prompts held) | method | seed | n | accuracy | EM | F1 | copy | log p(gold) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rep["accuracy"]:
+    for r in rows:
         lp = r["logprob"]
         lps = f"{lp['mean']:.2f} {_ci(lp['ci'], 1.0, '.2f')}" if lp else "n/a"
         out.append(f"| {r['dataset']} | {r['setting']} ({r['label']}) | {r['method']} | {r['seed']} | {r['n']} | "
@@ -194,24 +235,24 @@ def _accuracy_md(rep: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _contrast_md(rep: Mapping[str, Any]) -> list[str]:
-    out = ["## Declared contrasts (a - b, accuracy points; paired bootstrap 95%; exact McNemar; Holm over the "
-           "primary-seed rows)", "",
+def _contrast_md(rows: Sequence[Mapping[str, Any]], title: str = "## Declared contrasts (a - b, accuracy points; "
+                 "paired bootstrap 95%; exact McNemar; Holm over the primary-seed rows)") -> list[str]:
+    out = [title, "",
            "| data | setting | a - b | seed | n | diff | 95% CI | only a / only b right | p | p (Holm) | "
            "MDD obs / plan | Δ log p(gold) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rep["contrasts"]:
+    for r in rows:
         lp = r["logprob_diff"]
         lps = f"{lp['mean']:+.2f} {_ci(lp['ci'], 1.0, '.2f')}" if lp else "n/a"
-        out.append(f"| {r['dataset']} | {r['setting']} | {r['a']} - {r['b']} | {r['seed']}"
-                   f"{'' if r['primary'] else ' (replication)'} | {r['n']} | {100 * r['diff']:+.1f} | "
+        tag = " (exploratory)" if r.get("exploratory") else ("" if r["primary"] else " (replication)")
+        out.append(f"| {r['dataset']} | {r['setting']} | {r['a']} - {r['b']} | {r['seed']}{tag} | {r['n']} | "
+                   f"{100 * r['diff']:+.1f} | "
                    f"{_ci(r['ci'])} | {r['only_a']} / {r['only_b']} | {_p(r['p_value'])} | {_p(r.get('p_holm'))} | "
                    f"{_pct(r['mdd_observed'])} / {_pct(r['mdd_planning'])} | {lps} |")
     return out
 
 
-def _gap_md(rep: Mapping[str, Any]) -> list[str]:
-    out = ["## Within-question gap acc(setting) - acc(gold)", "",
-           "| data | setting | method | seed | n | gap | 95% CI |", "|---|---|---|---|---|---|---|"]
+def _gap_md(rep: Mapping[str, Any], title: str = "## Within-question gap acc(setting) - acc(gold)") -> list[str]:
+    out = [title, "", "| data | setting | method | seed | n | gap | 95% CI |", "|---|---|---|---|---|---|---|"]
     out += [f"| {r['dataset']} | {r['setting']} | {r['method']} | {r['seed']} | {r['n']} | {100 * r['mean']:+.1f} | "
             f"{_ci(r['ci'])} |" for r in rep["gaps"]]
     out += ["", "Gap difference between methods (gap(a) - gap(b), paired bootstrap 95%):", "",
@@ -238,6 +279,35 @@ def _cost_md(rep: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _prompted_md(rep: Mapping[str, Any]) -> list[str]:
+    sel = rep["selection"].get("prompted")
+    if not sel:
+        return []
+    out = ["", "## Prompted baseline: variants (untuned base model; chosen on dev)", "", f"Rule: {sel['rule']}.", "",
+           "| variant | template | max new tokens | stop at newline | dev accuracy | chosen |",
+           "|---|---|---|---|---|---|"]
+    for v in sel["variants"]:
+        out.append(f"| {v['name']} | {v.get('template', 'config')} | {v.get('max_new_tokens', 'config')} | "
+                   f"{v.get('stop_at_newline', 'config')} | {_pct(sel['dev_scores'].get(v['name']))} | "
+                   f"{'yes' if v['name'] == sel['chosen'] else ''} |")
+    return out
+
+
+def _cross_md(rep: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for name, c in (rep.get("cross") or {}).items():
+        note = " (added by amendment: exploratory)" if c["exploratory"] else ""
+        skipped = ", ".join(f"{s} ({r})" for s, r in c["skipped_settings"].items()) or "none"
+        out += ["", f"## Cross-data-set: {c['label']}{note}", "",
+                f"Every one of its {c['n_questions']} questions is a test question; none was trained or mined on "
+                f"(questions also in the training data sets' train/dev/test: {c['overlap_with_training_data']}). "
+                f"Settings skipped (the data cannot build them): {skipped}.", ""]
+        out += _accuracy_md(c["accuracy"], f"### {name}: accuracy (Wilson 95%) and log p(gold)")
+        out += [""] + _contrast_md(c["contrasts"], f"### {name}: contrasts (paired; Holm within this table)")
+        out += [""] + _gap_md(c, f"### {name}: within-question gap acc(setting) - acc(gold)")
+    return out
+
+
 def render_markdown(rep: Mapping[str, Any]) -> str:
     """``results.md``: the accuracy, contrast, gap and cost tables of :func:`build_report`'s output."""
     head = [f"# Method comparison `{rep['name']}` ({rep['model']})", "",
@@ -245,5 +315,11 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
             "Declared contrasts: " + ", ".join(f"{a} vs {b}" for a, b in rep["contrasts_declared"]), "",
             "MDD: smallest accuracy difference detectable (McNemar, two-sided 5%, power 0.8) at the observed "
             "discordance / at the planning discordance.", ""]
-    parts = [head, _accuracy_md(rep), [""], _contrast_md(rep), [""], _gap_md(rep), [""], _cost_md(rep)]
+    if rep.get("contrasts_exploratory"):
+        head[6:6] = ["Added by amendment (exploratory, outside the Holm family): "
+                     + ", ".join(f"{a} vs {b}" for a, b in rep["contrasts_exploratory"]), ""]
+    for a in rep.get("amendments", []):
+        head += [f"Amended {a['at']}: added {a['added']}", ""]
+    parts = [head, _accuracy_md(rep["accuracy"]), [""], _contrast_md(rep["contrasts"]), [""], _gap_md(rep), [""],
+             _cost_md(rep), _prompted_md(rep), _cross_md(rep)]
     return "\n".join(line for part in parts for line in part) + "\n"

@@ -150,8 +150,15 @@ class DataConfig(ConfigBase):
     distractors: DistractorChoice = "random"
     # Mined irrelevant passages per example that has none of its own.
     n_distractors: int = 10
+    # Instruction line before the documents (none = "Answer the question using the documents
+    # below. Reply with a short phrase only.").
+    instruction: str | None = None
+    # System line of the chat template (none = "You answer questions with a short phrase only.").
+    system_prompt: str | None = None
 
     def __post_init__(self) -> None:
+        _check(self.instruction is None or bool(self.instruction.strip()), "instruction must not be empty")
+        _check(self.system_prompt is None or bool(self.system_prompt.strip()), "system_prompt must not be empty")
         _check(self.limit is None or self.limit > 0, "limit must be positive")
         _one_of(self.format, DataFormat, "format")
         _one_of(self.distractors, DistractorChoice, "distractors")

@@ -40,7 +40,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neurorit_lens.config import DataConfig
-from neurorit_lens.data.prompts import answer_continuation, render_prompts, resolve_template
+from neurorit_lens.data.prompts import (
+    DEFAULT_TEXT,
+    INSTRUCTION,
+    SYSTEM_PROMPT,
+    PromptText,
+    answer_continuation,
+    render_prompts,
+    resolve_template,
+)
 from neurorit_lens.data.schema import Label, QAExample, RAGInstance
 from neurorit_lens.data.settings import build_instances
 
@@ -165,6 +173,7 @@ def render_instances(
     template: str = "auto",
     budget: int = 512,
     setting: str = "",
+    text: PromptText = DEFAULT_TEXT,
 ) -> PromptSet:
     """Render already-built instances into a :class:`PromptSet` (steps 2 and 3).
 
@@ -175,7 +184,7 @@ def render_instances(
     out = PromptSet(setting=setting, template=tpl, budget=budget)
     if not instances:
         return out
-    rendered = render_prompts(instances, tokenizer, tpl, budget)
+    rendered = render_prompts(instances, tokenizer, tpl, budget, text)
     out.n_skipped_budget = out.n_skipped = len(rendered.skipped_budget)
     if out.n_skipped_budget:
         out.skipped_reasons = {"gold_over_budget": out.n_skipped_budget}
@@ -188,6 +197,12 @@ def render_instances(
     out.n_truncated = int(rendered.n_truncated)
     out.n_passages_dropped = int(rendered.n_passages_dropped)
     return out
+
+
+def prompt_text(data_cfg: DataConfig) -> PromptText:
+    """The prompt wording of ``data_cfg`` (``instruction`` / ``system_prompt``; ``None``: today's text)."""
+    return PromptText(instruction=data_cfg.instruction or INSTRUCTION,
+                      system=data_cfg.system_prompt or SYSTEM_PROMPT)
 
 
 def build_prompts(
@@ -207,8 +222,8 @@ def build_prompts(
         examples: QA examples with labelled passages.
         setting: a setting name (see :func:`~neurorit_lens.data.settings.parse_setting`).
         tokenizer: the model's tokenizer (template and token counts).
-        data_cfg: ``n_passages``, ``seed``, ``template``, ``max_prompt_tokens``
-            (default ``DataConfig()``).
+        data_cfg: ``n_passages``, ``seed``, ``template``, ``max_prompt_tokens``,
+            ``instruction``, ``system_prompt`` (default ``DataConfig()``).
         n_ctx: the model's context length (``model.cfg.n_ctx``); ``None``: no cap.
         reserve_tokens: tokens kept free of the context after the prompt (generating stages:
             their ``max_new_tokens``).
@@ -227,7 +242,8 @@ def build_prompts(
                             data_cfg.n_passages if n_passages is None else n_passages,
                             data_cfg.seed if seed is None else seed)
     budget = prompt_budget(data_cfg.max_prompt_tokens, n_ctx, reserve_tokens)
-    out = render_instances(built.instances, tokenizer, data_cfg.template, budget, setting=built.setting)
+    out = render_instances(built.instances, tokenizer, data_cfg.template, budget, setting=built.setting,
+                           text=prompt_text(data_cfg))
     out.n_skipped += int(built.n_skipped)
     out.skipped_reasons = {**built.skipped_reasons, **out.skipped_reasons}
     return out

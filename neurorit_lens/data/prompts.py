@@ -14,7 +14,8 @@ Two templates with the same content:
 
   (closed-book prompts drop the documents and say "Answer the question ...").
 * ``chat`` (instruct models): the same text as the user message, a one-line system prompt
-  asking for a short phrase, through ``tokenizer.apply_chat_template(...,
+  asking for a short phrase (both wordings can be changed: :class:`PromptText`, from
+  ``DataConfig.instruction`` and ``DataConfig.system_prompt``), through ``tokenizer.apply_chat_template(...,
   add_generation_prompt=True)``. If the template rejects a system role, the system line is
   prepended to the user message instead. The rendered text is kept verbatim,
   leading BOS string included (SmolLM2's template starts with its BOS ``<|im_start|>``, which
@@ -47,6 +48,20 @@ TEMPLATES = get_args(Template)
 INSTRUCTION = "Answer the question using the documents below. Reply with a short phrase only."
 CLOSED_INSTRUCTION = "Answer the question. Reply with a short phrase only."
 SYSTEM_PROMPT = "You answer questions with a short phrase only."
+
+
+@dataclass(frozen=True)
+class PromptText:
+    """The fixed wording of a prompt: the instruction before the documents, the closed-book
+    instruction, and the chat template's system line (defaults: today's text;
+    ``DataConfig.instruction`` / ``system_prompt`` override them through :func:`build_prompts`)."""
+
+    instruction: str = INSTRUCTION
+    closed_instruction: str = CLOSED_INSTRUCTION
+    system: str = SYSTEM_PROMPT
+
+
+DEFAULT_TEXT = PromptText()
 
 
 @dataclass
@@ -84,17 +99,18 @@ def format_passage(i: int, p: Passage) -> str:
     return f"Document [{i}] (Title: {p.title}) {p.text}" if p.title else f"Document [{i}] {p.text}"
 
 
-def user_content(question: str, passages: Sequence[Passage]) -> str:
+def user_content(question: str, passages: Sequence[Passage], text: PromptText = DEFAULT_TEXT) -> str:
     """Instruction, numbered documents and the question (shared by both templates)."""
     if not passages:
-        return f"{CLOSED_INSTRUCTION}\n\nQuestion: {question}"
+        return f"{text.closed_instruction}\n\nQuestion: {question}"
     docs = "\n".join(format_passage(i + 1, p) for i, p in enumerate(passages))
-    return f"{INSTRUCTION}\n\n{docs}\n\nQuestion: {question}"
+    return f"{text.instruction}\n\n{docs}\n\nQuestion: {question}"
 
 
-def render_prompt(question: str, passages: Sequence[Passage], tokenizer: Any, template: str) -> str:
-    """One prompt string for a resolved template (``plain`` or ``chat``)."""
-    content = user_content(question, passages)
+def render_prompt(question: str, passages: Sequence[Passage], tokenizer: Any, template: str,
+                  text: PromptText = DEFAULT_TEXT) -> str:
+    """One prompt string for a resolved template (``plain`` or ``chat``) with the wording ``text``."""
+    content = user_content(question, passages, text)
     if template == "plain":
         return content + "\nAnswer:"
     if template != "chat":
@@ -102,13 +118,13 @@ def render_prompt(question: str, passages: Sequence[Passage], tokenizer: Any, te
     from jinja2.exceptions import TemplateError  # what a template's raise_exception raises
 
     try:
-        text = tokenizer.apply_chat_template(
-            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}],
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "system", "content": text.system}, {"role": "user", "content": content}],
             tokenize=False, add_generation_prompt=True)
     except TemplateError:  # the template rejects a system role (Gemma): system line goes into the user turn
-        text = tokenizer.apply_chat_template([{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{content}"}],
-                                             tokenize=False, add_generation_prompt=True)
-    return text  # verbatim: a leading BOS string stays (targets.encode_prompt drops a doubled BOS)
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": f"{text.system}\n\n{content}"}],
+                                                 tokenize=False, add_generation_prompt=True)
+    return rendered  # verbatim: a leading BOS string stays (targets.encode_prompt drops a doubled BOS)
 
 
 def answer_continuation(answer: str, template: str) -> str:
@@ -135,7 +151,7 @@ def _cut(tokenizer: Any, text: str, n: int) -> str:
 
 
 def _shorten(inst: RAGInstance, passages: list[Passage], j: int, tokenizer: Any, template: str,
-             max_tokens: int) -> tuple[Passage, str] | None:
+             max_tokens: int, text: PromptText = DEFAULT_TEXT) -> tuple[Passage, str] | None:
     """The longest non-empty token prefix of ``passages[j]`` whose prompt fits, with that prompt."""
     p = passages[j]
     n_ids = len(tokenizer(p.text, add_special_tokens=False)["input_ids"])
@@ -143,7 +159,7 @@ def _shorten(inst: RAGInstance, passages: list[Passage], j: int, tokenizer: Any,
     while lo <= hi:  # binary search on the prefix length
         mid = (lo + hi) // 2
         cand = dataclasses.replace(p, text=_cut(tokenizer, p.text, mid))
-        prompt = render_prompt(inst.question, passages[:j] + [cand] + passages[j + 1:], tokenizer, template)
+        prompt = render_prompt(inst.question, passages[:j] + [cand] + passages[j + 1:], tokenizer, template, text)
         if count_tokens(tokenizer, prompt) <= max_tokens:
             best, lo = (cand, prompt), mid + 1
         else:
@@ -152,7 +168,7 @@ def _shorten(inst: RAGInstance, passages: list[Passage], j: int, tokenizer: Any,
 
 
 def _fit(inst: RAGInstance, tokenizer: Any, template: str,
-         max_tokens: int) -> tuple[str, RAGInstance, int, int] | None:
+         max_tokens: int, text: PromptText = DEFAULT_TEXT) -> tuple[str, RAGInstance, int, int] | None:
     """(prompt, rendered instance, passages dropped, tokens) within ``max_tokens``, or ``None``.
 
     Non-gold passages are cut from the end (the last one shortened token-wise, or dropped
@@ -160,27 +176,27 @@ def _fit(inst: RAGInstance, tokenizer: Any, template: str,
     never touched. ``None``: the gold passage(s) and the question alone exceed the budget.
     """
     passages = list(inst.passages)
-    prompt = render_prompt(inst.question, passages, tokenizer, template)
+    prompt = render_prompt(inst.question, passages, tokenizer, template, text)
     n = count_tokens(tokenizer, prompt)
     if n <= max_tokens:
         return prompt, inst, 0, n
-    bare = render_prompt(inst.question, [], tokenizer, template)
+    bare = render_prompt(inst.question, [], tokenizer, template, text)
     if count_tokens(tokenizer, bare) > max_tokens:
         raise ValueError(f"instance {inst.id!r}: the question alone needs {count_tokens(tokenizer, bare)} tokens, "
                          f"more than max_prompt_tokens={max_tokens}")
     is_gold = [i in inst.gold_positions for i in range(len(passages))]
     gold_only = [p for p, g in zip(passages, is_gold, strict=True) if g]
-    if count_tokens(tokenizer, render_prompt(inst.question, gold_only, tokenizer, template)) > max_tokens:
+    if count_tokens(tokenizer, render_prompt(inst.question, gold_only, tokenizer, template, text)) > max_tokens:
         return None
     dropped = 0
     for j in reversed([i for i, g in enumerate(is_gold) if not g]):
-        best = _shorten(inst, passages, j, tokenizer, template, max_tokens)
+        best = _shorten(inst, passages, j, tokenizer, template, max_tokens, text)
         if best is not None:
             passages[j], prompt = best
             break
         del passages[j], is_gold[j]
         dropped += 1
-        prompt = render_prompt(inst.question, passages, tokenizer, template)
+        prompt = render_prompt(inst.question, passages, tokenizer, template, text)
         if count_tokens(tokenizer, prompt) <= max_tokens:
             break
     gold = tuple(i for i, g in enumerate(is_gold) if g)
@@ -200,6 +216,7 @@ def render_prompts(
     tokenizer: Any,
     template: str = "auto",
     max_prompt_tokens: int = 512,
+    text: PromptText = DEFAULT_TEXT,
 ) -> RenderedPrompts:
     """Render instances to prompts that fit ``max_prompt_tokens``, cutting non-gold passages from the end.
 
@@ -211,6 +228,7 @@ def render_prompts(
         tokenizer: a HF tokenizer (``model.tokenizer``).
         template: ``auto``, ``plain`` or ``chat``.
         max_prompt_tokens: token budget per prompt, counting the BOS that TL prepends.
+        text: the instruction and system wording (default: today's text).
 
     Returns:
         :class:`RenderedPrompts`.
@@ -223,7 +241,7 @@ def render_prompts(
         raise ValueError(f"max_prompt_tokens must be an int >= 8, got {max_prompt_tokens!r}")
     out = RenderedPrompts(prompts=[], instances=[], template=tpl)
     for inst in instances:
-        fitted = _fit(inst, tokenizer, tpl, max_prompt_tokens)
+        fitted = _fit(inst, tokenizer, tpl, max_prompt_tokens, text)
         if fitted is None:
             out.skipped_budget.append(inst.id)
             continue

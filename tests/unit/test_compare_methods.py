@@ -20,6 +20,7 @@ from neurorit_lens.evaluation.statistics import (
     paired_bootstrap_ci,
     wilson_interval,
 )
+from tests.helpers import BAD_CHOICE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,6 +192,203 @@ def test_shipped_configs_load_and_declare_the_issue_13_contrasts():
         assert [tuple(c) for c in cfg["contrasts"]] == [("neurorit", "layers"), ("neurorit", "full"),
                                                         ("neurorit", "clean")]
         assert {"base", "clean", "layers", "full", "random", "neurorit"} <= set(cfg["methods"])
+    # cpu_main_amend = cpu_main plus only what --amend may add
+    from benchmarks.compare_protocol import amendment
+
+    main, amend = (cm.load_config(ROOT / "benchmarks" / "configs" / f"{n}.json")
+                   for n in ("cpu_main", "cpu_main_amend"))
+    added = amendment(main, amend, main["methods"])
+    assert added["methods"] == ["prompted"] and set(added["cross_test"]) == {"rgb", "bamboogle"}
+    assert len(added["prompted_variants"]) in (3, 4) and all("prompted" in c for c in added["contrasts"])
     gpu = cm.load_config(ROOT / "benchmarks" / "configs" / "gpu.json")
     assert (gpu["test_limit"] is None or gpu["test_limit"] >= 200) and gpu["extra_seeds"]
     assert {"gold", "gold+2", "gold+4", "irrelevant"} <= set(gpu["settings"])
+
+
+# --- prompted variants, cross_test sets, --amend ------------------------------------------------
+VARIANTS = [{"name": "short", "max_new_tokens": 2},
+            {"name": "terse", "instruction": "Read the documents. Give only the answer, a few words, nothing else.",
+             "system_prompt": "Answer with a few words.", "template": "chat", "max_new_tokens": 3}]
+
+
+def _rgb_file(path: Path, tag: str, counterfactual: bool) -> str:
+    """A tiny RGB-format set of 4 questions that appear in no embedded set."""
+    rows = []
+    for i in range(4):
+        row = {"id": i, "query": f"Which lake feeds the {tag} mill number {i}?", "answer": [f"Lake {tag}{i}"],
+               "positive": [f"The {tag} mill number {i} is fed by Lake {tag}{i}."],
+               "negative": [f"Weather note {j} about the trains of {tag}." for j in range(3)]}
+        if counterfactual:
+            row["positive_wrong"] = [f"The {tag} mill number {i} is fed by Lake Other{i}."]
+        rows.append(json.dumps(row))
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def _old_cfg(**changes) -> dict:
+    return {**TINY, "datasets": {"emb_a": {"data": "embedded:40", "settings": ["gold", "gold+2", "counterfactual"]}},
+            "methods": ["base", "clean", "layers"], "contrasts": [["layers", "clean"], ["layers", "base"]],
+            "extra_seeds": [], "lr_grid": {"default": [1e-3]}, **changes}
+
+
+def _amended_cfg(tmp_path, **changes) -> dict:
+    cross = {"rgbx": {"data": _rgb_file(tmp_path / "rgbx.json", "Quorn", True), "format": "rgb"},
+             "plainx": {"data": _rgb_file(tmp_path / "plainx.json", "Tavel", False)}}
+    return _old_cfg(methods=["base", "prompted", "clean", "layers"], prompted_variants=VARIANTS, cross_test=cross,
+                    contrasts=[["layers", "clean"], ["layers", "base"], ["layers", "prompted"]], **changes)
+
+
+def _harness(tmp_path, cfg: dict, amend: bool = False, name: str = "cfg.json") -> cm.Harness:
+    path = tmp_path / name
+    path.write_text(json.dumps(cfg))
+    h = cm.Harness(cm.load_config(path), tmp_path / "run", progress=False, results=tmp_path / "results", amend=amend)
+    h.load_data()
+    return h
+
+
+def test_amend_adds_prompted_and_cross_sets_without_redoing_anything(tmp_path, monkeypatch):
+    import neurorit_lens.neurons.mining as mining
+    import neurorit_lens.training.methods as methods
+
+    seen: list[str] = []  # every question a training run or the mining saw
+    real_train, real_mine = methods.train, mining.mine
+    monkeypatch.setattr(methods, "train", lambda model, exs, *a, **k: (seen.extend(e.question for e in exs),
+                                                                        real_train(model, exs, *a, **k))[1])
+    monkeypatch.setattr(mining, "mine", lambda model, exs, *a, **k: (seen.extend(e.question for e in exs),
+                                                                      real_mine(model, exs, *a, **k))[1])
+    out = tmp_path / "run"
+    old = _harness(tmp_path, _old_cfg())
+    plan_keys = set(old.plan())
+    rep0 = old.run()
+    assert set(json.loads((out / "protocol.json").read_text())) == {"config", "declared_at", "environment"}
+    assert plan_keys == {"train_questions", "training_runs", "extra_runs", "optimizer_steps", "dev_generations",
+                         "test_generations", "teacher_forced_passes", "per_dataset"}  # an old config: old plan
+    mtimes = {p: p.stat().st_mtime_ns for d in ("eval", "train", "mining", "selection")
+              for p in (out / d).rglob("*") if p.is_file()}
+    # without --amend the amended configuration is refused; with it, only the additions run
+    with pytest.raises(ValueError, match="protocol differs"):
+        _harness(tmp_path, _amended_cfg(tmp_path), name="amend.json").protocol()
+    h = _harness(tmp_path, _amended_cfg(tmp_path), amend=True, name="amend.json")
+    plan = h.plan()
+    assert plan["prompted"]["variants"] == ["short", "terse"] and plan["prompted"]["dev_generations"] == 2 * 3
+    assert plan["cross_test"]["rgbx"]["questions"] == 4 and plan["cross_test"]["plainx"]["skipped_settings"] == {
+        "counterfactual": {"no_counterfactual": 4}}
+    rep = h.run()
+    assert h.n_trained == 0 and all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    proto = json.loads((out / "protocol.json").read_text())
+    assert proto["config"] == json.loads(json.dumps(old.cfg))  # the first declaration is kept as it was
+    (am,) = proto["amendments"]
+    assert am["added"] == {"methods": ["prompted"], "contrasts": [["layers", "prompted"]],
+                           "prompted_variants": ["short", "terse"], "cross_test": ["rgbx", "plainx"]}
+    assert am["at"].endswith("Z")
+    # the variant choice: pooled dev accuracy at the selection settings, recomputed from the files; ties: first
+    sel = json.loads((out / "selection" / "prompted.json").read_text())
+    dev = {v: [r["accuracy"] for p in (out / "eval" / "prompted" / v / "dev").rglob("*.json")
+               for r in json.loads(p.read_text())["records"]] for v in ("short", "terse")}
+    assert {p.stem for p in (out / "eval" / "prompted").rglob("dev/*/*.json")} == {"gold+2"}
+    assert sel["dev_scores"] == {v: sum(x) / len(x) for v, x in dev.items()}
+    assert sel["chosen"] == ("terse" if sel["dev_scores"]["terse"] > sel["dev_scores"]["short"] else "short")
+    assert [p.parts[-4] for p in (out / "eval" / "prompted").rglob("test/*/*.json")] == [sel["chosen"]] * 3
+    short, terse = (json.loads((out / "eval" / "prompted" / v / "dev" / "emb_a" / "gold+2.json").read_text())
+                    for v in ("short", "terse"))
+    assert [r["prompt_tokens"] for r in terse["records"]] != [r["prompt_tokens"] for r in short["records"]]
+    # cross sets: every question is test, evaluated for every method's first-seed run, never trained or mined on
+    cross_q = {ex.question for name in h.cross for ex in h.cross[name]}
+    assert seen and not cross_q & set(seen) and len(cross_q) == 8
+    runs = {"base", f"prompted/{sel['chosen']}", "clean/lr=0.001/seed=0", "layers/lr=0.001/seed=0"}
+    for name, settings in (("rgbx", {"gold", "gold+2", "counterfactual"}), ("plainx", {"gold", "gold+2"})):
+        for run in runs:
+            got = {p.stem for p in (out / "eval" / run / "cross" / name).glob("*.json")}
+            assert got == settings, (run, name, got)
+        blob = json.loads((out / "eval" / "base" / "cross" / name / "gold.json").read_text())
+        assert len(blob["records"]) == 4
+        table = rep["cross"][name]
+        assert table["label"] == f"trained on emb_a, tested on all of {name}" and table["exploratory"]
+        assert table["overlap_with_training_data"] == {"train": 0, "dev": 0, "test": 0}
+        assert table["contrasts"] and all(r["exploratory"] and "p_holm" not in r for r in table["contrasts"])
+    # the amended contrast is exploratory, outside the Holm family; the declared rows are unchanged
+    assert rep["contrasts_declared"] == [["layers", "clean"], ["layers", "base"]]
+    expl = [r for r in rep["contrasts"] if r["b"] == "prompted"]
+    assert expl and all(r["exploratory"] and "p_holm" not in r for r in expl)
+    assert cm._clean([r for r in rep["contrasts"] if r["b"] != "prompted"]) == cm._clean(rep0["contrasts"])
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "tested on all of rgbx" in md and "(exploratory)" in md and "Prompted baseline" in md
+    # a rerun of the old configuration in the amended folder is refused; the amended one resumes with nothing to do
+    with pytest.raises(ValueError, match="protocol differs"):
+        _harness(tmp_path, _old_cfg()).protocol()
+    again = _harness(tmp_path, _amended_cfg(tmp_path), name="amend.json")
+    again.run()
+    assert again.n_trained == 0 and again._base is None
+    assert len(json.loads((out / "protocol.json").read_text())["amendments"]) == 1
+
+
+def test_prompted_variant_rule_highest_dev_then_first_declared(tmp_path, monkeypatch):
+    cfg = _old_cfg(methods=["base", "prompted"], contrasts=[], prompted_variants=[{"name": n} for n in "abcd"])
+    h = cm.Harness(cfg, tmp_path / "run", progress=False)
+    scores = {"prompted/a": 0.25, "prompted/b": 0.5, "prompted/c": 0.5, "prompted/d": 0.125}
+    monkeypatch.setattr(h, "dev_score", lambda run: scores[run])
+    sel = h.select_prompted(lambda: None)
+    assert sel["chosen"] == "b" and sel["dev_scores"] == {"a": 0.25, "b": 0.5, "c": 0.5, "d": 0.125}
+    one = cm.Harness({**cfg, "prompted_variants": [{"name": "only"}]}, tmp_path / "run1", progress=False)
+    monkeypatch.setattr(one, "dev_score", lambda run: pytest.fail("one variant needs no dev pass"))
+    assert one.select_prompted(lambda: None)["chosen"] == "only"
+    h.cfg["prompted_variants"] = VARIANTS
+    dcfg, ecfg = h.variant_inputs("prompted/terse", cm.DataConfig(template="plain"), {"max_new_tokens": 9,
+                                                                                      "batch_size": 2})
+    assert (dcfg.instruction, dcfg.system_prompt, dcfg.template) == (VARIANTS[1]["instruction"],
+                                                                     VARIANTS[1]["system_prompt"], "chat")
+    assert ecfg == {"max_new_tokens": 3, "batch_size": 2}
+    assert h.variant_inputs("base", "d", {"x": 1}) == ("d", {"x": 1})
+
+
+def test_amendment_accepts_only_additions(tmp_path):
+    from benchmarks.compare_protocol import amendment, check_protocol
+
+    old = cm.load_config(_write_cfg(tmp_path, **_old_cfg()))
+    path = tmp_path / "protocol.json"
+    check_protocol(path, old)
+    new = dict(old, methods=["base", "prompted", "clean", "layers"], prompted_variants=VARIANTS,
+               contrasts=[*old["contrasts"], ["prompted", "base"]])
+    with pytest.raises(ValueError, match="protocol differs"):
+        check_protocol(path, new)
+    proto = check_protocol(path, new, amend=True)
+    assert proto["amendments"][0]["added"]["prompted_variants"] == ["short", "terse"]
+    assert check_protocol(path, new)["amendments"] == proto["amendments"]  # the amended config now resumes as is
+    more = dict(new, prompted_variants=[*VARIANTS, {"name": "third"}])
+    assert amendment(new, more, old["methods"]) == {"prompted_variants": ["third"]}
+    refused = {"seeds": dict(new, seeds=[1]),
+               "'methods'": dict(new, methods=["base", "prompted", "clean", "layers", "full"]),
+               "name no method added": dict(new, contrasts=[*new["contrasts"], ["clean", "base"]]),
+               "existing entries": dict(new, prompted_variants=VARIANTS[::-1]),
+               "existing sets": dict(new, cross_test={})}
+    new_with_cross = dict(new, cross_test={"x": {"data": "embedded:8"}})
+    for match, cfg in refused.items():
+        base = new_with_cross if match == "existing sets" else new
+        with pytest.raises(ValueError, match=match):
+            amendment(base, cfg, old["methods"])
+    with pytest.raises(ValueError, match="cannot add"):
+        check_protocol(path, dict(new, settings=["gold"]), amend=True)
+    assert len(json.loads(path.read_text())["amendments"]) == 1  # a refused amendment writes nothing
+
+
+def test_prompted_and_cross_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="go together"):
+        cm.load_config(_write_cfg(tmp_path, **_old_cfg(methods=["base", "prompted"], contrasts=[])))
+    with pytest.raises(ValueError, match="unique"):
+        cm.load_config(_write_cfg(tmp_path, **_old_cfg(prompted_variants=[{"name": "a"}, {"name": "a"}],
+                                                       methods=["base", "prompted"], contrasts=[])))
+    with pytest.raises(ValueError, match="unknown key"):
+        cm.load_config(_write_cfg(tmp_path, **_old_cfg(prompted_variants=[{"name": "a", "lr": 1}],
+                                                       methods=["base", "prompted"], contrasts=[])))
+    with pytest.raises(BAD_CHOICE):
+        cm.load_config(_write_cfg(tmp_path, **_old_cfg(prompted_variants=[{"name": "a", "template": "fancy"}],
+                                                       methods=["base", "prompted"], contrasts=[])))
+    with pytest.raises(ValueError, match="name of its own"):
+        cm.load_config(_write_cfg(tmp_path, **_old_cfg(cross_test={"emb_a": {"data": "embedded:8"}})))
+    with pytest.raises(ValueError, match="setting"):
+        cm.load_config(_write_cfg(tmp_path, **_old_cfg(cross_test={"x": {"data": "embedded:8", "settings": ["gld"]}})))
+    # a setting the set lists itself but cannot build is an error (inherited ones are skipped and logged)
+    cfg = cm.load_config(_write_cfg(tmp_path, **_old_cfg(cross_test={"x": {"data": _rgb_file(
+        tmp_path / "x.json", "Vey", False), "settings": ["gold", "counterfactual"]}})))
+    with pytest.raises(ValueError, match="counterfactual"):
+        cm.Harness(cfg, tmp_path / "run", progress=False).load_data()

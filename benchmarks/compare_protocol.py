@@ -1,0 +1,222 @@
+"""The declared protocol of benchmarks/compare_methods.py: configuration checks and amendments.
+
+:func:`load_config` reads and checks one JSON configuration. :func:`check_protocol` writes
+``protocol.json`` on the first run and refuses a changed configuration afterwards, except
+for an *amendment* (``--amend``): a rerun may ADD ``prompted`` variants, the ``prompted``
+method, ``cross_test`` sets, and contrasts that name a method added by amendment.
+``protocol.json`` keeps the configuration first declared (``config``, unchanged) and lists
+each amendment (``amendments``: UTC time, the added keys, the configuration after it).
+Contrasts added by amendment are exploratory (outside the Holm family of the declared
+ones); so is every contrast row of a ``cross_test`` set added by amendment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
+from neurorit_lens.data.settings import parse_setting
+from neurorit_lens.io import atomic_write_json, read_json
+from neurorit_lens.training.plans import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+UNTRAINED = ("base", "prompted")  # evaluated methods without a training run
+REQUIRED = ("name", "model", "datasets", "settings", "methods", "contrasts", "seeds", "lr_grid", "train", "selection")
+OPTIONAL = ("description", "device", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
+            "n_distractors", "train_limit", "dev_limit", "test_limit", "extra_seeds", "mining", "mine_limit", "eval",
+            "logprob", "n_bootstrap", "planning_discordance", "keep_checkpoints", "prompted_variants", "cross_test")
+RULE = ("for each trained method, at the first seed: the LR of its grid with the highest accuracy on the dev "
+        "questions of every data set pooled, at the selection settings; ties: the smaller LR; later seeds reuse it")
+PROMPTED_RULE = ("the prompted variant (untuned base model) with the highest accuracy on the dev questions of every "
+                 "data set pooled, at the selection settings; ties: the first declared (one variant: no dev pass)")
+VARIANT_KEYS = ("name", "instruction", "system_prompt", "template", "max_new_tokens", "stop_at_newline")
+VARIANT_DATA = ("instruction", "system_prompt", "template")  # DataConfig fields a variant may set
+VARIANT_EVAL = ("max_new_tokens", "stop_at_newline")  # EvalConfig fields a variant may set
+CROSS_KEYS = ("data", "format", "settings")
+AMENDABLE = ("prompted_variants", "cross_test")
+_NAME = re.compile(r"^[A-Za-z0-9_.+=-]+$")
+
+
+def shared_data() -> Path:
+    """The shared data folder: $NEURORIT_SHARED_DATA, else ``../shared/data`` beside the checkout."""
+    return Path(os.environ.get("NEURORIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def trained(cfg: Mapping[str, Any]) -> list[str]:
+    return [m for m in cfg["methods"] if m not in UNTRAINED]
+
+
+def run_name(method: str, lr: float | None = None, seed: int | None = None) -> str:
+    return "base" if method == "base" else f"{method}/lr={lr:g}/seed={seed}"
+
+
+def declared_settings(cfg: Mapping[str, Any]) -> list[str]:
+    """Every setting the configuration declares (global, then per data set), first occurrence kept."""
+    out: list[str] = []
+    for s in [*cfg["settings"], *(s for d in cfg["datasets"].values() for s in d.get("settings", []))]:
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def _check_variants(path: Any, cfg: Mapping[str, Any]) -> None:
+    variants = cfg.get("prompted_variants")
+    if ("prompted" in cfg["methods"]) != bool(variants):
+        raise ValueError(f"{path}: method 'prompted' and a non-empty 'prompted_variants' list go together")
+    names = []
+    for v in variants or []:
+        if not isinstance(v, dict) or not _NAME.match(str(v.get("name", ""))):
+            raise ValueError(f"{path}: each prompted variant needs a 'name' of letters, digits and _.+=-, got {v!r}")
+        unknown = sorted(set(v) - set(VARIANT_KEYS))
+        if unknown:
+            raise ValueError(f"{path}: prompted variant {v['name']!r}: unknown key(s) {unknown}; allowed: "
+                             f"{list(VARIANT_KEYS)}")
+        names.append(v["name"])
+        DataConfig(**{k: v[k] for k in VARIANT_DATA if k in v})
+        EvalConfig.from_dict({**cfg.get("eval", {}), **{k: v[k] for k in VARIANT_EVAL if k in v}})
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: prompted variant names must be unique, got {names}")
+
+
+def _check_cross(path: Any, cfg: Mapping[str, Any]) -> None:
+    cross = cfg.get("cross_test", {})
+    if not isinstance(cross, dict):
+        raise ValueError(f"{path}: 'cross_test' must be a dict {{name: {{'data', 'format'?, 'settings'?}}}}")
+    for name, spec in cross.items():
+        if name in cfg["datasets"] or name == "pooled" or not _NAME.match(name):
+            raise ValueError(f"{path}: cross_test set {name!r} needs a name of its own (not a training data set, "
+                             "not 'pooled', letters, digits and _.+=-)")
+        if not isinstance(spec, dict) or "data" not in spec or set(spec) - set(CROSS_KEYS):
+            raise ValueError(f"{path}: cross_test set {name!r} must be {{'data', 'format'?, 'settings'?}}, "
+                             f"got {spec!r}")
+        for s in spec.get("settings", []):
+            parse_setting(s)
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a harness configuration (see ``docs/evaluation.md``)."""
+    cfg = read_json(path)
+    missing = [k for k in REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}")
+    unknown = sorted(set(cfg) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {REQUIRED + OPTIONAL}")
+    allowed = (*UNTRAINED, *METHODS)
+    bad = [m for m in cfg["methods"] if m not in allowed]
+    if bad:
+        raise ValueError(f"{path}: unknown method(s) {bad}; choose from {allowed}")
+    for a, b in cfg["contrasts"]:
+        if a not in cfg["methods"] or b not in cfg["methods"]:
+            raise ValueError(f"{path}: contrast {a} vs {b} names a method not in 'methods'")
+    for m in trained(cfg):
+        if not cfg["lr_grid"].get(m, cfg["lr_grid"].get("default")):
+            raise ValueError(f"{path}: no lr_grid for method {m!r} (and no 'default')")
+    for s in [*cfg["settings"], *cfg["selection"]["settings"]] + [s for d in cfg["datasets"].values()
+                                                                  for s in d.get("settings", [])]:
+        parse_setting(s)
+    if not cfg["seeds"]:
+        raise ValueError(f"{path}: 'seeds' is empty")
+    _check_variants(path, cfg)
+    _check_cross(path, cfg)
+    cfg["selection"]["rule"] = RULE
+    TrainConfig.from_dict(cfg["train"])  # fields checked before anything runs
+    EvalConfig.from_dict({**cfg.get("eval", {}), "settings": cfg["settings"]})
+    MiningConfig.from_dict(cfg.get("mining", {}))
+    return cfg
+
+
+# --- protocol and amendments -----------------------------------------------------------------
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def effective_config(protocol: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration in force: the last amendment's, else the one first declared."""
+    amendments = protocol.get("amendments") or []
+    return amendments[-1]["config"] if amendments else protocol["config"]
+
+
+def _added_list(key: str, old: list | None, new: list | None, problems: list[str]) -> list:
+    old = old or []
+    if new is None or new[: len(old)] != old:
+        problems.append(f"{key!r}: existing entries changed or removed (additions go at the end)")
+        return []
+    return new[len(old):]
+
+
+def amendment(old: Mapping[str, Any], new: Mapping[str, Any], original_methods: Sequence[str]) -> dict[str, list]:
+    """What ``new`` adds to ``old`` (``{key: added names}``).
+
+    Raises:
+        ValueError: any change other than an allowed addition, each one named.
+    """
+    added: dict[str, list] = {}
+    problems: list[str] = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if k == "methods":
+            extra = [m for m in b if m not in a]
+            if [m for m in b if m in a] != list(a) or not set(extra) <= {"prompted"}:
+                problems.append("'methods': only 'prompted' may be added, the others kept in order")
+            added[k] = extra
+        elif k == "contrasts":
+            extra = _added_list(k, a, b, problems)
+            bad = [c for c in extra if not set(c) - set(original_methods)]
+            if bad:
+                problems.append(f"'contrasts': {bad} name no method added by amendment")
+            added[k] = extra
+        elif k == "prompted_variants":
+            added[k] = [v.get("name") for v in _added_list(k, a, b, problems)]
+        elif k == "cross_test":
+            a = a or {}
+            if b is None or any(b.get(n) != spec for n, spec in a.items()):
+                problems.append("'cross_test': existing sets changed or removed")
+            added[k] = [n for n in (b or {}) if n not in a]
+        else:
+            problems.append(f"{k!r} changed")
+    if problems:
+        raise ValueError("the declared protocol differs in ways --amend cannot add: " + "; ".join(problems) +
+                         f" (--amend may add {list(AMENDABLE)}, the 'prompted' method and contrasts naming it)")
+    return added
+
+
+def check_protocol(path: Path, cfg: Mapping[str, Any], amend: bool = False,
+                   environment: Callable[[], Any] = dict, write: bool = True) -> dict[str, Any]:
+    """Write ``protocol.json`` on the first run; afterwards accept only the configuration in
+    force, or (``amend``) one that adds to it, recorded as an amendment. ``write=False``
+    checks without writing (``--plan``). Returns the protocol."""
+    now = json.loads(json.dumps(cfg))
+    if not path.exists():
+        proto = {"config": now, "declared_at": utc_now(), "environment": environment()}
+        if write:
+            atomic_write_json(path, proto)
+        return proto
+    proto = read_json(path)
+    current = effective_config(proto)
+    if current == now:
+        return proto
+    if not amend:
+        raise ValueError(f"{path}: the declared protocol differs from this configuration; use a new --out "
+                         "(or --amend to add prompted variants, the prompted method or cross_test sets)")
+    added = amendment(current, now, proto["config"]["methods"])
+    proto.setdefault("amendments", []).append({"at": utc_now(), "added": added, "config": now})
+    if write:
+        atomic_write_json(path, proto)
+    return proto
+
+
+def amended_parts(proto: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """(contrasts added by amendment, cross_test sets added by amendment): the exploratory ones."""
+    first, now = proto["config"], effective_config(proto)
+    contrasts = [list(c) for c in now["contrasts"] if list(c) not in [list(x) for x in first["contrasts"]]]
+    cross = [n for n in now.get("cross_test", {}) if n not in first.get("cross_test", {})]
+    return contrasts, cross
