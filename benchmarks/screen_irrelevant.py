@@ -1,11 +1,18 @@
-"""The causal screen of the definitions of I (issue 12; protocol and selection rule in docs/screen.md).
+"""The causal screens of the definitions of I (issue 12; protocols and selection rule in docs/screen.md).
 
 For one data set: mine every candidate definition of I on train questions, then deactivate each
 candidate's I_excl in each of its modes on dev questions against 5 random sets of the same
-per-layer counts, under gold-only and noisy contexts (teacher-forced log p(gold)). Resumable:
-mining reuses its per-example score files, and each finished ablation mode is a JSON file.
+per-layer counts, under gold-only and noisy contexts (teacher-forced log p(gold); greedy accuracy
+in the second screen). Resumable: mining reuses its per-example score files, each finished
+ablation mode is a JSON file, and each set's learned gates (mode ``gate``) are a file.
+
+The first screen (``--screen 1``, the default) writes ``<results>/<name>/ablation_*.json``; the
+second (``--screen 2``) writes ``<results>/<name>/screen2/ablation_*.json``, so neither touches the
+other's files. A candidate that only changes the selection (sign consistency, normalised scores)
+reuses its base candidate's mining folder.
 
     python benchmarks/screen_irrelevant.py --data embedded:500 --name embedded --threads 1
+    python benchmarks/screen_irrelevant.py --screen 2 --data embedded:500 --name embedded --threads 1
     python benchmarks/screen_irrelevant.py --summarize embedded nq
 """
 from __future__ import annotations
@@ -17,25 +24,45 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 RESULTS = Path(__file__).resolve().parent / "results" / "screen"
 
-# name -> MiningConfig changes of the candidate definitions
+# name -> how the candidate's sets are made: {"mine": MiningConfig changes} (its own mining folder)
+# or {"base": candidate, "select": selection changes} (the base's scores, selected again)
 CANDIDATES: dict[str, dict] = {
-    "gold": {"irrelevant_definition": "gold"},
-    "negative": {"irrelevant_definition": "negative"},
-    "negative_paired": {"irrelevant_definition": "negative", "paired": True},
-    "distracted": {"irrelevant_definition": "distracted"},
+    "gold": {"mine": {"irrelevant_definition": "gold"}},
+    "negative": {"mine": {"irrelevant_definition": "negative"}},
+    "negative_paired": {"mine": {"irrelevant_definition": "negative", "paired": True}},
+    "distracted": {"mine": {"irrelevant_definition": "distracted"}},
+    "contrast": {"mine": {"irrelevant_definition": "contrast"}},
+    "negative_paired_sign0.7": {"base": "negative_paired", "select": {"sign_consistency": 0.7}},
+    "negative_paired_norm": {"base": "negative_paired", "select": {"normalize": True}},
 }
-# (candidate, mode, scale) in the order they run; written in docs/screen.md before the run
-COMBOS: list[tuple[str, str, float]] = [
-    ("negative_paired", "scale", 0.5),
-    ("distracted", "scale", 0.5),
-    ("gold", "zero", 0.0),
-    ("negative_paired", "constant", 0.0),
-    ("negative", "scale", 0.5),
-]
+# (candidate, mode, scale) of each screen, in the order they run; written in docs/screen.md before the run
+SCREENS: dict[int, list[tuple[str, str, float]]] = {
+    1: [
+        ("negative_paired", "scale", 0.5),
+        ("distracted", "scale", 0.5),
+        ("gold", "zero", 0.0),
+        ("negative_paired", "constant", 0.0),
+        ("negative", "scale", 0.5),
+    ],
+    2: [
+        ("negative_paired_sign0.7", "scale", 0.5),
+        ("negative_paired_norm", "scale", 0.5),
+        ("contrast", "scale", 0.5),
+        ("negative_paired", "gate", 0.0),
+        ("contrast", "gate", 0.0),
+    ],
+}
+COMBOS = SCREENS[1]  # the first screen's list (kept under its old name)
+MODES = ("zero", "mean", "scale", "constant", "gate")
 GOLD_LIMIT = 0.2  # nats: |delta - random| under gold-only contexts must stay below this
 
 
@@ -43,19 +70,42 @@ def _mode_key(mode: str, scale: float) -> str:
     return f"{mode}{scale:g}" if mode == "scale" else mode
 
 
-def _mine_all(model, train, data_cfg, out: Path, args) -> dict:
+def parse_combo(spec: str) -> tuple[str, str, float]:
+    """``candidate:mode`` (``negative_paired:scale0.5``, ``contrast:gate``) -> ``(candidate, mode, scale)``."""
+    cand, sep, key = spec.strip().partition(":")
+    if not sep or cand not in CANDIDATES:
+        raise ValueError(f"bad combo {spec!r}: need candidate:mode with a candidate of {sorted(CANDIDATES)}")
+    if key.startswith("scale"):
+        try:
+            return cand, "scale", float(key[len("scale"):])
+        except ValueError as e:
+            raise ValueError(f"bad combo {spec!r}: scale needs a number, e.g. scale0.5") from e
+    if key not in MODES:
+        raise ValueError(f"bad combo {spec!r}: mode must be one of {MODES} (scale as scale<factor>)")
+    return cand, key, 0.0
+
+
+def base_of(cand: str) -> str:
+    """The candidate whose mining folder ``cand`` uses."""
+    return CANDIDATES[cand].get("base", cand)
+
+
+def _mine_all(model, train, data_cfg, out: Path, args, combos) -> dict:
+    """Mine every base candidate the combos need (resumed from score files); results by base name."""
     from neurorit_lens.config import MiningConfig
     from neurorit_lens.neurons.mining import mine
 
     results, first = {}, None
-    needed = {c for c, _, _ in COMBOS}
-    for name, changes in CANDIDATES.items():
+    needed = {base_of(c) for c, _, _ in combos}
+    for name, spec in CANDIDATES.items():
         if name not in needed:
             continue
         cfg = MiningConfig(method="grad_x_act", selection="topk", top_k=args.top_k, noisy_setting=args.noisy,
-                           answer_means=True, normalize=True, **changes)
+                           answer_means=True, normalize=True, **spec["mine"])
         d = out / f"mine_{name}"
-        if first is not None and not (d / "scores" / "R").exists():
+        if first is None:
+            first = next((p for p in sorted(out.glob("mine_*")) if (p / "scores" / "R").is_dir()), None)
+        if first is not None and first != d and not (d / "scores" / "R").exists():
             shutil.copytree(first / "scores" / "R", d / "scores" / "R")  # R prompts are the same for all
         t0 = time.time()
         res = mine(model, train, cfg, data_cfg, out_dir=d, show_progress=True)
@@ -68,33 +118,66 @@ def _mine_all(model, train, data_cfg, out: Path, args) -> dict:
     return results
 
 
-def _combo_path(out: Path, cand: str, mode: str, scale: float) -> Path:
-    return out / f"ablation_{cand}_{_mode_key(mode, scale)}.json"
+def candidate_result(mined: dict, cand: str):
+    """The :class:`MiningResult` of ``cand``: its base's, selected again with the candidate's changes."""
+    res = mined[base_of(cand)]
+    return res.reselect(**CANDIDATES[cand]["select"]) if "select" in CANDIDATES[cand] else res
 
 
-def _ablate(model, dev, mined: dict, data_cfg, cand: str, mode: str, scale: float, out: Path, args) -> dict:
+def _screen_dir(out: Path, screen: int) -> Path:
+    return out if screen == 1 else out / f"screen{screen}"
+
+
+def _combo_path(out: Path, cand: str, mode: str, scale: float, screen: int = 1) -> Path:
+    return _screen_dir(out, screen) / f"ablation_{cand}_{_mode_key(mode, scale)}.json"
+
+
+def _write_json(path: Path, d: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(d, indent=1))
+    os.replace(tmp, path)
+
+
+def _ablate(model, dev, mined: dict, data_cfg, cand: str, mode: str, scale: float, out: Path, args,
+            screen: int = 1, gate_items=None) -> dict:
     """One candidate x mode against its random controls; one JSON file, skipped when it exists."""
     from neurorit_lens.ablation.measure import run_ablation
     from neurorit_lens.config import AblationConfig
 
     key = _mode_key(mode, scale)
-    path = _combo_path(out, cand, mode, scale)
+    path = _combo_path(out, cand, mode, scale, screen)
     if path.exists():
         return json.loads(path.read_text())
-    sets = {cand: mined[cand].sets["I_excl"]}
-    cfg = AblationConfig(sets=(cand,), mode=mode, scale=scale, n_random=5, relevant_setting="gold",
-                         noisy_setting=args.noisy, measure_accuracy=False, batch_size=args.batch_size)
-    means = mined[cand].answer_means if mode == "constant" else None
+    res = candidate_result(mined, cand)
+    sets = {cand: res.sets["I_excl"]}
+    meta = {"screen": args.name, "screen_no": screen, "candidate": cand, "mode_key": key, "n_dev": len(dev),
+            "selection": res.config.to_dict()}
+    if not sets[cand]:
+        logging.warning("%s: I_excl is empty, nothing to ablate", cand)
+        _write_json(path, {"rows": [], "empty": True, "meta": meta})
+        return json.loads(path.read_text())
+    cfg = AblationConfig(sets=(cand,), mode="scale" if mode == "gate" else mode, scale=scale, n_random=5,
+                         relevant_setting="gold", noisy_setting=args.noisy, measure_accuracy=args.accuracy,
+                         accuracy_limit=args.accuracy_limit, batch_size=args.batch_size)
     t0 = time.time()
-    res = run_ablation(model, dev, sets, cfg, data_cfg, means=means,
-                       meta={"screen": args.name, "mode_key": key, "n_dev": len(dev)})
-    d = res.to_dict()
+    if mode == "gate":
+        from benchmarks.screen_gate import run_gate_ablation
+
+        result = run_gate_ablation(model, dev, sets, cfg, data_cfg, gate_items(), args.gate,
+                                   _screen_dir(out, screen) / f"gates_{cand}", meta, logging.info)
+    else:
+        means = res.answer_means if mode == "constant" else None
+        result = run_ablation(model, dev, sets, cfg, data_cfg, means=means, meta=meta)
+    d = result.to_dict()
     d["wall_s"] = time.time() - t0
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(d, indent=1))
-    os.replace(tmp, path)
+    _write_json(path, d)
     logging.info("ablation %s %s done in %.0f s", cand, key, d["wall_s"])
     return d
+
+
+def _combos(args) -> list[tuple[str, str, float]]:
+    return [parse_combo(c) for c in args.combos.split(",")] if args.combos else SCREENS[args.screen]
 
 
 def run(args) -> None:
@@ -105,74 +188,43 @@ def run(args) -> None:
     from neurorit_lens.models.registry import load_model
 
     torch.set_num_threads(args.threads)
-    out = RESULTS / args.name
+    out = args.results / args.name
     out.mkdir(parents=True, exist_ok=True)
+    combos = _combos(args)
     data_cfg = DataConfig(data=args.data, n_passages=5, max_prompt_tokens=512, seed=0)
     _, splits = load_splits(data_cfg)
     train, dev = splits["train"][: args.train_limit], splits["dev"][: args.dev_limit]
-    logging.info("%s: %d train, %d dev questions", args.name, len(train), len(dev))
+    logging.info("%s: %d train, %d dev questions; screen %d: %s", args.name, len(train), len(dev), args.screen,
+                 [f"{c}:{_mode_key(m, s)}" for c, m, s in combos])
     model = load_model(args.model)
-    mined = _mine_all(model, train, data_cfg, out, args)
-    for cand, mode, scale in COMBOS:
-        _ablate(model, dev, mined, data_cfg, cand, mode, scale, out, args)
-    (out / "config.json").write_text(json.dumps({
+    mined = _mine_all(model, train, data_cfg, out, args, combos)
+    items: list = []
+
+    def gate_items() -> list:
+        if not items:
+            from benchmarks.screen_gate import gate_train_items
+
+            items.extend(gate_train_items(model, train, data_cfg, seed=args.gate.seed))
+        return items
+
+    for cand, mode, scale in combos:
+        _ablate(model, dev, mined, data_cfg, cand, mode, scale, out, args, args.screen, gate_items)
+    _write_json(_screen_dir(out, args.screen) / "config.json", {
         "data": args.data, "train": len(train), "dev": len(dev), "top_k": args.top_k, "noisy": args.noisy,
-        "threads": args.threads, "model": args.model, "combos": COMBOS,
-        "load_avg_end": list(os.getloadavg())}, indent=1))
-
-
-def _rows(name: str) -> list[dict]:
-    out, rows = RESULTS / name, []
-    for cand, mode, scale in COMBOS:
-        path = _combo_path(out, cand, mode, scale)
-        if not path.exists():
-            continue
-        d = json.loads(path.read_text())
-        by_ctx = {r["context"]: r for r in d["rows"] if r["set_name"] == cand and r["metric"] == "logprob"}
-        g, z = by_ctx["relevant"], by_ctx["noisy"]
-        rows.append({"data": name, "candidate": cand, "mode": _mode_key(mode, scale), "n": z["n"],
-                     "n_neurons": z["n_neurons"], "gold": g["diff"], "noisy": z["diff"],
-                     "passes": z["diff"]["ci_low"] > 0 and abs(g["diff"]["mean"]) < GOLD_LIMIT})
-    return rows
-
-
-def _fmt(d: dict) -> str:
-    return f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
-
-
-def summarize(names: list[str]) -> None:
-    rows = [r for n in names for r in _rows(n)]
-    lines = ["| data | candidate | mode | neurons | n dev | Δ log p(gold), gold-only − random | "
-             "Δ log p(gold), noisy − random | passes |", "|---|---|---|---:|---:|---|---|---|"]
-    lines += [f"| {r['data']} | {r['candidate']} | {r['mode']} | {r['n_neurons']} | {r['n']} | {_fmt(r['gold'])} | "
-              f"{_fmt(r['noisy'])} | {'yes' if r['passes'] else 'no'} |" for r in rows]
-    combos = {(r["candidate"], r["mode"]) for r in rows}
-    both = [c for c in combos if all(any(r["passes"] for r in rows if (r["candidate"], r["mode"]) == c
-                                         and r["data"] == n) for n in names)]
-    score = {c: sum(r["noisy"]["mean"] for r in rows if (r["candidate"], r["mode"]) == c) / len(names) for c in both}
-    winner = max(score, key=score.get) if score else None
-    verdict = (f"Winner: `{winner[0]}` × `{winner[1]}` (mean noisy effect {score[winner]:+.2f} nats over {names})."
-               if winner else f"No candidate passes on all of {names}: stage 1's deactivation is off by default.")
-    missing = [f"{n}: {c} × {_mode_key(m, sc)}" for n in names for c, m, sc in COMBOS
-               if not _combo_path(RESULTS / n, c, m, sc).exists()]
-    if missing:
-        verdict += " Not run (out of time): " + "; ".join(missing) + "."
-        failed = {(r["candidate"], r["mode"]) for r in rows if not r["passes"]}
-        if all((c, _mode_key(m, sc)) in failed for n in names for c, m, sc in COMBOS
-               if not _combo_path(RESULTS / n, c, m, sc).exists()):
-            verdict += " Each of them already fails on another data set, so none could change the verdict."
-    md = "\n".join(["# Causal screen of the definitions of I (dev questions)", "",
-                    "Protocol and selection rule: docs/screen.md. Δ = change in teacher-forced log p(gold) "
-                    "when I_excl is deactivated, minus the mean change over 5 random sets of the same "
-                    "per-layer counts; mean [paired bootstrap 95% interval] over dev questions.", "",
-                    *lines, "", verdict, ""])
-    (RESULTS / "screen.md").write_text(md)
-    (RESULTS / "screen.json").write_text(json.dumps({"rows": rows, "winner": winner, "names": names}, indent=1))
-    print(md)
+        "threads": args.threads, "model": args.model, "combos": combos, "accuracy": args.accuracy,
+        "accuracy_limit": args.accuracy_limit, "gate": asdict(args.gate), "load_avg_end": list(os.getloadavg())})
 
 
 def main(argv: list[str] | None = None) -> None:
+    from benchmarks.screen_gate import GateSettings
+    from benchmarks.screen_summary import summarize
+
+    g = GateSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--screen", type=int, choices=sorted(SCREENS), default=1, help="which screen's combos to run")
+    p.add_argument("--combos", default="", help="run these candidate:mode combos instead (comma-separated, "
+                   "e.g. negative_paired:scale0.5,contrast:gate); files go to --screen's folder")
+    p.add_argument("--results", type=Path, default=RESULTS, help="root of the results folders")
     p.add_argument("--data", default="embedded:500")
     p.add_argument("--name", default="embedded")
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -182,13 +234,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--noisy", default="noise=0.8")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--summarize", nargs="+", metavar="NAME", help="only write the summary table of these runs")
+    p.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None,
+                   help="also measure Δ greedy accuracy (default: off in screen 1, on in screen 2)")
+    p.add_argument("--accuracy-limit", type=int, default=None, help="accuracy on the first N dev questions only")
+    p.add_argument("--gate-steps", type=int, default=g.steps, help="gate training steps per set")
+    p.add_argument("--gate-lr", type=float, default=g.lr, help="gate learning rate (constant, AdamW)")
+    p.add_argument("--gate-penalty", type=float, default=g.penalty, help="L1 coefficient on the mean |gate|")
+    p.add_argument("--gate-batch-size", type=int, default=g.batch_size, help="gate training items per step")
+    p.add_argument("--summarize", nargs="+", metavar="NAME", help="only write the summary tables of these runs")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.summarize:
-        summarize(args.summarize)
-    else:
-        run(args)
+        summarize(args.summarize, args.results)
+        return
+    args.accuracy = args.screen >= 2 if args.accuracy is None else args.accuracy
+    args.gate = GateSettings(args.gate_steps, args.gate_lr, args.gate_penalty, args.gate_batch_size)
+    run(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""The ``gate`` mode of the causal screen (issue 12, item 3; protocol in docs/screen.md).
+
+A learned gate has no fixed hook: each tested set gets its own gates, trained first. For the
+candidate's I_excl and for each of its random control sets (the same sets, same seeds and
+same per-layer counts as every other mode, :func:`neurorit_lens.ablation.measure._conditions`),
+gates start at 1 on that set's neurons and train alone (every model weight frozen) on
+noisy-context items of the train questions, with stage 1's loss
+(:class:`neurorit_lens.training.trainer.Trainer`: answer-token SFT plus
+``penalty * mean |g|``, :class:`neurorit_lens.training.gate.GatePenalty`). The learned gates
+then multiply the set's activations on the dev questions, and the change in log p(gold)
+(and greedy accuracy) is measured and compared with the random sets exactly as in
+:func:`neurorit_lens.ablation.measure.measure_ablation`; only the hooks differ per set.
+
+Each set's gates are saved as ``gates/<set>_<seed>.safetensors`` once trained, so a killed
+run skips the sets already trained. The model's weights are never changed: the gates are a
+separate parameter, removed after each training (``finally``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from neurorit_lens.ablation.measure import (
+    ContextPrompts,
+    _check_inputs,
+    _conditions,
+    _context_rows,
+    _correct,
+    _Scores,
+    build_context_prompts,
+)
+from neurorit_lens.ablation.result import AblationResult
+from neurorit_lens.config import AblationConfig, DataConfig, TrainConfig
+from neurorit_lens.neurons.score_files import read_tensor, write_tensor
+from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.objective import answer_logprobs, prepare_answers
+from neurorit_lens.tl_backend import Model
+from neurorit_lens.training.gate import GatePenalty, attach_gates, detach_gates, gate_hooks, gate_masks
+from neurorit_lens.training.items import TrainItem, build_train_items
+from neurorit_lens.training.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """How the gates of one set are trained (defaults declared in docs/screen.md)."""
+
+    steps: int = 25  # optimizer steps per set
+    lr: float = 0.05  # AdamW rate, constant, no warmup, no weight decay
+    penalty: float = 0.01  # L1 coefficient (TrainConfig.gate_penalty's default)
+    batch_size: int = 4  # items per step
+    seed: int = 0  # data order
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"gate steps and batch size must be >= 1, got {self.steps}, {self.batch_size}")
+        if not self.lr > 0 or not self.penalty >= 0:
+            raise ValueError(f"gate lr must be > 0 and penalty >= 0, got {self.lr}, {self.penalty}")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, warmup_steps=0,
+                           lr_schedule="constant", weight_decay=0.0, gate_penalty=self.penalty, seed=self.seed,
+                           eval_every=0, checkpoint_every=0)
+
+
+def gate_train_items(model: Model, train: list[Any], data_cfg: DataConfig, seed: int = 0) -> list[TrainItem]:
+    """Stage 1's noisy-context mix of the train questions (TrainConfig's noise ratios and
+    irrelevant-only share, gold targets)."""
+    return build_train_items(train, model.tokenizer, TrainConfig(), data_cfg, seed=seed, n_ctx=model.cfg.n_ctx).items
+
+
+def train_gates(model: Model, neurons: NeuronSet, items: list[TrainItem],
+                gs: GateSettings) -> Float[torch.Tensor, "layer d_mlp"]:
+    """Gates of ``neurons`` (1 everywhere else) after ``gs.steps`` steps; every weight frozen.
+
+    Returns the learned gates on the CPU; the model is left without them.
+    """
+    if not neurons:
+        raise ValueError("train_gates needs at least one neuron")
+    gates = attach_gates(model)
+    try:
+        Trainer(model, items, gs.train_config(), hooks=gate_hooks(gates, neurons),
+                param_masks=gate_masks(gates, neurons), penalty=GatePenalty(gates, neurons, gs.penalty),
+                progress=False).fit()
+        return gates.detach().float().cpu().clone()
+    finally:
+        detach_gates(model)
+
+
+def _gates_of(model: Model, conditions: list, items: list[TrainItem], gs: GateSettings, gate_dir: Path,
+              log: Any) -> dict[tuple[str, int | None], torch.Tensor]:
+    """Trained (or resumed) gates of every non-empty condition, one file each."""
+    gate_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, seed, ns in conditions:
+        if not ns:
+            continue
+        path = gate_dir / f"{name}_{'set' if seed is None else seed}.safetensors"
+        if path.exists():
+            out[(name, seed)] = read_tensor(path)[0]
+            continue
+        t0 = time.time()
+        out[(name, seed)] = train_gates(model, ns, items, gs)
+        write_tensor(path, out[(name, seed)].contiguous(), {"set": name, "seed": str(seed), **{
+            k: str(v) for k, v in asdict(gs).items()}})
+        g = out[(name, seed)][ns.to_mask(*out[(name, seed)].shape)]
+        log("gates %s seed %s: %d steps in %.0f s, mean %.3f (min %.3f, max %.3f)", name, seed, gs.steps,
+            time.time() - t0, float(g.mean()), float(g.min()), float(g.max()))
+    return out
+
+
+def _score_gated(model: Model, contexts: list[ContextPrompts], conditions: list, gates: dict,
+                 cfg: AblationConfig) -> _Scores:
+    """Δ log p(gold) (and Δ accuracy) of every condition under its own learned gates."""
+    prepared = {c.name: prepare_answers(model, c.prompts, c.continuations, cfg.batch_size) for c in contexts}
+    n_acc = {c.name: (len(c) if cfg.accuracy_limit is None else min(len(c), cfg.accuracy_limit)) for c in contexts}
+    sc = _Scores(n_acc, {c.name: answer_logprobs(model, prepared[c.name]) for c in contexts}, {}, {}, {})
+    if cfg.measure_accuracy:
+        sc.base_acc = {c.name: _correct(model, c, n_acc[c.name], cfg, ()) for c in contexts}
+    for name, seed, ns in conditions:
+        if not ns:
+            continue
+        hooks = gate_hooks(gates[(name, seed)], ns, cfg.site)
+        for c in contexts:
+            sc.lp[(name, c.name, seed)] = (answer_logprobs(model, prepared[c.name], hooks=hooks)
+                                           - sc.base_lp[c.name]).numpy().astype(np.float64)
+            if cfg.measure_accuracy:
+                sc.acc[(name, c.name, seed)] = _correct(model, c, n_acc[c.name], cfg, hooks) - sc.base_acc[c.name]
+    return sc
+
+
+def run_gate_ablation(model: Model, dev: list[Any], sets: dict[str, NeuronSet], cfg: AblationConfig,
+                      data_cfg: DataConfig, items: list[TrainItem], gs: GateSettings, gate_dir: Path,
+                      meta: dict[str, Any], log: Any) -> AblationResult:
+    """:func:`~neurorit_lens.ablation.measure.run_ablation` with learned gates instead of a fixed mode.
+
+    ``cfg.mode``/``cfg.scale`` are ignored (the result's config says ``mode: gate``); the
+    random controls are the ones every other mode draws for the same ``cfg``.
+    """
+    contexts = [build_context_prompts(model, dev, cfg.relevant_setting, "relevant", data_cfg, cfg.max_new_tokens),
+                build_context_prompts(model, dev, cfg.noisy_setting, "noisy", data_cfg, cfg.max_new_tokens)]
+    _check_inputs(model, contexts, sets, cfg)
+    conditions, controls = _conditions(sets, cfg, model.cfg.d_mlp)
+    gates = _gates_of(model, conditions, items, gs, gate_dir, log)
+    sc = _score_gated(model, contexts, conditions, gates, cfg)
+    rows, per_example = [], {}
+    for ci, ctx in enumerate(contexts):
+        ctx_rows, per_example[ctx.name] = _context_rows(ci, ctx, sets, cfg, sc, controls)
+        rows += ctx_rows
+    config = {**cfg.to_dict(), "mode": "gate", "scale": None, "gate": asdict(gs), "n_gate_items": len(items)}
+    return AblationResult(
+        rows=rows, config=config,
+        contexts={c.name: {"setting": c.setting, "n": len(c), "n_accuracy": sc.n_acc[c.name] if cfg.measure_accuracy
+                           else 0, "n_skipped": c.n_skipped, "n_truncated": c.n_truncated} for c in contexts},
+        sets={n: {"n_neurons": len(sets[n]), "counts_per_layer": sets[n].counts_per_layer(),
+                  "random_seeds": controls[n]} for n in cfg.sets},
+        per_example=per_example, meta={"data": data_cfg.to_dict(), **meta})
