@@ -2,14 +2,15 @@
 
 A learned gate has no fixed hook: each tested set gets its own gates, trained first. For the
 candidate's I_excl and for each of its random control sets (the same sets, same seeds and
-same per-layer counts as every other mode, :func:`neurorit_lens.ablation.measure._conditions`),
+same per-layer counts as every other mode: the ones
+:func:`neurorit_lens.ablation.measure.measure_ablation` draws),
 gates start at 1 on that set's neurons and train alone (every model weight frozen) on
 noisy-context items of the train questions, with stage 1's loss
 (:class:`neurorit_lens.training.trainer.Trainer`: answer-token SFT plus
 ``penalty * mean |g|``, :class:`neurorit_lens.training.gate.GatePenalty`). The learned gates
 then multiply the set's activations on the dev questions, and the change in log p(gold)
-(and greedy accuracy) is measured and compared with the random sets exactly as in
-:func:`neurorit_lens.ablation.measure.measure_ablation`; only the hooks differ per set.
+(and greedy accuracy) is measured and compared with the random sets by
+:func:`neurorit_lens.ablation.measure.measure_ablation` itself, through its ``hooks_for``.
 
 Each set's gates are saved as ``gates/<set>_<seed>.safetensors`` once trained, so a killed
 run skips the sets already trained. The model's weights are never changed: the gates are a
@@ -17,29 +18,20 @@ separate parameter, removed after each training (``finally``).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from jaxtyping import Float
 
-from neurorit_lens.ablation.measure import (
-    ContextPrompts,
-    _check_inputs,
-    _conditions,
-    _context_rows,
-    _correct,
-    _Scores,
-    build_context_prompts,
-)
+from neurorit_lens.ablation.measure import build_context_prompts, measure_ablation
 from neurorit_lens.ablation.result import AblationResult
 from neurorit_lens.config import AblationConfig, DataConfig, TrainConfig
 from neurorit_lens.neurons.score_files import read_tensor, write_tensor
 from neurorit_lens.neurons.sets import NeuronSet
-from neurorit_lens.objective import answer_logprobs, prepare_answers
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.gate import GatePenalty, attach_gates, detach_gates, gate_hooks, gate_masks
 from neurorit_lens.training.items import TrainItem, build_train_items
@@ -92,46 +84,33 @@ def train_gates(model: Model, neurons: NeuronSet, items: list[TrainItem],
         detach_gates(model)
 
 
-def _gates_of(model: Model, conditions: list, items: list[TrainItem], gs: GateSettings, gate_dir: Path,
-              log: Any) -> dict[tuple[str, int | None], torch.Tensor]:
-    """Trained (or resumed) gates of every non-empty condition, one file each."""
-    gate_dir.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name, seed, ns in conditions:
-        if not ns:
-            continue
-        path = gate_dir / f"{name}_{'set' if seed is None else seed}.safetensors"
+class _LearnedGates:
+    """``hooks_for`` of :func:`~neurorit_lens.ablation.measure.measure_ablation`: each set's
+    gates, trained on first use (or read back from its file) and kept for the other context."""
+
+    def __init__(self, model: Model, items: list[TrainItem], gs: GateSettings, gate_dir: Path, site: str,
+                 log: Any) -> None:
+        self.model, self.items, self.gs, self.dir, self.site, self.log = model, items, gs, gate_dir, site, log
+        self.gates: dict[tuple[str, int | None], torch.Tensor] = {}
+        gate_dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, name: str, seed: int | None, ns: NeuronSet) -> list:
+        if (name, seed) not in self.gates:
+            self.gates[(name, seed)] = self._train_or_read(name, seed, ns)
+        return gate_hooks(self.gates[(name, seed)], ns, self.site)
+
+    def _train_or_read(self, name: str, seed: int | None, ns: NeuronSet) -> torch.Tensor:
+        path = self.dir / f"{name}_{'set' if seed is None else seed}.safetensors"
         if path.exists():
-            out[(name, seed)] = read_tensor(path)[0]
-            continue
+            return read_tensor(path)[0]
         t0 = time.time()
-        out[(name, seed)] = train_gates(model, ns, items, gs)
-        write_tensor(path, out[(name, seed)].contiguous(), {"set": name, "seed": str(seed), **{
-            k: str(v) for k, v in asdict(gs).items()}})
-        g = out[(name, seed)][ns.to_mask(*out[(name, seed)].shape)]
-        log("gates %s seed %s: %d steps in %.0f s, mean %.3f (min %.3f, max %.3f)", name, seed, gs.steps,
-            time.time() - t0, float(g.mean()), float(g.min()), float(g.max()))
-    return out
-
-
-def _score_gated(model: Model, contexts: list[ContextPrompts], conditions: list, gates: dict,
-                 cfg: AblationConfig) -> _Scores:
-    """Δ log p(gold) (and Δ accuracy) of every condition under its own learned gates."""
-    prepared = {c.name: prepare_answers(model, c.prompts, c.continuations, cfg.batch_size) for c in contexts}
-    n_acc = {c.name: (len(c) if cfg.accuracy_limit is None else min(len(c), cfg.accuracy_limit)) for c in contexts}
-    sc = _Scores(n_acc, {c.name: answer_logprobs(model, prepared[c.name]) for c in contexts}, {}, {}, {})
-    if cfg.measure_accuracy:
-        sc.base_acc = {c.name: _correct(model, c, n_acc[c.name], cfg, ()) for c in contexts}
-    for name, seed, ns in conditions:
-        if not ns:
-            continue
-        hooks = gate_hooks(gates[(name, seed)], ns, cfg.site)
-        for c in contexts:
-            sc.lp[(name, c.name, seed)] = (answer_logprobs(model, prepared[c.name], hooks=hooks)
-                                           - sc.base_lp[c.name]).numpy().astype(np.float64)
-            if cfg.measure_accuracy:
-                sc.acc[(name, c.name, seed)] = _correct(model, c, n_acc[c.name], cfg, hooks) - sc.base_acc[c.name]
-    return sc
+        g = train_gates(self.model, ns, self.items, self.gs)
+        write_tensor(path, g.contiguous(), {"set": name, "seed": str(seed),
+                                            **{k: str(v) for k, v in asdict(self.gs).items()}})
+        on = g[ns.to_mask(*g.shape)]
+        self.log("gates %s seed %s: %d steps in %.0f s, mean %.3f (min %.3f, max %.3f)", name, seed, self.gs.steps,
+                 time.time() - t0, float(on.mean()), float(on.min()), float(on.max()))
+        return g
 
 
 def run_gate_ablation(model: Model, dev: list[Any], sets: dict[str, NeuronSet], cfg: AblationConfig,
@@ -144,19 +123,8 @@ def run_gate_ablation(model: Model, dev: list[Any], sets: dict[str, NeuronSet], 
     """
     contexts = [build_context_prompts(model, dev, cfg.relevant_setting, "relevant", data_cfg, cfg.max_new_tokens),
                 build_context_prompts(model, dev, cfg.noisy_setting, "noisy", data_cfg, cfg.max_new_tokens)]
-    _check_inputs(model, contexts, sets, cfg)
-    conditions, controls = _conditions(sets, cfg, model.cfg.d_mlp)
-    gates = _gates_of(model, conditions, items, gs, gate_dir, log)
-    sc = _score_gated(model, contexts, conditions, gates, cfg)
-    rows, per_example = [], {}
-    for ci, ctx in enumerate(contexts):
-        ctx_rows, per_example[ctx.name] = _context_rows(ci, ctx, sets, cfg, sc, controls)
-        rows += ctx_rows
-    config = {**cfg.to_dict(), "mode": "gate", "scale": None, "gate": asdict(gs), "n_gate_items": len(items)}
-    return AblationResult(
-        rows=rows, config=config,
-        contexts={c.name: {"setting": c.setting, "n": len(c), "n_accuracy": sc.n_acc[c.name] if cfg.measure_accuracy
-                           else 0, "n_skipped": c.n_skipped, "n_truncated": c.n_truncated} for c in contexts},
-        sets={n: {"n_neurons": len(sets[n]), "counts_per_layer": sets[n].counts_per_layer(),
-                  "random_seeds": controls[n]} for n in cfg.sets},
-        per_example=per_example, meta={"data": data_cfg.to_dict(), **meta})
+    fixed = dataclasses.replace(cfg, mode="zero")  # no reference means to compute; the hooks come from the gates
+    res = measure_ablation(model, contexts, sets, fixed, show_progress=False, meta={"data": data_cfg.to_dict(), **meta},
+                           hooks_for=_LearnedGates(model, items, gs, gate_dir, cfg.site, log))
+    res.config = {**cfg.to_dict(), "mode": "gate", "scale": None, "gate": asdict(gs), "n_gate_items": len(items)}
+    return res

@@ -36,7 +36,7 @@ result, its table and verdicts in :mod:`neurorit_lens.ablation.result`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,7 @@ from neurorit_lens.tl_backend import Model
 
 Condition = tuple[str, int | None, NeuronSet]  # (set name, control seed or None, neurons)
 Key = tuple[str, str, int | None]  # (set name, context name, control seed or None)
+HooksFor = Callable[[str, "int | None", NeuronSet], Sequence[FwdHook]]  # (set name, control seed, neurons) -> hooks
 
 
 @dataclass
@@ -202,7 +203,8 @@ class _Scores:
 
 def _score_conditions(model: Model, contexts: Sequence[ContextPrompts], prepared: Mapping[str, PreparedAnswers],
                       conditions: Sequence[Condition], cfg: AblationConfig,
-                      means: Float[torch.Tensor, "layer d_mlp"] | None, show_progress: bool) -> _Scores:
+                      means: Float[torch.Tensor, "layer d_mlp"] | None, show_progress: bool,
+                      hooks_for: HooksFor | None = None) -> _Scores:
     """Run every non-empty condition on every context: Δ log-prob and (optionally) Δ accuracy."""
     n_acc = {ctx.name: (len(ctx) if cfg.accuracy_limit is None else min(len(ctx), cfg.accuracy_limit))
              for ctx in contexts}
@@ -211,7 +213,8 @@ def _score_conditions(model: Model, contexts: Sequence[ContextPrompts], prepared
         sc.base_acc = {ctx.name: _correct(model, ctx, n_acc[ctx.name], cfg, ()) for ctx in contexts}
     todo = [(c, ctx) for c in conditions if c[2] for ctx in contexts]
     for (name, seed, ns), ctx in tqdm(todo, desc="ablation conditions", disable=not show_progress):
-        hooks = ablation_hooks(ns, cfg.mode, means, cfg.scale, cfg.site)
+        hooks = (hooks_for(name, seed, ns) if hooks_for is not None
+                 else ablation_hooks(ns, cfg.mode, means, cfg.scale, cfg.site))
         sc.lp[(name, ctx.name, seed)] = (answer_logprobs(model, prepared[ctx.name], hooks=hooks)
                                          - sc.base_lp[ctx.name]).numpy().astype(np.float64)
         if cfg.measure_accuracy:
@@ -277,6 +280,7 @@ def measure_ablation(
     means: Float[torch.Tensor, "layer d_mlp"] | None = None,
     show_progress: bool = True,
     meta: Mapping[str, Any] | None = None,
+    hooks_for: HooksFor | None = None,
 ) -> AblationResult:
     """Ablate each set in ``cfg.sets`` and its random controls on already-rendered prompts.
 
@@ -289,6 +293,8 @@ def measure_ablation(
             prompt + answer of ``contexts``.
         show_progress: tqdm bar over ablation conditions.
         meta: extra metadata stored in the result (model name, data, ...).
+        hooks_for: ``(set name, control seed or None, neurons) -> hooks`` replacing
+            ``cfg.mode``'s hooks (e.g. gates learned per set); ``None``: ``cfg.mode``.
 
     Returns:
         An :class:`~neurorit_lens.ablation.result.AblationResult`.
@@ -297,7 +303,7 @@ def measure_ablation(
     prepared = {ctx.name: prepare_answers(model, ctx.prompts, ctx.continuations, cfg.batch_size) for ctx in contexts}
     means = _reference_means(model, contexts, cfg, means)
     conditions, controls = _conditions(sets, cfg, model.cfg.d_mlp)
-    sc = _score_conditions(model, contexts, prepared, conditions, cfg, means, show_progress)
+    sc = _score_conditions(model, contexts, prepared, conditions, cfg, means, show_progress, hooks_for)
     rows: list[SetEffect] = []
     per_example: dict[str, Any] = {}
     for ci, ctx in enumerate(contexts):
