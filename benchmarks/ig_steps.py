@@ -35,26 +35,31 @@ def _cells(ns) -> set[tuple[int, int]]:
     return {(int(layer), int(i)) for layer, idx in ns.to_dict().items() for i in idx}
 
 
-def _cached_covers(path: Path, layers: list[int]) -> bool:
-    """A cached score file holds every requested layer (files written before the ``layers``
-    metadata existed count as covering the layers whose rows are non-zero)."""
+def _read_cached(path: Path, layers: list[int]) -> tuple[dict, "torch.Tensor"] | None:
+    """(timing, scores) of a cached score file holding every requested layer, or ``None``.
+
+    Files written before the ``layers`` metadata existed count as covering the layers whose
+    rows are non-zero. One read gives the timing and the scores.
+    """
     from safetensors import safe_open
 
     if not path.exists():
-        return False
+        return None
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-        if "layers" in meta:
-            return set(layers) <= {int(x) for x in meta["layers"].split(",")}
-        rows = f.get_tensor("scores")[layers]
-    return bool((rows.abs().sum(-1) > 0).all())
+        scores = f.get_tensor("scores")
+    if "layers" in meta:
+        if not set(layers) <= {int(x) for x in meta["layers"].split(",")}:
+            return None
+    elif not bool((scores[layers].abs().sum(-1) > 0).all()):
+        return None
+    return {k: float(v) for k, v in meta.items() if k != "layers"}, scores
 
 
 def _score_all(model, batch_of, n: int, steps: list[int], layers: list[int], out: Path, chunk: int,
                positions: str = "all") -> dict:
     """Per-example IG scores for every m (cached files), and the time each one took."""
     import torch
-    from safetensors import safe_open
     from safetensors.torch import save_file
     from tqdm import tqdm
 
@@ -68,18 +73,18 @@ def _score_all(model, batch_of, n: int, steps: list[int], layers: list[int], out
         batch = batch_of(i)
         for m in steps:
             path = out / f"ex{i:03d}_m{m}{tag}.safetensors"
-            if not _cached_covers(path, layers):
+            cached = _read_cached(path, layers)
+            if cached is None:
                 c0, w0 = time.process_time(), time.perf_counter()
                 s = attribute(model, batch, method="ig", steps=m, alpha_chunk=min(chunk, m), layers=layers,
                               positions=positions)
                 meta = {"wall_s": str(time.perf_counter() - w0), "cpu_s": str(time.process_time() - c0),
                         "n_tokens": str(int(batch.tokens.shape[1])), "layers": ",".join(map(str, layers))}
                 save_file({"scores": s[0].contiguous()}, str(path), metadata=meta)
-            with safe_open(str(path), "pt") as f:  # one read gives the timing and the scores
-                timing[str(m)].append({k: float(v) for k, v in f.metadata().items() if k != "layers"})
-                full = f.get_tensor("scores")
-            only = torch.zeros_like(full)
-            only[layers] = full[layers]
+                cached = {k: float(v) for k, v in meta.items() if k != "layers"}, s[0]
+            timing[str(m)].append(cached[0])
+            only = torch.zeros_like(cached[1])
+            only[layers] = cached[1][layers]
             scores[m].append(only)
     return {"timing": timing, "scores": {m: torch.stack(v) for m, v in scores.items()}}
 
@@ -99,6 +104,16 @@ def _compare(scores: dict, steps: list[int], layers: list[int], ref: int, top_k:
                             "jaccard_per_layer": per_layer}
         out[rule] = rows
     return out
+
+
+def _smallest_m(agreement: dict, steps: list[int]) -> int | None:
+    """The smallest m such that it and every larger m reach threshold-set Jaccard 0.9 (``steps`` descending)."""
+    ok = None
+    for m in steps:
+        if agreement["threshold"][str(m)]["jaccard"] < 0.9:
+            break
+        ok = m
+    return ok
 
 
 def _rel_errors(scores: dict, steps: list[int], layers: list[int], ref: int) -> dict:
@@ -155,19 +170,9 @@ def run(args) -> dict:
                 for m, s in res["scores"].items()}
         report["set_layers"] = keep
         report["agreement_set_layers"] = _compare(only, steps, keep, ref, args.top_k)
-    ok = None  # the smallest m such that it and every larger m reach Jaccard 0.9
-    for m in steps:  # descending
-        if report["agreement"]["threshold"][str(m)]["jaccard"] < 0.9:
-            break
-        ok = m
-    report["smallest_m_jaccard_0.9"] = ok
+    report["smallest_m_jaccard_0.9"] = _smallest_m(report["agreement"], steps)
     if "agreement_set_layers" in report:
-        ok = None
-        for m in steps:
-            if report["agreement_set_layers"]["threshold"][str(m)]["jaccard"] < 0.9:
-                break
-            ok = m
-        report["smallest_m_jaccard_0.9_set_layers"] = ok
+        report["smallest_m_jaccard_0.9_set_layers"] = _smallest_m(report["agreement_set_layers"], steps)
     (out / "ig_steps.json").write_text(json.dumps(report, indent=1))
     _write_md(report, out / "ig_steps.md")
     return report
