@@ -182,6 +182,17 @@ def single_token_answers(ckpt: Path) -> list[str]:
     return ok[: len(PROMPTS)]
 
 
+def _ratio(results: dict, a: str, b: str, key: str = "seconds") -> float | None:
+    """results[b][key] / results[a][key] (how many times faster a is), or None if either failed."""
+    if key in results.get(a, {}) and key in results.get(b, {}):
+        return results[b][key] / results[a][key]
+    return None
+
+
+def _fmt(x, fmt="{:.2f}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
 def rel_err(a, b) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-12))
 
@@ -254,11 +265,6 @@ def run_workers(names: list[str], ckpt: str, spec: dict, tmp: Path) -> tuple[dic
 def _finish_synthetic(args, argv, ckpt: Path, spec: dict, env: dict, results: dict, scores: dict) -> int:
     from neurorit_lens.io import atomic_write_json, atomic_write_text
 
-    def ratio(a, b):
-        if a in results and b in results and "seconds" in results[a] and "seconds" in results[b]:
-            return results[b]["seconds"] / results[a]["seconds"]
-        return None
-
     checks = {}
     if "ours_ig" in scores and "captum" in scores:
         checks["ours_ig_vs_captum_rel_err"] = rel_err(scores["ours_ig"], scores["captum"])
@@ -268,8 +274,8 @@ def _finish_synthetic(args, argv, ckpt: Path, spec: dict, env: dict, results: di
         "model": {"arch": "GPT-2 (random init, HF checkpoint)", "n_layer": args.n_layer, "d_model": args.d_model,
                   "d_mlp": 4 * args.d_model, "vocab": args.vocab},
         "prompts": len(PROMPTS), "prompt_tokens": None, "steps": args.steps, "alpha_chunk": args.alpha_chunk,
-        "speedup_vs_captum": ratio("ours_ig", "captum"),
-        "speedup_vs_knowledge_neurons": ratio("ours_kn", "kn"),
+        "speedup_vs_captum": _ratio(results, "ours_ig", "captum"),
+        "speedup_vs_knowledge_neurons": _ratio(results, "ours_kn", "kn"),
         "ig_joint_vs_ig_time": (results.get("ours_ig_joint", {}).get("seconds", 0) / results["ours_ig"]["seconds"]
                                 if "seconds" in results.get("ours_ig", {}) else None),
         "grad_x_act_vs_ig_time": (results.get("ours_grad_x_act", {}).get("seconds", 0) / results["ours_ig"]["seconds"]
@@ -317,18 +323,12 @@ def run_real(args, argv, tmp: Path) -> int:
     env = environment_info(0, {"loadavg_start": list(os.getloadavg())})
     results, scores = run_workers(names, args.model, spec, tmp)
 
-    def ratio(a, b, key):
-        if key in results.get(a, {}) and key in results.get(b, {}):
-            return results[b][key] / results[a][key]
-        return None
-
     summary = {
         "model": arch, "layers": layers, "prompts": len(ps.prompts), "prompt_tokens": [int(t) for t in ps.n_tokens],
         "answers": list(ps.continuations), "steps": args.steps, "alpha_chunk": args.alpha_chunk,
-        "speedup_vs_captum_wall": ratio("ours_ig", "captum", "wall_seconds"),
-        "speedup_vs_captum_cpu": ratio("ours_ig", "captum", "cpu_seconds"),
-        "grad_x_act_vs_ig_wall": (None if ratio("ours_grad_x_act", "ours_ig", "wall_seconds") is None
-                                  else 1 / ratio("ours_grad_x_act", "ours_ig", "wall_seconds")),
+        "speedup_vs_captum_wall": _ratio(results, "ours_ig", "captum", "wall_seconds"),
+        "speedup_vs_captum_cpu": _ratio(results, "ours_ig", "captum", "cpu_seconds"),
+        "grad_x_act_vs_ig_wall": _ratio(results, "ours_ig", "ours_grad_x_act", "wall_seconds"),
         "score_checks": ({"ours_ig_vs_captum_rel_err": rel_err(scores["ours_ig"], scores["captum"])}
                          if "ours_ig" in scores and "captum" in scores else {}),
         "results": results,
@@ -344,9 +344,6 @@ def run_real(args, argv, tmp: Path) -> int:
 
 
 def render_real_md(s: dict) -> str:
-    def f(x, fmt="{:.2f}"):
-        return "n/a" if x is None else fmt.format(x)
-
     m, env = s["model"], s["environment"]
     lines = [
         f"# Attribution benchmark on {m['arch']}",
@@ -371,10 +368,10 @@ def render_real_md(s: dict) -> str:
                          f"{r['wall_seconds'] / s['prompts']:.2f} | {r['peak_rss_mb']:.0f} |")
     lines += [
         "",
-        f"- ours `ig` vs Captum IntegratedGradients: **{f(s['speedup_vs_captum_wall'])}x** faster in wall time, "
-        f"{f(s['speedup_vs_captum_cpu'])}x in CPU time (relative error of scores "
-        f"{f(s['score_checks'].get('ours_ig_vs_captum_rel_err'), '{:.2e}')})",
-        f"- `grad_x_act` costs {f(s['grad_x_act_vs_ig_wall'], '{:.3f}')}x the wall time of per-layer `ig`.",
+        f"- ours `ig` vs Captum IntegratedGradients: **{_fmt(s['speedup_vs_captum_wall'])}x** faster in wall time, "
+        f"{_fmt(s['speedup_vs_captum_cpu'])}x in CPU time (relative error of scores "
+        f"{_fmt(s['score_checks'].get('ours_ig_vs_captum_rel_err'), '{:.2e}')})",
+        f"- `grad_x_act` costs {_fmt(s['grad_x_act_vs_ig_wall'], '{:.3f}')}x the wall time of per-layer `ig`.",
         "",
         f"Reproduce: `{s['command']}`",
         "",
@@ -383,9 +380,6 @@ def render_real_md(s: dict) -> str:
 
 
 def render_md(s: dict) -> str:
-    def f(x, fmt="{:.2f}"):
-        return "n/a" if x is None else fmt.format(x)
-
     m = s["model"]
     lines = [
         "# Attribution benchmark",
@@ -414,12 +408,12 @@ def render_md(s: dict) -> str:
                          f"{r['peak_rss_mb']:.0f} | {r['peak_rss_increase_mb']:.0f} |")
     lines += [
         "",
-        f"- ours `ig` vs Captum IntegratedGradients: **{f(s['speedup_vs_captum'])}x** faster "
-        f"(relative error of scores {f(s['score_checks'].get('ours_ig_vs_captum_rel_err'), '{:.2e}')})",
-        f"- ours `ig` vs knowledge-neurons 0.0.2: **{f(s['speedup_vs_knowledge_neurons'])}x** faster "
-        f"(relative error of scores {f(s['score_checks'].get('ours_kn_vs_knowledge_neurons_rel_err'), '{:.2e}')})",
-        f"- `ig_joint` costs {f(s['ig_joint_vs_ig_time'], '{:.3f}')}x and `grad_x_act` "
-        f"{f(s['grad_x_act_vs_ig_time'], '{:.3f}')}x the time of per-layer `ig`.",
+        f"- ours `ig` vs Captum IntegratedGradients: **{_fmt(s['speedup_vs_captum'])}x** faster "
+        f"(relative error of scores {_fmt(s['score_checks'].get('ours_ig_vs_captum_rel_err'), '{:.2e}')})",
+        f"- ours `ig` vs knowledge-neurons 0.0.2: **{_fmt(s['speedup_vs_knowledge_neurons'])}x** faster "
+        f"(relative error of scores {_fmt(s['score_checks'].get('ours_kn_vs_knowledge_neurons_rel_err'), '{:.2e}')})",
+        f"- `ig_joint` costs {_fmt(s['ig_joint_vs_ig_time'], '{:.3f}')}x and `grad_x_act` "
+        f"{_fmt(s['grad_x_act_vs_ig_time'], '{:.3f}')}x the time of per-layer `ig`.",
         "",
         f"Reproduce: `{s['command']}`",
         "",

@@ -177,7 +177,8 @@ def attribute(
         steps: number of Riemann points m for the IG methods (ignored by ``grad_x_act``).
         rule: ``midpoint`` (default), ``right`` or ``left`` Riemann points.
         alpha_chunk: alphas per forward pass (batched along the batch dimension).
-        positions: ``all`` real positions, or only the ``last`` prompt position.
+        positions: ``all`` real positions, ``skip_first`` (all but the first, the attention
+            sink), or only the ``last`` prompt position.
         target: F, one of ``logprob``, ``prob``, ``logit``, ``logit_diff``.
         site: ``post`` (default, the input to W_out) or ``pre``.
         layers: layers to attribute (default all); rows of other layers are 0. For
