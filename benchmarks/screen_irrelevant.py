@@ -60,6 +60,12 @@ SCREENS: dict[int, list[tuple[str, str, float]]] = {
         ("negative_paired", "gate", 0.0),
         ("contrast", "gate", 0.0),
     ],
+    # the format-tuned checkpoint (issue 12 item 6): run with --model <clean checkpoint> --data embedded:1000
+    3: [
+        ("negative_paired", "scale", 0.5),
+        ("contrast", "scale", 0.5),
+        ("negative_paired_norm", "scale", 0.5),
+    ],
 }
 COMBOS = SCREENS[1]  # the first screen's list (kept under its old name)
 MODES = ("zero", "mean", "scale", "constant", "gate")
