@@ -35,15 +35,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neurorit_lens.data import build_instances, embedded_examples, render_prompts  # noqa: E402
-from neurorit_lens.evaluation import generation as gen  # noqa: E402
-from neurorit_lens.evaluation.generation import (  # noqa: E402
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
+from neurorit_lens.models import generation as gen  # noqa: E402
+from neurorit_lens.models import load_model  # noqa: E402
+from neurorit_lens.models.generation import (  # noqa: E402
     _pad_id,
     encode_for_generation,
     generate_greedy_ids,
     left_pad,
 )
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
-from neurorit_lens.models import load_model  # noqa: E402
 from neurorit_lens.models.gguf import load_hf_from_gguf, smollm2_gguf_path  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tokens": n_tokens}
 
     result = {
-        "benchmark": "greedy generation throughput, neurorit_lens.evaluation.generation (auto = transformers twin; "
+        "benchmark": "greedy generation throughput, neurorit_lens.models.generation (auto = transformers twin; "
                      "tl = TransformerLens) vs HF generate",
         "model": args.model,
         "command": "python benchmarks/bench_generation.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -42,7 +42,7 @@ def values(blob: Mapping[str, Any], metric: str = "accuracy") -> dict[str, float
 def pooled_blob(blobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """One blob of the questions of several data sets (``{data set: blob}``), ids prefixed by
     their data set, with the summary recomputed from the records (Wilson from the counts)."""
-    from neurorit_lens.evaluation.statistics import wilson_interval
+    from neurorit_lens.statistics import wilson_interval
 
     recs = [{**r, "id": f"{d}:{r['id']}"} for d, b in blobs.items() for r in b["records"]]
     n = len(recs)

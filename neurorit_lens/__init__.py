@@ -3,9 +3,10 @@
 Find the MLP neurons that process relevant vs irrelevant retrieved passages, test what
 they do causally, and tune at neuron and layer level for noise-robust RAG.
 
-The pipeline, one subpackage per stage (imports flow one way, left to right)::
+The pipeline, one subpackage per stage (imports flow one way, left to right; the top-level
+config, io, hooks, objective, statistics and tl_backend sit below every stage)::
 
-    data -> models -> neurons -> ablation / training -> evaluation -> viz -> runner, cli
+    data -> models -> neurons -> distributed -> ablation / training -> evaluation -> viz -> runner -> cli
 
 The public API is re-exported here (``import neurorit_lens as nrl``)::
 

@@ -48,10 +48,10 @@ from tqdm.auto import tqdm
 from neurorit_lens.ablation.controls import ablation_hooks, answer_position_means, neuron_means, random_controls
 from neurorit_lens.ablation.result import AblationResult, Effect, SetEffect, verdict_of
 from neurorit_lens.config import AblationConfig, DataConfig
+from neurorit_lens.data.answers import accuracy
 from neurorit_lens.data.build import ANSWER_RESERVE, PromptSet, build_prompts
-from neurorit_lens.evaluation.generation import generate_greedy
-from neurorit_lens.evaluation.metrics import accuracy
 from neurorit_lens.hooks import FwdHook, neuron_hooks
+from neurorit_lens.models.generation import generate_greedy
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import (
     PreparedAnswers,

@@ -3,7 +3,7 @@
 Each :class:`SetEffect` row is one neuron set, in one context condition, on one metric:
 its own effect (ablated - unablated, per example), the mean effect of its random controls,
 and the paired difference ``effect - random`` with a bootstrap interval
-(:mod:`neurorit_lens.evaluation.statistics`). :class:`AblationResult` collects the rows and
+(:mod:`neurorit_lens.statistics`). :class:`AblationResult` collects the rows and
 is saved as ``ablation.json``.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from neurorit_lens.evaluation.statistics import bootstrap_ci, paired_bootstrap_ci
 from neurorit_lens.io import atomic_write_json, read_json
+from neurorit_lens.statistics import bootstrap_ci, paired_bootstrap_ci
 
 METRICS = ("logprob", "accuracy")
 CI_LEVEL = 0.95  # coverage of every interval in the result (alpha = 1 - CI_LEVEL)

@@ -1,4 +1,4 @@
-"""Text normalisation shared by the loaders, the distractor miner and (downstream) the metrics.
+"""Text normalisation shared by the loaders, the distractor miner and the answer metrics (``answers``).
 
 ``normalize_answer`` is the SQuAD v1.1 normalisation (lower-case, drop punctuation, drop
 the articles a/an/the, collapse whitespace). ``contains_answer`` is the "exact presence"
@@ -33,6 +33,8 @@ def normalize_answer(s: str) -> str:
     >>> normalize_answer("The  Eiffel-Tower!")
     'eiffeltower'
     """
+    if not isinstance(s, str):
+        raise ValueError(f"answer must be a string, got {type(s).__name__}")
     s = s.lower()
     s = "".join(ch for ch in s if ch not in _PUNCT)
     s = _ARTICLES.sub(" ", s)

@@ -1,8 +1,8 @@
-"""Evaluation: greedy generation, answer metrics and statistics per noise setting.
+"""Evaluation: every noise setting scored, and methods compared.
 
-Owns batched greedy decoding (``generation``: a transformers twin for hook-free models,
-TransformerLens with a KV cache when hooks are active), answer extraction, SQuAD-style
-metrics and the copy rate (``metrics``), bootstrap, Wilson, McNemar and Holm
-(``statistics``), memory-aware batch sizing (``resources``) and ``evaluate``, which scores
-a model on every noise setting (``evaluate``).
+Owns ``evaluate``, which answers every question greedily under each noise setting and
+scores the answers (``evaluate``), and the comparison of two methods on shared questions
+(``comparison``). The pieces earlier stages share sit lower in the chain: greedy decoding
+and batch sizing in ``models.generation`` / ``models.resources``, the answer metrics in
+``data.answers``, the bootstrap, Wilson, McNemar and Holm in ``neurorit_lens.statistics``.
 """

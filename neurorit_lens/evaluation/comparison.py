@@ -2,12 +2,12 @@
 
 Every function takes per-question values keyed by example id (``{id: value}``, one dict
 per method or per setting) and pairs them over the ids both hold, in the first dict's
-order. All intervals and tests come from :mod:`neurorit_lens.evaluation.statistics`:
+order. All intervals and tests come from :mod:`neurorit_lens.statistics`:
 
 - :func:`accuracy_contrast`: accuracy of ``a`` minus ``b`` with a paired bootstrap 95%
   interval, the exact McNemar test of the 0/1 outcomes, the observed discordance (share of
   questions on which the two disagree), and the smallest difference the ``n`` pairs detect
-  (:func:`~neurorit_lens.evaluation.statistics.min_detectable_difference`) at the observed
+  (:func:`~neurorit_lens.statistics.min_detectable_difference`) at the observed
   discordance and at a planning discordance.
 - :func:`per_question_difference`: values of ``a`` minus ``b`` per question.
   ``per_question_difference(noisy, gold)`` is the within-question gap
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from neurorit_lens.evaluation.statistics import (
+from neurorit_lens.statistics import (
     bootstrap_ci,
     holm,
     mcnemar_exact,

@@ -6,15 +6,15 @@ instances (:func:`neurorit_lens.data.build_instances`), the instances become pro
 through the project's one prompt path (:func:`neurorit_lens.data.build.build_prompts`:
 chat template for instruct models, passages truncated past ``max_prompt_tokens``, capped
 at the model's context minus ``max_new_tokens``), the model answers greedily
-(:func:`neurorit_lens.evaluation.generation.generate_greedy`). Every answer is first
-extracted (:func:`~neurorit_lens.evaluation.metrics.extract_answer`: first line, first
+(:func:`neurorit_lens.models.generation.generate_greedy`). Every answer is first
+extracted (:func:`~neurorit_lens.data.answers.extract_answer`: first line, first
 sentence, at most five words more than the longest gold alias) and the extract is scored
 with accuracy (gold answer contained, InstructRAG's exact presence), EM and F1
-(:mod:`neurorit_lens.evaluation.metrics`); ``accuracy_raw`` is containment in the whole
+(:mod:`neurorit_lens.data.answers`); ``accuracy_raw`` is containment in the whole
 output, and ``copy_rate`` the share of outputs that reproduce 8 or more consecutive
 normalised tokens of a passage of their prompt. Each setting reports the means, a
 percentile-bootstrap 95% interval and a Wilson interval of the accuracy
-(:mod:`neurorit_lens.evaluation.statistics`), what the prompts really held (``label``,
+(:mod:`neurorit_lens.statistics`), what the prompts really held (``label``,
 ``mean_n_passages``, ``mean_n_irrelevant``) and what the budget did (``n_truncated``,
 ``n_skipped_budget``, ``n_gold_cut``, 0 by construction). A setting that fits no example is
 an error. :meth:`EvalResult.paired_difference` gives the gap between two settings (e.g.
@@ -48,25 +48,25 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neurorit_lens.config import DataConfig, EvalConfig
-from neurorit_lens.data.build import PromptSet, build_prompts, prompt_budget
-from neurorit_lens.data.prompts import format_passage
-from neurorit_lens.data.schema import QAExample, RAGInstance
-from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
-from neurorit_lens.evaluation.metrics import (
+from neurorit_lens.data.answers import (
     accuracy,
     copies_passage,
     exact_match,
     extract_answer,
     f1,
 )
-from neurorit_lens.evaluation.statistics import (
+from neurorit_lens.data.build import PromptSet, build_prompts, prompt_budget
+from neurorit_lens.data.prompts import format_passage
+from neurorit_lens.data.schema import QAExample, RAGInstance
+from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
+from neurorit_lens.models.generation import encode_for_generation, generate_greedy
+from neurorit_lens.statistics import (
     McNemar,
     bootstrap_ci,
     mcnemar_exact,
     paired_bootstrap_ci,
     wilson_interval,
 )
-from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
 from neurorit_lens.tl_backend import Model
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Model loading: the embedded SmolLM2 default, Gemma 3 270M, local checkpoints offline, tiny test models.
+"""Model loading (the embedded SmolLM2 default, Gemma 3 270M, local checkpoints offline, tiny test
+models) and batched greedy generation (``generation``).
 
 >>> from neurorit_lens.models import load_model, is_instruct, SUPPORTED
 >>> "smollm2-135m-instruct" in SUPPORTED

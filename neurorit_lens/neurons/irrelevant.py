@@ -27,6 +27,7 @@ from neurorit_lens.data import QAExample
 from neurorit_lens.data.prompts import answer_continuation
 from neurorit_lens.data.text import contains_answer
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
+from neurorit_lens.models.generation import generate_greedy
 from neurorit_lens.objective import AnswerBatch
 from neurorit_lens.tl_backend import Model
 
@@ -87,8 +88,6 @@ def activation_stats(
 
 
 def _greedy_texts(model: Model, prompts: list[str], max_new_tokens: int) -> list[str]:
-    from neurorit_lens.evaluation.generation import generate_greedy
-
     return list(generate_greedy(model, prompts, max_new_tokens=max_new_tokens, show_progress=False))
 
 

@@ -249,7 +249,7 @@ def attribution_stats(scores: Float[torch.Tensor, "n layer d_mlp"] | None, neuro
                       threshold: float | None = None) -> dict[str, Any]:
     """Mean, percentile-bootstrap 95% interval (1000 resamples, seed 0) and n of a neuron's
     per-example attribution; with ``threshold``, the fraction of examples above it."""
-    from neurorit_lens.evaluation.statistics import bootstrap_ci
+    from neurorit_lens.statistics import bootstrap_ci
 
     if scores is None or scores.shape[0] == 0:
         return {"n": 0, "mean": math.nan, "ci": (math.nan, math.nan)}

@@ -13,10 +13,10 @@ from neurorit_lens.ablation.controls import ablation_hooks, neuron_means, random
 from neurorit_lens.ablation.measure import ContextPrompts, measure_ablation
 from neurorit_lens.ablation.result import AblationResult
 from neurorit_lens.config import AblationConfig
-from neurorit_lens.evaluation.generation import generate_greedy
-from neurorit_lens.evaluation.metrics import accuracy
+from neurorit_lens.data.answers import accuracy
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, set_neurons_hook, zero_ablation
 from neurorit_lens.models import tiny_model
+from neurorit_lens.models.generation import generate_greedy
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import answer_logprobs, prepare_answers, tokenize_with_answers
 from tests.helpers import BAD_CHOICE, cached_tiny_model, unchecked

@@ -1,5 +1,5 @@
 """benchmarks/compare_methods.py end to end on the tiny model (resume: the second run trains
-nothing), and its contrast statistics against evaluation/statistics on known inputs."""
+nothing), and its contrast statistics against neurorit_lens/statistics.py on known inputs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from benchmarks import compare_methods as cm
 from benchmarks.compare_report import build_report, render_markdown
 from neurorit_lens.evaluation.comparison import accuracy_contrast, mean_difference, pair, per_question_difference
-from neurorit_lens.evaluation.statistics import (
+from neurorit_lens.statistics import (
     bootstrap_ci,
     holm,
     mcnemar_exact,

@@ -12,13 +12,13 @@ import neurorit_lens.evaluation.evaluate as ev
 from neurorit_lens.cli.main import main
 from neurorit_lens.config import DataConfig, EvalConfig
 from neurorit_lens.data import build_instances, render_prompts
+from neurorit_lens.data.answers import accuracy, exact_match, extract_answer, f1
 from neurorit_lens.data.build import context_label
 from neurorit_lens.evaluation.evaluate import EvalResult, aggregate, evaluate
-from neurorit_lens.evaluation.generation import encode_for_generation, generate_greedy
-from neurorit_lens.evaluation.metrics import accuracy, exact_match, extract_answer, f1
-from neurorit_lens.evaluation.statistics import bootstrap_ci, wilson_interval
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
+from neurorit_lens.models.generation import encode_for_generation, generate_greedy
 from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.statistics import bootstrap_ci, wilson_interval
 from tests.helpers import cached_tiny_model, make_examples
 
 SETTINGS = ("closed", "gold", "gold+2", "irrelevant")

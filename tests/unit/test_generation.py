@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from neurorit_lens.config import EvalConfig
-from neurorit_lens.evaluation.generation import (
+from neurorit_lens.hooks import neuron_hooks, zero_ablation
+from neurorit_lens.models import tiny_model
+from neurorit_lens.models.generation import (
     encode_for_generation,
     generate_greedy,
     generate_greedy_ids,
     left_pad,
     stop_token_ids,
 )
-from neurorit_lens.hooks import neuron_hooks, zero_ablation
-from neurorit_lens.models import tiny_model
 from neurorit_lens.neurons.sets import NeuronSet
 from tests.helpers import BAD_CHOICE, cached_tiny_model, unchecked
 
@@ -118,7 +118,7 @@ def test_left_pad_and_bad_input():
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_decode_layout_is_bitwise_neutral_and_restored(gated):
-    from neurorit_lens.evaluation.generation import decode_layout
+    from neurorit_lens.models.generation import decode_layout
 
     model = cached_tiny_model(gated=gated)
     before = {n: (p, p.data_ptr(), p.stride()) for n, p in model.named_parameters()}
@@ -161,7 +161,7 @@ def _tiny_hf_twin_model(arch: str, tmp_path):
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_hf_twin_gives_identical_greedy_ids(tmp_path, arch):
-    from neurorit_lens.evaluation import generation as gen
+    from neurorit_lens.models import generation as gen
 
     model = _tiny_hf_twin_model(arch, tmp_path)
     with torch.no_grad():  # a trained b_in entry (folded into the down bias for Llama)
@@ -183,7 +183,7 @@ def test_hf_twin_gives_identical_greedy_ids(tmp_path, arch):
 
 
 def test_hooks_force_the_tl_path(tmp_path):
-    from neurorit_lens.evaluation import generation as gen
+    from neurorit_lens.models import generation as gen
 
     model = _tiny_hf_twin_model("llama", tmp_path)
     calls = []
@@ -233,8 +233,8 @@ def _cut_at_first_line_end(tok, ids: list[int]) -> list[int]:
 
 @pytest.mark.parametrize("backend", ["tl", "hf"])
 def test_stop_at_newline_equals_the_unstopped_output_cut_at_its_first_line_end(tmp_path, backend):
-    from neurorit_lens.evaluation.generation import newline_token_ids
-    from neurorit_lens.evaluation.metrics import extract_answer
+    from neurorit_lens.data.answers import extract_answer
+    from neurorit_lens.models.generation import newline_token_ids
 
     model = _tiny_hf_twin_model("llama", tmp_path)
     newline, _, _ = newline_token_ids(model.tokenizer)
@@ -262,7 +262,7 @@ def test_eval_config_stop_at_newline_defaults_off():
 
 
 def test_stop_at_newline_ends_the_batch_when_every_row_has_stopped(tmp_path):
-    from neurorit_lens.evaluation.generation import newline_token_ids
+    from neurorit_lens.models.generation import newline_token_ids
 
     model = _tiny_hf_twin_model("llama", tmp_path)
     with torch.no_grad():

@@ -169,21 +169,77 @@ def _subpackage(mod: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def _violations(graph, allowed_importers, targets) -> list[str]:
-    return [f"{m} imports {t}" for m, deps in sorted(graph.items()) for t in sorted(deps)
-            if _subpackage(t) in targets and m != PKG and _subpackage(m) not in allowed_importers]
+# The pipeline's stages in the order data flows (STYLE.md: data -> prompts/tokens -> model +
+# hooks -> scores -> neuron sets -> ablation / training -> evaluation -> report). A module may
+# import modules of its own stage and of earlier ranks, never of a later rank; stages that
+# share a rank (ablation / training) are parallel and do not import each other.
+STAGES: tuple[tuple[str, ...], ...] = (
+    ("base",), ("data",), ("models",), ("neurons",), ("distributed",), ("ablation", "training"),
+    ("evaluation",), ("viz",), ("runner",), ("cli",),
+)
+# Modules whose stage is not their subpackage, each with its reason (every other module's
+# stage is its subpackage). The root ``__init__`` (the public API) imports every stage.
+STAGE_OF: dict[str, tuple[str, str]] = {
+    "io": ("base", "atomic JSON/text writes and provenance; imports nothing of the package"),
+    "config": ("base", "every stage's config dataclass; imports only io"),
+    "statistics": ("base", "the one bootstrap and the comparison tests; numeric, imports nothing"),
+    "tl_backend": ("base", "the TransformerLens import shim; imports nothing of the package"),
+    "hooks": ("base", "hook factories every stage attaches; imports config, tl_backend, neurons.sets"),
+    "objective": ("base", "tokenisation and the teacher-forced loss; imports config, hooks, tl_backend"),
+    "neurons.sets": ("base", "the NeuronSet type and its file format, which hooks take and the "
+                             "saved-model folder records; imports only io"),
+    "__main__": ("cli", "``python -m neurorit_lens`` runs cli.main"),
+}
+
+
+def _stage(mod: str) -> str:
+    rel = mod.removeprefix(PKG + ".")
+    for key, (stage, _) in STAGE_OF.items():
+        if rel == key or rel.startswith(key + "."):
+            return stage
+    return _subpackage(mod)
+
+
+def _rank(stage: str) -> int:
+    ranks = [i for i, group in enumerate(STAGES) if stage in group]
+    if not ranks:
+        raise AssertionError(f"stage {stage!r} is in no rank of STAGES: place it there or in STAGE_OF")
+    return ranks[0]
+
+
+def _backward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a later rank's module, or of a parallel stage's (root ``__init__`` exempt)."""
+    bad = []
+    for m, deps in sorted(graph.items()):
+        if m == PKG:
+            continue
+        sm = _stage(m)
+        for t in sorted(deps):
+            st = _stage(t)
+            if st != sm and _rank(st) >= _rank(sm):
+                bad.append(f"{m} ({sm}) imports {t} ({st})")
+    return bad
+
+
+def test_stage_rule_flags_backward_and_parallel_imports():
+    graph = {f"{PKG}.ablation.a": {f"{PKG}.evaluation.e", f"{PKG}.training.t", f"{PKG}.io", f"{PKG}.data.d"},
+             f"{PKG}.neurons.sets": {f"{PKG}.neurons.mining"}, f"{PKG}.hooks": {f"{PKG}.neurons.sets"},
+             PKG: {f"{PKG}.cli.main"}}
+    assert _backward_imports(graph) == [
+        f"{PKG}.ablation.a (ablation) imports {PKG}.evaluation.e (evaluation)",
+        f"{PKG}.ablation.a (ablation) imports {PKG}.training.t (training)",
+        f"{PKG}.neurons.sets (base) imports {PKG}.neurons.mining (neurons)",
+    ]
 
 
 def test_layers_point_one_way():
     graph = import_graph()
-    upper = {"neurons", "ablation", "training", "evaluation", "viz", "cli", "runner"}
-    bad = [f"{m} imports {t}" for m, deps in sorted(graph.items()) if _subpackage(m) == "data"
-           for t in sorted(deps) if _subpackage(t) in upper]
-    assert not bad, "data must not import the stages above it:\n" + "\n".join(bad)
-    bad = _violations(graph, allowed_importers={"cli", "__main__"}, targets={"cli", "runner"})
-    assert not bad, "only cli (and the root __init__, __main__) may import cli/runner:\n" + "\n".join(bad)
-    bad = _violations(graph, allowed_importers={"viz", "runner", "cli"}, targets={"viz"})
-    assert not bad, "only viz, runner, cli and the root __init__ may import viz:\n" + "\n".join(bad)
+    assert all(_rank(_stage(m)) >= 0 for m in graph if m != PKG)  # every module has a stage
+    bad = _backward_imports(graph)
+    order = " < ".join(" / ".join(group) for group in STAGES)
+    assert not bad, f"imports must point down the chain {order}:\n" + "\n".join(bad)
+    missing = [k for k in STAGE_OF if f"{PKG}.{k}" not in graph]
+    assert not missing, f"STAGE_OF places modules that do not exist: {missing}"
 
 
 def test_every_subpackage_has_a_docstring():

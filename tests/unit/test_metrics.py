@@ -10,12 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neurorit_lens.evaluation.metrics import (
-    accuracy,
-    exact_match,
-    f1,
-    normalize_answer,
-)
+from neurorit_lens.data.answers import accuracy, exact_match, f1
+from neurorit_lens.data.text import normalize_answer
 from tests.helpers import unchecked
 
 
@@ -122,7 +118,7 @@ def test_metric_examples():
 
 # ---------------------------------------------------------------- extraction and copy rate
 
-from neurorit_lens.evaluation.metrics import copies_passage, extract_answer, first_sentence  # noqa: E402
+from neurorit_lens.data.answers import copies_passage, extract_answer, first_sentence  # noqa: E402
 
 
 @pytest.mark.parametrize("output,gold,want", [

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from neurorit_lens.evaluation import resources
-from neurorit_lens.evaluation.generation import generate_greedy
-from neurorit_lens.evaluation.resources import fit_batch_size, generation_bytes_per_row
+from neurorit_lens.models import resources
+from neurorit_lens.models.generation import generate_greedy
+from neurorit_lens.models.resources import fit_batch_size, generation_bytes_per_row
 from tests.helpers import cached_tiny_model
 
 

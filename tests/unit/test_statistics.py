@@ -1,4 +1,4 @@
-"""The one bootstrap (evaluation/statistics.py) against naive loops, normal theory and coverage."""
+"""The one bootstrap (neurorit_lens/statistics.py) against naive loops, normal theory and coverage."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from neurorit_lens.ablation.result import Effect
-from neurorit_lens.evaluation.statistics import bootstrap_ci, paired_bootstrap_ci
+from neurorit_lens.statistics import bootstrap_ci, paired_bootstrap_ci
 
 
 def naive_bootstrap(values, n, seed, alpha):
@@ -90,7 +90,7 @@ def test_paired_bootstrap_resamples_pairs_together():
 from itertools import product  # noqa: E402
 from statistics import NormalDist  # noqa: E402
 
-from neurorit_lens.evaluation.statistics import (  # noqa: E402
+from neurorit_lens.statistics import (  # noqa: E402
     holm,
     mcnemar_exact,
     min_detectable_difference,

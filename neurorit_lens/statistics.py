@@ -1,4 +1,4 @@
-"""Statistics for evaluations: the one bootstrap, and the tests that compare two methods.
+"""Statistics shared by every stage: the one bootstrap, and the tests that compare two methods.
 
 Every interval in the project (evaluation accuracies, the gap between two settings,
 ablation effects and their difference from random controls) comes from here:

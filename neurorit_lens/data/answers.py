@@ -1,7 +1,10 @@
-"""Answer metrics for open-domain QA (intervals: :mod:`neurorit_lens.evaluation.statistics`).
+"""Answer metrics for open-domain QA (intervals: :mod:`neurorit_lens.statistics`).
 
-- :func:`normalize_answer`: the SQuAD v1.1 normalisation (lower case, drop punctuation,
-  drop the articles a/an/the, collapse white space).
+They score answers and text only, so every stage that scores an answer (mining, ablation,
+evaluation) uses them from here, below the model.
+
+- :func:`~neurorit_lens.data.text.normalize_answer`: the SQuAD v1.1 normalisation (lower
+  case, drop punctuation, drop the articles a/an/the, collapse white space).
 - :func:`exact_match`: normalised prediction equals a normalised gold answer (max over
   aliases), as in the official SQuAD v1.1 script.
 - :func:`f1`: token-level F1 between normalised prediction and gold, max over aliases.
@@ -35,14 +38,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from neurorit_lens.data.text import normalize_answer as _normalize
-
-
-def normalize_answer(s: str) -> str:
-    """SQuAD v1.1 normalisation: lower case, no punctuation, no articles, single spaces."""
-    if not isinstance(s, str):
-        raise ValueError(f"answer must be a string, got {type(s).__name__}")
-    return _normalize(s)
+from neurorit_lens.data.text import normalize_answer
 
 
 def _check_answers(answers: Sequence[str]) -> Sequence[str]:

@@ -13,7 +13,7 @@ and values. A row stops at EOS or at a chat end token (``<|im_end|>``, ``<end_of
 row also stops after the first newline that ends a non-blank line (leading blank lines do
 not count, as the scorer skips them; :func:`newline_token_ids`). That token is kept, so the
 output is the unstopped output up to and including it and its first non-blank line, the
-line :func:`neurorit_lens.evaluation.metrics.extract_answer` scores, is the same; the batch
+line :func:`neurorit_lens.data.answers.extract_answer` scores, is the same; the batch
 ends as soon as every row has stopped.
 
 Forward hooks attached to the model (ablation, functional deactivation) stay in effect
@@ -50,8 +50,8 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from neurorit_lens.config import GenerationBackend
-from neurorit_lens.evaluation.resources import fit_batch_size, generation_bytes_per_row
 from neurorit_lens.models.export import CHAT_END_TOKENS, EXPORTABLE, stop_ids_of, to_hf_model
+from neurorit_lens.models.resources import fit_batch_size, generation_bytes_per_row
 from neurorit_lens.objective import encode_prompt
 from neurorit_lens.tl_backend import KeyValueCache, Model
 
