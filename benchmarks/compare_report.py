@@ -8,7 +8,7 @@ setting: ``{"summary": SettingResult dict, "records": [{"id", "accuracy", "logpr
 the runs (``{method: {seed: run name}}``), the training cost per run and the LR selection.
 Output: ``results.json`` (every number) and ``results.md`` (the tables). Statistics come from
 :mod:`neurorit_lens.evaluation.comparison` (paired bootstrap, exact McNemar, Holm, minimum
-detectable difference) and :mod:`neurorit_lens.evaluation.statistics` (Wilson).
+detectable difference) and :mod:`neurorit_lens.statistics` (Wilson).
 
 Contrasts added to the protocol by amendment are *exploratory*: reported with their raw
 p-values, outside the Holm family of the declared ones. Each ``cross_test`` set gets its
