@@ -14,7 +14,15 @@
   settings the set can build; a declared setting the set's data cannot build (e.g.
   ``counterfactual`` without such passages) is skipped and logged, unless the set lists it
   in its own ``settings`` (then it is an error), and a setting that fits no example after
-  the prompt budget is an error (``evaluate_setting``).
+  the prompt budget is an error (``evaluate_setting``). A cross set without its own list
+  inherits the settings of the configuration *first* declared: settings added by amendment
+  are evaluated on the training data sets only.
+* settings added by amendment (``--amend``; :func:`benchmarks.compare_protocol.amendment`):
+  evaluated at test only, after every declared unit, on every run of the report (base, the
+  chosen prompted variant, each trained method's chosen run at every seed): no dev pass, no
+  training, no new choice. A setting a data set's test questions cannot build is skipped
+  and counted (``skipped_settings``) when it came from the global list, an error when the
+  data set lists it itself. Their rows are exploratory (:mod:`benchmarks.compare_report`).
 """
 
 from __future__ import annotations
@@ -25,7 +33,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare_protocol import PROMPTED_RULE, VARIANT_DATA, VARIANT_EVAL, declared_settings, run_name
+from benchmarks.compare_protocol import (
+    PROMPTED_RULE,
+    VARIANT_DATA,
+    VARIANT_EVAL,
+    chosen_run,
+    dataset_settings,
+    declared_settings,
+)
 from neurorit_lens.data.settings import build_instances
 from neurorit_lens.data.text import normalize_question
 from neurorit_lens.io import atomic_write_json, read_json
@@ -43,6 +58,9 @@ class ExtrasMixin:
     (uses its ``data_cfg``, ``dev_score``, ``eval_unit``, ``eval_path`` and ``settings_of``)."""
 
     cfg: dict[str, Any]
+    first_cfg: dict[str, Any]  # the configuration first declared (protocol.json), else cfg
+    amended: dict[str, list[str]]  # data set -> settings added by amendment that it can build
+    skipped: dict[str, dict[str, dict[str, int]]]  # data set -> amended setting it cannot build -> reasons
     out: Path
     examples: dict[str, dict[str, list]]
     cross: dict[str, list]
@@ -113,7 +131,7 @@ class ExtrasMixin:
         own = spec.get("settings")
         exs, dcfg = self.cross[name], self.cross_cfgs[name]
         keep, skipped = [], {}
-        for s in own or declared_settings(self.cfg):
+        for s in own or declared_settings(self.first_cfg):
             built = build_instances(exs, s, dcfg.n_passages, dcfg.seed)
             if built.instances:
                 keep.append(s)
@@ -136,7 +154,7 @@ class ExtrasMixin:
             elif m == PROMPTED and PROMPTED in selection:
                 out[m] = prompted_run(selection[PROMPTED]["chosen"])
             elif m in selection and m != PROMPTED:
-                out[m] = run_name(m, selection[m]["chosen_lr"], seed0)
+                out[m] = chosen_run(selection[m], seed0)
         return out
 
     def cross_units(self, selection: dict[str, Any], bar: Callable[[], None]) -> None:
@@ -180,4 +198,61 @@ class ExtrasMixin:
                        "overlap_with_training_data": self.cross_overlap(name)} for name in self.cross}
         return out
 
+    def cross_report(self, selection: dict[str, Any], amended: list[str]) -> dict[str, Any] | None:
+        """The finished cross-set evaluations for :func:`build_report` (``None``: no cross set)."""
+        if not self.cross:
+            return None
+        runs = self.cross_runs(selection)
+        sets = {}
+        for name in self.cross:
+            evals = {(run, name, s): read_json(p) for run in runs.values() for s in self.cross_settings[name]
+                     if (p := self.eval_path(run, "cross", name, s)).exists()}
+            sets[name] = {"settings": self.cross_settings[name], "skipped_settings": self.cross_skipped[name],
+                          "n_questions": len(self.cross[name]), "exploratory": name in amended,
+                          "overlap_with_training_data": self.cross_overlap(name), "evals": evals}
+        return {"train_sets": list(self.cfg["datasets"]), "seed": self.cfg["seeds"][0],
+                "runs": {m: {self.cfg["seeds"][0]: r} for m, r in runs.items()}, "sets": sets}
 
+    # --- settings added by amendment --------------------------------------------------------
+    def declared_of(self, dataset: str) -> list[str]:
+        """The settings first declared for training data set ``dataset`` (the Holm family's; a data set
+        the first configuration lacks is left to the protocol check, which refuses it)."""
+        return dataset_settings(self.first_cfg if dataset in self.first_cfg["datasets"] else self.cfg, dataset)
+
+    def load_amended_settings(self) -> None:
+        """``self.amended``: per training data set, the settings added by amendment that its test
+        questions can build; ``self.skipped``: the others (see module docstring)."""
+        self.amended, self.skipped = {}, {}
+        for d, dcfg in self.data_cfgs.items():
+            for s in dataset_settings(self.cfg, d):
+                if s in self.declared_of(d):
+                    continue
+                built = build_instances(self.examples[d]["test"], s, dcfg.n_passages, dcfg.seed)
+                if built.instances:
+                    self.amended.setdefault(d, []).append(s)
+                elif s in self.cfg["datasets"][d].get("settings", []):
+                    raise ValueError(f"data set {d!r}: setting {s!r} (added by amendment) fits no test question "
+                                     f"({built.skipped_reasons})")
+                else:
+                    self.skipped.setdefault(d, {})[s] = dict(built.skipped_reasons)
+                    log.warning("%s: setting %s (added by amendment) skipped, the data cannot build it (%s)", d, s,
+                                built.skipped_reasons)
+
+    def amended_units(self, runs: dict[str, dict[int, str]], bar: Callable[[], None]) -> None:
+        """Test evaluations of every run at the settings added by amendment (no dev, no training)."""
+        for by_seed in runs.values():
+            for run in by_seed.values():
+                for d, settings in self.amended.items():
+                    for s in settings:
+                        self.eval_unit(run, "test", d, s)
+            bar()
+
+    def amended_plan(self, n_runs: int) -> dict[str, Any]:
+        """Sizes of the units of the settings added by amendment (``--plan``; empty: none)."""
+        if not self.amended and not self.skipped:
+            return {}
+        sizes = {d: {s: len(self.examples[d]["test"]) for s in v} for d, v in self.amended.items()}
+        return {"amended_settings": {"settings": self.amended, "skipped_settings": self.skipped, "runs": n_runs,
+                                     "test_generations": n_runs * sum(n for v in sizes.values() for n in v.values()),
+                                     "units_done": sum(1 for d, v in self.amended.items() for s in v
+                                                       for _ in (self.out / "eval").glob(f"**/test/{d}/{s}.json"))}}

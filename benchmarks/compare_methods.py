@@ -15,20 +15,28 @@ loses at most the unit in progress; training itself also resumes from its checkp
 1. mine neurons on the pooled training questions (methods that need neuron sets);
 2. base model (``base``, untuned): test evaluation;
 3. for every trained method, at the first seed: train one run per LR of its grid (same
-   optimizer steps and schedule for every method), evaluate each on the dev questions at
-   the selection settings, choose the LR by the declared rule (highest pooled dev accuracy;
-   ties: the smaller LR), evaluate the chosen run only on the test questions (a one-value
-   grid without extra seeds has nothing to choose: no dev pass);
+   optimizer steps and schedule for every method; with a ``train_grid``, one per LR and
+   TrainConfig variant, :mod:`benchmarks.compare_grid`), evaluate each on the dev questions at
+   the selection settings, choose by the declared rule (highest pooled dev accuracy;
+   ties: the smaller LR, then the first declared variant), evaluate the chosen run only on
+   the test questions (a one-candidate grid without extra seeds has nothing to choose: no
+   dev pass);
 4. extra seeds (``extra_seeds``) for neurorit and the strongest baseline (the trained
    non-neurorit method with the highest dev score at its chosen LR), at the LR chosen at
    the first seed;
-5. ``results.json`` and ``results.md`` (:mod:`benchmarks.compare_report`).
+5. settings added by amendment: test evaluations of every run of the report (no training,
+   no dev pass; :mod:`benchmarks.compare_extras`);
+6. ``results.json`` and ``results.md`` (:mod:`benchmarks.compare_report`).
+
+``"dev_only": true`` stops after the dev choices (base evaluated on dev as a reference): a
+selection run that evaluates no test question (:mod:`benchmarks.compare_grid`).
 
 Optional (:mod:`benchmarks.compare_extras`): the ``prompted`` format-control baseline (the
 untuned model with a prompt and generation length chosen on dev from ``prompted_variants``,
 after the base model), and ``cross_test`` sets (test-only data sets, evaluated last with
-each method's first-seed run; reported in their own tables). ``--amend`` adds these to an
-existing run folder without redoing anything (:mod:`benchmarks.compare_protocol`), e.g.
+each method's first-seed run; reported in their own tables). ``--amend`` adds these, and
+evaluation settings, to an existing run folder without redoing anything
+(:mod:`benchmarks.compare_protocol`), e.g.
 ``--config benchmarks/configs/cpu_main_amend.json --out runs/compare/cpu_main --amend``.
 
 Every test evaluation stores per-question records (prediction, extracted answer, 0/1
@@ -56,10 +64,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.compare_extras import PROMPTED, ExtrasMixin, prompted_run  # noqa: E402
+from benchmarks.compare_grid import (  # noqa: E402
+    GridMixin,
+    candidate_key,
+    candidates,
+    choose,
+    overrides,
+    variant_named,
+)
 from benchmarks.compare_protocol import (  # noqa: E402
     RULE,
     amended_parts,
     check_protocol,
+    chosen_run,
     load_config,
     run_name,
     shared_data,
@@ -78,11 +95,13 @@ def lr_grid(cfg: dict[str, Any], method: str) -> list[float]:
 
 
 def schedule_mass(tcfg: TrainConfig, stage_steps: dict[str, int]) -> float:
-    """Sum over every optimizer step of the LR multiplier (stages restart the schedule)."""
+    """Sum over every optimizer step of the LR multiplier (per_stage: stages restart the
+    schedule; continuous: one schedule over all steps)."""
     from neurorit_lens.training.trainer import lr_factor
 
+    spans = [sum(stage_steps.values())] if tcfg.stage_schedule == "continuous" else list(stage_steps.values())
     return float(sum(lr_factor(s, n, tcfg.warmup_steps, tcfg.lr_schedule, tcfg.min_lr_ratio)
-                     for n in stage_steps.values() for s in range(n)))
+                     for n in spans for s in range(n)))
 
 
 def _clean(x: Any) -> Any:
@@ -96,12 +115,15 @@ def _clean(x: Any) -> Any:
     return x
 
 
-class Harness(ExtrasMixin):
+class Harness(ExtrasMixin, GridMixin):
     """One comparison run in ``out`` (see module docstring)."""
 
     def __init__(self, cfg: dict[str, Any], out: str | os.PathLike, device: str | None = None,
                  progress: bool = True, results: str | os.PathLike | None = None, amend: bool = False):
         self.cfg, self.out, self.progress, self.amend = cfg, Path(out), progress, amend
+        self.first_cfg: dict[str, Any] = cfg  # the configuration first declared (load_data reads protocol.json)
+        self.amended: dict[str, list[str]] = {}
+        self.skipped: dict[str, dict[str, dict[str, int]]] = {}
         self.cross, self.cross_cfgs, self.cross_settings, self.cross_skipped = {}, {}, {}, {}
         self.exploratory: tuple[list[list[str]], list[str]] = ([], [])  # added by amendment
         self.amendments: list[dict[str, Any]] = []
@@ -129,6 +151,8 @@ class Harness(ExtrasMixin):
 
         lim = {"train": self.cfg.get("train_limit"), "dev": self.cfg.get("dev_limit"),
                "test": self.cfg.get("test_limit")}
+        proto = self.out / "protocol.json"
+        self.first_cfg = read_json(proto)["config"] if proto.exists() else self.cfg
         for name, spec in self.cfg["datasets"].items():
             dcfg = self.data_cfg(spec)
             if not dcfg.data.startswith(("embedded", "hf:")) and not Path(dcfg.data).exists():
@@ -137,6 +161,7 @@ class Harness(ExtrasMixin):
             self.data_cfgs[name] = dcfg
             self.examples[name] = {k: v[: lim[k]] if lim[k] else v for k, v in splits.items()}
             log.info("%s: %s questions (train/dev/test)", name, {k: len(v) for k, v in self.examples[name].items()})
+        self.load_amended_settings()
         self.load_cross()
 
     def pool(self, split: str) -> list:
@@ -145,7 +170,8 @@ class Harness(ExtrasMixin):
         return exs
 
     def settings_of(self, dataset: str) -> list[str]:
-        return list(self.cfg["datasets"][dataset].get("settings") or self.cfg["settings"])
+        """The settings first declared for ``dataset``, then those added by amendment it can build."""
+        return self.declared_of(dataset) + self.amended.get(dataset, [])
 
     def protocol(self, write: bool = True) -> dict[str, Any]:
         """Write ``protocol.json`` once; refuse a changed configuration afterwards unless it is
@@ -182,16 +208,17 @@ class Harness(ExtrasMixin):
         return self.data_cfgs[next(iter(self.data_cfgs))]
 
     # --- units ------------------------------------------------------------------------------
-    def train_unit(self, method: str, lr: float, seed: int) -> Path:
-        """Train one (method, LR, seed) run unless its ``train.json`` and model exist."""
+    def train_unit(self, method: str, lr: float, seed: int, variant: dict[str, Any] | None = None) -> Path:
+        """Train one (method, LR, train_grid variant, seed) run unless its ``train.json`` and model exist."""
         from neurorit_lens.training.methods import train
 
-        name = run_name(method, lr, seed)
+        name = run_name(method, lr, seed, variant and variant["name"])
         d = self.out / "train" / name
         if (d / "train.json").exists() and (d / "model" / "neurorit_model.json").exists():
             return d
         sets, mass = self.neurons() if method in NEEDS_NEURONS else (None, None)
-        tcfg = TrainConfig.from_dict({**self.cfg["train"], "method": method, "lr": lr, "lr_grid": [], "seed": seed})
+        tcfg = TrainConfig.from_dict({**self.cfg["train"], **overrides(variant), "method": method, "lr": lr,
+                                      "lr_grid": [], "seed": seed})
         log.info("training %s", name)
         import torch
 
@@ -253,8 +280,9 @@ class Harness(ExtrasMixin):
 
     # --- phases -----------------------------------------------------------------------------
     def test_units(self, run: str) -> None:
+        """Test evaluations at the declared settings (amended ones come last: ``amended_units``)."""
         for d in self.examples:
-            for s in self.settings_of(d):
+            for s in self.declared_of(d):
                 self.eval_unit(run, "test", d, s)
 
     def dev_score(self, run: str) -> float:
@@ -264,22 +292,26 @@ class Harness(ExtrasMixin):
         return sum(vals) / len(vals)
 
     def select(self, method: str, seed: int, bar: Callable[[], None]) -> dict[str, Any]:
-        """Train and dev-evaluate every LR of the grid; the declared rule picks one."""
+        """Train and dev-evaluate every candidate (LR, or LR x train_grid variant); the declared
+        rule picks one (ties: the first candidate, i.e. the smaller LR, then the first variant)."""
         path = self.out / "selection" / f"{method}.json"
         if path.exists():
             return read_json(path)
         scores: dict[str, float] = {}
-        grid = lr_grid(self.cfg, method)
-        needs_dev = len(grid) > 1 or bool(self.cfg.get("extra_seeds"))  # nothing to choose: no dev pass
-        for lr in grid:
-            self.train_unit(method, lr, seed)
+        cands = candidates(self.cfg, method)
+        needs_dev = len(cands) > 1 or bool(self.cfg.get("extra_seeds") or self.cfg.get("dev_only"))
+        for lr, v in cands:  # one candidate and no extra seed: nothing to choose, no dev pass
+            self.train_unit(method, lr, seed, v)
             bar()
             if needs_dev:
-                scores[f"{lr:g}"] = self.dev_score(run_name(method, lr, seed))
+                scores[candidate_key(lr, v)] = self.dev_score(run_name(method, lr, seed, v and v["name"]))
             bar()
-        best = max(grid, key=lambda lr: (scores.get(f"{lr:g}", 0.0), -lr))  # ties: smaller LR
-        sel = {"method": method, "seed": seed, "dev_scores": scores, "chosen": f"{best:g}", "chosen_lr": best,
-               "rule": RULE, "settings": self.cfg["selection"]["settings"]}
+        best, variant = cands[choose(cands, scores)]
+        sel = {"method": method, "seed": seed, "dev_scores": scores, "chosen": candidate_key(best, variant),
+               "chosen_lr": best, "rule": self.cfg["selection"].get("rule", RULE),
+               "settings": self.cfg["selection"]["settings"]}
+        if self.cfg.get("train_grid", {}).get(method):
+            sel |= {"chosen_variant": variant["name"], "chosen_overrides": overrides(variant)}
         atomic_write_json(path, sel)
         return sel
 
@@ -293,9 +325,9 @@ class Harness(ExtrasMixin):
         """Units and sizes (no model loaded)."""
         n_test = sum(len(self.examples[d]["test"]) * len(self.settings_of(d)) for d in self.examples)
         n_dev = sum(len(self.examples[d]["dev"]) for d in self.examples) * len(self.cfg["selection"]["settings"])
-        grid = sum(len(lr_grid(self.cfg, m)) for m in trained(self.cfg))
-        dev_runs = sum(len(lr_grid(self.cfg, m)) for m in trained(self.cfg)
-                       if len(lr_grid(self.cfg, m)) > 1 or self.cfg.get("extra_seeds"))
+        grid = sum(len(candidates(self.cfg, m)) for m in trained(self.cfg))
+        dev_runs = sum(len(candidates(self.cfg, m)) for m in trained(self.cfg)
+                       if len(candidates(self.cfg, m)) > 1 or self.cfg.get("extra_seeds") or self.cfg.get("dev_only"))
         baselines = [m for m in trained(self.cfg) if m != "neurorit"]
         extra = len(self.cfg.get("extra_seeds", [])) * (("neurorit" in self.cfg["methods"]) + bool(baselines))
         steps = self.cfg["train"].get("steps", TrainConfig().steps)
@@ -304,7 +336,8 @@ class Harness(ExtrasMixin):
                 "test_generations": (len(self.cfg["methods"]) + extra) * n_test,
                 "teacher_forced_passes": (len(self.cfg["methods"]) + extra) * n_test if self.cfg.get("logprob", True)
                 else 0, "per_dataset": {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples},
-                **self.extras_plan()}
+                **self.extras_plan(), **self.amended_plan(len(self.cfg["methods"]) + extra)} | self.dev_only_plan(
+            dev_runs, n_dev)
 
     def run(self) -> dict[str, Any]:
         """Every phase (module docstring), then the report."""
@@ -315,11 +348,14 @@ class Harness(ExtrasMixin):
         plan = self.plan()
         log.info("plan: %s", plan)
         seed0, methods = self.cfg["seeds"][0], self.cfg["methods"]
-        total = ("base" in methods) + sum(2 * len(lr_grid(self.cfg, m)) + 1 for m in trained(self.cfg)) + \
-            2 * plan["extra_runs"] + self.extra_unit_count()
+        total = ("base" in methods) + sum(2 * len(candidates(self.cfg, m)) + 1 for m in trained(self.cfg)) + \
+            2 * plan["extra_runs"] + self.extra_unit_count() + (len(methods) if self.amended else 0)
         with tqdm(total=total, desc="units (train / dev / test)", unit="unit", disable=not self.progress) as pbar:
             def bar() -> None:
                 pbar.update(1)
+
+            if self.cfg.get("dev_only"):
+                return self.run_dev_only(bar)
 
             if "base" in methods:
                 self.test_units("base")
@@ -331,12 +367,14 @@ class Harness(ExtrasMixin):
                 bar()
             for m in trained(self.cfg):
                 selection[m] = self.select(m, seed0, bar)
-                self.test_units(run_name(m, selection[m]["chosen_lr"], seed0))
+                self.test_units(chosen_run(selection[m], seed0))
                 bar()
                 self.write_report(selection)
             self.extra_seeds(selection, bar)
             if self.cross:
                 self.cross_units(selection, bar)
+            if self.amended:
+                self.amended_units(self.runs(selection), bar)
         return self.write_report(selection)
 
     def extra_unit_count(self) -> int:
@@ -351,10 +389,10 @@ class Harness(ExtrasMixin):
         atomic_write_json(self.out / "selection" / "strongest_baseline.json", {"method": strongest})
         for seed in self.cfg.get("extra_seeds", []):
             for m in [x for x in ("neurorit", strongest) if x in selection]:
-                lr = selection[m]["chosen_lr"]
-                self.train_unit(m, lr, seed)
+                sel = selection[m]
+                self.train_unit(m, sel["chosen_lr"], seed, variant_named(self.cfg, m, sel.get("chosen_variant")))
                 bar()
-                self.test_units(run_name(m, lr, seed))
+                self.test_units(chosen_run(sel, seed))
                 bar()
 
     # --- report -----------------------------------------------------------------------------
@@ -369,9 +407,9 @@ class Harness(ExtrasMixin):
                 continue
             if m not in selection:
                 continue
-            lr = selection[m]["chosen_lr"]
             seeds = [self.cfg["seeds"][0], *self.cfg.get("extra_seeds", [])]
-            out[m] = {s: run_name(m, lr, s) for s in seeds if (self.out / "train" / run_name(m, lr, s)).exists()}
+            out[m] = {s: chosen_run(selection[m], s) for s in seeds
+                      if (self.out / "train" / chosen_run(selection[m], s)).exists()}
         return out
 
     def cost(self, method: str, runs: dict[int, str], selection: dict[str, Any]) -> dict[str, Any]:
@@ -381,9 +419,10 @@ class Harness(ExtrasMixin):
             return {"trainable_params": 0, "trainable_fraction": 0.0, "eval_wall_s": sum(evals)}
         tj = self.out / "train" / next(iter(runs.values())) / "train.json"
         t = read_json(tj) if tj.exists() else {}
-        grid = [self.out / "train" / run_name(method, lr, selection["seed"]) / "train.json"
-                for lr in lr_grid(self.cfg, method)]
-        tcfg = TrainConfig.from_dict({**self.cfg["train"], "method": method})
+        grid = [self.out / "train" / run_name(method, lr, selection["seed"], v and v["name"]) / "train.json"
+                for lr, v in candidates(self.cfg, method)]
+        variant = variant_named(self.cfg, method, selection.get("chosen_variant"))
+        tcfg = TrainConfig.from_dict({**self.cfg["train"], **overrides(variant), "method": method})
         return {k: t.get(k) for k in ("trainable_params", "total_params", "trainable_fraction", "steps",
                                        "stage_steps", "target_layers", "n_train_items")} | {
             "schedule_mass": schedule_mass(tcfg, t["stage_steps"]) if t else None,
@@ -406,7 +445,8 @@ class Harness(ExtrasMixin):
         costs = {m: self.cost(m, by, selection.get(m, {})) for m, by in runs.items() if by}
         contrasts, cross_sets = self.exploratory
         rep = build_report(self.cfg, runs, evals, costs, selection, exploratory=contrasts, cross=self.cross_report(
-            selection, cross_sets))
+            selection, cross_sets), settings={d: self.settings_of(d) for d in self.cfg["datasets"]},
+            amended=self.amended, skipped=self.skipped)
         rep["n_questions"] = {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}
         if self.amendments:
             rep["amendments"] = self.amendments
@@ -414,22 +454,6 @@ class Harness(ExtrasMixin):
             atomic_write_json(rdir / "results.json", _clean(rep))
             atomic_write_text(rdir / "results.md", render_markdown(rep))
         return rep
-
-
-    def cross_report(self, selection: dict[str, Any], amended: list[str]) -> dict[str, Any] | None:
-        """The finished cross-set evaluations for :func:`build_report` (``None``: no cross set)."""
-        if not self.cross:
-            return None
-        runs = self.cross_runs(selection)
-        sets = {}
-        for name in self.cross:
-            evals = {(run, name, s): read_json(p) for run in runs.values() for s in self.cross_settings[name]
-                     if (p := self.eval_path(run, "cross", name, s)).exists()}
-            sets[name] = {"settings": self.cross_settings[name], "skipped_settings": self.cross_skipped[name],
-                          "n_questions": len(self.cross[name]), "exploratory": name in amended,
-                          "overlap_with_training_data": self.cross_overlap(name), "evals": evals}
-        return {"train_sets": list(self.cfg["datasets"]), "seed": self.cfg["seeds"][0],
-                "runs": {m: {self.cfg["seeds"][0]: r} for m, r in runs.items()}, "sets": sets}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -441,8 +465,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "benchmarks/results/<name>)")
     p.add_argument("--plan", action="store_true", help="print the units and sizes, load no model, and exit")
     p.add_argument("--amend", action="store_true", help="in an existing run folder, ADD prompted variants, the "
-                   "prompted method, cross_test sets and contrasts naming a new method (recorded in protocol.json; "
-                   "nothing done is redone; any other change is refused)")
+                   "prompted method, cross_test sets, contrasts naming a new method and settings appended to a "
+                   "settings list (recorded in protocol.json; nothing done is redone; any other change is refused)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 

@@ -3,11 +3,14 @@
 :func:`load_config` reads and checks one JSON configuration. :func:`check_protocol` writes
 ``protocol.json`` on the first run and refuses a changed configuration afterwards, except
 for an *amendment* (``--amend``): a rerun may ADD ``prompted`` variants, the ``prompted``
-method, ``cross_test`` sets, and contrasts that name a method added by amendment.
+method, ``cross_test`` sets, contrasts that name a method added by amendment, and
+evaluation settings (appended to the global ``settings`` list or to a data set's own
+``settings``; see :func:`amendment`).
 ``protocol.json`` keeps the configuration first declared (``config``, unchanged) and lists
 each amendment (``amendments``: UTC time, the added keys, the configuration after it).
 Contrasts added by amendment are exploratory (outside the Holm family of the declared
-ones); so is every contrast row of a ``cross_test`` set added by amendment.
+ones); so is every contrast row of a ``cross_test`` set added by amendment, and every row
+at a setting added by amendment (:func:`amended_settings`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.compare_grid import RULE_GRID, check_train_grid
 from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
 from neurorit_lens.data.settings import parse_setting
 from neurorit_lens.io import atomic_write_json, read_json
@@ -30,7 +34,8 @@ UNTRAINED = ("base", "prompted")  # evaluated methods without a training run
 REQUIRED = ("name", "model", "datasets", "settings", "methods", "contrasts", "seeds", "lr_grid", "train", "selection")
 OPTIONAL = ("description", "device", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
             "n_distractors", "train_limit", "dev_limit", "test_limit", "extra_seeds", "mining", "mine_limit", "eval",
-            "logprob", "n_bootstrap", "planning_discordance", "keep_checkpoints", "prompted_variants", "cross_test")
+            "logprob", "n_bootstrap", "planning_discordance", "keep_checkpoints", "prompted_variants", "cross_test",
+            "train_grid", "dev_only")
 RULE = ("for each trained method, at the first seed: the LR of its grid with the highest accuracy on the dev "
         "questions of every data set pooled, at the selection settings; ties: the smaller LR; later seeds reuse it")
 PROMPTED_RULE = ("the prompted variant (untuned base model) with the highest accuracy on the dev questions of every "
@@ -39,7 +44,7 @@ VARIANT_KEYS = ("name", "instruction", "system_prompt", "template", "max_new_tok
 VARIANT_DATA = ("instruction", "system_prompt", "template")  # DataConfig fields a variant may set
 VARIANT_EVAL = ("max_new_tokens", "stop_at_newline")  # EvalConfig fields a variant may set
 CROSS_KEYS = ("data", "format", "settings")
-AMENDABLE = ("prompted_variants", "cross_test")
+AMENDABLE = ("prompted_variants", "cross_test", "settings", "datasets.<name>.settings")
 _NAME = re.compile(r"^[A-Za-z0-9_.+=-]+$")
 
 
@@ -52,8 +57,21 @@ def trained(cfg: Mapping[str, Any]) -> list[str]:
     return [m for m in cfg["methods"] if m not in UNTRAINED]
 
 
-def run_name(method: str, lr: float | None = None, seed: int | None = None) -> str:
-    return "base" if method == "base" else f"{method}/lr={lr:g}/seed={seed}"
+def run_name(method: str, lr: float | None = None, seed: int | None = None, variant: str | None = None) -> str:
+    """``base``, or ``<method>/lr=<lr>/seed=<seed>`` (``lr=<lr>+<variant>`` for a ``train_grid`` variant)."""
+    if method == "base":
+        return "base"
+    return f"{method}/lr={lr:g}/seed={seed}" if variant is None else f"{method}/lr={lr:g}+{variant}/seed={seed}"
+
+
+def chosen_run(sel: Mapping[str, Any], seed: int) -> str:
+    """The run of a trained method's dev choice (``selection/<method>.json``) at ``seed``."""
+    return run_name(sel["method"], sel["chosen_lr"], seed, sel.get("chosen_variant"))
+
+
+def dataset_settings(cfg: Mapping[str, Any], name: str) -> list[str]:
+    """The settings of training data set ``name``: its own ``settings`` list, else the global one."""
+    return list(cfg["datasets"][name].get("settings") or cfg["settings"])
 
 
 def declared_settings(cfg: Mapping[str, Any]) -> list[str]:
@@ -125,7 +143,13 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: 'seeds' is empty")
     _check_variants(path, cfg)
     _check_cross(path, cfg)
-    cfg["selection"]["rule"] = RULE
+    check_train_grid(path, cfg, lambda n: bool(_NAME.match(n)))
+    if not isinstance(cfg.get("dev_only", False), bool):
+        raise ValueError(f"{path}: 'dev_only' must be true or false")
+    if cfg.get("dev_only") and (cfg.get("extra_seeds") or "prompted" in cfg["methods"] or cfg.get("cross_test")):
+        raise ValueError(f"{path}: a dev_only run chooses on dev only; it takes no 'extra_seeds', 'prompted' "
+                         "method or 'cross_test' sets")
+    cfg["selection"]["rule"] = RULE_GRID if cfg.get("train_grid") else RULE
     TrainConfig.from_dict(cfg["train"])  # fields checked before anything runs
     EvalConfig.from_dict({**cfg.get("eval", {}), "settings": cfg["settings"]})
     MiningConfig.from_dict(cfg.get("mining", {}))
@@ -149,6 +173,41 @@ def _added_list(key: str, old: list | None, new: list | None, problems: list[str
         problems.append(f"{key!r}: existing entries changed or removed (additions go at the end)")
         return []
     return new[len(old):]
+
+
+def _added_settings(key: str, old: list | None, new: list | None, problems: list[str]) -> list:
+    """Settings appended to a list (the existing ones first, in order; no setting twice)."""
+    extra = _added_list(key, old, new, problems)
+    twice = sorted({s for s in new or [] if (new or []).count(s) > 1})
+    if twice:
+        problems.append(f"{key!r}: setting(s) {twice} listed twice")
+    return extra
+
+
+def _amend_datasets(old: Mapping[str, Any], new: Mapping[str, Any], problems: list[str]) -> dict[str, list]:
+    """Settings added to each training data set's own list (``{"datasets.<name>.settings": [...]}``).
+
+    Only a data set's ``settings`` may change: the settings it had before (its own list, or
+    the global one when it had none) must stay first, in order; a data set's own list is
+    never removed. Data sets themselves are never added, removed or renamed."""
+    a_sets, b_sets = old["datasets"], new["datasets"]
+    if list(a_sets) != list(b_sets):
+        problems.append("'datasets': data sets added, removed or reordered")
+        return {}
+    added: dict[str, list] = {}
+    for name in a_sets:
+        a, b = a_sets[name], b_sets[name]
+        key = f"datasets.{name}.settings"
+        if {k: v for k, v in a.items() if k != "settings"} != {k: v for k, v in b.items() if k != "settings"}:
+            problems.append(f"'datasets.{name}': changed (only its 'settings' may be appended to)")
+        elif "settings" in a and "settings" not in b:
+            problems.append(f"{key!r} removed")
+        elif a.get("settings") != b.get("settings"):
+            before = dataset_settings(old, name)
+            extra = _added_settings(key, before, dataset_settings(new, name), problems)
+            if extra:
+                added[key] = extra
+    return added
 
 
 def amendment(old: Mapping[str, Any], new: Mapping[str, Any], original_methods: Sequence[str]) -> dict[str, list]:
@@ -176,6 +235,10 @@ def amendment(old: Mapping[str, Any], new: Mapping[str, Any], original_methods: 
             added[k] = extra
         elif k == "prompted_variants":
             added[k] = [v.get("name") for v in _added_list(k, a, b, problems)]
+        elif k == "settings":
+            added[k] = _added_settings(k, a, b, problems)
+        elif k == "datasets":
+            added.update(_amend_datasets(old, new, problems))
         elif k == "cross_test":
             a = a or {}
             if b is None or any(b.get(n) != spec for n, spec in a.items()):
@@ -185,7 +248,8 @@ def amendment(old: Mapping[str, Any], new: Mapping[str, Any], original_methods: 
             problems.append(f"{k!r} changed")
     if problems:
         raise ValueError("the declared protocol differs in ways --amend cannot add: " + "; ".join(problems) +
-                         f" (--amend may add {list(AMENDABLE)}, the 'prompted' method and contrasts naming it)")
+                         f" (--amend may add {list(AMENDABLE)}, the 'prompted' method and contrasts naming it; "
+                         "settings only at the end of a list)")
     return added
 
 
@@ -206,12 +270,19 @@ def check_protocol(path: Path, cfg: Mapping[str, Any], amend: bool = False,
         return proto
     if not amend:
         raise ValueError(f"{path}: the declared protocol differs from this configuration; use a new --out "
-                         "(or --amend to add prompted variants, the prompted method or cross_test sets)")
+                         "(or --amend to add prompted variants, the prompted method, cross_test sets or settings)")
     added = amendment(current, now, proto["config"]["methods"])
     proto.setdefault("amendments", []).append({"at": utc_now(), "added": added, "config": now})
     if write:
         atomic_write_json(path, proto)
     return proto
+
+
+def amended_settings(proto: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``{data set: settings added by amendment}`` (empty lists left out): the exploratory settings."""
+    first, now = proto["config"], effective_config(proto)
+    out = {d: [s for s in dataset_settings(now, d) if s not in dataset_settings(first, d)] for d in now["datasets"]}
+    return {d: v for d, v in out.items() if v}
 
 
 def amended_parts(proto: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:

@@ -11,7 +11,9 @@ Output: ``results.json`` (every number) and ``results.md`` (the tables). Statist
 detectable difference) and :mod:`neurorit_lens.statistics` (Wilson).
 
 Contrasts added to the protocol by amendment are *exploratory*: reported with their raw
-p-values, outside the Holm family of the declared ones. Each ``cross_test`` set gets its
+p-values, outside the Holm family of the declared ones. So is every row at a setting added by
+amendment (``amended``: accuracy, contrast and gap rows carry ``"exploratory": True``; a
+``pooled`` setting is exploratory when any data set got it by amendment). Each ``cross_test`` set gets its
 own tables ("trained on <training sets>, tested on all of <set>"): accuracy, contrasts (a
 Holm family of its own; every row exploratory when the set came by amendment) and gaps.
 """
@@ -19,7 +21,7 @@ Holm family of its own; every row exploratory when the set came by amendment) an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from neurorit_lens.evaluation.comparison import (
@@ -31,6 +33,7 @@ from neurorit_lens.evaluation.comparison import (
 )
 
 Key = tuple[str, str, str]  # (run, data set, setting)
+Cell = tuple[str, str]  # (data set, setting)
 POOLED = "pooled"  # the pseudo data set of every data set's questions together
 
 
@@ -74,8 +77,13 @@ def add_pooled(evals: dict[Key, Any], runs: Mapping[str, Mapping[int, str]], dat
     return common
 
 
+def _tag(cell: Cell, amended: Collection[Cell]) -> dict[str, bool]:
+    return {"exploratory": True} if cell in amended else {}
+
+
 def accuracy_rows(runs: Mapping[str, Mapping[int, str]], evals: Mapping[Key, Any], datasets: Sequence[str],
-                  settings: Mapping[str, Sequence[str]], n_bootstrap: int) -> list[dict[str, Any]]:
+                  settings: Mapping[str, Sequence[str]], n_bootstrap: int,
+                  amended: Collection[Cell] = ()) -> list[dict[str, Any]]:
     """One row per method, seed, data set and setting: accuracy with its Wilson interval,
     EM, F1, copy rate, mean teacher-forced log p(gold) with its bootstrap interval, and
     what the prompts held."""
@@ -94,18 +102,20 @@ def accuracy_rows(runs: Mapping[str, Mapping[int, str]], evals: Mapping[Key, Any
                                  "em": sm["em"], "f1": sm["f1"], "copy_rate": sm["copy_rate"],
                                  "logprob": mean_interval(lp, n_bootstrap) if lp else None,
                                  "label": sm.get("label", ""), "n_gold_cut": sm.get("n_gold_cut"),
-                                 "n_truncated": sm.get("n_truncated"), "n_skipped": sm.get("n_skipped")})
+                                 "n_truncated": sm.get("n_truncated"), "n_skipped": sm.get("n_skipped"),
+                                 **_tag((d, s), amended)})
     return rows
 
 
 def contrast_rows(contrasts: Sequence[Sequence[str]], runs: Mapping[str, Mapping[int, str]],
                   evals: Mapping[Key, Any], datasets: Sequence[str], settings: Mapping[str, Sequence[str]],
                   primary_seed: int, n_bootstrap: int, planning_discordance: float,
-                  exploratory: Sequence[Sequence[str]] = ()) -> list[dict[str, Any]]:
+                  exploratory: Sequence[Sequence[str]] = (), amended: Collection[Cell] = ()) -> list[dict[str, Any]]:
     """Every contrast ``a - b`` at every data set, setting and seed both methods have. Rows
     of declared contrasts at the primary seed form the Holm family (``primary``); other
-    seeds are replications, and contrasts in ``exploratory`` (``"exploratory": True``) are
-    outside the family: both reported unadjusted."""
+    seeds are replications, and contrasts in ``exploratory`` and rows at the (data set,
+    setting) cells in ``amended`` (``"exploratory": True``) are outside the family: both
+    reported unadjusted."""
     rows = []
     extra = [tuple(c) for c in exploratory]
     for a, b in contrasts:
@@ -116,7 +126,7 @@ def contrast_rows(contrasts: Sequence[Sequence[str]], runs: Mapping[str, Mapping
                     if ea is None or eb is None:
                         continue
                     row = {"a": a, "b": b, "dataset": d, "setting": s, "seed": seed, "primary": seed == primary_seed,
-                           **({"exploratory": True} if (a, b) in extra else {}),
+                           **({"exploratory": True} if (a, b) in extra or (d, s) in amended else {}),
                            **accuracy_contrast(values(ea), values(eb), n_bootstrap, planning_discordance=
                                                planning_discordance)}
                     la, lb = values(ea, "logprob"), values(eb, "logprob")
@@ -128,7 +138,7 @@ def contrast_rows(contrasts: Sequence[Sequence[str]], runs: Mapping[str, Mapping
 
 def gap_rows(runs: Mapping[str, Mapping[int, str]], contrasts: Sequence[Sequence[str]], evals: Mapping[Key, Any],
              datasets: Sequence[str], settings: Mapping[str, Sequence[str]], n_bootstrap: int,
-             gold: str = "gold") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+             gold: str = "gold", amended: Collection[Cell] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Within-question gaps ``acc(setting) - acc(gold)`` per method (mean, bootstrap interval)
     and, per declared contrast, the paired difference of the two methods' gaps."""
     gaps: dict[tuple[str, int, str, str], dict[str, float]] = {}
@@ -143,14 +153,14 @@ def gap_rows(runs: Mapping[str, Mapping[int, str]], contrasts: Sequence[Sequence
                         continue
                     gaps[(method, seed, d, s)] = per_question_difference(values(e), values(g))
                     rows.append({"method": method, "seed": seed, "dataset": d, "setting": s,
-                                 **mean_interval(gaps[(method, seed, d, s)], n_bootstrap)})
+                                 **mean_interval(gaps[(method, seed, d, s)], n_bootstrap), **_tag((d, s), amended)})
     between = []
     for a, b in contrasts:
         for (m, seed, d, s), ga in gaps.items():
             gb = gaps.get((b, seed, d, s))
             if m == a and gb is not None:
                 between.append({"a": a, "b": b, "seed": seed, "dataset": d, "setting": s,
-                                **mean_difference(ga, gb, n_bootstrap)})
+                                **mean_difference(ga, gb, n_bootstrap), **_tag((d, s), amended)})
     return rows, between
 
 
@@ -176,31 +186,44 @@ def cross_tables(cross: Mapping[str, Any], contrasts: Sequence[tuple[str, ...]],
 
 def build_report(cfg: Mapping[str, Any], runs: Mapping[str, Mapping[int, str]], evals: Mapping[Key, Any],
                  costs: Mapping[str, Any], selection: Mapping[str, Any], exploratory: Sequence[Sequence[str]] = (),
-                 cross: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 cross: Mapping[str, Any] | None = None, settings: Mapping[str, Sequence[str]] | None = None,
+                 amended: Mapping[str, Sequence[str]] | None = None,
+                 skipped: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every table of the comparison as one JSON-ready dict (see module docstring).
 
     ``exploratory``: contrasts added by amendment; ``cross``: the cross-set evaluations
-    (``{"train_sets", "seed", "runs", "sets": {name: {"evals", "settings", ...}}}``)."""
+    (``{"train_sets", "seed", "runs", "sets": {name: {"evals", "settings", ...}}}``);
+    ``settings``: each data set's settings (default: the configuration's); ``amended``:
+    ``{data set: settings added by amendment}`` (exploratory); ``skipped``: ``{data set:
+    {setting: reasons}}``, amended settings the data could not build."""
     datasets = list(cfg["datasets"])
-    settings = {d: list(cfg["datasets"][d].get("settings") or cfg["settings"]) for d in datasets}
+    if settings is None:
+        settings = {d: list(cfg["datasets"][d].get("settings") or cfg["settings"]) for d in datasets}
+    settings = {d: list(settings[d]) for d in datasets}
+    cells = {(d, s) for d, v in (amended or {}).items() for s in v}
     if len(datasets) > 1:
         evals = dict(evals)
         settings[POOLED] = add_pooled(evals, runs, datasets, settings)
+        cells |= {(POOLED, s) for s in settings[POOLED] if any((d, s) in cells for d in datasets)}
         datasets.append(POOLED)
     nb, pd = cfg.get("n_bootstrap", 2000), cfg.get("planning_discordance", 0.2)
     primary = cfg["seeds"][0]
     contrasts = [tuple(c) for c in cfg["contrasts"]]
     extra = [tuple(c) for c in exploratory]
-    gaps, gap_between = gap_rows(runs, contrasts, evals, datasets, settings, nb)
+    gaps, gap_between = gap_rows(runs, contrasts, evals, datasets, settings, nb, amended=cells)
     rep = {"name": cfg["name"], "model": cfg["model"], "primary_seed": primary,
            "selection_rule": cfg["selection"]["rule"],
            "contrasts_declared": [list(c) for c in contrasts if c not in extra],
            "runs": {m: {str(s): r for s, r in by.items()} for m, by in runs.items()},
-           "accuracy": accuracy_rows(runs, evals, datasets, settings, nb),
-           "contrasts": contrast_rows(contrasts, runs, evals, datasets, settings, primary, nb, pd, extra),
+           "accuracy": accuracy_rows(runs, evals, datasets, settings, nb, cells),
+           "contrasts": contrast_rows(contrasts, runs, evals, datasets, settings, primary, nb, pd, extra, cells),
            "gaps": gaps, "gap_contrasts": gap_between, "cost": dict(costs), "selection": dict(selection)}
     if extra:
         rep["contrasts_exploratory"] = [list(c) for c in extra]
+    if cells:
+        rep["settings_exploratory"] = {d: [s for s in settings[d] if (d, s) in cells] for d in datasets}
+    if skipped:
+        rep["skipped_settings"] = {d: dict(v) for d, v in skipped.items()}
     if cross:
         rep["cross"] = cross_tables(cross, contrasts, extra, nb, pd)
     return rep
@@ -229,7 +252,8 @@ def _accuracy_md(rows: Sequence[Mapping[str, Any]],
     for r in rows:
         lp = r["logprob"]
         lps = f"{lp['mean']:.2f} {_ci(lp['ci'], 1.0, '.2f')}" if lp else "n/a"
-        out.append(f"| {r['dataset']} | {r['setting']} ({r['label']}) | {r['method']} | {r['seed']} | {r['n']} | "
+        tag = " (exploratory)" if r.get("exploratory") else ""
+        out.append(f"| {r['dataset']} | {r['setting']} ({r['label']}){tag} | {r['method']} | {r['seed']} | {r['n']} | "
                    f"{_pct(r['accuracy'])} {_ci(r['wilson'])} | {_pct(r['em'])} | {_pct(r['f1'])} | "
                    f"{_pct(r['copy_rate'])} | {lps} |")
     return out
@@ -251,13 +275,17 @@ def _contrast_md(rows: Sequence[Mapping[str, Any]], title: str = "## Declared co
     return out
 
 
+def _expl(row: Mapping[str, Any]) -> str:
+    return " (exploratory)" if row.get("exploratory") else ""
+
+
 def _gap_md(rep: Mapping[str, Any], title: str = "## Within-question gap acc(setting) - acc(gold)") -> list[str]:
     out = [title, "", "| data | setting | method | seed | n | gap | 95% CI |", "|---|---|---|---|---|---|---|"]
-    out += [f"| {r['dataset']} | {r['setting']} | {r['method']} | {r['seed']} | {r['n']} | {100 * r['mean']:+.1f} | "
-            f"{_ci(r['ci'])} |" for r in rep["gaps"]]
+    out += [f"| {r['dataset']} | {r['setting']}{_expl(r)} | {r['method']} | {r['seed']} | {r['n']} | "
+            f"{100 * r['mean']:+.1f} | {_ci(r['ci'])} |" for r in rep["gaps"]]
     out += ["", "Gap difference between methods (gap(a) - gap(b), paired bootstrap 95%):", "",
             "| data | setting | a - b | seed | n | diff | 95% CI |", "|---|---|---|---|---|---|---|"]
-    out += [f"| {r['dataset']} | {r['setting']} | {r['a']} - {r['b']} | {r['seed']} | {r['n']} | "
+    out += [f"| {r['dataset']} | {r['setting']}{_expl(r)} | {r['a']} - {r['b']} | {r['seed']} | {r['n']} | "
             f"{100 * r['mean']:+.1f} | {_ci(r['ci'])} |" for r in rep["gap_contrasts"]]
     return out
 
@@ -318,6 +346,13 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
     if rep.get("contrasts_exploratory"):
         head[6:6] = ["Added by amendment (exploratory, outside the Holm family): "
                      + ", ".join(f"{a} vs {b}" for a, b in rep["contrasts_exploratory"]), ""]
+    if rep.get("settings_exploratory"):
+        head += ["Settings added by amendment (exploratory: test only, on the runs chosen before; their rows are "
+                 "outside the Holm family): " + "; ".join(f"{d}: {', '.join(v)}" for d, v in
+                                                          rep["settings_exploratory"].items() if v), ""]
+    if rep.get("skipped_settings"):
+        head += ["Settings added by amendment that a data set cannot build (skipped): " + "; ".join(
+            f"{d}: {s} ({r})" for d, v in rep["skipped_settings"].items() for s, r in v.items()), ""]
     for a in rep.get("amendments", []):
         head += [f"Amended {a['at']}: added {a['added']}", ""]
     parts = [head, _accuracy_md(rep["accuracy"]), [""], _contrast_md(rep["contrasts"]), [""], _gap_md(rep), [""],
