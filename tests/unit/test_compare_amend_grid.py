@@ -83,8 +83,8 @@ def _fake(monkeypatch) -> dict[str, list]:
     import hashlib
 
     import neurorit_lens.training.methods as methods
-    from neurorit_lens.evaluation.statistics import wilson_interval
     from neurorit_lens.io import atomic_write_json
+    from neurorit_lens.statistics import wilson_interval
 
     calls: dict[str, list] = {"train": [], "eval": []}
 
