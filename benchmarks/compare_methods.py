@@ -83,6 +83,7 @@ from benchmarks.compare_protocol import (  # noqa: E402
     trained,
 )
 from benchmarks.compare_report import build_report, render_markdown  # noqa: E402
+from benchmarks.compare_reuse import ReuseMixin  # noqa: E402
 from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig  # noqa: E402
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json  # noqa: E402
 
@@ -115,12 +116,14 @@ def _clean(x: Any) -> Any:
     return x
 
 
-class Harness(ExtrasMixin, GridMixin):
+class Harness(ExtrasMixin, GridMixin, ReuseMixin):
     """One comparison run in ``out`` (see module docstring)."""
 
     def __init__(self, cfg: dict[str, Any], out: str | os.PathLike, device: str | None = None,
-                 progress: bool = True, results: str | os.PathLike | None = None, amend: bool = False):
+                 progress: bool = True, results: str | os.PathLike | None = None, amend: bool = False,
+                 reuse: list[str | os.PathLike] | None = None):
         self.cfg, self.out, self.progress, self.amend = cfg, Path(out), progress, amend
+        self.reuse_from = [Path(p) for p in reuse or []]  # earlier run folders (benchmarks.compare_reuse)
         self.first_cfg: dict[str, Any] = cfg  # the configuration first declared (load_data reads protocol.json)
         self.amended: dict[str, list[str]] = {}
         self.skipped: dict[str, dict[str, dict[str, int]]] = {}
@@ -196,7 +199,7 @@ class Harness(ExtrasMixin, GridMixin):
         from neurorit_lens.neurons.sets import load_neuron_sets
 
         mdir = self.out / "mining"
-        if not (mdir / "neurons.json").exists():
+        if not (mdir / "neurons.json").exists() and not self.reuse_mining(mdir):
             exs = self.pool("train")[: self.cfg.get("mine_limit") or None]
             res = mine(self.base, exs, MiningConfig.from_dict(self.cfg.get("mining", {})), self.mix_cfg(), out_dir=mdir,
                        show_progress=self.progress)
@@ -216,9 +219,11 @@ class Harness(ExtrasMixin, GridMixin):
         d = self.out / "train" / name
         if (d / "train.json").exists() and (d / "model" / "neurorit_model.json").exists():
             return d
-        sets, mass = self.neurons() if method in NEEDS_NEURONS else (None, None)
         tcfg = TrainConfig.from_dict({**self.cfg["train"], **overrides(variant), "method": method, "lr": lr,
                                       "lr_grid": [], "seed": seed})
+        if self.reuse_train(name, tcfg):
+            return d
+        sets, mass = self.neurons() if method in NEEDS_NEURONS else (None, None)
         log.info("training %s", name)
         import torch
 
@@ -247,14 +252,22 @@ class Harness(ExtrasMixin, GridMixin):
 
     def eval_unit(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any]:
         """Greedy answers, scores and teacher-forced log p(gold) of one run on one data set,
-        split and setting, per question; skipped when its file exists."""
+        split and setting, per question; skipped when its file exists, copied when ``--reuse``
+        has it."""
+        path = self.eval_path(run, split, dataset, setting)
+        if path.exists():
+            return read_json(path)
+        if (reused := self.reuse_eval(run, split, dataset, setting)) is not None:
+            return reused
+        return self.evaluate(run, split, dataset, setting)
+
+    def evaluate(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any]:
+        """One evaluation unit computed and written (``eval_unit`` without its shortcuts)."""
         from neurorit_lens.data.build import build_prompts
         from neurorit_lens.evaluation.evaluate import evaluate_setting
         from neurorit_lens.objective import answer_logprobs
 
         path = self.eval_path(run, split, dataset, setting)
-        if path.exists():
-            return read_json(path)
         model, t0 = self.model_of(run), time.perf_counter()
         if split == "cross":
             exs, dcfg = self.cross[dataset], self.cross_cfgs[dataset]
@@ -345,6 +358,7 @@ class Harness(ExtrasMixin, GridMixin):
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.protocol()
+        self.check_reuse()
         plan = self.plan()
         log.info("plan: %s", plan)
         seed0, methods = self.cfg["seeds"][0], self.cfg["methods"]
@@ -450,6 +464,8 @@ class Harness(ExtrasMixin, GridMixin):
         rep["n_questions"] = {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}
         if self.amendments:
             rep["amendments"] = self.amendments
+        if (self.out / "reused.json").exists():
+            rep["reused"] = read_json(self.out / "reused.json")["units"]
         for rdir in (self.out, self.results):
             atomic_write_json(rdir / "results.json", _clean(rep))
             atomic_write_text(rdir / "results.md", render_markdown(rep))
@@ -467,6 +483,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amend", action="store_true", help="in an existing run folder, ADD prompted variants, the "
                    "prompted method, cross_test sets, contrasts naming a new method and settings appended to a "
                    "settings list (recorded in protocol.json; nothing done is redone; any other change is refused)")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="an earlier run folder with the same model, data, splits, prompts, mining and evaluation: "
+                   "its finished trainings with an identical TrainConfig, their dev/test evaluations, base's and "
+                   "the mined neurons are copied instead of recomputed (listed in reused.json; repeatable)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -479,10 +499,12 @@ def main(argv: list[str] | None = None) -> int:
     handlers = [logging.FileHandler(out / "harness.log"), logging.StreamHandler()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
-    h = Harness(cfg, out, args.device, progress=not args.no_progress, results=args.results, amend=args.amend)
+    h = Harness(cfg, out, args.device, progress=not args.no_progress, results=args.results, amend=args.amend,
+                reuse=args.reuse)
     h.load_data()
     if args.plan:
         proto = h.protocol(write=False)  # refuses what a run would refuse
+        h.check_reuse()
         plan = h.plan()
         if proto.get("amendments") and args.amend:
             plan["amendment"] = proto["amendments"][-1]["added"]

@@ -336,6 +336,14 @@ def _cross_md(rep: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def reused_md(units: list[Mapping[str, Any]]) -> str:
+    """One line naming the units copied from earlier run folders (``--reuse``)."""
+    return (f"Reused from earlier run folders with the same data and evaluation ({len(units)} units, not recomputed; "
+            "reused.json lists each): " + "; ".join(f"{u['kind']} {u['unit']} <- {u['from']}" for u in units
+                                                     if u["kind"] != "eval")
+            + f"; {sum(u['kind'] == 'eval' for u in units)} evaluation units.")
+
+
 def render_markdown(rep: Mapping[str, Any]) -> str:
     """``results.md``: the accuracy, contrast, gap and cost tables of :func:`build_report`'s output."""
     head = [f"# Method comparison `{rep['name']}` ({rep['model']})", "",
@@ -355,6 +363,8 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
             f"{d}: {s} ({r})" for d, v in rep["skipped_settings"].items() for s, r in v.items()), ""]
     for a in rep.get("amendments", []):
         head += [f"Amended {a['at']}: added {a['added']}", ""]
+    if rep.get("reused"):
+        head += [reused_md(rep["reused"]), ""]
     parts = [head, _accuracy_md(rep["accuracy"]), [""], _contrast_md(rep["contrasts"]), [""], _gap_md(rep), [""],
              _cost_md(rep), _prompted_md(rep), _cross_md(rep)]
     return "\n".join(line for part in parts for line in part) + "\n"

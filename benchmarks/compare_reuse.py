@@ -1,0 +1,141 @@
+"""Units of an earlier comparison run reused by a new one (``compare_methods.py --reuse DIR``).
+
+A new run folder may take, from earlier run folders, exactly what its own configuration
+would have produced, and nothing else:
+
+* every key that fixes the model, data, splits, prompts, mining and evaluation
+  (``REUSE_KEYS``; for ``datasets``, each set's data and format, in order) must be equal in
+  the earlier run's protocol, else the reuse is refused with the keys named;
+* a training run is reused when an earlier folder holds a finished run (``train.json`` and a
+  saved model) whose recorded TrainConfig equals the one this run would train, under any run
+  name: a ``train_grid`` variant without overrides matches the plain run of that LR and seed;
+* that run's dev and test evaluations, and the base model's, are copied unit by unit when
+  this run needs them; the mined neurons are copied when this run would mine.
+
+Models are hard-linked where the file system allows, JSON is copied. Each reused unit is
+listed with its source in ``reused.json`` of the run folder, and the report names them.
+Prompted and cross-set evaluations are never reused. The only difference from computing
+a unit again is CPU nondeterminism in training and generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmarks.compare_protocol import effective_config, utc_now
+from neurorit_lens.config import TrainConfig
+from neurorit_lens.io import atomic_write_json, read_json
+
+log = logging.getLogger("compare_methods")
+REUSE_KEYS = ("model", "datasets", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
+              "n_distractors", "train_limit", "dev_limit", "test_limit", "eval", "logprob", "mining", "mine_limit")
+REUSED_SPLITS = ("dev", "test")
+
+
+def _norm(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+def _data_key(cfg: Mapping[str, Any], key: str) -> Any:
+    if key == "datasets":  # settings may differ: a unit is one (data set, setting)
+        return [[name, {k: v for k, v in spec.items() if k != "settings"}] for name, spec in cfg["datasets"].items()]
+    return _norm(cfg.get(key))
+
+
+def reuse_mismatch(src_cfg: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
+    """The ``REUSE_KEYS`` whose values differ between two configurations (empty: reusable)."""
+    return [k for k in REUSE_KEYS if _data_key(src_cfg, k) != _data_key(cfg, k)]
+
+
+class ReuseMixin:
+    """``--reuse`` for :class:`~benchmarks.compare_methods.Harness` (uses its ``cfg``, ``out``, ``eval_path``)."""
+
+    cfg: dict[str, Any]
+    out: Path
+    reuse_from: list[Path]
+    eval_path: Any  # Harness.eval_path(run, split, dataset, setting) -> Path
+
+    def check_reuse(self) -> None:
+        """Refuse an earlier folder whose protocol differs in a ``REUSE_KEYS`` key.
+
+        Raises:
+            ValueError: naming the folder and the keys, or a folder without ``protocol.json``.
+        """
+        for src in self.reuse_from:
+            proto = src / "protocol.json"
+            if src.resolve() == self.out.resolve():
+                raise ValueError(f"--reuse {src}: that is this run's own folder")
+            if not proto.exists():
+                raise ValueError(f"--reuse {src}: no protocol.json there (not a comparison run folder)")
+            bad = reuse_mismatch(effective_config(read_json(proto)), self.cfg)
+            if bad:
+                raise ValueError(f"--reuse {src}: its protocol differs in {bad}; only a run with the same model, "
+                                 f"data, splits, prompts, mining and evaluation can be reused")
+
+    def _record(self, kind: str, unit: str, source: Path) -> None:
+        path = self.out / "reused.json"
+        rec = read_json(path) if path.exists() else {"units": []}
+        rec["units"].append({"kind": kind, "unit": unit, "from": str(source), "at": utc_now()})
+        atomic_write_json(path, rec)
+        log.info("reused %s %s from %s", kind, unit, source)
+
+    def reuse_mining(self, mdir: Path) -> bool:
+        """Copy the first earlier ``mining/`` folder (same mining keys: ``check_reuse``)."""
+        for src in self.reuse_from:
+            if (src / "mining" / "neurons.json").exists():
+                shutil.copytree(src / "mining", mdir, dirs_exist_ok=True)
+                self._record("mining", "mining", src / "mining")
+                return True
+        return False
+
+    def reuse_train(self, name: str, tcfg: TrainConfig) -> bool:
+        """Link an earlier finished run trained with exactly ``tcfg`` into ``train/<name>``."""
+        want = _norm(tcfg.to_dict())
+        for src in self.reuse_from:
+            for tj in sorted((src / "train").glob("**/train.json")):
+                if not (tj.parent / "model" / "neurorit_model.json").exists() or read_json(tj).get("config") != want:
+                    continue
+                src_run = tj.parent.relative_to(src / "train").as_posix()
+                dest = self.out / "train" / name
+                if dest.exists():  # a partial training of our own: the finished one replaces it
+                    shutil.rmtree(dest)
+                shutil.copytree(tj.parent, dest, copy_function=_link_or_copy)
+                atomic_write_json(dest / "reused_from.json", {"folder": str(src), "run": src_run})
+                self._record("train", name, tj.parent)
+                return True
+        return False
+
+    def reuse_eval(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any] | None:
+        """Copy an earlier evaluation of the same run (``base``, or a reused training run)."""
+        if split not in REUSED_SPLITS:
+            return None
+        if run == "base":
+            sources = [(src, "base") for src in self.reuse_from]
+        else:
+            origin = self.out / "train" / run / "reused_from.json"
+            if not origin.exists():
+                return None
+            o = read_json(origin)
+            sources = [(Path(o["folder"]), o["run"])]
+        for src, src_run in sources:
+            p = src / "eval" / src_run / split / dataset / f"{setting}.json"
+            if p.exists():
+                blob = read_json(p) | {"run": run, "reused_from": {"folder": str(src), "run": src_run}}
+                atomic_write_json(self.eval_path(run, split, dataset, setting), blob)
+                self._record("eval", f"{run} {split} {dataset} {setting}", p)
+                return blob
+        return None
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
