@@ -107,3 +107,18 @@ def test_a_changed_train_config_is_trained_again(tmp_path, monkeypatch):
          reuse=[tmp_path / "old"], name="new.json")
     assert [t.method for t in calls["train"]] == ["clean"]
     assert not (tmp_path / "new" / "train" / "clean/lr=0.001/seed=0" / "reused_from.json").exists()
+
+
+def test_shipped_final_config_can_reuse_cpu_main_and_cpu_stage():
+    from benchmarks.compare_grid import candidates
+    from benchmarks.compare_reuse import reuse_mismatch
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
+    main, stage, final = (cm.load_config(root / f"{n}.json") for n in ("cpu_main", "cpu_stage", "cpu_final"))
+    assert reuse_mismatch(main, final) == [] and reuse_mismatch(stage, final) == []
+    assert final["train"] == main["train"] and final["extra_seeds"] == [1]
+    # every contending method trained on noisy contexts chooses the same two data variants on dev
+    for m in ("neurorit", "layers", "full"):
+        assert [(lr, v["name"]) for lr, v in candidates(final, m)] == [
+            (lr, v) for lr in sorted(final["lr_grid"][m]) for v in ("gold", "drop")]
+        assert len(final["lr_grid"][m]) == 2
