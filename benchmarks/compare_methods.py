@@ -211,6 +211,11 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         return self.data_cfgs[next(iter(self.data_cfgs))]
 
     # --- units ------------------------------------------------------------------------------
+    def train_config(self, method: str, lr: float, seed: int, variant: dict[str, Any] | None = None) -> TrainConfig:
+        """The TrainConfig of one (method, LR, train_grid variant, seed) run."""
+        return TrainConfig.from_dict({**self.cfg["train"], **overrides(variant), "method": method, "lr": lr,
+                                      "lr_grid": [], "seed": seed})
+
     def train_unit(self, method: str, lr: float, seed: int, variant: dict[str, Any] | None = None) -> Path:
         """Train one (method, LR, train_grid variant, seed) run unless its ``train.json`` and model exist."""
         from neurorit_lens.training.methods import train
@@ -219,8 +224,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         d = self.out / "train" / name
         if (d / "train.json").exists() and (d / "model" / "neurorit_model.json").exists():
             return d
-        tcfg = TrainConfig.from_dict({**self.cfg["train"], **overrides(variant), "method": method, "lr": lr,
-                                      "lr_grid": [], "seed": seed})
+        tcfg = self.train_config(method, lr, seed, variant)
         if self.reuse_train(name, tcfg):
             return d
         sets, mass = self.neurons() if method in NEEDS_NEURONS else (None, None)
@@ -504,8 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     h.load_data()
     if args.plan:
         proto = h.protocol(write=False)  # refuses what a run would refuse
-        h.check_reuse()
         plan = h.plan()
+        h.check_reuse()
+        if h.reuse_from:
+            plan["reuse"] = h.reuse_plan()
         if proto.get("amendments") and args.amend:
             plan["amendment"] = proto["amendments"][-1]["added"]
         print(json.dumps(plan, indent=2))

@@ -60,6 +60,7 @@ class ReuseMixin:
     out: Path
     reuse_from: list[Path]
     eval_path: Any  # Harness.eval_path(run, split, dataset, setting) -> Path
+    train_config: Any  # Harness.train_config(method, lr, seed, variant) -> TrainConfig
 
     def check_reuse(self) -> None:
         """Refuse an earlier folder whose protocol differs in a ``REUSE_KEYS`` key.
@@ -94,22 +95,40 @@ class ReuseMixin:
                 return True
         return False
 
-    def reuse_train(self, name: str, tcfg: TrainConfig) -> bool:
-        """Link an earlier finished run trained with exactly ``tcfg`` into ``train/<name>``."""
+    def reusable_run(self, tcfg: TrainConfig) -> tuple[Path, str] | None:
+        """``(earlier folder, run name)`` of a finished run trained with exactly ``tcfg``, if any."""
         want = _norm(tcfg.to_dict())
         for src in self.reuse_from:
             for tj in sorted((src / "train").glob("**/train.json")):
-                if not (tj.parent / "model" / "neurorit_model.json").exists() or read_json(tj).get("config") != want:
-                    continue
-                src_run = tj.parent.relative_to(src / "train").as_posix()
-                dest = self.out / "train" / name
-                if dest.exists():  # a partial training of our own: the finished one replaces it
-                    shutil.rmtree(dest)
-                shutil.copytree(tj.parent, dest, copy_function=_link_or_copy)
-                atomic_write_json(dest / "reused_from.json", {"folder": str(src), "run": src_run})
-                self._record("train", name, tj.parent)
-                return True
-        return False
+                if (tj.parent / "model" / "neurorit_model.json").exists() and read_json(tj).get("config") == want:
+                    return src, tj.parent.relative_to(src / "train").as_posix()
+        return None
+
+    def reuse_plan(self) -> dict[str, Any]:
+        """``--plan``: which first-seed trainings an earlier folder already holds (``{run: source}``)."""
+        from benchmarks.compare_grid import candidates
+        from benchmarks.compare_protocol import run_name, trained
+
+        seed = self.cfg["seeds"][0]
+        runs = {run_name(m, lr, seed, v and v["name"]): self.train_config(m, lr, seed, v)
+                for m in trained(self.cfg) for lr, v in candidates(self.cfg, m)}
+        found = {name: self.reusable_run(t) for name, t in runs.items()}
+        return {"first_seed_trainings": len(runs),
+                "reusable": {name: f"{src}/train/{run}" for name, f in found.items() if f for src, run in [f]}}
+
+    def reuse_train(self, name: str, tcfg: TrainConfig) -> bool:
+        """Link an earlier finished run trained with exactly ``tcfg`` into ``train/<name>``."""
+        found = self.reusable_run(tcfg)
+        if found is None:
+            return False
+        src, src_run = found
+        dest = self.out / "train" / name
+        if dest.exists():  # a partial training of our own: the finished one replaces it
+            shutil.rmtree(dest)
+        shutil.copytree(src / "train" / src_run, dest, copy_function=_link_or_copy)
+        atomic_write_json(dest / "reused_from.json", {"folder": str(src), "run": src_run})
+        self._record("train", name, src / "train" / src_run)
+        return True
 
     def reuse_eval(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any] | None:
         """Copy an earlier evaluation of the same run (``base``, or a reused training run)."""

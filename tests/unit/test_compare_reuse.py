@@ -57,6 +57,11 @@ def test_reuse_takes_identical_trainings_under_any_name_and_their_evaluations(tm
     calls["eval"].clear()
     grid = {"neurorit": [{"name": "plain"}, {"name": "s1", "stage1_lr": 3e-3}]}
     new_cfg = _cfg(lr_grid={"default": [1e-3], "neurorit": [1e-3, 1e-2]}, train_grid=grid)
+    h = cm.Harness(_load(tmp_path, new_cfg, "new.json"), tmp_path / "new", progress=False, reuse=[old])
+    h.load_data()
+    assert h.reuse_plan() == {"first_seed_trainings": 5, "reusable": {
+        "clean/lr=0.001/seed=0": f"{old}/train/clean/lr=0.001/seed=0",
+        "neurorit/lr=0.001+plain/seed=0": f"{old}/train/neurorit/lr=0.001/seed=0"}}
     rep = _run(tmp_path, new_cfg, "new", reuse=[old], name="new.json")
     new = tmp_path / "new"
     # clean and neurorit at 1e-3 without overrides are the old runs; the other 3 candidates are trained
