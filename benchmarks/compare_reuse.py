@@ -9,8 +9,9 @@ would have produced, and nothing else:
 * a training run is reused when an earlier folder holds a finished run (``train.json`` and a
   saved model) whose recorded TrainConfig equals the one this run would train, under any run
   name: a ``train_grid`` variant without overrides matches the plain run of that LR and seed;
-* that run's dev and test evaluations, and the base model's, are copied unit by unit when
-  this run needs them; the mined neurons are copied when this run would mine.
+* that run's dev and test evaluations, from any earlier folder holding the same training,
+  and the base model's, are copied unit by unit when this run needs them; the mined neurons
+  are copied when this run would mine.
 
 Models are hard-linked where the file system allows, JSON is copied. Each reused unit is
 listed with its source in ``reused.json`` of the run folder, and the report names them.
@@ -95,14 +96,17 @@ class ReuseMixin:
                 return True
         return False
 
+    def same_runs(self, config: Mapping[str, Any]) -> list[tuple[Path, str]]:
+        """Every ``(earlier folder, run name)`` of a finished run trained with exactly ``config``."""
+        want = _norm(config)
+        return [(src, tj.parent.relative_to(src / "train").as_posix()) for src in self.reuse_from
+                for tj in sorted((src / "train").glob("**/train.json"))
+                if (tj.parent / "model" / "neurorit_model.json").exists() and read_json(tj).get("config") == want]
+
     def reusable_run(self, tcfg: TrainConfig) -> tuple[Path, str] | None:
-        """``(earlier folder, run name)`` of a finished run trained with exactly ``tcfg``, if any."""
-        want = _norm(tcfg.to_dict())
-        for src in self.reuse_from:
-            for tj in sorted((src / "train").glob("**/train.json")):
-                if (tj.parent / "model" / "neurorit_model.json").exists() and read_json(tj).get("config") == want:
-                    return src, tj.parent.relative_to(src / "train").as_posix()
-        return None
+        """The first ``(earlier folder, run name)`` trained with exactly ``tcfg``, if any."""
+        found = self.same_runs(tcfg.to_dict())
+        return found[0] if found else None
 
     def reuse_plan(self) -> dict[str, Any]:
         """``--plan``: which first-seed trainings an earlier folder already holds (``{run: source}``)."""
@@ -136,12 +140,10 @@ class ReuseMixin:
             return None
         if run == "base":
             sources = [(src, "base") for src in self.reuse_from]
-        else:
-            origin = self.out / "train" / run / "reused_from.json"
-            if not origin.exists():
+        else:  # a reused training: its evaluation in any earlier folder that holds the same training
+            if not (self.out / "train" / run / "reused_from.json").exists():
                 return None
-            o = read_json(origin)
-            sources = [(Path(o["folder"]), o["run"])]
+            sources = self.same_runs(read_json(self.out / "train" / run / "train.json")["config"])
         for src, src_run in sources:
             p = src / "eval" / src_run / split / dataset / f"{setting}.json"
             if p.exists():

@@ -82,6 +82,14 @@ def test_reuse_takes_identical_trainings_under_any_name_and_their_evaluations(tm
     assert {(u["kind"], u["unit"]) for u in units if u["kind"] == "train"} == {
         ("train", "clean/lr=0.001/seed=0"), ("train", "neurorit/lr=0.001+plain/seed=0")}
     assert rep["reused"] == units and "Reused from earlier run folders" in (new / "results.md").read_text()
+    # a third folder finds every training and every unit in the two earlier ones: neurorit 1e-3's
+    # model comes from the first, its dev units (which the first lacks) from the second
+    calls["train"].clear()
+    calls["eval"].clear()
+    _run(tmp_path, new_cfg, "third", reuse=[old, new], name="new.json")
+    assert not calls["train"] and not calls["eval"]
+    dev = json.loads((tmp_path / "third/eval/neurorit/lr=0.001+plain/seed=0/dev/emb_a/gold+2.json").read_text())
+    assert dev["reused_from"] == {"folder": str(new), "run": "neurorit/lr=0.001+plain/seed=0"}
     # a rerun finds everything done
     calls["train"].clear()
     calls["eval"].clear()
