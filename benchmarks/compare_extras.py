@@ -87,6 +87,18 @@ class ExtrasMixin:
         dcfg = dataclasses.replace(dcfg, **{k: v[k] for k in VARIANT_DATA if k in v})
         return dcfg, {**ecfg, **{k: v[k] for k in VARIANT_EVAL if k in v}}
 
+    def same_as_base(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any] | None:
+        """A prompted variant without overrides prompts and decodes exactly as ``base`` does, so
+        its unit is base's finished one, copied (``same_as``); None when that does not apply."""
+        v = self.variant_of(run)
+        path = self.eval_path("base", split, dataset, setting)
+        if v is None or set(v) != {"name"} or not path.exists():
+            return None
+        blob = read_json(path) | {"run": run, "same_as": "base"}
+        atomic_write_json(self.eval_path(run, split, dataset, setting), blob)
+        log.info("%s %s %s %s: the base model's unit (no prompt or length override)", run, split, dataset, setting)
+        return blob
+
     def select_prompted(self, bar: Callable[[], None]) -> dict[str, Any]:
         """Dev-evaluate every variant; the declared rule picks one (redone only when variants
         were added, reusing every dev evaluation on disk)."""

@@ -257,12 +257,14 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
     def eval_unit(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any]:
         """Greedy answers, scores and teacher-forced log p(gold) of one run on one data set,
         split and setting, per question; skipped when its file exists, copied when ``--reuse``
-        has it."""
+        has it or when it is base's (a prompted variant without overrides)."""
         path = self.eval_path(run, split, dataset, setting)
         if path.exists():
             return read_json(path)
         if (reused := self.reuse_eval(run, split, dataset, setting)) is not None:
             return reused
+        if (same := self.same_as_base(run, split, dataset, setting)) is not None:
+            return same
         return self.evaluate(run, split, dataset, setting)
 
     def evaluate(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any]:

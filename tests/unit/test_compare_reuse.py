@@ -135,3 +135,23 @@ def test_shipped_final_config_can_reuse_cpu_main_and_cpu_stage():
         assert [(lr, v["name"]) for lr, v in candidates(final, m)] == [
             (lr, v) for lr in sorted(final["lr_grid"][m]) for v in ("gold", "drop")]
         assert len(final["lr_grid"][m]) == 2
+
+
+def test_a_prompted_variant_without_overrides_copies_the_base_units(tmp_path, monkeypatch):
+    from tests.unit.test_compare_amend_grid import SCORES
+
+    calls = _with_config(monkeypatch)
+    monkeypatch.setitem(SCORES, "prompted/same", 90)
+    monkeypatch.setitem(SCORES, "prompted/short", 10)
+    variants = [{"name": "same"}, {"name": "short", "max_new_tokens": 2}]
+    _run(tmp_path, _cfg(methods=["base", "prompted"], contrasts=[["prompted", "base"]], prompted_variants=variants),
+         "run")
+    ran = {(c[0], c[1]) for c in calls["eval"]}
+    # both variants are scored on dev (base has no dev units to copy); the chosen one's test units are base's
+    assert {("prompted/same", "dev"), ("prompted/short", "dev"), ("base", "test")} == ran
+    sel = json.loads((tmp_path / "run" / "selection" / "prompted.json").read_text())
+    assert sel["chosen"] == "same"
+    for s in ("gold", "gold+2"):
+        a = json.loads((tmp_path / f"run/eval/prompted/same/test/emb_a/{s}.json").read_text())
+        b = json.loads((tmp_path / f"run/eval/base/test/emb_a/{s}.json").read_text())
+        assert a["records"] == b["records"] and a["same_as"] == "base" and a["run"] == "prompted/same"
