@@ -47,6 +47,7 @@ class GateSettings:
     penalty: float = 0.01  # L1 coefficient (TrainConfig.gate_penalty's default)
     batch_size: int = 4  # items per step
     seed: int = 0  # data order
+    clamp: bool = False  # gates clamped to [0, 1] (mode gate01): they can only switch neurons off
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -76,7 +77,7 @@ def train_gates(model: Model, neurons: NeuronSet, items: list[TrainItem],
         raise ValueError("train_gates needs at least one neuron")
     gates = attach_gates(model)
     try:
-        Trainer(model, items, gs.train_config(), hooks=gate_hooks(gates, neurons),
+        Trainer(model, items, gs.train_config(), hooks=gate_hooks(gates, neurons, clamp=gs.clamp),
                 param_masks=gate_masks(gates, neurons), penalty=GatePenalty(gates, neurons, gs.penalty),
                 progress=False).fit()
         return gates.detach().float().cpu().clone()
@@ -97,7 +98,7 @@ class _LearnedGates:
     def __call__(self, name: str, seed: int | None, ns: NeuronSet) -> list:
         if (name, seed) not in self.gates:
             self.gates[(name, seed)] = self._train_or_read(name, seed, ns)
-        return gate_hooks(self.gates[(name, seed)], ns, self.site)
+        return gate_hooks(self.gates[(name, seed)], ns, self.site, clamp=self.gs.clamp)
 
     def _train_or_read(self, name: str, seed: int | None, ns: NeuronSet) -> torch.Tensor:
         path = self.dir / f"{name}_{'set' if seed is None else seed}.safetensors"

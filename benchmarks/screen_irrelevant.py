@@ -18,6 +18,7 @@ reuses its base candidate's mining folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -68,7 +69,7 @@ SCREENS: dict[int, list[tuple[str, str, float]]] = {
     ],
 }
 COMBOS = SCREENS[1]  # the first screen's list (kept under its old name)
-MODES = ("zero", "mean", "scale", "constant", "gate")
+MODES = ("zero", "mean", "scale", "constant", "gate", "gate01")  # gate01: learned gates clamped to [0, 1]
 GOLD_LIMIT = 0.2  # nats: |delta - random| under gold-only contexts must stay below this
 
 
@@ -163,15 +164,17 @@ def _ablate(model, dev, mined: dict, data_cfg, cand: str, mode: str, scale: floa
         logging.warning("%s: I_excl is empty, nothing to ablate", cand)
         _write_json(path, {"rows": [], "empty": True, "meta": meta})
         return json.loads(path.read_text())
-    cfg = AblationConfig(sets=(cand,), mode="scale" if mode == "gate" else mode, scale=scale, n_random=5,
+    cfg = AblationConfig(sets=(cand,), mode="scale" if mode.startswith("gate") else mode, scale=scale, n_random=5,
                          relevant_setting="gold", noisy_setting=args.noisy, measure_accuracy=args.accuracy,
                          accuracy_limit=args.accuracy_limit, batch_size=args.batch_size)
     t0 = time.time()
-    if mode == "gate":
+    if mode.startswith("gate"):
         from benchmarks.screen_gate import run_gate_ablation
 
-        result = run_gate_ablation(model, dev, sets, cfg, data_cfg, gate_items(), args.gate,
-                                   _screen_dir(out, screen) / f"gates_{cand}", meta, logging.info)
+        gs = dataclasses.replace(args.gate, clamp=mode == "gate01")
+        result = run_gate_ablation(model, dev, sets, cfg, data_cfg, gate_items(), gs,
+                                   _screen_dir(out, screen) / f"{'gates' if mode == 'gate' else 'gates01'}_{cand}",
+                                   meta, logging.info)
     else:
         means = res.answer_means if mode == "constant" else None
         result = run_ablation(model, dev, sets, cfg, data_cfg, means=means, meta=meta)

@@ -8,8 +8,12 @@ an L1 penalty that pulls them toward 0::
 
     loss = SFT loss + gate_penalty * mean_{candidates} |g_{l,i}|
 
-so the data decide how far each neuron is switched off (a gate may end anywhere, even below
-0; nothing clamps it). In ``neurorit``'s stage 2 the gates stay on, frozen.
+so the data decide how far each neuron is switched off. By default a gate may end anywhere,
+even below 0 or above 1 (nothing clamps it; the screen saw learned gates amplify neurons up to
+2.2x). ``clamp=True`` in :func:`gate_hooks` and :func:`bake_gates` uses ``clamp(g, 0, 1)``
+instead, a gate that can only switch a neuron off, partly or fully (outside [0, 1] the SFT
+gradient is 0 and the penalty pulls the gate back toward the range). In ``neurorit``'s
+stage 2 the gates stay on, frozen.
 
 The gates are one parameter of the model while it trains, ``neurorit_gates``
 (``[n_layers, d_mlp]``, 1 and frozen outside the candidates, so masks, checkpoints, the
@@ -57,12 +61,14 @@ def gate_masks(gates: torch.Tensor, neurons: NeuronSet) -> ParamMasks:
     return {GATE_PARAM: neurons.to_mask(*gates.shape).to(gates.device, torch.bool)}
 
 
-def gate_hooks(gates: torch.Tensor, neurons: NeuronSet, site: str = "post") -> list[FwdHook]:
-    """Hooks that multiply each layer's activations by that layer's gates (1 outside the candidates)."""
+def gate_hooks(gates: torch.Tensor, neurons: NeuronSet, site: str = "post", clamp: bool = False) -> list[FwdHook]:
+    """Hooks that multiply each layer's activations by that layer's gates (1 outside the
+    candidates), clamped to [0, 1] with ``clamp``."""
 
     def make(layer: int) -> Any:
         def hook(act: Float[torch.Tensor, "batch pos d_mlp"], *, hook) -> torch.Tensor:
-            return act * gates[layer].to(act.dtype)
+            g = gates[layer].clamp(0.0, 1.0) if clamp else gates[layer]
+            return act * g.to(act.dtype)
 
         return hook
 
@@ -84,8 +90,9 @@ class GatePenalty:
 
 
 @torch.no_grad()
-def bake_gates(model: Model, neurons: NeuronSet) -> None:
-    """Multiply each candidate's ``W_out`` row by its gate, then remove the gates from the model."""
+def bake_gates(model: Model, neurons: NeuronSet, clamp: bool = False) -> None:
+    """Multiply each candidate's ``W_out`` row by its gate (clamped to [0, 1] with ``clamp``,
+    as :func:`gate_hooks`), then remove the gates from the model."""
     params = dict(model.named_parameters())
     if GATE_PARAM not in params:
         raise ValueError(f"the model has no {GATE_PARAM} to bake (attach_gates was not called)")
@@ -93,5 +100,6 @@ def bake_gates(model: Model, neurons: NeuronSet) -> None:
     for layer, idx in neurons.by_layer().items():
         w_out = params[mlp_param_name(layer, "W_out")]
         index = torch.as_tensor(idx, dtype=torch.long, device=w_out.device)
-        w_out[index] *= gates[layer, index].to(w_out.dtype)[:, None]
+        g = gates[layer, index].clamp(0.0, 1.0) if clamp else gates[layer, index]
+        w_out[index] *= g.to(w_out.dtype)[:, None]
     detach_gates(model)

@@ -41,6 +41,28 @@ def test_bake_gates_gives_the_hooked_logits(gated):
     torch.testing.assert_close(m(toks), hooked, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("gated", [False, True])
+def test_clamped_gates_bake_to_the_hooked_logits_and_equal_a_naive_clamp(gated):
+    m = tiny_model(seed=4, gated=gated)
+    gates = attach_gates(m)
+    with torch.no_grad():
+        gates[0, [10, 11]] = torch.tensor([0.3, -0.7])
+        gates[1, 12] = 1.9
+    naive = torch.ones(2, 64)  # the clamped values written out by hand
+    naive[0, 10], naive[0, 11], naive[1, 12] = 0.3, 0.0, 1.0
+    toks = m.to_tokens(DEV[0].prompt)
+    with neuron_hooks(m, gate_hooks(gates, I_EXCL, clamp=True)):
+        hooked = m(toks)
+    with neuron_hooks(m, gate_hooks(naive, I_EXCL)):
+        reference = m(toks)
+    with neuron_hooks(m, gate_hooks(gates, I_EXCL)):
+        unclamped = m(toks)
+    torch.testing.assert_close(hooked, reference)
+    assert not torch.allclose(hooked, unclamped, atol=1e-4)
+    bake_gates(m, I_EXCL, clamp=True)
+    torch.testing.assert_close(m(toks), hooked, rtol=1e-5, atol=1e-6)
+
+
 def test_first_step_gate_gradient_is_sft_plus_penalty_gradient():
     cfg = _cfg(method="stage1")
     m = tiny_model(seed=5)

@@ -55,6 +55,7 @@ def _no_hooks(model) -> bool:
 def test_parse_combo():
     assert parse_combo("negative_paired:scale0.5") == ("negative_paired", "scale", 0.5)
     assert parse_combo("contrast:gate") == ("contrast", "gate", 0.0)
+    assert parse_combo("contrast:gate01") == ("contrast", "gate01", 0.0)
     for bad in ("nope:zero", "contrast", "contrast:scaleX", "contrast:off"):
         with pytest.raises(ValueError, match="bad combo"):
             parse_combo(bad)
@@ -100,6 +101,20 @@ def test_train_gates_moves_gates_and_leaves_the_model(splits):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="at least one neuron"):
         train_gates(model, NeuronSet(), items, GateSettings())
+
+
+def test_clamped_gate_training_gets_no_sft_gradient_outside_the_range():
+    """With clamp, a gate outside [0, 1] sees no SFT gradient (the clamp is flat there), so
+    the same steps give other gates than free training."""
+    model = tiny_model(seed=3)
+    neurons = NeuronSet({0: [1, 5, 9], 1: [2, 40]})
+    items = [TrainItem("Question: capital of Zarnia? Answer:", " Velmor")] * 4
+    free = train_gates(model, neurons, items, GateSettings(steps=6, lr=0.2, penalty=0.0, batch_size=2))
+    clamped = train_gates(model, neurons, items, GateSettings(steps=6, lr=0.2, penalty=0.0, batch_size=2,
+                                                              clamp=True))
+    mask = neurons.to_mask(*free.shape)
+    assert not torch.allclose(free[mask], clamped[mask])  # the flag reaches the training hooks
+    assert torch.equal(clamped[~mask], torch.ones_like(clamped[~mask]))
 
 
 def test_gate_ablation_random_sets_and_exact_deltas(splits, mined, tmp_path, monkeypatch):
