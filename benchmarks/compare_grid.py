@@ -113,6 +113,7 @@ class GridMixin:
     results: Path
     dev_score: Callable[[str], float]
     select: Callable[[str, int, Callable[[], None]], dict[str, Any]]
+    reused_units: Callable[[], list[dict[str, Any]]]
 
     def run_dev_only(self, bar: Callable[[], None]) -> dict[str, Any]:
         """Base on dev (a reference), then every trained method's dev choice; no test question."""
@@ -157,11 +158,11 @@ class GridMixin:
                 wall = rep["train_wall_s"][m].get(k)
                 lines.append(f"| {m} | {k} | {overrides(v) or '-'} | {'n/a' if score is None else f'{100 * score:.1f}'}"
                              f" | {'-' if wall is None else f'{wall:.0f}'} | {'yes' if k == sel['chosen'] else ''} |")
-        if (self.out / "reused.json").exists():
+        if units := self.reused_units():
             from benchmarks.compare_report import reused_md
 
-            rep["reused"] = read_json(self.out / "reused.json")["units"]
-            lines += ["", reused_md(rep["reused"])]
+            rep["reused"] = units
+            lines += ["", reused_md(units)]
         for rdir in (self.out, self.results):
             atomic_write_json(rdir / "results.json", rep)
             atomic_write_text(rdir / "results.md", "\n".join(lines) + "\n")

@@ -470,8 +470,8 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         rep["n_questions"] = {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}
         if self.amendments:
             rep["amendments"] = self.amendments
-        if (self.out / "reused.json").exists():
-            rep["reused"] = read_json(self.out / "reused.json")["units"]
+        if units := self.reused_units():
+            rep["reused"] = units
         for rdir in (self.out, self.results):
             atomic_write_json(rdir / "results.json", _clean(rep))
             atomic_write_text(rdir / "results.md", render_markdown(rep))

@@ -80,11 +80,14 @@ class ReuseMixin:
                 raise ValueError(f"--reuse {src}: its protocol differs in {bad}; only a run with the same model, "
                                  f"data, splits, prompts, mining and evaluation can be reused")
 
-    def _record(self, kind: str, unit: str, source: Path) -> None:
+    def reused_units(self) -> list[dict[str, Any]]:
+        """The units of ``reused.json`` (empty when nothing was reused)."""
         path = self.out / "reused.json"
-        rec = read_json(path) if path.exists() else {"units": []}
-        rec["units"].append({"kind": kind, "unit": unit, "from": str(source), "at": utc_now()})
-        atomic_write_json(path, rec)
+        return read_json(path)["units"] if path.exists() else []
+
+    def _record(self, kind: str, unit: str, source: Path) -> None:
+        units = [*self.reused_units(), {"kind": kind, "unit": unit, "from": str(source), "at": utc_now()}]
+        atomic_write_json(self.out / "reused.json", {"units": units})
         log.info("reused %s %s from %s", kind, unit, source)
 
     def reuse_mining(self, mdir: Path) -> bool:
@@ -118,7 +121,7 @@ class ReuseMixin:
                 for m in trained(self.cfg) for lr, v in candidates(self.cfg, m)}
         found = {name: self.reusable_run(t) for name, t in runs.items()}
         return {"first_seed_trainings": len(runs),
-                "reusable": {name: f"{src}/train/{run}" for name, f in found.items() if f for src, run in [f]}}
+                "reusable": {name: f"{f[0]}/train/{f[1]}" for name, f in found.items() if f is not None}}
 
     def reuse_train(self, name: str, tcfg: TrainConfig) -> bool:
         """Link an earlier finished run trained with exactly ``tcfg`` into ``train/<name>``."""

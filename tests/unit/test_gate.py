@@ -26,14 +26,19 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("gated", [False, True])
-def test_bake_gates_gives_the_hooked_logits(gated):
+def _gated_model(gated: bool):
+    """A tiny model with gates attached: 0.3 and -0.7 on layer 0, 1.9 on layer 1 (I_EXCL), and a prompt."""
     m = tiny_model(seed=4, gated=gated)
     gates = attach_gates(m)
     with torch.no_grad():
         gates[0, [10, 11]] = torch.tensor([0.3, -0.7])
         gates[1, 12] = 1.9
-    toks = m.to_tokens(DEV[0].prompt)
+    return m, gates, m.to_tokens(DEV[0].prompt)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_bake_gates_gives_the_hooked_logits(gated):
+    m, gates, toks = _gated_model(gated)
     with neuron_hooks(m, gate_hooks(gates, I_EXCL)):
         hooked = m(toks)
     bake_gates(m, I_EXCL)
@@ -43,14 +48,9 @@ def test_bake_gates_gives_the_hooked_logits(gated):
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_clamped_gates_bake_to_the_hooked_logits_and_equal_a_naive_clamp(gated):
-    m = tiny_model(seed=4, gated=gated)
-    gates = attach_gates(m)
-    with torch.no_grad():
-        gates[0, [10, 11]] = torch.tensor([0.3, -0.7])
-        gates[1, 12] = 1.9
+    m, gates, toks = _gated_model(gated)
     naive = torch.ones(2, 64)  # the clamped values written out by hand
     naive[0, 10], naive[0, 11], naive[1, 12] = 0.3, 0.0, 1.0
-    toks = m.to_tokens(DEV[0].prompt)
     with neuron_hooks(m, gate_hooks(gates, I_EXCL, clamp=True)):
         hooked = m(toks)
     with neuron_hooks(m, gate_hooks(naive, I_EXCL)):
