@@ -43,6 +43,17 @@ def _norm(x: Any) -> Any:
     return json.loads(json.dumps(x))
 
 
+def train_config_key(config: Any) -> Any:
+    """A recorded TrainConfig as today's :class:`TrainConfig` would write it: fields added since it was
+    recorded take their defaults. A record today's class cannot read (a removed field) stays as it is."""
+    if not isinstance(config, Mapping):
+        return _norm(config)
+    try:
+        return _norm(TrainConfig.from_dict(dict(config)).to_dict())
+    except (TypeError, ValueError):
+        return _norm(config)
+
+
 def _data_key(cfg: Mapping[str, Any], key: str) -> Any:
     if key == "datasets":  # settings may differ: a unit is one (data set, setting)
         return [[name, {k: v for k, v in spec.items() if k != "settings"}] for name, spec in cfg["datasets"].items()]
@@ -100,11 +111,13 @@ class ReuseMixin:
         return False
 
     def same_runs(self, config: Mapping[str, Any]) -> list[tuple[Path, str]]:
-        """Every ``(earlier folder, run name)`` of a finished run trained with exactly ``config``."""
-        want = _norm(config)
+        """Every ``(earlier folder, run name)`` of a finished run trained with exactly ``config``
+        (both read through :func:`train_config_key`, so a field added since with its default matches)."""
+        want = train_config_key(config)
         return [(src, tj.parent.relative_to(src / "train").as_posix()) for src in self.reuse_from
                 for tj in sorted((src / "train").glob("**/train.json"))
-                if (tj.parent / "model" / "neurorit_model.json").exists() and read_json(tj).get("config") == want]
+                if (tj.parent / "model" / "neurorit_model.json").exists()
+                and train_config_key(read_json(tj).get("config")) == want]
 
     def reusable_run(self, tcfg: TrainConfig) -> tuple[Path, str] | None:
         """The first ``(earlier folder, run name)`` trained with exactly ``tcfg``, if any."""

@@ -122,6 +122,19 @@ def test_a_changed_train_config_is_trained_again(tmp_path, monkeypatch):
     assert not (tmp_path / "new" / "train" / "clean/lr=0.001/seed=0" / "reused_from.json").exists()
 
 
+def test_a_recorded_config_without_a_later_field_matches_its_default():
+    from benchmarks.compare_reuse import train_config_key
+    from neurorit_lens.config import TrainConfig
+
+    full = TrainConfig(method="layers", lr=3e-4).to_dict()
+    old = {k: v for k, v in full.items() if k != "gate_penalty"}  # recorded before the field existed
+    assert train_config_key(old) == train_config_key(full)
+    assert train_config_key({**old, "gate_penalty": 0.5}) != train_config_key(full)
+    assert train_config_key({**full, "lr": 1e-3}) != train_config_key(full)
+    unknown = {**full, "removed_field": 1}  # a field today's class no longer has: compared as recorded
+    assert train_config_key(unknown) == json.loads(json.dumps(unknown)) != train_config_key(full)
+
+
 def test_shipped_final_config_can_reuse_cpu_main_and_cpu_stage():
     from benchmarks.compare_grid import candidates
     from benchmarks.compare_reuse import reuse_mismatch
