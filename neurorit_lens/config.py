@@ -415,6 +415,9 @@ class TrainConfig(ConfigBase):
     # Coefficient of the L1 penalty (times the mean |gate| over the deactivated neurons) that pulls
     # the learned gates of --deactivation gate toward 0.
     gate_penalty: float = 0.01
+    # Clamp each learned gate to [0, 1] in the forward pass and in the export, so a gate can only
+    # switch its neuron off, partly or fully (off: a gate may end anywhere, amplifying its neuron).
+    gate_clamp: bool = False
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")

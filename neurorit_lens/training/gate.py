@@ -10,7 +10,8 @@ an L1 penalty that pulls them toward 0::
 
 so the data decide how far each neuron is switched off. By default a gate may end anywhere,
 even below 0 or above 1 (nothing clamps it; the screen saw learned gates amplify neurons up to
-2.2x). ``clamp=True`` in :func:`gate_hooks` and :func:`bake_gates` uses ``clamp(g, 0, 1)``
+2.2x). ``clamp=True`` in :func:`gate_hooks` and :func:`bake_gates` (``TrainConfig.gate_clamp`` in
+training) uses ``clamp(g, 0, 1)``
 instead, a gate that can only switch a neuron off, partly or fully (outside [0, 1] the SFT
 gradient is 0 and the penalty pulls the gate back toward the range). In ``neurorit``'s
 stage 2 the gates stay on, frozen.

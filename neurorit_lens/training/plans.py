@@ -50,7 +50,7 @@ stage 2 equals that of every single-stage method (:func:`schedule_mass`).
 Deactivation (``TrainConfig.deactivation``): ``none`` (default: nothing is deactivated, as no
 definition of I passed the causal screen of docs/screen.md), ``zero``, ``scale`` (multiply by
 ``deactivation_scale``), ``gate`` (multiply by a gate learned with stage 1 under an L1
-penalty, :mod:`neurorit_lens.training.gate`) or ``constant`` (hold each neuron at its mean activation at the
+penalty, :mod:`neurorit_lens.training.gate`; ``gate_clamp`` keeps it in [0, 1]) or ``constant`` (hold each neuron at its mean activation at the
 answer-predicting positions of gold-only contexts, ``answer_means.safetensors`` from
 mining). The same hooks act during training and evaluation
 (:func:`neurorit_lens.hooks.deactivation_hooks`).
@@ -128,6 +128,7 @@ class MethodPlan:
     deactivation_scale: float = 0.0
     deactivation_values: Float[torch.Tensor, "layer d_mlp"] | None = None
     gates: torch.nn.Parameter | None = None
+    gate_clamp: bool = False
 
     def hooks(self, neurons: NeuronSet) -> list[FwdHook]:
         """Forward hooks that deactivate ``neurons`` in this plan's mode."""
@@ -136,13 +137,13 @@ class MethodPlan:
         if self.deactivation == "gate":
             if self.gates is None:
                 raise ValueError("deactivation 'gate' needs the plan's gates (plan_method attaches them)")
-            return gate_hooks(self.gates, neurons)
+            return gate_hooks(self.gates, neurons, clamp=self.gate_clamp)
         return deactivation_hooks(neurons, self.deactivation, self.deactivation_scale, self.deactivation_values)
 
     def bake(self, model: Model) -> None:
         """Fold the deactivation of :attr:`deactivated` into ``model``'s weights."""
         if self.deactivation == "gate" and self.gates is not None:
-            bake_gates(model, self.deactivated)
+            bake_gates(model, self.deactivated, clamp=self.gate_clamp)
             self.gates = None
         elif self.deactivated:
             bake_deactivation(model, self.deactivated, self.deactivation, self.deactivation_scale,
@@ -292,7 +293,7 @@ def plan_method(
 def _add_gates(model: Model, plan: MethodPlan, cfg: TrainConfig) -> None:
     """``gate``: attach the gates to ``model``; they train (with their penalty) in the stages that train
     neurons (``stage1``, ``random``) and stay on, frozen, in stage 2."""
-    plan.gates = attach_gates(model)
+    plan.gates, plan.gate_clamp = attach_gates(model), cfg.gate_clamp
     for st in plan.stages:
         if st.name in ("stage1", "random"):
             st.masks = merge_masks(st.masks, gate_masks(plan.gates, plan.deactivated))

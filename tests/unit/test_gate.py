@@ -111,6 +111,26 @@ def test_neurorit_gates_train_in_stage1_stay_frozen_in_stage2_and_bake_exactly()
     torch.testing.assert_close(m(toks), hooked, rtol=1e-5, atol=1e-6)
 
 
+def test_gate_clamp_in_training_uses_and_bakes_the_clamped_gates():
+    cfg = _cfg(method="neurorit", gate_clamp=True)
+    m = tiny_model(seed=6)
+    plan = plan_method(m, "neurorit", SETS, None, cfg)
+    assert plan.gate_clamp
+    with torch.no_grad():  # as training could leave them: one below 0, one above 1
+        plan.gates[0, [10, 11]] = torch.tensor([-0.4, 0.6])
+        plan.gates[1, 12] = 1.7
+    naive = torch.ones(2, 64)
+    naive[0, 10], naive[0, 11], naive[1, 12] = 0.0, 0.6, 1.0
+    toks = m.to_tokens(DEV[0].prompt)
+    with neuron_hooks(m, gate_hooks(naive, I_EXCL)):
+        reference = m(toks)
+    with neuron_hooks(m, plan.hooks(plan.deactivated)):
+        hooked = m(toks)
+    torch.testing.assert_close(hooked, reference)
+    plan.bake(m)
+    torch.testing.assert_close(m(toks), reference, rtol=1e-5, atol=1e-6)
+
+
 def test_train_with_gates_exports_a_hook_free_model(tmp_path):
     from neurorit_lens.models.saved import load_saved_model
 
