@@ -50,7 +50,8 @@ stage 2 equals that of every single-stage method (:func:`schedule_mass`).
 Deactivation (``TrainConfig.deactivation``): ``none`` (default: nothing is deactivated, as no
 definition of I passed the causal screen of docs/screen.md), ``zero``, ``scale`` (multiply by
 ``deactivation_scale``), ``gate`` (multiply by a gate learned with stage 1 under an L1
-penalty, :mod:`neurorit_lens.training.gate`; ``gate_clamp`` keeps it in [0, 1]) or ``constant`` (hold each neuron at its mean activation at the
+penalty, :mod:`neurorit_lens.training.gate`; ``gate_clamp`` keeps it in [0, 1]) or
+``constant`` (hold each neuron at its mean activation at the
 answer-predicting positions of gold-only contexts, ``answer_means.safetensors`` from
 mining). The same hooks act during training and evaluation
 (:func:`neurorit_lens.hooks.deactivation_hooks`).
