@@ -232,6 +232,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         import torch
 
         torch.manual_seed(seed)
+        self._loaded = None  # the last evaluated model (and its generation twin) is not needed while training
         model = copy.deepcopy(self.base)
         train(model, self.pool("train"), None, sets, mass, tcfg, self.mix_cfg(), d, resume=True,
               base_model=self.cfg["model"], progress=self.progress)
