@@ -452,6 +452,14 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
             "train_wall_s_per_seed": {s: read_json(self.out / "train" / r / "train.json")["wall_s"]
                                       for s, r in runs.items() if (self.out / "train" / r / "train.json").exists()}}
 
+    def report_so_far(self) -> dict[str, Any]:
+        """``--report``: :meth:`write_report` over the methods whose dev choice is on disk
+        (``selection/<method>.json``) and every test unit finished so far."""
+        sel_dir = self.out / "selection"
+        selection = {m: read_json(sel_dir / f"{m}.json") for m in self.cfg["methods"]
+                     if (sel_dir / f"{m}.json").exists()}
+        return self.write_report(selection)
+
     def write_report(self, selection: dict[str, Any]) -> dict[str, Any]:
         """Collect every finished test evaluation into ``results.json`` and ``results.md``."""
         runs = self.runs(selection)
@@ -487,6 +495,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", default=None, help="where results.json/md also go (default "
                    "benchmarks/results/<name>)")
     p.add_argument("--plan", action="store_true", help="print the units and sizes, load no model, and exit")
+    p.add_argument("--report", action="store_true", help="write results.json/md from the units finished so far "
+                   "(the methods chosen on dev so far); train, evaluate and load nothing (safe beside a running job)")
     p.add_argument("--amend", action="store_true", help="in an existing run folder, ADD prompted variants, the "
                    "prompted method, cross_test sets, contrasts naming a new method and settings appended to a "
                    "settings list (recorded in protocol.json; nothing done is redone; any other change is refused)")
@@ -519,7 +529,11 @@ def main(argv: list[str] | None = None) -> int:
             plan["amendment"] = proto["amendments"][-1]["added"]
         print(json.dumps(plan, indent=2))
         return 0
-    h.run()
+    if args.report:
+        h.protocol(write=False)  # refuses what a run would refuse
+        h.report_so_far()
+    else:
+        h.run()
     print(f"wrote {out / 'results.md'}")
     return 0
 

@@ -305,3 +305,26 @@ def test_cpu_stage_and_gpu_configs():
     assert len(variants) <= 6 and variants[0] == {"name": "default"}
     assert all(len(v) <= 2 for v in variants)  # one factor at a time around today's default
     assert len(candidates(gpu, "neurorit")) == 3 * 18 and len(candidates(gpu, "layers")) == 3
+
+
+def test_report_so_far_rewrites_results_from_finished_units_only(tmp_path, monkeypatch):
+    calls = _fake(monkeypatch)
+    out = tmp_path / "run"
+    rep = _harness(tmp_path, _old(tmp_path)).run()
+    md = (out / "results.md").read_text()
+    (out / "results.md").unlink()
+    (out / "results.json").unlink()
+    calls["train"].clear()
+    calls["eval"].clear()
+    h = _harness(tmp_path, _old(tmp_path))
+    h.protocol(write=False)
+    again = h.report_so_far()
+    assert not calls["train"] and not calls["eval"]  # nothing trained or evaluated
+    assert cm._clean(again["contrasts"]) == cm._clean(rep["contrasts"])
+    assert (out / "results.md").read_text() == md
+    # a method whose dev choice is not on disk yet is left out, not chosen again
+    (out / "selection" / "clean.json").unlink()
+    partial = _harness(tmp_path, _old(tmp_path))
+    partial.protocol(write=False)
+    rows = partial.report_so_far()["accuracy"]
+    assert {r["method"] for r in rows} == {"base"} and not calls["eval"]
