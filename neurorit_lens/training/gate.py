@@ -62,14 +62,18 @@ def gate_masks(gates: torch.Tensor, neurons: NeuronSet) -> ParamMasks:
     return {GATE_PARAM: neurons.to_mask(*gates.shape).to(gates.device, torch.bool)}
 
 
+def _gate_values(gates: torch.Tensor, clamp: bool) -> torch.Tensor:
+    """The multipliers a gate applies: the gates, or ``clamp(g, 0, 1)`` (shared by hook and bake)."""
+    return gates.clamp(0.0, 1.0) if clamp else gates
+
+
 def gate_hooks(gates: torch.Tensor, neurons: NeuronSet, site: str = "post", clamp: bool = False) -> list[FwdHook]:
     """Hooks that multiply each layer's activations by that layer's gates (1 outside the
     candidates), clamped to [0, 1] with ``clamp``."""
 
     def make(layer: int) -> Any:
         def hook(act: Float[torch.Tensor, "batch pos d_mlp"], *, hook) -> torch.Tensor:
-            g = gates[layer].clamp(0.0, 1.0) if clamp else gates[layer]
-            return act * g.to(act.dtype)
+            return act * _gate_values(gates[layer], clamp).to(act.dtype)
 
         return hook
 
@@ -101,6 +105,5 @@ def bake_gates(model: Model, neurons: NeuronSet, clamp: bool = False) -> None:
     for layer, idx in neurons.by_layer().items():
         w_out = params[mlp_param_name(layer, "W_out")]
         index = torch.as_tensor(idx, dtype=torch.long, device=w_out.device)
-        g = gates[layer, index].clamp(0.0, 1.0) if clamp else gates[layer, index]
-        w_out[index] *= g.to(w_out.dtype)[:, None]
+        w_out[index] *= _gate_values(gates[layer, index], clamp).to(w_out.dtype)[:, None]
     detach_gates(model)
