@@ -43,24 +43,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.peak_memory import reset_peak, status_kb  # noqa: E402
 
 LLAMA3_8B = {"name": "llama-3-8b (shape)", "n_layers": 32, "d_model": 4096, "d_mlp": 14336, "n_heads": 32,
              "d_vocab": 128256, "n_params": 8.03e9}
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def act_elems_per_token_layer(d: int, f: int, h: int, T: int) -> int:
@@ -92,12 +80,12 @@ def worker(args: argparse.Namespace) -> None:
     from neurorit_lens.neurons.attribution import attribute
     from neurorit_lens.objective import tokenize_with_answers
 
-    rss0 = _status_kb("VmRSS")
+    rss0 = status_kb("VmRSS")
     t0 = time.perf_counter()
     tiny = args.model == "tiny"
     model = tiny_model(n_layers=4, d_model=128, d_mlp=512, n_heads=4) if tiny else load_model(args.model)
     load_s = time.perf_counter() - t0
-    rss_loaded = _status_kb("VmRSS")
+    rss_loaded = status_kb("VmRSS")
     cfg = model.cfg
     n_params = sum(p.numel() for p in model.parameters())
     p_block = sum(p.numel() for p in model.blocks[0].parameters())
@@ -111,12 +99,12 @@ def worker(args: argparse.Namespace) -> None:
     runs = []
     plan = [("grad_x_act", None, 1, 1), ("ig", [0], args.steps, 1), ("ig", [0], args.steps, args.steps)]
     for method, layers, steps, chunk in plan:  # ascending expected memory (allocator reuse)
-        ok = _reset_peak()
-        base = _status_kb("VmRSS")
+        ok = reset_peak()
+        base = status_kb("VmRSS")
         t1 = time.perf_counter()
         scores = attribute(model, batch, method=method, steps=steps, alpha_chunk=chunk, layers=layers, offload=True)
         dt = time.perf_counter() - t1
-        peak = _status_kb("VmHWM")
+        peak = status_kb("VmHWM")
         del scores
         runs.append({"method": method, "layers": layers, "steps": steps, "alpha_chunk": chunk, "seconds": dt,
                      "peak_rss_mb": peak / 1024, "rss_before_mb": base / 1024,

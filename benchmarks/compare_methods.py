@@ -84,11 +84,19 @@ from benchmarks.compare_protocol import (  # noqa: E402
 )
 from benchmarks.compare_report import build_report, render_markdown  # noqa: E402
 from benchmarks.compare_reuse import ReuseMixin  # noqa: E402
+from benchmarks.peak_memory import PeakRSS  # noqa: E402
 from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig  # noqa: E402
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json  # noqa: E402
 
 log = logging.getLogger("compare_methods")
 NEEDS_NEURONS = ("neurorit", "layers", "random", "stage1")
+
+
+def record_peak(train_json: Path, peak_mb: float | None) -> None:
+    """Add the resident high-water mark of the training process (MiB; of the last resumed
+    stretch when a run was resumed) to a run's ``train.json``."""
+    if train_json.exists():
+        atomic_write_json(train_json, {**read_json(train_json), "peak_rss_mb": peak_mb})
 
 
 def lr_grid(cfg: dict[str, Any], method: str) -> list[float]:
@@ -234,8 +242,10 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         torch.manual_seed(seed)
         self._loaded = None  # the last evaluated model (and its generation twin) is not needed while training
         model = copy.deepcopy(self.base)
-        train(model, self.pool("train"), None, sets, mass, tcfg, self.mix_cfg(), d, resume=True,
-              base_model=self.cfg["model"], progress=self.progress)
+        with PeakRSS() as mem:
+            train(model, self.pool("train"), None, sets, mass, tcfg, self.mix_cfg(), d, resume=True,
+                  base_model=self.cfg["model"], progress=self.progress)
+        record_peak(d / "train.json", mem.peak_mb)
         if not self.cfg.get("keep_checkpoints", False):
             shutil.rmtree(d / "runs", ignore_errors=True)
         self.n_trained += 1
@@ -275,25 +285,27 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         from neurorit_lens.objective import answer_logprobs
 
         path = self.eval_path(run, split, dataset, setting)
-        model, t0 = self.model_of(run), time.perf_counter()
-        if split == "cross":
-            exs, dcfg = self.cross[dataset], self.cross_cfgs[dataset]
-        else:
-            exs, dcfg = self.examples[dataset][split], self.data_cfgs[dataset]
-        dcfg, ecfg_d = self.variant_inputs(run, dcfg, self.cfg.get("eval", {}))
-        ecfg = EvalConfig.from_dict({**ecfg_d, "settings": [setting]})
-        recs, summary = evaluate_setting(model, exs, setting, ecfg, dcfg, show_progress=False, data_name=dataset)
-        lp: dict[str, float] = {}
-        if self.cfg.get("logprob", True):
-            ps = build_prompts(exs, setting, model.tokenizer, dcfg, n_ctx=model.cfg.n_ctx,
-                               reserve_tokens=ecfg.max_new_tokens)
-            lp = dict(zip(ps.ids, answer_logprobs(model, ps.prompts, ps.continuations, ecfg.batch_size).tolist(),
-                          strict=True))
-        keep = ("id", "accuracy", "em", "f1", "accuracy_raw", "copied", "prediction", "extracted", "n_passages",
-                "gold_positions", "prompt_tokens")
-        records = [{**{k: getattr(r, k) for k in keep}, "logprob": lp.get(r.id)} for r in recs]
-        blob = {"run": run, "split": split, "dataset": dataset, "setting": setting, "summary": summary.to_dict(),
-                "records": records, "wall_s": time.perf_counter() - t0}
+        with PeakRSS() as mem:
+            model, t0 = self.model_of(run), time.perf_counter()
+            if split == "cross":
+                exs, dcfg = self.cross[dataset], self.cross_cfgs[dataset]
+            else:
+                exs, dcfg = self.examples[dataset][split], self.data_cfgs[dataset]
+            dcfg, ecfg_d = self.variant_inputs(run, dcfg, self.cfg.get("eval", {}))
+            ecfg = EvalConfig.from_dict({**ecfg_d, "settings": [setting]})
+            recs, summary = evaluate_setting(model, exs, setting, ecfg, dcfg, show_progress=False, data_name=dataset)
+            lp: dict[str, float] = {}
+            if self.cfg.get("logprob", True):
+                ps = build_prompts(exs, setting, model.tokenizer, dcfg, n_ctx=model.cfg.n_ctx,
+                                   reserve_tokens=ecfg.max_new_tokens)
+                lp = dict(zip(ps.ids, answer_logprobs(model, ps.prompts, ps.continuations, ecfg.batch_size).tolist(),
+                              strict=True))
+            keep = ("id", "accuracy", "em", "f1", "accuracy_raw", "copied", "prediction", "extracted", "n_passages",
+                    "gold_positions", "prompt_tokens")
+            records = [{**{k: getattr(r, k) for k in keep}, "logprob": lp.get(r.id)} for r in recs]
+            blob = {"run": run, "split": split, "dataset": dataset, "setting": setting, "summary": summary.to_dict(),
+                    "records": records, "wall_s": time.perf_counter() - t0}
+        blob["peak_rss_mb"] = mem.peak_mb
         atomic_write_json(path, _clean(blob))
         log.info("%s %s %s %s: n=%d accuracy=%.3f", run, split, dataset, setting, summary.n, summary.accuracy)
         return blob
@@ -448,6 +460,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
                                        "stage_steps", "target_layers", "n_train_items")} | {
             "schedule_mass": schedule_mass(tcfg, t["stage_steps"]) if t else None,
             "train_wall_s": t.get("wall_s", 0.0), "eval_wall_s": sum(evals),
+            "train_peak_rss_mb": t.get("peak_rss_mb"),
             "grid_wall_s": sum(read_json(p)["wall_s"] for p in grid if p.exists()),
             "train_wall_s_per_seed": {s: read_json(self.out / "train" / r / "train.json")["wall_s"]
                                       for s, r in runs.items() if (self.out / "train" / r / "train.json").exists()}}

@@ -293,16 +293,17 @@ def _gap_md(rep: Mapping[str, Any], title: str = "## Within-question gap acc(set
 def _cost_md(rep: Mapping[str, Any]) -> list[str]:
     out = ["## Per-method cost and LR selection", "",
            "| method | chosen LR | dev score per LR | trainable params | % of model | steps (per stage) | "
-           "LR schedule mass | train wall s (chosen; whole grid) | test eval wall s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "LR schedule mass | train wall s (chosen; whole grid) | train peak RSS GB | test eval wall s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for m, c in rep["cost"].items():
         sel = rep["selection"].get(m, {})
         dev = ", ".join(f"{lr}: {_pct(v)}" for lr, v in (sel.get("dev_scores") or {}).items()) or "-"
         tp = f"{c['trainable_params']:,}" if c.get("trainable_params") is not None else "0"
         frac = f"{100 * c['trainable_fraction']:.2f}" if c.get("trainable_fraction") is not None else "0"
         mass = f"{c['schedule_mass']:.2f}" if c.get("schedule_mass") is not None else "-"
+        peak = f"{c['train_peak_rss_mb'] / 1024:.1f}" if c.get("train_peak_rss_mb") is not None else "-"
         out.append(f"| {m} | {sel.get('chosen', '-')} | {dev} | {tp} | {frac} | {c.get('stage_steps') or '-'} | "
-                   f"{mass} | {c.get('train_wall_s', 0):.0f}; {c.get('grid_wall_s', 0):.0f} | "
+                   f"{mass} | {c.get('train_wall_s', 0):.0f}; {c.get('grid_wall_s', 0):.0f} | {peak} | "
                    f"{c.get('eval_wall_s', 0):.0f} |")
     return out
 

@@ -4,6 +4,7 @@ nothing), and its contrast statistics against neurorit_lens/statistics.py on kno
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,11 @@ def test_harness_end_to_end_resumes_without_training(tmp_path):
     steps = {m: c["steps"] for m, c in rep["cost"].items() if m != "base"}
     assert set(steps.values()) == {2} and rep["cost"]["full"]["trainable_fraction"] == 1.0
     assert rep["cost"]["clean"]["trainable_params"] == rep["cost"]["full"]["trainable_params"]
+    # peak resident memory of each training and evaluation unit (Linux), at least the model's weights
+    if os.path.exists("/proc/self/clear_refs"):
+        weights_mb = sum(p.numel() * p.element_size() for p in h.base.parameters()) / 2**20
+        assert all(c["train_peak_rss_mb"] > weights_mb for m, c in rep["cost"].items() if m != "base")
+        assert blob["peak_rss_mb"] > weights_mb
     # resume: a second harness on the same folder trains and evaluates nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "eval").rglob("*.json")}
     h2 = cm.Harness(cm.load_config(_write_cfg(tmp_path)), out, progress=False, results=res)
