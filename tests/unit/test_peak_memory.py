@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import pytest
@@ -15,11 +16,14 @@ MB = 1024 * 1024
 
 
 def test_peak_sees_a_freed_allocation_and_resets_between_blocks():
-    before = status_kb("VmRSS") / 1024
     with PeakRSS() as big:
-        buf = bytearray(300 * MB)  # zero-filled by the kernel on touch: write every page
-        buf[::4096] = b"\x01" * len(buf[::4096])
-        del buf
+        before = status_kb("VmRSS") / 1024
+        # a fresh anonymous mapping (never memory the allocator already holds), every page
+        # written, then unmapped: resident only inside this block
+        buf = mmap.mmap(-1, 300 * MB)
+        for off in range(0, 300 * MB, mmap.PAGESIZE):
+            buf[off] = 1
+        buf.close()
     with PeakRSS() as small:
         sum(range(1000))
     assert big.peak_mb is not None and small.peak_mb is not None
