@@ -452,6 +452,8 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
             return {"trainable_params": 0, "trainable_fraction": 0.0, "eval_wall_s": sum(evals)}
         tj = self.out / "train" / next(iter(runs.values())) / "train.json"
         t = read_json(tj) if tj.exists() else {}
+        peaks = {s: p for s, r in runs.items() if (j := self.out / "train" / r / "train.json").exists()
+                 and (p := read_json(j).get("peak_rss_mb")) is not None}  # recorded since the harness measured it
         grid = [self.out / "train" / run_name(method, lr, selection["seed"], v and v["name"]) / "train.json"
                 for lr, v in candidates(self.cfg, method)]
         variant = variant_named(self.cfg, method, selection.get("chosen_variant"))
@@ -460,7 +462,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
                                        "stage_steps", "target_layers", "n_train_items")} | {
             "schedule_mass": schedule_mass(tcfg, t["stage_steps"]) if t else None,
             "train_wall_s": t.get("wall_s", 0.0), "eval_wall_s": sum(evals),
-            "train_peak_rss_mb": t.get("peak_rss_mb"),
+            "train_peak_rss_mb": max(peaks.values(), default=None), "train_peak_rss_mb_per_seed": peaks,
             "grid_wall_s": sum(read_json(p)["wall_s"] for p in grid if p.exists()),
             "train_wall_s_per_seed": {s: read_json(self.out / "train" / r / "train.json")["wall_s"]
                                       for s, r in runs.items() if (self.out / "train" / r / "train.json").exists()}}
