@@ -293,7 +293,7 @@ def _gap_md(rep: Mapping[str, Any], title: str = "## Within-question gap acc(set
 def _cost_md(rep: Mapping[str, Any]) -> list[str]:
     out = ["## Per-method cost and LR selection", "",
            "| method | chosen LR | dev score per LR | trainable params | % of model | steps (per stage) | "
-           "LR schedule mass | train wall s (chosen; whole grid) | train peak RSS GB (max over seeds) | "
+           "LR schedule mass | train wall s (chosen; whole grid) | train peak RSS GiB (max over seeds) | "
            "test eval wall s |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for m, c in rep["cost"].items():
