@@ -450,10 +450,10 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
                  for p in (self.out / "eval" / run / "test").rglob("*.json")]
         if method in ("base", PROMPTED):
             return {"trainable_params": 0, "trainable_fraction": 0.0, "eval_wall_s": sum(evals)}
-        tj = self.out / "train" / next(iter(runs.values())) / "train.json"
-        t = read_json(tj) if tj.exists() else {}
-        peaks = {s: p for s, r in runs.items() if (j := self.out / "train" / r / "train.json").exists()
-                 and (p := read_json(j).get("peak_rss_mb")) is not None}  # recorded since the harness measured it
+        trains = {s: read_json(j) for s, r in runs.items() if (j := self.out / "train" / r / "train.json").exists()}
+        t = trains.get(next(iter(runs)), {})
+        peaks = {s: tr["peak_rss_mb"] for s, tr in trains.items()
+                 if tr.get("peak_rss_mb") is not None}  # recorded since the harness measured it
         grid = [self.out / "train" / run_name(method, lr, selection["seed"], v and v["name"]) / "train.json"
                 for lr, v in candidates(self.cfg, method)]
         variant = variant_named(self.cfg, method, selection.get("chosen_variant"))
@@ -464,8 +464,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
             "train_wall_s": t.get("wall_s", 0.0), "eval_wall_s": sum(evals),
             "train_peak_rss_mb": max(peaks.values(), default=None), "train_peak_rss_mb_per_seed": peaks,
             "grid_wall_s": sum(read_json(p)["wall_s"] for p in grid if p.exists()),
-            "train_wall_s_per_seed": {s: read_json(self.out / "train" / r / "train.json")["wall_s"]
-                                      for s, r in runs.items() if (self.out / "train" / r / "train.json").exists()}}
+            "train_wall_s_per_seed": {s: tr["wall_s"] for s, tr in trains.items()}}
 
     def report_so_far(self) -> dict[str, Any]:
         """``--report``: :meth:`write_report` over the methods whose dev choice is on disk
