@@ -118,14 +118,14 @@ def time_backprop_floor(model: Any, items: list, layer: int) -> dict[str, float]
     must compute (the activation gradients of every block from the top down to it).
     """
     from neurorit_lens.hooks import neuron_hooks
-    from neurorit_lens.objective import sft_loss
+    from neurorit_lens.objective import answer_sft_loss
 
     batch = tokenize_items(model, items)
     hook = (f"blocks.{layer}.hook_resid_pre", lambda x, hook: x.detach().requires_grad_(True))
     before = load_avg()
     t0, c0 = time.perf_counter(), time.process_time()
     with neuron_hooks(model, [hook]):
-        sft_loss(model(batch.tokens), batch).backward()
+        answer_sft_loss(model, batch).backward()
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "load_before": before[0],
             "load_after": load_avg()[0]}
 

@@ -211,17 +211,38 @@ def prepare_answers(model: Model, prompts: Sequence[str], continuations: Sequenc
     return PreparedAnswers(out, len(prompts))
 
 
-def _batch_answer_logprob(model: Model, batch: AnswerBatch) -> Float[torch.Tensor, "batch"]:
-    """Sum of answer-token log-probs, unembedding only the positions that predict the answer.
+def answer_position_logprobs(
+    model: Model, batch: AnswerBatch
+) -> tuple[Int[torch.Tensor, "n_answer"], Float[torch.Tensor, "n_answer"]]:
+    """log p(target) at the positions that predict the answer, unembedding only those positions.
 
-    Equal to ``answer_target(model(batch.tokens), batch)`` (the final norm acts per position),
-    without the ``[batch, pos, d_vocab]`` logits of every prompt position.
+    Returns ``(row, logprob)``, one entry per answer token in row-major order. Equal to
+    ``token_logprobs(model(batch.tokens), batch)`` at its non-masked entries (the final norm
+    acts per position), without the ``[batch, pos, d_vocab]`` logits of every prompt position.
     """
     resid = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
     b_idx, p_idx = torch.nonzero(batch.answer_mask, as_tuple=True)
     sel = resid[b_idx, p_idx]  # [n_answer_positions, d_model]
     logits = model.unembed(model.ln_final(sel[:, None, :]))[:, 0]
     lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.target_ids[b_idx, p_idx, None])[:, 0]
+    return b_idx, lp
+
+
+def answer_sft_loss(model: Model, batch: AnswerBatch) -> Float[torch.Tensor, ""]:
+    """:func:`sft_loss` of ``model(batch.tokens)``, unembedding only the answer positions.
+
+    The trainer's loss: a prompt of 896 tokens in a micro-batch of 4 would otherwise hold
+    [4, 896, 49152] float32 logits (0.7 GB), their log-softmax and both gradients.
+    """
+    b_idx, lp = answer_position_logprobs(model, batch)
+    # scattered back to [batch, pos] so the sum runs in sft_loss's order: the same loss, bit for bit
+    per_pos = lp.new_zeros(batch.answer_mask.shape).index_put((b_idx, batch.answer_mask.nonzero(as_tuple=True)[1]), lp)
+    return -per_pos.sum() / batch.answer_mask.sum().clamp(min=1)
+
+
+def _batch_answer_logprob(model: Model, batch: AnswerBatch) -> Float[torch.Tensor, "batch"]:
+    """Sum of answer-token log-probs per example (:func:`answer_position_logprobs`)."""
+    b_idx, lp = answer_position_logprobs(model, batch)
     return torch.zeros(len(batch), dtype=lp.dtype, device=lp.device).index_add_(0, b_idx, lp)
 
 

@@ -5,7 +5,8 @@ Both Neuro-RIT stages and every baseline are configurations of one loop
 
 - **loss**: supervised fine-tuning on the answer tokens only: prompt + gold answer + EOS
   are tokenised (:func:`neurorit_lens.objective.tokenize_with_answers`) and the mean
-  cross-entropy over answer tokens is minimised (:func:`neurorit_lens.objective.sft_loss`).
+  cross-entropy over answer tokens is minimised (:func:`neurorit_lens.objective.answer_sft_loss`:
+  :func:`~neurorit_lens.objective.sft_loss`'s value, unembedding only the answer positions).
   With gradient accumulation each micro-batch is weighted by its share of the answer
   tokens, so ``batch_size=4, grad_accum=1`` and ``batch_size=2, grad_accum=2`` take the
   same step.
@@ -65,7 +66,7 @@ from neurorit_lens.distributed.collectives import (
 )
 from neurorit_lens.distributed.process import barrier, get_rank, get_world_size, local_batch_slice
 from neurorit_lens.hooks import FwdHook
-from neurorit_lens.objective import AnswerBatch, sft_loss, token_logprobs, tokenize_with_answers
+from neurorit_lens.objective import AnswerBatch, answer_sft_loss, token_logprobs, tokenize_with_answers
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.checkpoint import (
     CHECKPOINT,
@@ -278,7 +279,7 @@ class Trainer:
         self.trainable.zero_grad()
         loss_total = 0.0
         for b in batches:  # each micro-batch weighted by its share of the global answer tokens
-            loss = sft_loss(self.model(b.tokens), b) * (int(b.answer_mask.sum()) / n_tok)
+            loss = answer_sft_loss(self.model, b) * (int(b.answer_mask.sum()) / n_tok)
             loss.backward()
             loss_total += float(loss.detach())
         if self.penalty is not None:  # once per step; its gradient is summed over ranks below
