@@ -170,7 +170,9 @@ class ExtrasMixin:
         return out
 
     def cross_units(self, selection: dict[str, Any], bar: Callable[[], None]) -> None:
-        for run in self.cross_runs(selection).values():
+        for m, run in self.cross_runs(selection).items():
+            if not self.owns(m):  # another worker's method (--methods)
+                continue
             for name in self.cross:
                 for s in self.cross_settings[name]:
                     self.eval_unit(run, "cross", name, s)

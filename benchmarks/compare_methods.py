@@ -39,6 +39,13 @@ evaluation settings, to an existing run folder without redoing anything
 (:mod:`benchmarks.compare_protocol`), e.g.
 ``--config benchmarks/configs/cpu_main_amend.json --out runs/compare/cpu_main --amend``.
 
+Workers: ``--methods clean,layers`` on one process (or machine) and ``--methods full,neurorit``
+on another share one run folder; each does its methods' units only and ends by writing the
+report of what is finished. ``base`` and ``prompted`` are methods like the others. The neuron
+mining is done by the first worker whose method needs it (give ``random`` and ``neurorit`` to
+one worker, or two would mine at once). The extra seeds wait until every method's dev choice
+is on disk: run a worker again, or run without ``--methods``, once the others are done.
+
 Every test evaluation stores per-question records (prediction, extracted answer, 0/1
 accuracy, EM, F1, copy flag, teacher-forced log p(gold)) for the paired statistics.
 ``--plan`` prints the units and their size without loading a model.
@@ -129,8 +136,14 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
 
     def __init__(self, cfg: dict[str, Any], out: str | os.PathLike, device: str | None = None,
                  progress: bool = True, results: str | os.PathLike | None = None, amend: bool = False,
-                 reuse: list[str | os.PathLike] | None = None):
+                 reuse: list[str | os.PathLike] | None = None, methods: list[str] | None = None):
         self.cfg, self.out, self.progress, self.amend = cfg, Path(out), progress, amend
+        if methods is not None:
+            unknown = [m for m in methods if m not in cfg["methods"]]
+            if unknown or not methods:
+                raise ValueError(f"--methods {','.join(methods)!r}: each must be one of the configuration's "
+                                 f"methods {cfg['methods']}")
+        self.only = None if methods is None else set(methods)  # worker mode: these methods' units only
         self.reuse_from = [Path(p) for p in reuse or []]  # earlier run folders (benchmarks.compare_reuse)
         self.first_cfg: dict[str, Any] = cfg  # the configuration first declared (load_data reads protocol.json)
         self.amended: dict[str, list[str]] = {}
@@ -311,6 +324,10 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         return blob
 
     # --- phases -----------------------------------------------------------------------------
+    def owns(self, method: str) -> bool:
+        """Whether this process does ``method``'s units (every method unless ``--methods``)."""
+        return self.only is None or method in self.only
+
     def test_units(self, run: str) -> None:
         """Test evaluations at the declared settings (amended ones come last: ``amended_units``)."""
         for d in self.examples:
@@ -380,8 +397,9 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         self.check_reuse()
         plan = self.plan()
         log.info("plan: %s", plan)
-        seed0, methods = self.cfg["seeds"][0], self.cfg["methods"]
-        total = ("base" in methods) + sum(2 * len(candidates(self.cfg, m)) + 1 for m in trained(self.cfg)) + \
+        seed0, methods = self.cfg["seeds"][0], [m for m in self.cfg["methods"] if self.owns(m)]
+        total = ("base" in methods) + sum(2 * len(candidates(self.cfg, m)) + 1 for m in trained(self.cfg)
+                                          if self.owns(m)) + \
             2 * plan["extra_runs"] + self.extra_unit_count() + (len(methods) if self.amended else 0)
         with tqdm(total=total, desc="units (train / dev / test)", unit="unit", disable=not self.progress) as pbar:
             def bar() -> None:
@@ -398,17 +416,18 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
                 selection[PROMPTED] = self.select_prompted(bar)
                 self.test_units(prompted_run(selection[PROMPTED]["chosen"]))
                 bar()
-            for m in trained(self.cfg):
+            for m in [m for m in trained(self.cfg) if self.owns(m)]:
                 selection[m] = self.select(m, seed0, bar)
                 self.test_units(chosen_run(selection[m], seed0))
                 bar()
-                self.write_report(selection)
+                if self.only is None:
+                    self.write_report(selection)
             self.extra_seeds(selection, bar)
             if self.cross:
                 self.cross_units(selection, bar)
             if self.amended:
-                self.amended_units(self.runs(selection), bar)
-        return self.write_report(selection)
+                self.amended_units({m: r for m, r in self.runs(selection).items() if self.owns(m)}, bar)
+        return self.write_report(selection) if self.only is None else self.report_so_far()
 
     def extra_unit_count(self) -> int:
         """Progress-bar units of the prompted variants and the cross sets."""
@@ -418,10 +437,17 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
     def extra_seeds(self, selection: dict[str, Any], bar: Callable[[], None]) -> None:
         if not self.cfg.get("extra_seeds"):
             return
+        if self.only is not None:  # the strongest baseline needs every method's dev choice
+            sel_dir = self.out / "selection"
+            missing = [m for m in trained(self.cfg) if m not in selection and not (sel_dir / f"{m}.json").exists()]
+            if missing:
+                log.info("extra seeds wait for the dev choice of %s (another worker's methods)", missing)
+                return
+            selection = {**{m: read_json(sel_dir / f"{m}.json") for m in trained(self.cfg)}, **selection}
         strongest = self.strongest_baseline(selection)
         atomic_write_json(self.out / "selection" / "strongest_baseline.json", {"method": strongest})
         for seed in self.cfg.get("extra_seeds", []):
-            for m in [x for x in ("neurorit", strongest) if x in selection]:
+            for m in [x for x in ("neurorit", strongest) if x in selection and self.owns(x)]:
                 sel = selection[m]
                 self.train_unit(m, sel["chosen_lr"], seed, variant_named(self.cfg, m, sel.get("chosen_variant")))
                 bar()
@@ -518,6 +544,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="an earlier run folder with the same model, data, splits, prompts, mining and evaluation: "
                    "its finished trainings with an identical TrainConfig, their dev/test evaluations, base's and "
                    "the mined neurons are copied instead of recomputed (listed in reused.json; repeatable)")
+    p.add_argument("--methods", default=None, metavar="M[,M...]",
+                   help="worker mode: only these methods' units (training, dev, test, extra seeds, cross sets and "
+                   "amended settings), so that several processes or machines, each with its own methods, can "
+                   "share one run folder; the extra seeds wait until every method's dev choice is on disk, and "
+                   "each worker ends by writing the report of what is finished (as --report)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -531,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
     h = Harness(cfg, out, args.device, progress=not args.no_progress, results=args.results, amend=args.amend,
-                reuse=args.reuse)
+                reuse=args.reuse, methods=args.methods.split(",") if args.methods is not None else None)
     h.load_data()
     if args.plan:
         proto = h.protocol(write=False)  # refuses what a run would refuse

@@ -108,6 +108,43 @@ def test_a_one_value_grid_without_extra_seeds_makes_no_dev_pass(tmp_path):
     assert [(r["a"], r["b"]) for r in rep["contrasts"]] == [("clean", "base")] * 2  # gold, gold+2
 
 
+def test_workers_split_the_methods_and_share_one_run_folder(tmp_path):
+    """--methods: each worker trains and evaluates its own methods only; the extra seeds wait for
+    every dev choice; a plain run afterwards has nothing left to do."""
+    path = _write_cfg(tmp_path, methods=["base", "clean", "layers", "neurorit"], datasets={"emb_a": {"data":
+                      "embedded:40"}}, contrasts=[["neurorit", "layers"], ["neurorit", "clean"]],
+                      lr_grid={"default": [1e-3]})
+    out, res = tmp_path / "run", tmp_path / "results"
+    argv = ["--config", str(path), "--out", str(out), "--results", str(res), "--no-progress"]
+    assert cm.main([*argv, "--methods", "base,clean"]) == 0  # the CLI: worker A
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["clean"]
+    assert not (out / "selection" / "strongest_baseline.json").exists()  # layers and neurorit not chosen yet
+    assert set(json.loads((res / "results.json").read_text())["runs"]) == {"base", "clean"}
+
+    def worker(methods):
+        h = cm.Harness(cm.load_config(path), out, progress=False, results=res, methods=methods)
+        h.load_data()
+        return h, h.run()
+
+    b, _ = worker(["layers", "neurorit"])
+    strongest = json.loads((out / "selection" / "strongest_baseline.json").read_text())["method"]
+    assert strongest in ("clean", "layers")
+    assert b.n_trained == 3 + (strongest == "layers")  # its two methods, neurorit seed 1, layers seed 1 if strongest
+    a, _ = worker(["base", "clean"])
+    assert a.n_trained == int(strongest == "clean")  # clean's seed 1 falls to worker A
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "eval").rglob("*.json")}
+    h = cm.Harness(cm.load_config(path), out, progress=False, results=res)
+    h.load_data()
+    rep = h.run()
+    assert h.n_trained == 0 and h._base is None
+    assert {p: p.stat().st_mtime_ns for p in (out / "eval").rglob("*.json")} == mtimes
+    assert set(rep["runs"]["neurorit"]) == {"0", "1"} and set(rep["runs"][strongest]) == {"0", "1"}
+    assert {(r["a"], r["b"], r["seed"]) for r in rep["contrasts"]} >= {("neurorit", "layers", 0),
+                                                                        ("neurorit", "clean", 0)}
+    with pytest.raises(ValueError, match="one of the configuration's methods"):
+        cm.Harness(cm.load_config(path), out, methods=["base", "full"])
+
+
 def test_changed_protocol_and_bad_config_are_errors(tmp_path):
     out = tmp_path / "run"
     h = cm.Harness(cm.load_config(_write_cfg(tmp_path)), out, progress=False, results=tmp_path / "r")
