@@ -234,9 +234,10 @@ def answer_sft_loss(model: Model, batch: AnswerBatch) -> Float[torch.Tensor, ""]
     The trainer's loss: a prompt of 896 tokens in a micro-batch of 4 would otherwise hold
     [4, 896, 49152] float32 logits (0.7 GB), their log-softmax and both gradients.
     """
-    b_idx, lp = answer_position_logprobs(model, batch)
-    # scattered back to [batch, pos] so the sum runs in sft_loss's order: the same loss, bit for bit
-    per_pos = lp.new_zeros(batch.answer_mask.shape).index_put((b_idx, batch.answer_mask.nonzero(as_tuple=True)[1]), lp)
+    _, lp = answer_position_logprobs(model, batch)
+    # scattered back to [batch, pos] (row-major, as lp is) so the sum runs in sft_loss's order:
+    # the same loss, bit for bit
+    per_pos = lp.new_zeros(batch.answer_mask.shape).masked_scatter(batch.answer_mask, lp)
     return -per_pos.sum() / batch.answer_mask.sum().clamp(min=1)
 
 

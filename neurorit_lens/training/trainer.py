@@ -66,7 +66,7 @@ from neurorit_lens.distributed.collectives import (
 )
 from neurorit_lens.distributed.process import barrier, get_rank, get_world_size, local_batch_slice
 from neurorit_lens.hooks import FwdHook
-from neurorit_lens.objective import AnswerBatch, answer_sft_loss, token_logprobs, tokenize_with_answers
+from neurorit_lens.objective import AnswerBatch, answer_position_logprobs, answer_sft_loss, tokenize_with_answers
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.checkpoint import (
     CHECKPOINT,
@@ -149,15 +149,14 @@ def evaluate_dev(model: Model, items: Sequence[TrainItem], batch_size: int = 8,
     """
     if not items:
         raise ValueError("no dev items")
-    total_lp, total_tok, per_item = 0.0, 0, 0.0
+    total_lp, total_tok = 0.0, 0
     device = model.cfg.device
     for s in range(0, len(items), batch_size):
         batch = tokenize_items(model, items[s: s + batch_size], max_len).to(device)
-        lp = token_logprobs(model(batch.tokens), batch)
+        _, lp = answer_position_logprobs(model, batch)  # the answer positions' logits only
         total_lp += float(lp.sum())
         total_tok += int(batch.answer_mask.sum())
-        per_item += float(lp.sum(-1).sum())
-    return {"dev_loss": -total_lp / max(total_tok, 1), "dev_answer_logprob": per_item / len(items)}
+    return {"dev_loss": -total_lp / max(total_tok, 1), "dev_answer_logprob": total_lp / len(items)}
 
 
 class Trainer:
