@@ -438,12 +438,11 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         if not self.cfg.get("extra_seeds"):
             return
         if self.only is not None:  # the strongest baseline needs every method's dev choice
-            sel_dir = self.out / "selection"
-            missing = [m for m in trained(self.cfg) if m not in selection and not (sel_dir / f"{m}.json").exists()]
+            selection = {**self.selections_on_disk(), **selection}
+            missing = [m for m in trained(self.cfg) if m not in selection]
             if missing:
                 log.info("extra seeds wait for the dev choice of %s (another worker's methods)", missing)
                 return
-            selection = {**{m: read_json(sel_dir / f"{m}.json") for m in trained(self.cfg)}, **selection}
         strongest = self.strongest_baseline(selection)
         atomic_write_json(self.out / "selection" / "strongest_baseline.json", {"method": strongest})
         for seed in self.cfg.get("extra_seeds", []):
@@ -495,10 +494,12 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
     def report_so_far(self) -> dict[str, Any]:
         """``--report``: :meth:`write_report` over the methods whose dev choice is on disk
         (``selection/<method>.json``) and every test unit finished so far."""
+        return self.write_report(self.selections_on_disk())
+
+    def selections_on_disk(self) -> dict[str, Any]:
+        """``{method: selection/<method>.json}`` for the methods whose dev choice is made."""
         sel_dir = self.out / "selection"
-        selection = {m: read_json(sel_dir / f"{m}.json") for m in self.cfg["methods"]
-                     if (sel_dir / f"{m}.json").exists()}
-        return self.write_report(selection)
+        return {m: read_json(sel_dir / f"{m}.json") for m in self.cfg["methods"] if (sel_dir / f"{m}.json").exists()}
 
     def write_report(self, selection: dict[str, Any]) -> dict[str, Any]:
         """Collect every finished test evaluation into ``results.json`` and ``results.md``."""

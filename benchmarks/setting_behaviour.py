@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from neurorit_lens.data.schema import Label  # noqa: E402
 from neurorit_lens.data.text import normalize_answer  # noqa: E402
 from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
@@ -42,7 +43,7 @@ def counterfactual_counts(records: list[dict[str, Any]], examples: dict[str, Any
     for r in records:
         ex = examples[r["id"]]
         pred = normalize_answer(r["extracted"] or "")
-        cf_text = [normalize_answer(p.text) for p in ex.passages if p.label.value == "counterfactual"]
+        cf_text = [normalize_answer(p.text) for p in ex.passages if p.label == Label.COUNTERFACTUAL]
         if r["accuracy"]:
             right += 1
         elif pred and any(pred in t for t in cf_text):
@@ -103,21 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="where setting_behaviour.{md,json} go "
                    "(default benchmarks/results/<name>)")
     args = p.parse_args(argv)
-    from benchmarks.compare_methods import ROOT, Harness, load_config
+    from benchmarks.compare_methods import Harness, load_config
 
     cfg = load_config(args.config)
     out = Path(args.out)
     if not (out / "eval").is_dir():
         p.error(f"{out} has no eval/ folder: not a comparison run folder")
-    h = Harness(cfg, out, progress=False, amend=True)
+    h = Harness(cfg, out, progress=False, results=args.results, amend=True)
     h.load_data()
     examples = {d: {ex.id: ex for ex in splits["test"]} for d, splits in h.examples.items()}
     res = collect(out, examples)
     text = render(res, cfg["name"])
-    rdir = Path(args.results) if args.results else ROOT / "benchmarks" / "results" / cfg["name"]
-    rdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(rdir / "setting_behaviour.json", res)
-    atomic_write_text(rdir / "setting_behaviour.md", text)
+    h.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(h.results / "setting_behaviour.json", res)
+    atomic_write_text(h.results / "setting_behaviour.md", text)
     print(text)
     return 0
 
