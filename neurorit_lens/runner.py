@@ -60,10 +60,12 @@ class Runner:
     Args:
         cfg: the run configuration (saved as ``out/config.json``).
         model: an already loaded model (else ``load_model(cfg.model)``).
+        progress: tqdm bars in the stages.
     """
 
-    def __init__(self, cfg: RunConfig, model: Any = None):
+    def __init__(self, cfg: RunConfig, model: Any = None, progress: bool = True):
         self.cfg = cfg
+        self.progress = progress
         self.out = Path(cfg.out)
         self._model = model
         self._splits: dict[str, list] | None = None
@@ -200,7 +202,8 @@ class Runner:
         from neurorit_lens.evaluation.evaluate import evaluate
 
         test = _limit(self.splits["test"], self.cfg.eval_limit)
-        res = evaluate(model, test, self.cfg.eval, self.cfg.data, model_name=name, data_name=self.cfg.data.data)
+        res = evaluate(model, test, self.cfg.eval, self.cfg.data, model_name=name, data_name=self.cfg.data.data,
+                       show_progress=self.progress)
         res.save(out_dir)
         print(res.table())
 
@@ -214,7 +217,8 @@ class Runner:
         def go() -> None:
             out = self.out / "mining"
             train = _limit(self.splits["train"], self.cfg.mine_limit)
-            mine(self.model, train, self.cfg.mining, self.cfg.data, out_dir=str(out)).save(out)
+            mine(self.model, train, self.cfg.mining, self.cfg.data, out_dir=str(out),
+                 show_progress=self.progress).save(out)
 
         self._run_stage("mining", "neurons.json", go)
 
@@ -232,7 +236,7 @@ class Runner:
         def go() -> None:
             sets, _ = self._neuron_sets()
             dev = _limit(self.splits["dev"], self.cfg.ablate_limit)
-            res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data)
+            res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data, show_progress=self.progress)
             res.save(self.out / "ablation")
             print(res.table())
 
@@ -250,7 +254,7 @@ class Runner:
             values = load_answer_means(self.out / "mining")
         train(model, _limit(self.splits["train"], self.cfg.train_limit), self.splits["dev"], sets,
               meta.get("layer_mass"), self.cfg.train.replace(method=method), self.cfg.data,
-              str(self.out / "train" / method), deactivation_values=values)
+              str(self.out / "train" / method), deactivation_values=values, progress=self.progress)
 
     def _evaluate_tuned(self, method: str) -> None:
         from neurorit_lens.models import load_model
@@ -270,6 +274,6 @@ class Runner:
         log.info("report: %s", html)
 
 
-def run(cfg: RunConfig, model: Any = None) -> dict[str, Any]:
+def run(cfg: RunConfig, model: Any = None, progress: bool = True) -> dict[str, Any]:
     """Run the pipeline; see :class:`Runner`."""
-    return Runner(cfg, model).run()
+    return Runner(cfg, model, progress).run()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neurorit_lens.cli.common import (
+    Common,
     Flat,
     ModelName,
     NeuronsFile,
@@ -21,13 +22,14 @@ from neurorit_lens.config import AblationConfig, DataConfig
 
 NAME = "ablate"
 HELP = "ablate mined neuron sets (and random sets of the same shape) and measure the effect"
-AblationFlags = without(AblationConfig, "seed")  # one --seed (DataConfig's) seeds both
+DataFlags = without(DataConfig, "seed")  # one --seed (Common's) seeds both sections
+AblationFlags = without(AblationConfig, "seed")
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Args:
+class Args(Common):
     """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, or scale) each set
     in --sets and --n-random random sets with the same per-layer counts, and measure the change
     in gold-answer log-prob (teacher forced) and in accuracy (greedy generation) under
@@ -38,10 +40,9 @@ class Args:
     model: ModelName
     neurons: NeuronsFile
     out: OutDir
-    device: str | None = None  # Torch device (none = the model loader's default).
     plot: bool = True  # Write PNG plots of the effects next to ablation.json.
     # Which QA data, how it is split, and how prompts are built.
-    data: Flat[DataConfig] = field(default_factory=DataConfig)
+    data: Flat[DataFlags] = field(default_factory=DataFlags)
     # The causal test: which sets, how they are ablated, and the random controls.
     ablation: Flat[AblationFlags] = field(default_factory=AblationFlags)
 
@@ -51,8 +52,8 @@ def run(args: Args) -> int:
     from neurorit_lens.io import read_json, write_run_metadata
     from neurorit_lens.neurons.sets import load_neuron_sets
 
-    data_cfg = config_of(args.data)
-    cfg = config_of(args.ablation, seed=data_cfg.seed)
+    data_cfg = config_of(args.data, seed=args.seed)
+    cfg = config_of(args.ablation, seed=args.seed)
     neurons_path = Path(args.neurons)
     if not neurons_path.is_file():
         raise FileNotFoundError(f"neuron file not found: {neurons_path}")
@@ -69,7 +70,7 @@ def run(args: Args) -> int:
         from neurorit_lens.neurons.mining import load_answer_means
 
         means = load_answer_means(neurons_path.parent)
-    res = run_ablation(model, examples, sets, cfg, data_cfg, show_progress=True, means=means,
+    res = run_ablation(model, examples, sets, cfg, data_cfg, show_progress=args.progress, means=means,
                        meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)})
     res.meta["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)

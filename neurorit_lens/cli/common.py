@@ -1,13 +1,13 @@
-"""What the subcommand modules share: the model/out/device flags, flat config sections, loading.
+"""What the subcommand modules share: the common options, the model/out flags, flat config sections, loading.
 
-A command's ``Args`` dataclass declares its flags with these pieces::
+A long-running command's ``Args`` dataclass derives from :class:`Common` (``--progress``,
+``--device``, ``--threads``, ``--seed``) and declares its other flags with these pieces::
 
     @dataclass
-    class Args:
+    class Args(Common):
         model: ModelName = DEFAULT_MODEL
         out: OutDir = "runs/eval"
-        device: Device = "cpu"
-        data: Flat[DataConfig] = field(default_factory=DataConfig)        # --n-passages, ...
+        data: Flat[DataFlags] = field(default_factory=DataFlags)          # DataFlags = without(DataConfig, "seed")
         eval: Flat[EvalFlags] = field(default_factory=EvalFlags)          # EvalFlags = without(EvalConfig, "seed")
 
 and its ``run`` turns them back into configs with :func:`config_of` and starts with
@@ -35,6 +35,10 @@ ModelName = Annotated[str, tyro.conf.arg(
 OutDir = Annotated[str, tyro.conf.arg(metavar="DIR", help="Output folder; created if missing.")]
 Device = Annotated[str, tyro.conf.arg(metavar="DEVICE", help="Torch device: cpu, cuda, cuda:1, mps, ...")]
 Progress = Annotated[bool, tyro.conf.arg(help="Show tqdm progress bars.")]
+Threads = Annotated[int | None, tyro.conf.arg(
+    metavar="N", help="Torch CPU threads (torch.set_num_threads; none = torch's default).")]
+Seed = Annotated[int, tyro.conf.arg(
+    help="Random seed for the split, the noisy contexts and every later random draw.")]
 NeuronsFile = Annotated[str, tyro.conf.arg(metavar="FILE", help="neurons.json written by `neurorit mine`.")]
 
 Flat = tyro.conf.OmitArgPrefixes
@@ -62,6 +66,28 @@ def config_of(obj: Any, **overrides: Any) -> Any:
     cls = getattr(type(obj), "_config_class", type(obj))
     values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}
     return cls(**{**values, **overrides})
+
+
+@dataclass(kw_only=True)
+class Common:
+    """The options every long-running command takes (``run``, ``mine``, ``ablate``, ``train``, ``eval``,
+    ``neuron``). :func:`neurorit_lens.cli.main.main` calls :meth:`apply` before the command runs;
+    the command passes ``progress``, ``device`` and ``seed`` on (``seed`` to each config section it
+    builds)."""
+
+    progress: Progress = True
+    device: Device = "cpu"
+    threads: Threads = None
+    seed: Seed = 0
+
+    def apply(self) -> None:
+        """Process-wide settings: the torch thread count."""
+        if self.threads is not None:
+            if self.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {self.threads}")
+            import torch
+
+            torch.set_num_threads(self.threads)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from neurorit_lens.cli.common import (
     DEFAULT_MODEL,
-    Device,
+    Common,
     Flat,
     ModelName,
     OutDir,
@@ -22,13 +22,14 @@ from neurorit_lens.config import DataConfig, EvalConfig
 
 NAME = "eval"
 HELP = "evaluate a model's answers under noise settings (accuracy, EM, F1, 95% CIs)"
-EvalFlags = without(EvalConfig, "seed")  # one --seed (DataConfig's) seeds both
+DataFlags = without(DataConfig, "seed")  # one --seed (Common's) seeds both sections
+EvalFlags = without(EvalConfig, "seed")
 
 log = logging.getLogger("neurorit_lens")
 
 
 @dataclass
-class Args:
+class Args(Common):
     """Load a model and QA data, build each noise setting (closed, gold, gold+K, noise=R,
     irrelevant, counterfactual), answer greedily and score: accuracy (normalised gold answer
     contained in the output), EM and F1, with percentile-bootstrap 95% intervals. Writes
@@ -37,9 +38,8 @@ class Args:
 
     model: ModelName = DEFAULT_MODEL
     out: OutDir = "runs/eval"
-    device: Device = "cpu"
     # Which QA data, how it is split, and how prompts are built.
-    data: Flat[DataConfig] = field(default_factory=DataConfig)
+    data: Flat[DataFlags] = field(default_factory=DataFlags)
     # Greedy generation and the metrics per noise setting.
     eval: Flat[EvalFlags] = field(default_factory=EvalFlags)
 
@@ -47,8 +47,8 @@ class Args:
 def run(args: Args) -> int:
     from neurorit_lens.evaluation.evaluate import evaluate
 
-    data_cfg = config_of(args.data)
-    eval_cfg = config_of(args.eval, seed=data_cfg.seed)
+    data_cfg = config_of(args.data, seed=args.seed)
+    eval_cfg = config_of(args.eval, seed=args.seed)
     out = Path(args.out)
     write_config(out, NAME, data_cfg.seed, {"model": args.model, "device": args.device,
                                             "data": data_cfg.to_dict(), "eval": eval_cfg.to_dict()})
@@ -56,7 +56,8 @@ def run(args: Args) -> int:
     log.info("evaluating %s on %d examples of %s, settings %s", args.model, len(examples), data_cfg.data,
              ",".join(eval_cfg.settings))
     model = load_model(args.model, args.device)
-    res = evaluate(model, examples, eval_cfg, data_cfg, model_name=args.model, data_name=data_cfg.data)
+    res = evaluate(model, examples, eval_cfg, data_cfg, show_progress=args.progress, model_name=args.model,
+                   data_name=data_cfg.data)
     path = res.save(out)
     print(res.table())
     print(f"wrote {path}")

@@ -11,6 +11,10 @@
   ``--n-passages``) or ``data: DataConfig`` (flags ``--data.n-passages``);
 - ``run(args: Args) -> int``: the exit code. Import heavy modules inside ``run``.
 
+A long-running command's ``Args`` derives from :class:`~neurorit_lens.cli.common.Common`, which
+gives it ``--progress``, ``--device``, ``--threads`` and ``--seed``; ``main`` applies ``--threads``
+before ``run``.
+
 The module is found automatically. ``main(argv)`` returns the exit code: 2, with a message on
 stderr, for a bad flag (a ``Literal`` typo lists the allowed values) or for a ``ValueError``,
 ``FileNotFoundError``, ... raised by ``run``.
@@ -155,7 +159,11 @@ def _root_help(mods: list[types.ModuleType], argv: Sequence[str]) -> None:
 
 
 def _run(mod: types.ModuleType, args: Any) -> int:
+    from neurorit_lens.cli.common import Common
+
     try:
+        if isinstance(args, Common):
+            args.apply()
         return int(mod.run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, NotADirectoryError, PermissionError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -11,15 +11,15 @@ import tyro
 
 from neurorit_lens.cli.common import (
     DEFAULT_MODEL,
-    Device,
+    Common,
     Flat,
     Launch,
     ModelName,
     OutDir,
-    Progress,
     config_of,
     load_examples,
     load_model,
+    without,
     write_config,
 )
 from neurorit_lens.config import DataConfig, MiningConfig
@@ -27,11 +27,13 @@ from neurorit_lens.config import DataConfig, MiningConfig
 NAME = "mine"
 HELP = "mine relevant/irrelevant-context MLP neurons (IG, joint IG or grad x act) and write neurons.json"
 
+DataFlags = without(DataConfig, "seed")  # --seed is Common's
+
 log = logging.getLogger("neurorit_lens")
 
 
 @dataclass
-class Args:
+class Args(Common):
     """Build each example's relevant-context (R) and irrelevant-context (I) prompts, score every
     MLP neuron's contribution to the gold answer's log-prob (--method ig: per-layer Integrated
     Gradients, the paper's method; ig_joint: IG over all layers at once; grad_x_act: one
@@ -43,14 +45,12 @@ class Args:
 
     model: ModelName = DEFAULT_MODEL
     out: OutDir = "runs/mine"
-    device: Device = "cpu"
     # Reuse the per-example scores already in OUT/scores (same model, settings and tokens).
     resume: bool = True
     # Process examples[RANK::WORLD] only, writing per-example scores and no neurons.json.
     shard: Annotated[str | None, tyro.conf.arg(metavar="RANK/WORLD")] = None
-    progress: Progress = True
     # Which QA data, how it is split, and how prompts are built.
-    data: Flat[DataConfig] = field(default_factory=lambda: DataConfig(split="train"))
+    data: Flat[DataFlags] = field(default_factory=lambda: DataFlags(split="train"))
     # Attribution of the answer to neurons, and the selection of the sets.
     mining: Flat[MiningConfig] = field(default_factory=MiningConfig)
     # Process-group settings when launched with torchrun.
@@ -81,7 +81,7 @@ def _run(args: Args) -> int:
     from neurorit_lens.distributed.process import is_distributed, is_main_process, rank_device
     from neurorit_lens.neurons.mining import mine
 
-    data_cfg, cfg = config_of(args.data), config_of(args.mining)
+    data_cfg, cfg = config_of(args.data, seed=args.seed), config_of(args.mining)
     shard = _parse_shard(args.shard)
     out = Path(args.out)
     write_config(out, NAME, data_cfg.seed, {"model": args.model, "device": args.device, "data": data_cfg.to_dict(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neurorit_lens.cli.common import DEFAULT_MODEL, Device, ModelName, OutDir, load_model
+from neurorit_lens.cli.common import DEFAULT_MODEL, Common, ModelName, OutDir, load_model
 from neurorit_lens.config import SplitChoice
 
 NAME = "neuron"
@@ -13,7 +13,7 @@ HELP = "write OUT/L<layer>N<index>.html per neuron (top contexts, histograms, lo
 
 
 @dataclass
-class Args:
+class Args(Common):
     """Put every passage of the data (relevant, irrelevant, counterfactual; at most --limit) in a
     prompt of its own with the question and the gold answer, read the chosen neurons'
     activations in one batched pass, and write one offline page per neuron: its top-activating
@@ -40,7 +40,6 @@ class Args:
     # Top-activating contexts shown per page.
     top: int = 20
     out: OutDir = "runs/neurons"
-    device: Device = "cpu"
 
 
 def parse_set_spec(spec: str, model=None):
@@ -83,7 +82,7 @@ def run(args: Args) -> int:
         guess = folder.parent / "ablation" / "ablation.json"
         if ablation is None and guess.exists():
             ablation = guess
-    examples = load_split(DataConfig(data=args.data, split=args.split))
+    examples = load_split(DataConfig(data=args.data, split=args.split, seed=args.seed))
     index = neuron_pages(model, examples, neurons, args.out, mining=mining, ablation=ablation,
                          limit=args.limit, top=args.top, title=title)
     print(f"neuron pages: {index}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import tyro
 
-from neurorit_lens.cli.common import config_of
+from neurorit_lens.cli.common import Common, config_of
 from neurorit_lens.config import RunConfig
 
 NAME = "run"
@@ -15,7 +15,7 @@ HELP = "run the whole pipeline (eval, mine, ablate, train, eval, report) into on
 
 
 @dataclass
-class Args(RunConfig):
+class Args(RunConfig, Common):
     """Run the main job: evaluate the base model under noise, mine relevant/irrelevant-context
     neurons, test them causally, tune (Neuro-RIT and chosen baselines), evaluate again and
     write a report. Stages already done in --out are skipped, so a killed run resumes.
@@ -24,7 +24,8 @@ class Args(RunConfig):
     --mining.threshold, --ablation.mode, --train.steps, ...
     """
 
-    _config_class = RunConfig  # config_of(args) -> the RunConfig without --config
+    _config_class = RunConfig  # config_of(args) -> the RunConfig without --config or Common's extras
+    # --seed and --device are RunConfig's own fields (saved in config.json); --progress and --threads Common's.
 
     # A config.json from an earlier run (or written by hand) to repeat.
     config: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
@@ -42,6 +43,6 @@ def run(args: Args) -> int:
     from neurorit_lens.runner import run as run_pipeline
 
     cfg = build_config(args)
-    summary = run_pipeline(cfg)
+    summary = run_pipeline(cfg, progress=args.progress)
     print(f"run folder: {summary['out']}")
     return 0

@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neurorit_lens.cli.common import (
-    Device,
+    Common,
     Flat,
     Launch,
     ModelName,
     OutDir,
-    Progress,
     config_of,
     load_model,
     without,
@@ -23,15 +22,15 @@ from neurorit_lens.config import DataConfig, TrainConfig
 
 NAME = "train"
 HELP = "tune a model with Neuro-RIT (stage 1 + stage 2) or a baseline (full, layers, stage1, random, clean)"
-DataFlags = without(DataConfig, "split")  # training uses the train and dev splits
-TrainFlags = without(TrainConfig, "seed")  # one --seed (DataConfig's) seeds both
+DataFlags = without(DataConfig, "split", "seed")  # training uses the train and dev splits; --seed is Common's
+TrainFlags = without(TrainConfig, "seed")  # one --seed seeds both sections
 
 log = logging.getLogger(__name__)
 NO_NEURONS = ("full", "clean")  # methods that train without a neurons.json
 
 
 @dataclass
-class Args:
+class Args(Common):
     """Split the QA data by question (train/dev), build noisy-context training examples
     (relevant passages among irrelevant ones at --noise-ratios, plus --irrelevant-only-fraction
     irrelevant-only contexts; target: the gold answer) and train with --method: neurorit
@@ -47,9 +46,7 @@ class Args:
     out: OutDir
     # neurons.json written by `neurorit mine` (required for every method but full and clean).
     neurons: str | None = None
-    device: Device = "cpu"
     resume: bool = True  # Continue from the checkpoints in OUT/runs/ if present.
-    progress: Progress = True
     # Which QA data, how it is split, and how prompts are built.
     data: Flat[DataFlags] = field(default_factory=DataFlags)
     # The training method, its schedule and budget.
@@ -85,8 +82,8 @@ def _run(args: Args) -> int:
     from neurorit_lens.training.items import split_for_training
     from neurorit_lens.training.methods import train
 
-    data_cfg = config_of(args.data)
-    cfg = config_of(args.train, seed=data_cfg.seed)
+    data_cfg = config_of(args.data, seed=args.seed)
+    cfg = config_of(args.train, seed=args.seed)
     out = Path(args.out)
     neurons_path = _neurons_path(args, cfg)
     t0 = time.time()

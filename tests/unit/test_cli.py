@@ -110,13 +110,14 @@ def test_defaults_match_the_configs_and_none_tuples_parse():
     mine = parse_command(MODULES["mine"], [])
     assert common.config_of(mine.data) == DataConfig(split="train")
     assert common.config_of(mine.mining) == MiningConfig()
-    assert parse_command(MODULES["run"], []).to_dict() == {**RunConfig().to_dict(), "config": None}
+    assert parse_command(MODULES["run"], []).to_dict() == {**RunConfig().to_dict(), "config": None,
+                                                           "progress": True, "threads": None}
     mine = parse_command(MODULES["mine"], ["--layers", "0,2", "--limit", "none", "--split-fractions", "0.5,0.25,0.25"])
     assert mine.mining.layers == (0, 2) and mine.data.limit is None and mine.data.split_fractions == (0.5, 0.25, 0.25)
     assert parse_command(MODULES["mine"], ["--layers", "none"]).mining.layers is None
     train = parse_command(MODULES["train"], ["--model", "tiny", "--out", "o", "--lr-grid", "1e-3,3e-2",
                                              "--no-resume", "--seed", "3", "--train-attention"])
-    cfg = common.config_of(train.train, seed=train.data.seed)
+    cfg = common.config_of(train.train, seed=train.seed)
     assert type(cfg) is TrainConfig and cfg.lr_grid == (1e-3, 3e-2) and cfg.seed == 3 and cfg.train_attention
     assert not train.resume and train.launch.config().backend == "auto"
     assert main(["mine", "--split-fractions", "0.5,0.5"]) == 2
@@ -155,3 +156,33 @@ def test_train_cli_accepts_clean_without_neurons(tmp_path):
                  "--no-progress"]) == 0
     res = json.loads((out / "train.json").read_text())
     assert res["method"] == "clean" and res["data"]["train"]["settings"] == {"gold": res["data"]["train"]["n_items"]}
+
+
+LONG_RUNNING = {"run": [], "mine": [], "eval": [], "neuron": [], "train": ["--model", "tiny", "--out", "o"],
+                "ablate": ["--model", "tiny", "--neurons", "n.json", "--out", "o"]}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_RUNNING))
+def test_long_running_commands_take_the_common_options(name):
+    assert issubclass(MODULES[name].Args, common.Common)
+    args = parse_command(MODULES[name], [*LONG_RUNNING[name], "--no-progress", "--device", "meta", "--threads", "3",
+                                         "--seed", "5"])
+    assert (args.progress, args.device, args.threads, args.seed) == (False, "meta", 3, 5)
+    args = parse_command(MODULES[name], LONG_RUNNING[name])
+    assert (args.progress, args.device, args.threads, args.seed) == (True, "cpu", None, 0)
+
+
+def test_threads_sets_torch_threads_before_the_command_runs(monkeypatch):
+    import torch
+
+    seen: list[int] = []
+    monkeypatch.setattr(MODULES["eval"], "run", lambda args: seen.append(torch.get_num_threads()) or 0)
+    before = torch.get_num_threads()
+    n = 2 if before != 2 else 1
+    try:
+        assert main(["eval", "--threads", str(n), "--no-progress"]) == 0
+        assert seen == [n]
+    finally:
+        torch.set_num_threads(before)
+    assert main(["eval", "--threads", "0"]) == 2 and seen == [n]
+
