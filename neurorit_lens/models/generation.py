@@ -49,7 +49,7 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from neurorit_lens.config import GenerationBackend
+from neurorit_lens.config import EvalConfig, GenerationBackend
 from neurorit_lens.models.export import CHAT_END_TOKENS, EXPORTABLE, stop_ids_of, to_hf_model
 from neurorit_lens.models.resources import fit_batch_size, generation_bytes_per_row
 from neurorit_lens.objective import encode_prompt
@@ -322,12 +322,12 @@ def _choose_backend(model: Model, backend: str):
 def generate_greedy_ids(
     model: Model,
     prompts: list[str],
-    max_new_tokens: int = 16,
-    batch_size: int = 8,
+    max_new_tokens: int = EvalConfig.max_new_tokens,
+    batch_size: int = EvalConfig.batch_size,
     stop_at_eos: bool = True,
     show_progress: bool = True,
-    backend: GenerationBackend = "auto",
-    stop_at_newline: bool = False,
+    backend: GenerationBackend = EvalConfig.generation_backend,
+    stop_at_newline: bool = EvalConfig.stop_at_newline,
 ) -> list[list[int]]:
     """Like :func:`generate_greedy` but returns the new token ids (stop token excluded; with
     ``stop_at_newline`` the newline token that ended a row is included)."""
@@ -381,19 +381,20 @@ def _check_args(model: Model, prompts: Any, max_new_tokens: int, batch_size: int
 def generate_greedy(
     model: Model,
     prompts: list[str],
-    max_new_tokens: int = 16,
-    batch_size: int = 8,
+    max_new_tokens: int = EvalConfig.max_new_tokens,
+    batch_size: int = EvalConfig.batch_size,
     stop_at_eos: bool = True,
     show_progress: bool = True,
-    backend: GenerationBackend = "auto",
-    stop_at_newline: bool = False,
+    backend: GenerationBackend = EvalConfig.generation_backend,
+    stop_at_newline: bool = EvalConfig.stop_at_newline,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (new text only), batched with a KV cache.
 
     Args:
         model: a HookedTransformer with a tokenizer. Hooks on it stay active throughout.
         prompts: fully rendered prompt strings (chat template already applied if wanted).
-        max_new_tokens: most tokens generated per prompt.
+        max_new_tokens: most tokens generated per prompt (the defaults are
+            :class:`~neurorit_lens.config.EvalConfig`'s: 48 tokens, batches of 8).
         batch_size: prompts per forward pass (prompts are grouped by length).
         stop_at_eos: stop a row at EOS or a chat end token (the stop token is not returned).
         show_progress: show a tqdm bar over batches.

@@ -54,7 +54,7 @@ import torch
 from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 
-from neurorit_lens.config import AttributionMethod, Positions, RiemannRule
+from neurorit_lens.config import AttributionMethod, MiningConfig, Positions, RiemannRule, Site, Target
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.neurons.gates import (
     PrefixKV,
@@ -88,22 +88,26 @@ __all__ = [
 # --- small pieces ------------------------------------------------------------------
 
 
-def ig_alphas(steps: int, rule: str = "midpoint") -> Float[torch.Tensor, "steps"]:
+def _check_points(steps: int, rule: str) -> None:
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+
+
+def ig_alphas(steps: int, rule: RiemannRule = MiningConfig.rule) -> Float[torch.Tensor, "steps"]:
     """Riemann points on [0, 1]: midpoint ``(k - 0.5)/m``, right ``k/m``, left ``(k - 1)/m``.
 
     These are Captum's ``riemann_middle`` / ``riemann_right`` / ``riemann_left`` points; every
     point has weight ``1/m``.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+    _check_points(steps, rule)
     k = torch.arange(1, steps + 1, dtype=torch.float64)
     offset = {"midpoint": 0.5, "right": 0.0, "left": 1.0}[rule]
     return (k - offset) / steps
 
 
-def position_mask(batch: AnswerBatch, positions: str = "all") -> Bool[torch.Tensor, "batch pos"]:
+def position_mask(batch: AnswerBatch, positions: Positions = MiningConfig.positions) -> Bool[torch.Tensor, "batch pos"]:
     """Which positions are scaled and attributed: every real one (``all``), every real one but
     the first (``skip_first``: the first token is the same in every prompt and serves as the
     attention sink, whose huge activations make the early layers' IG path ill-conditioned),
@@ -156,19 +160,21 @@ def _check_inputs(model: Model, batch: AnswerBatch, target: str, site: str, posi
 def attribute(
     model: Model,
     batch: AnswerBatch,
-    method: str = "ig",
-    steps: int = 20,
-    rule: str = "midpoint",
-    alpha_chunk: int = 5,
-    positions: str = "all",
-    target: str = "logprob",
-    site: str = "post",
-    layers: Sequence[int] | None = None,
+    method: AttributionMethod = MiningConfig.method,
+    steps: int = MiningConfig.steps,
+    rule: RiemannRule = MiningConfig.rule,
+    alpha_chunk: int = MiningConfig.alpha_chunk,
+    positions: Positions = MiningConfig.positions,
+    target: Target = MiningConfig.target,
+    site: Site = MiningConfig.site,
+    layers: Sequence[int] | None = MiningConfig.layers,
     show_progress: bool = False,
     offload: bool = False,
     alphas: Sequence[float] | None = None,
 ) -> Float[torch.Tensor, "batch layer d_mlp"]:
     """Attribution score of every MLP neuron for every example of ``batch``.
+
+    The defaults are :class:`~neurorit_lens.config.MiningConfig`'s (``method="grad_x_act"``).
 
     Args:
         model: a HookedTransformer (its parameters are frozen for the call and restored).
@@ -215,7 +221,11 @@ def attribute(
 
 def _method_alphas(method: str, steps: int, rule: str,
                    alphas: Sequence[float] | None) -> Float[torch.Tensor, "points"]:
-    """The integration points: one point at alpha 1 for ``grad_x_act``, ``alphas`` when given, else the rule's."""
+    """The integration points: one point at alpha 1 for ``grad_x_act``, ``alphas`` when given, else the rule's.
+
+    ``steps`` and ``rule`` are checked for every method, as :class:`~neurorit_lens.config.MiningConfig` does.
+    """
+    _check_points(steps, rule)
     if method == "grad_x_act":
         return torch.ones(1, dtype=torch.float64)
     if alphas is not None:
@@ -292,7 +302,7 @@ def _ig_joint(model: Model, batch: AnswerBatch, positions: str, target: str, sit
 # --- targets and completeness ----------------------------------------------------------
 
 
-def target_fn(model: Model, batch: AnswerBatch, target: str = "logprob") -> Float[torch.Tensor, "batch"]:
+def target_fn(model: Model, batch: AnswerBatch, target: Target = MiningConfig.target) -> Float[torch.Tensor, "batch"]:
     """F for the unmodified model (no gradient): the quantity every attribution explains."""
     return baseline_target(model, batch, layers=(), target=target)
 
@@ -301,9 +311,9 @@ def baseline_target(
     model: Model,
     batch: AnswerBatch,
     layers: Sequence[int] = (),
-    target: str = "logprob",
-    site: str = "post",
-    positions: str = "all",
+    target: Target = MiningConfig.target,
+    site: Site = MiningConfig.site,
+    positions: Positions = MiningConfig.positions,
 ) -> Float[torch.Tensor, "batch"]:
     """F with the activations of ``layers`` set to zero at the attributed positions (the IG baseline)."""
     if target not in TARGETS:
@@ -325,13 +335,13 @@ def completeness_gap(
     model: Model,
     batch: AnswerBatch,
     scores: Float[torch.Tensor, "batch layer d_mlp"],
-    method: str = "ig",
-    target: str = "logprob",
-    site: str = "post",
-    positions: str = "all",
-    layers: Sequence[int] | None = None,
+    method: AttributionMethod = MiningConfig.method,
+    target: Target = MiningConfig.target,
+    site: Site = MiningConfig.site,
+    positions: Positions = MiningConfig.positions,
+    layers: Sequence[int] | None = MiningConfig.layers,
 ) -> Float[torch.Tensor, "batch ..."]:
-    """Sum of attributions minus what completeness says it should be.
+    """Sum of attributions minus what completeness says it should be (``method``: the one that made ``scores``).
 
     For ``ig``: ``[batch, len(layers)]`` gaps ``sum_i IG_{l,i} - (F(a) - F(a_l := 0))``.
     For ``ig_joint`` (and ``grad_x_act``, which has no such guarantee): ``[batch]`` gaps

@@ -36,7 +36,7 @@ cost about as much as the suffix, not the whole prompt.
 >>> model = tiny_model()
 >>> noisy = tokenize_with_answers(model, ["Trains run late. Velmor is in Zarnia. Q: where? A:"], [" Velmor"])
 >>> gold = tokenize_with_answers(model, ["Velmor is in Zarnia. Q: where? A:"], [" Velmor"])
->>> tuple(contrast_attribute(model, noisy, gold, steps=4).shape)
+>>> tuple(contrast_attribute(model, noisy, gold, method="ig", steps=4).shape)
 (1, 2, 64)
 """
 
@@ -48,7 +48,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
-from neurorit_lens.config import MiningConfig
+from neurorit_lens.config import AttributionMethod, MiningConfig, RiemannRule, Site, Target
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.neurons.attribution import _check_inputs, _method_alphas, frozen_parameters
 from neurorit_lens.neurons.gates import Readout, cache_resid_pre, tile, trunk
@@ -91,7 +91,7 @@ def _suffix_mask(noisy: AnswerBatch, suffix: torch.Tensor, p0: int = 0) -> Bool[
 
 @torch.no_grad()
 def gold_activations(model: Model, noisy: AnswerBatch, gold: AnswerBatch, suffix: torch.Tensor,
-                     layers: Sequence[int], site: str = "post", p0: int = 0,
+                     layers: Sequence[int], site: Site = MiningConfig.site, p0: int = 0,
                      offload: bool = False) -> dict[int, Float[torch.Tensor, "batch pos d_mlp"]]:
     """Gold-only activations of each layer moved to the matching noisy positions ``p0:``
     (suffix position ``j`` from the end of one sequence onto ``j`` from the end of the other);
@@ -149,13 +149,13 @@ def contrast_attribute(
     model: Model,
     noisy: AnswerBatch,
     gold: AnswerBatch,
-    method: str = "ig",
-    steps: int = 20,
-    rule: str = "midpoint",
-    alpha_chunk: int = 5,
-    target: str = "logprob",
-    site: str = "post",
-    layers: Sequence[int] | None = None,
+    method: AttributionMethod = MiningConfig.method,
+    steps: int = MiningConfig.steps,
+    rule: RiemannRule = MiningConfig.rule,
+    alpha_chunk: int = MiningConfig.alpha_chunk,
+    target: Target = MiningConfig.target,
+    site: Site = MiningConfig.site,
+    layers: Sequence[int] | None = MiningConfig.layers,
     offload: bool = False,
     alphas: Sequence[float] | None = None,
     show_progress: bool = False,
@@ -166,7 +166,8 @@ def contrast_attribute(
         model: a HookedTransformer (its parameters are frozen for the call and restored).
         noisy, gold: the noisy and the gold-only prompt of each question, teacher-forced with
             the same answer (right padded, :func:`neurorit_lens.objective.tokenize_with_answers`).
-        method: ``ig`` (per layer), ``ig_joint`` (the chosen layers together) or ``grad_x_act``.
+        method: ``ig`` (per layer), ``ig_joint`` (the chosen layers together) or ``grad_x_act``
+            (the defaults are :class:`~neurorit_lens.config.MiningConfig`'s).
         steps, rule, alphas, alpha_chunk: integration points and how many go in one pass, as in
             :func:`neurorit_lens.neurons.attribution.attribute`.
         target: F, computed on the noisy sequence.
@@ -214,7 +215,8 @@ def contrast_attribute(
 
 
 def contrast_baseline_target(model: Model, noisy: AnswerBatch, gold: AnswerBatch, layers: Sequence[int] = (),
-                             target: str = "logprob", site: str = "post") -> Float[torch.Tensor, "batch"]:
+                             target: Target = MiningConfig.target,
+                             site: Site = MiningConfig.site) -> Float[torch.Tensor, "batch"]:
     """F of the noisy sequence with the shared-suffix activations of ``layers`` replaced by the
     gold-only ones (the path's start; with ``layers=()`` F of the noisy run)."""
     device = model.cfg.device or "cpu"

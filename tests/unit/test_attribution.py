@@ -24,6 +24,7 @@ from neurorit_lens.neurons.attribution import (
     target_fn,
 )
 from neurorit_lens.objective import answer_target, tokenize_with_answers
+from tests.helpers import unchecked
 
 PROMPTS = ["The capital of Zarnia is", "Who wrote the report? Answer:", "Trains"]
 ANSWERS = [" Velmor", " Alice wrote it", " run north"]
@@ -245,8 +246,8 @@ def test_parameters_restored_and_hooks_removed_after_error():
     for p in model.parameters():
         p.requires_grad_(True)
     b = tokenize_with_answers(model, PROMPTS[:1], ANSWERS[:1])
-    with pytest.raises(ValueError, match="unknown target"):
-        attribute(model, b, target="nope")
+    with pytest.raises(ValueError, match="unknown target"):  # without the type checker, as users run
+        unchecked(attribute)(model, b, target="nope")
     s = attribute(model, b, "ig", steps=2)
     assert all(p.requires_grad for p in model.parameters())
     assert all(p.grad is None for p in model.parameters())  # only gates received gradients
@@ -266,8 +267,8 @@ def test_parameters_restored_and_hooks_removed_after_error():
 def test_bad_arguments_raise_clear_errors(kwargs, match):
     model = model64(False)
     b = batch_for(model, (0,))
-    with pytest.raises(ValueError, match=match):
-        attribute(model, b, **kwargs)
+    with pytest.raises(ValueError, match=match):  # without the type checker, as users run
+        unchecked(attribute)(model, b, **kwargs)
 
 
 @pytest.mark.parametrize("method", ["ig", "grad_x_act"])

@@ -74,7 +74,7 @@ def test_batched_contrast_ig_matches_naive_loop_over_alphas(layer):
     model = cached_tiny_model()
     noisy, gold = _batches(model)
     alphas = [0.1, 0.45, 0.8, 1.0]
-    got = contrast_attribute(model, noisy, gold, alphas=alphas, alpha_chunk=3, layers=[layer])
+    got = contrast_attribute(model, noisy, gold, method="ig", alphas=alphas, alpha_chunk=3, layers=[layer])
     ref = naive_contrast(model, noisy, gold, layer, alphas)
     torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-6)
     assert got[:, 1 - layer].abs().max() == 0
@@ -83,7 +83,7 @@ def test_batched_contrast_ig_matches_naive_loop_over_alphas(layer):
 def test_contrast_completeness_per_layer():
     model = cached_tiny_model()
     noisy, gold = _batches(model)
-    scores = contrast_attribute(model, noisy, gold, steps=64, alpha_chunk=16)
+    scores = contrast_attribute(model, noisy, gold, method="ig", steps=64, alpha_chunk=16)
     f1 = contrast_baseline_target(model, noisy, gold)
     for layer in range(model.cfg.n_layers):
         f0 = contrast_baseline_target(model, noisy, gold, [layer])
@@ -107,7 +107,7 @@ def test_contrast_ig_joint_completeness_and_grad_x_act_is_alpha_one():
 def test_contrast_of_identical_prompts_is_zero():
     model = cached_tiny_model()
     gold = tokenize_with_answers(model, GOLD, ANSWERS)
-    assert contrast_attribute(model, gold, gold, steps=3).abs().max() == 0
+    assert contrast_attribute(model, gold, gold, method="ig", steps=3).abs().max() == 0
 
 
 # --- mining with irrelevant_definition="contrast" ---------------------------------------------
@@ -174,6 +174,7 @@ def test_key_value_prefix_changes_nothing(monkeypatch):
 
     model = cached_tiny_model()
     noisy, gold = _batches(model)
-    with_prefix = contrast_attribute(model, noisy, gold, steps=4)
+    with_prefix = contrast_attribute(model, noisy, gold, method="ig", steps=4)
     monkeypatch.setattr(contrast, "_prefix", lambda model, noisy, suffix: 0)
-    torch.testing.assert_close(contrast_attribute(model, noisy, gold, steps=4), with_prefix, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(contrast_attribute(model, noisy, gold, method="ig", steps=4), with_prefix,
+                               rtol=1e-4, atol=1e-6)
