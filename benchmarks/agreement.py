@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from neurorit_lens.config import AttributionMethod, DataConfig, MiningConfig  # noqa: E402
+from neurorit_lens.neuron_sets import exclusive_sets  # noqa: E402
 from neurorit_lens.neurons.selection import select  # noqa: E402
-from neurorit_lens.neurons.sets import exclusive_sets  # noqa: E402
 
 METHODS = get_args(AttributionMethod)
 

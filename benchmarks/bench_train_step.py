@@ -46,9 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neurorit_lens.config import DataConfig, TrainConfig  # noqa: E402
 from neurorit_lens.data import embedded_examples  # noqa: E402
 from neurorit_lens.hooks import zero_ablation  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json  # noqa: E402
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
 from neurorit_lens.models import load_model  # noqa: E402
-from neurorit_lens.neurons.sets import NeuronSet  # noqa: E402
+from neurorit_lens.neuron_sets import NeuronSet  # noqa: E402
+from neurorit_lens.neurons.output import MiningOutput  # noqa: E402
 from neurorit_lens.training.items import build_train_items  # noqa: E402
 from neurorit_lens.training.masks import count_trainable  # noqa: E402
 from neurorit_lens.training.optim import MaskedParams  # noqa: E402
@@ -224,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         return run_tiny(args)
     model = load_model(args.model) if args.model else load_model()
-    neurons = read_json(args.neurons)
-    sets = {k: NeuronSet.from_dict(neurons[k]) for k in ("R_excl", "I_excl")}
-    layer_mass = (neurons.get("meta") or {}).get("layer_mass")
+    mined = MiningOutput.load(args.neurons)
+    sets = {k: mined.sets[k] for k in ("R_excl", "I_excl")}
+    layer_mass = mined.layer_mass
     cfg = TrainConfig(steps=2, batch_size=args.n_items, lr=3e-4, warmup_steps=0, seed=0)
     data_cfg = DataConfig(n_passages=3, max_prompt_tokens=256)
     items = build_train_items(embedded_examples()[: max(4, args.n_items)], model.tokenizer, cfg, data_cfg).items

@@ -34,7 +34,7 @@ from neurorit_lens.evaluation.evaluate import evaluate
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json
 from neurorit_lens.models import load_model
 from neurorit_lens.neurons.mining import mine
-from neurorit_lens.neurons.sets import load_neuron_sets
+from neurorit_lens.neurons.output import MiningOutput
 from neurorit_lens.training.methods import train
 
 log = logging.getLogger("results_table")
@@ -176,8 +176,8 @@ def main(argv=None) -> int:
                    out_dir=str(mdir))
         res.save(mdir)
         log.info("mining took %.0f s", time.perf_counter() - t0)
-    sets = load_neuron_sets(mdir / "neurons.json", base)
-    layer_mass = (read_json(mdir / "neurons.json").get("meta") or {}).get("layer_mass")
+    mined = MiningOutput.load(mdir, base)
+    sets, layer_mass = mined.sets, mined.layer_mass
     log.info("sets: %s", {k: len(v) for k, v in sets.items()})
 
     lr_grid = tuple(float(x) for x in args.lr_grid.split(",") if x.strip())

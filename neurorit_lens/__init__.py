@@ -33,9 +33,9 @@ from neurorit_lens.evaluation.evaluate import EvalResult, evaluate
 from neurorit_lens.hooks import mean_ablation, neuron_hooks, scale_ablation, zero_ablation
 from neurorit_lens.models import load_model
 from neurorit_lens.models.export import export_hf
+from neurorit_lens.neuron_sets import Neuron, NeuronSet, load_neuron_sets
 from neurorit_lens.neurons.attribution import attribute
 from neurorit_lens.neurons.mining import MiningResult, mine
-from neurorit_lens.neurons.sets import Neuron, NeuronSet, load_neuron_sets
 from neurorit_lens.runner import run
 from neurorit_lens.training.methods import TrainResult, train
 from neurorit_lens.training.trainer import Trainer

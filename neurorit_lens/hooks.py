@@ -7,7 +7,7 @@ adds its own handles as *permanent* (so TL's ``reset_hooks`` elsewhere cannot dr
 half-way) and removes exactly those handles in ``finally``.
 
 >>> from neurorit_lens.models import tiny_model
->>> from neurorit_lens.neurons.sets import NeuronSet
+>>> from neurorit_lens.neuron_sets import NeuronSet
 >>> model = tiny_model()
 >>> ns = NeuronSet({0: [1, 2]})
 >>> with neuron_hooks(model, zero_ablation(ns)):
@@ -30,7 +30,7 @@ from neurorit_lens.config import Deactivation, Site
 from neurorit_lens.tl_backend import HookPoint, Model, act_name
 
 if TYPE_CHECKING:
-    from neurorit_lens.neurons.sets import NeuronSet
+    from neurorit_lens.neuron_sets import NeuronSet
 
 HookFn = Callable[..., torch.Tensor | None]
 FwdHook = tuple[str, HookFn]

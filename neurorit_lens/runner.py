@@ -222,19 +222,19 @@ class Runner:
 
         self._run_stage("mining", "neurons.json", go)
 
-    def _neuron_sets(self):
-        from neurorit_lens.neurons.sets import load_neuron_sets
+    def _mining_output(self):
+        from neurorit_lens.neurons.output import MiningOutput
 
         path = self.out / "mining" / "neurons.json"
         if not path.exists():
             raise FileNotFoundError(f"{path}: run the 'mine' stage first")
-        return load_neuron_sets(path, self.model), (read_json(path).get("meta") or {})
+        return MiningOutput.load(path, self.model)
 
     def stage_ablate(self) -> None:
         from neurorit_lens.ablation.measure import run_ablation
 
         def go() -> None:
-            sets, _ = self._neuron_sets()
+            sets = self._mining_output().sets
             dev = _limit(self.splits["dev"], self.cfg.ablate_limit)
             res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data, show_progress=self.progress)
             res.save(self.out / "ablation")
@@ -243,18 +243,15 @@ class Runner:
         self._run_stage("ablation", "ablation.json", go)
 
     def _train(self, method: str) -> None:
+        from neurorit_lens.training.inputs import prepare_training
         from neurorit_lens.training.methods import train
 
-        sets, meta = self._neuron_sets()
+        cfg = self.cfg.train.replace(method=method)
+        inputs = prepare_training(self._mining_output(), cfg)
         model = copy.deepcopy(self.model)
-        values = None
-        if self.cfg.train.deactivation == "constant":
-            from neurorit_lens.neurons.mining import load_answer_means
-
-            values = load_answer_means(self.out / "mining")
-        train(model, _limit(self.splits["train"], self.cfg.train_limit), self.splits["dev"], sets,
-              meta.get("layer_mass"), self.cfg.train.replace(method=method), self.cfg.data,
-              str(self.out / "train" / method), deactivation_values=values, progress=self.progress)
+        train(model, _limit(self.splits["train"], self.cfg.train_limit), self.splits["dev"], inputs.sets,
+              inputs.layer_mass, cfg, self.cfg.data, str(self.out / "train" / method),
+              deactivation_values=inputs.deactivation_values, progress=self.progress)
 
     def _evaluate_tuned(self, method: str) -> None:
         from neurorit_lens.models import load_model

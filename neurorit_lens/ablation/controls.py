@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from neurorit_lens.config import AblationMode
 from neurorit_lens.hooks import FwdHook, deactivation_hooks, mlp_hook_name, neuron_hooks
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.objective import AnswerBatch, encode_prompt
 from neurorit_lens.tl_backend import Model
 

@@ -23,7 +23,7 @@ The hooks, means and random controls are in :mod:`neurorit_lens.ablation.control
 result, its table and verdicts in :mod:`neurorit_lens.ablation.result`.
 
 >>> from neurorit_lens.models import tiny_model
->>> from neurorit_lens.neurons.sets import NeuronSet
+>>> from neurorit_lens.neuron_sets import NeuronSet
 >>> from neurorit_lens.config import AblationConfig
 >>> model = tiny_model()
 >>> ctx = ContextPrompts("relevant", "gold", ["Q: capital of Zarnia? A:"] * 4, [" Velmor"] * 4)
@@ -52,7 +52,7 @@ from neurorit_lens.data.answers import accuracy
 from neurorit_lens.data.build import ANSWER_RESERVE, PromptSet, build_prompts
 from neurorit_lens.hooks import FwdHook, neuron_hooks
 from neurorit_lens.models.generation import generate_greedy
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.objective import (
     PreparedAnswers,
     answer_logprobs,

@@ -49,8 +49,8 @@ class Args(Common):
 
 def run(args: Args) -> int:
     from neurorit_lens.ablation.measure import run_ablation
-    from neurorit_lens.io import read_json, write_run_metadata
-    from neurorit_lens.neurons.sets import load_neuron_sets
+    from neurorit_lens.io import write_run_metadata
+    from neurorit_lens.neurons.output import MiningOutput
 
     data_cfg = config_of(args.data, seed=args.seed)
     cfg = config_of(args.ablation, seed=args.seed)
@@ -59,18 +59,13 @@ def run(args: Args) -> int:
         raise FileNotFoundError(f"neuron file not found: {neurons_path}")
     t0 = time.time()
     model = load_model(args.model, args.device)
-    sets = load_neuron_sets(neurons_path, model)  # rejects a file from another model
-    meta = read_json(neurons_path).get("meta") or {}
-    mined_site = meta.get("site") or (meta.get("config") or {}).get("site")
-    if mined_site and mined_site != cfg.site:
-        log.warning("neurons were mined at site %r but --site is %r", mined_site, cfg.site)
+    mined = MiningOutput.load(neurons_path, model)  # rejects a file from another model
+    if mined.meta.site and mined.meta.site != cfg.site:
+        log.warning("neurons were mined at site %r but --site is %r", mined.meta.site, cfg.site)
     examples = load_examples(data_cfg)
-    means = None  # constant mode: mining's answer-position means of its train questions where stored
-    if cfg.mode == "constant" and (neurons_path.parent / "answer_means.safetensors").exists():
-        from neurorit_lens.neurons.mining import load_answer_means
-
-        means = load_answer_means(neurons_path.parent)
-    res = run_ablation(model, examples, sets, cfg, data_cfg, show_progress=args.progress, means=means,
+    # constant mode: mining's answer-position means of its train questions where stored
+    means = mined.answer_means if cfg.mode == "constant" else None
+    res = run_ablation(model, examples, mined.sets, cfg, data_cfg, show_progress=args.progress, means=means,
                        meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)})
     res.meta["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)

@@ -44,7 +44,7 @@ class Args(Common):
 
 def parse_set_spec(spec: str, model=None):
     """``DIR/neurons.json:NAME`` -> (the set, the mining folder); errors list the names present."""
-    from neurorit_lens.neurons.sets import load_neuron_sets
+    from neurorit_lens.neuron_sets import load_neuron_sets
 
     path, sep, name = spec.rpartition(":")
     if not sep or not path or not name:

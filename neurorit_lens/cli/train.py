@@ -77,8 +77,8 @@ def _neurons_path(args: Args, cfg: TrainConfig) -> Path | None:
 def _run(args: Args) -> int:
     from neurorit_lens.data import load_split
     from neurorit_lens.distributed.process import is_main_process, rank_device
-    from neurorit_lens.io import read_json
-    from neurorit_lens.neurons.sets import load_neuron_sets
+    from neurorit_lens.neurons.output import MiningOutput
+    from neurorit_lens.training.inputs import prepare_training
     from neurorit_lens.training.items import split_for_training
     from neurorit_lens.training.methods import train
 
@@ -89,14 +89,9 @@ def _run(args: Args) -> int:
     t0 = time.time()
     device = rank_device(args.device)
     model = load_model(args.model, device)
-    sets, layer_mass, values = None, None, None
-    if neurons_path is not None:
-        sets = load_neuron_sets(neurons_path, model)  # rejects a file from another model, before training
-        layer_mass = (read_json(neurons_path).get("meta") or {}).get("layer_mass")
-        if cfg.deactivation == "constant":
-            from neurorit_lens.neurons.mining import load_answer_means
-
-            values = load_answer_means(neurons_path.parent)
+    # rejects a file from another model, and a constant deactivation without answer means, before training
+    mined = MiningOutput.load(neurons_path, model) if neurons_path is not None else None
+    inputs = prepare_training(mined, cfg)
     examples = load_split(data_cfg.replace(split="all", limit=None))  # split here, by question
     train_q, dev_q = split_for_training(examples, data_cfg)
     write_config(out, NAME, data_cfg.seed, {"model": args.model, "neurons": args.neurons, "device": device,
@@ -104,8 +99,8 @@ def _run(args: Args) -> int:
                  write=is_main_process())
     log.info("training %s with method %s on %d train / %d dev questions of %s", args.model, cfg.method,
              len(train_q), len(dev_q), data_cfg.data)
-    res = train(model, train_q, dev_q, sets, layer_mass, cfg, data_cfg, out, resume=args.resume,
-                base_model=args.model, progress=args.progress, deactivation_values=values)
+    res = train(model, train_q, dev_q, inputs.sets, inputs.layer_mass, cfg, data_cfg, out, resume=args.resume,
+                base_model=args.model, progress=args.progress, deactivation_values=inputs.deactivation_values)
     res.wall_s = time.time() - t0
     if not is_main_process():
         return 0

@@ -42,8 +42,8 @@ from neurorit_lens.distributed.process import (
     get_world_size,
     is_distributed,
 )
+from neurorit_lens.neuron_sets import exclusive_sets
 from neurorit_lens.neurons.mining import CONDITIONS, MiningResult, mine
-from neurorit_lens.neurons.sets import exclusive_sets
 from neurorit_lens.tl_backend import Model
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from neurorit_lens.io import (
     environment_info,
     read_json,
 )
-from neurorit_lens.neurons.sets import NeuronSet, save_neuron_sets
+from neurorit_lens.neuron_sets import NeuronSet, save_neuron_sets
 from neurorit_lens.tl_backend import HookedTransformer, HookedTransformerConfig
 
 MARKER = "neurorit_model.json"
@@ -185,6 +185,6 @@ def load_saved_model(dir: str | os.PathLike, device: str = "cpu",
 
 def load_saved_sets(dir: str | os.PathLike) -> dict[str, NeuronSet]:
     """The neuron sets recorded with a saved model."""
-    from neurorit_lens.neurons.sets import load_neuron_sets
+    from neurorit_lens.neuron_sets import load_neuron_sets
 
     return load_neuron_sets(Path(dir) / "neuron_sets.json")

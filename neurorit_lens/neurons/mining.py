@@ -80,6 +80,14 @@ from neurorit_lens.config import DataConfig, MiningConfig
 from neurorit_lens.data import QAExample
 from neurorit_lens.data.build import build_prompts
 from neurorit_lens.io import atomic_write_json, read_json
+from neurorit_lens.neuron_sets import (
+    SET_NAMES,
+    NeuronSet,
+    check_sets_fit,
+    exclusive_sets,
+    read_neurons_file,
+    save_neuron_sets,
+)
 from neurorit_lens.neurons.attribution import attribute
 from neurorit_lens.neurons.contrast import contrast_scores
 from neurorit_lens.neurons.irrelevant import (
@@ -99,13 +107,6 @@ from neurorit_lens.neurons.score_files import (
     write_tensor,
 )
 from neurorit_lens.neurons.selection import SelectionStats, normalize_scores
-from neurorit_lens.neurons.sets import (
-    SET_NAMES,
-    NeuronSet,
-    exclusive_sets,
-    load_neuron_sets,
-    save_neuron_sets,
-)
 from neurorit_lens.objective import encode_answer, tokenize_with_answers
 from neurorit_lens.tl_backend import Model
 
@@ -242,13 +243,14 @@ class MiningResult:
         path = out / "neurons.json"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found (run `neurorit mine` first)")
-        sets = load_neuron_sets(path, model)
-        meta = read_json(path).get("meta") or {}
+        sets, meta = read_neurons_file(path)
+        if model is not None:
+            check_sets_fit(path, sets, meta, model)
         for key in ("model_shape", "config"):
-            if key not in meta:
+            if getattr(meta, key) is None:
                 raise ValueError(f"{path}: meta lacks {key!r}; not written by MiningResult.save")
-        cfg = MiningConfig.from_dict(meta["config"])
-        shape = (int(meta["model_shape"][0]), int(meta["model_shape"][1]))
+        cfg = MiningConfig.from_dict(meta.config)
+        shape = meta.model_shape
         scores, ids = {}, {}
         for cond in CONDITIONS:
             t, md = read_tensor(out / f"scores_{cond}.safetensors")
@@ -266,7 +268,7 @@ class MiningResult:
                  for k in ("act_scale", "answer_means")}
         stats = {c: _stats(scores[c], cfg, shape, extra["act_scale"]) for c in CONDITIONS}
         return cls(scores["R"], scores["I"], ids["R"], ids["I"], {n: sets[n] for n in SET_NAMES},
-                   stats["R"], stats["I"], cfg, str(meta.get("model", "")), shape, meta.get("excluded", {}), info,
+                   stats["R"], stats["I"], cfg, str(meta.model), shape, meta.excluded, info,
                    **extra)
 
     def reselect(self, **changes: Any) -> MiningResult:

@@ -47,7 +47,7 @@ import torch
 from jaxtyping import Float, Int
 
 from neurorit_lens.config import SelectionRule
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 
 RULES = get_args(SelectionRule)
 

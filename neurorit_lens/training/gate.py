@@ -32,7 +32,7 @@ import torch
 from jaxtyping import Float
 
 from neurorit_lens.hooks import FwdHook, mlp_hook_name
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.masks import ParamMasks, mlp_param_name
 

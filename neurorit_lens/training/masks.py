@@ -17,7 +17,7 @@ and applies decoupled weight decay only to unmasked entries, so a masked entry i
 moved (``tests/unit/test_masks.py`` checks bit-identity after training).
 
 >>> from neurorit_lens.models import tiny_model
->>> from neurorit_lens.neurons.sets import NeuronSet
+>>> from neurorit_lens.neuron_sets import NeuronSet
 >>> m = tiny_model(n_layers=2, d_model=32, d_mlp=64)
 >>> masks = neuron_param_masks(m, NeuronSet({0: [1, 2]}))
 >>> sorted(masks)
@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Bool
 
 from neurorit_lens.models.export import hf_native_params
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.tl_backend import Model
 
 ParamMasks = dict[str, "Bool[torch.Tensor, '...'] | None"]

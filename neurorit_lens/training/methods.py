@@ -38,7 +38,7 @@ from neurorit_lens.io import (
     environment_info,
     read_json,
 )
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.checkpoint import TRAIN_LOG, StepOutput, log_lines
 from neurorit_lens.training.items import TrainData, TrainItem, build_train_items

@@ -39,7 +39,7 @@ from jaxtyping import Float
 
 from neurorit_lens.data.schema import Label, QAExample, RAGInstance
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
-from neurorit_lens.neurons.sets import Neuron, NeuronSet
+from neurorit_lens.neuron_sets import Neuron, NeuronSet
 from neurorit_lens.tl_backend import Model
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from neurorit_lens.io import atomic_write_json, atomic_write_text
-from neurorit_lens.neurons.sets import Neuron
+from neurorit_lens.neuron_sets import Neuron
 from neurorit_lens.viz.panels import page_html
 
 

@@ -39,7 +39,7 @@ import torch
 
 from neurorit_lens.data.schema import QAExample
 from neurorit_lens.io import atomic_write_text, read_json
-from neurorit_lens.neurons.sets import Neuron, NeuronSet
+from neurorit_lens.neuron_sets import Neuron, NeuronSet
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.viz import neuron_data as nd
 from neurorit_lens.viz.neuron_index import NeuronReport, write_index

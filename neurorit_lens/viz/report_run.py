@@ -165,7 +165,7 @@ def save_views(
     Returns:
         The written JSON paths.
     """
-    from neurorit_lens.neurons.sets import load_neuron_sets
+    from neurorit_lens.neuron_sets import load_neuron_sets
     from neurorit_lens.viz.views import example_view
 
     run_dir = Path(run_dir)
@@ -211,19 +211,21 @@ def save_neuron_pages(
     """
     from safetensors.torch import load_file
 
-    from neurorit_lens.neurons.sets import load_neuron_sets
+    from neurorit_lens.neuron_sets import check_sets_fit, read_neurons_file
     from neurorit_lens.viz.neuron_page import neuron_pages
 
     run_dir = Path(run_dir)
     npath = run_dir / "mining" / "neurons.json"
-    sets = load_neuron_sets(npath, model)
+    sets, meta = read_neurons_file(npath)
+    if model is not None:
+        check_sets_fit(npath, sets, meta, model)
     scores: dict[str, Any] = {}
     for cond in ("R", "I"):
         p = run_dir / "mining" / f"scores_{cond}.safetensors"
         if p.exists():
             t = load_file(str(p))
             scores[cond] = t.get("scores", next(iter(t.values()))).float()
-    scores["threshold"] = ((read_json(npath).get("meta") or {}).get("config") or {}).get("threshold")
+    scores["threshold"] = meta.setting("threshold")
     neurons, pages = [], []
     for name in set_names:
         cond = "I" if name.startswith("I") else "R"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from neurorit_lens.neurons.sets import SET_NAMES, NeuronSet
+from neurorit_lens.neuron_sets import SET_NAMES, MiningMeta, NeuronSet
 from neurorit_lens.viz.report_run import RunContents
 
 
@@ -161,8 +161,8 @@ def _section_eval(c: RunContents) -> list[Block]:
 def _section_neurons(c: RunContents) -> list[Block]:
     if not c.neurons:
         return ["No neuron sets (stage 'mine' not run)."]
-    meta = c.neurons.get("meta") or {}
-    shape = meta.get("model_shape")
+    meta = MiningMeta.of_file(c.neurons)
+    shape = list(meta.model_shape) if meta.model_shape else None
     rows = []
     for name in SET_NAMES:
         if name not in c.neurons:
@@ -180,8 +180,8 @@ def _section_neurons(c: RunContents) -> list[Block]:
     blocks: list[Block] = [Table(["set", "neurons", "% of all", "layers", "busiest layers", "first neurons"], rows,
                                   f"Model shape (layers, d_mlp) = {shape}. R_excl = R \\ I, I_excl = I \\ R, "
                                   "shared = R & I.")]
-    if meta.get("counts"):
-        counts = meta["counts"]
+    if meta.counts:
+        counts = meta.counts
         text = ", ".join(f"{k}: {v}" for k, v in counts.items()) if isinstance(counts, Mapping) else str(counts)
         blocks.append(f"Mining counts: {text}.")
     if (c.run_dir / "neurons" / "index.html").exists():
@@ -255,11 +255,11 @@ def _plot_blocks(c: RunContents) -> list[Block]:
         out.append(Image(name, figure_png(fig), alt))
         plt.close(fig)
 
-    meta = (c.neurons or {}).get("meta") or {}
-    if meta.get("layer_mass"):
-        add("layer_mass", "attribution mass per layer for R and I", plots.plot_layer_mass, meta["layer_mass"])
+    meta = MiningMeta.of_file(c.neurons)
+    if meta.layer_mass:
+        add("layer_mass", "attribution mass per layer for R and I", plots.plot_layer_mass, meta.layer_mass)
     if c.neurons:
-        shape = meta.get("model_shape")
+        shape = meta.model_shape
         sets = {k: v for k, v in c.neurons.items() if k in ("R_excl", "I_excl", "shared")}
         if sets:
             add("set_counts", "neuron-set counts per layer", plots.plot_set_counts, sets,

@@ -16,7 +16,7 @@ which embeds circuitsvis' inline bundle (no CDN). ``CVPanel``, ``NeuronView``,
 ``page_html`` and ``circuitsvis_bundle`` are re-exported here.
 
 >>> from neurorit_lens.models import tiny_model
->>> from neurorit_lens.neurons.sets import Neuron
+>>> from neurorit_lens.neuron_sets import Neuron
 >>> model = tiny_model()
 >>> view = activation_view(model, {"demo": ["The capital of Zarnia is Velmor."]}, [Neuron(0, 3), Neuron(1, 5)])
 >>> "CircuitsVis.render" in view.html() and "unpkg.com" not in view.html()
@@ -33,7 +33,7 @@ from jaxtyping import Float, Int
 
 from neurorit_lens.data.schema import Passage, QAExample
 from neurorit_lens.hooks import mlp_hook_name, mlp_names_filter, neuron_hooks
-from neurorit_lens.neurons.sets import Neuron, NeuronSet
+from neurorit_lens.neuron_sets import Neuron, NeuronSet
 from neurorit_lens.objective import AnswerBatch, answer_target, tokenize_with_answers
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.viz.panels import CVPanel, NeuronView, circuitsvis_bundle, page_html

@@ -107,7 +107,7 @@ def trainer_run(out_dir: Path | None = None) -> dict[str, Any]:
     """
     from neurorit_lens.config import TrainConfig
     from neurorit_lens.hooks import zero_ablation
-    from neurorit_lens.neurons.sets import NeuronSet
+    from neurorit_lens.neuron_sets import NeuronSet
     from neurorit_lens.training.items import TrainItem
     from neurorit_lens.training.masks import neuron_param_masks
     from neurorit_lens.training.trainer import Trainer
@@ -139,7 +139,7 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
     )
     from neurorit_lens.distributed.process import get_rank, get_world_size, local_batch_slice
     from neurorit_lens.hooks import neuron_hooks, zero_ablation
-    from neurorit_lens.neurons.sets import NeuronSet
+    from neurorit_lens.neuron_sets import NeuronSet
     from neurorit_lens.objective import token_logprobs, tokenize_with_answers
 
     model = tiny_model_for_check()

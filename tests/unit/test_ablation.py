@@ -17,7 +17,7 @@ from neurorit_lens.data.answers import accuracy
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks, set_neurons_hook, zero_ablation
 from neurorit_lens.models import tiny_model
 from neurorit_lens.models.generation import generate_greedy
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.objective import answer_logprobs, prepare_answers, tokenize_with_answers
 from tests.helpers import BAD_CHOICE, cached_tiny_model, unchecked
 
@@ -340,7 +340,7 @@ def test_measure_ablation_rejects_bad_input():
 # --------------------------------------------------------------------------- CLI
 def test_cli_ablate_end_to_end_on_tiny_model(tmp_path, capsys):
     from neurorit_lens.cli.main import main
-    from neurorit_lens.neurons.sets import exclusive_sets, save_neuron_sets
+    from neurorit_lens.neuron_sets import exclusive_sets, save_neuron_sets
 
     sets = exclusive_sets(NeuronSet({0: [1, 2, 3, 4], 1: [5, 6]}), NeuronSet({0: [4, 9], 1: [10, 11, 12]}))
     neurons = save_neuron_sets(tmp_path / "mine" / "neurons.json", sets, {"model_shape": [2, 64], "site": "post"})

@@ -12,7 +12,7 @@ import torch
 from neurorit_lens.config import TrainConfig
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.objective import answer_position_logprobs, answer_sft_loss, sft_loss, token_logprobs
 from neurorit_lens.training import trainer as trainer_mod
 from neurorit_lens.training.items import TrainItem

@@ -9,7 +9,7 @@ import torch
 
 from neurorit_lens.config import DataConfig, MiningConfig, RunConfig
 from neurorit_lens.hooks import neuron_hooks, scale_ablation, zero_ablation
-from neurorit_lens.neurons.sets import (
+from neurorit_lens.neuron_sets import (
     Neuron,
     NeuronSet,
     exclusive_sets,

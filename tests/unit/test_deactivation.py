@@ -10,7 +10,7 @@ import torch
 from neurorit_lens.config import TrainConfig
 from neurorit_lens.hooks import deactivation_hooks, neuron_hooks
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.training.items import TrainItem
 from neurorit_lens.training.methods import train
 from neurorit_lens.training.plans import bake_deactivation, plan_method

@@ -17,7 +17,7 @@ from neurorit_lens.data.build import context_label
 from neurorit_lens.evaluation.evaluate import EvalResult, aggregate, evaluate
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models.generation import encode_for_generation, generate_greedy
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.statistics import bootstrap_ci, wilson_interval
 from tests.helpers import cached_tiny_model, make_examples
 

@@ -15,7 +15,7 @@ from neurorit_lens.models.convert import hf_to_hooked
 from neurorit_lens.models.export import export_hf, hf_native_params, stop_ids_of, tl_only_params, to_hf_model
 from neurorit_lens.models.saved import save_trained_model
 from neurorit_lens.models.tiny import tiny_model, tiny_tokenizer
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.training.masks import full_param_masks
 from neurorit_lens.training.methods import bake_deactivation
 

@@ -12,7 +12,7 @@ from neurorit_lens.cli.main import main as cli_main
 from neurorit_lens.models.export import hf_checkpoint
 from neurorit_lens.models.export_gguf import export_gguf, permute_rotary, unpermute_rotary
 from neurorit_lens.models.saved import save_trained_model
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.training.plans import bake_deactivation
 from tests.unit.test_export import TEXTS, _tl, _tune_like_stage1
 

@@ -8,7 +8,7 @@ import torch
 from neurorit_lens.config import TrainConfig
 from neurorit_lens.hooks import deactivation_hooks, neuron_hooks
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.objective import sft_loss
 from neurorit_lens.training.gate import GATE_PARAM, attach_gates, bake_gates, gate_hooks
 from neurorit_lens.training.methods import run_plan, train

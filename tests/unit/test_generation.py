@@ -15,7 +15,7 @@ from neurorit_lens.models.generation import (
     left_pad,
     stop_token_ids,
 )
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from tests.helpers import BAD_CHOICE, cached_tiny_model, unchecked
 
 PROMPTS = [

@@ -12,11 +12,11 @@ import neurorit_lens.neurons.irrelevant as irrelevant
 from neurorit_lens.config import DataConfig, MiningConfig
 from neurorit_lens.data import answer_continuation, build_instances, embedded_examples, render_prompts
 from neurorit_lens.hooks import mlp_hook_name
+from neurorit_lens.neuron_sets import exclusive_sets
 from neurorit_lens.neurons.attribution import attribute
 from neurorit_lens.neurons.irrelevant import activation_stats
 from neurorit_lens.neurons.mining import MiningResult, mine
 from neurorit_lens.neurons.selection import select
-from neurorit_lens.neurons.sets import exclusive_sets
 from neurorit_lens.objective import tokenize_with_answers
 from tests.helpers import BAD_CHOICE, cached_tiny_model
 

@@ -184,10 +184,10 @@ STAGE_OF: dict[str, tuple[str, str]] = {
     "config": ("base", "every stage's config dataclass; imports only io"),
     "statistics": ("base", "the one bootstrap and the comparison tests; numeric, imports nothing"),
     "tl_backend": ("base", "the TransformerLens import shim; imports nothing of the package"),
-    "hooks": ("base", "hook factories every stage attaches; imports config, tl_backend, neurons.sets"),
+    "hooks": ("base", "hook factories every stage attaches; imports config, tl_backend, neuron_sets"),
     "objective": ("base", "tokenisation and the teacher-forced loss; imports config, hooks, tl_backend"),
-    "neurons.sets": ("base", "the NeuronSet type and its file format, which hooks take and the "
-                             "saved-model folder records; imports only io"),
+    "neuron_sets": ("base", "the NeuronSet type and the neurons.json format, which hooks take and the "
+                            "saved-model folder records; imports only io"),
     "__main__": ("cli", "``python -m neurorit_lens`` runs cli.main"),
 }
 
@@ -223,12 +223,12 @@ def _backward_imports(graph: dict[str, set[str]]) -> list[str]:
 
 def test_stage_rule_flags_backward_and_parallel_imports():
     graph = {f"{PKG}.ablation.a": {f"{PKG}.evaluation.e", f"{PKG}.training.t", f"{PKG}.io", f"{PKG}.data.d"},
-             f"{PKG}.neurons.sets": {f"{PKG}.neurons.mining"}, f"{PKG}.hooks": {f"{PKG}.neurons.sets"},
+             f"{PKG}.neuron_sets": {f"{PKG}.neurons.mining"}, f"{PKG}.hooks": {f"{PKG}.neuron_sets"},
              PKG: {f"{PKG}.cli.main"}}
     assert _backward_imports(graph) == [
         f"{PKG}.ablation.a (ablation) imports {PKG}.evaluation.e (evaluation)",
         f"{PKG}.ablation.a (ablation) imports {PKG}.training.t (training)",
-        f"{PKG}.neurons.sets (base) imports {PKG}.neurons.mining (neurons)",
+        f"{PKG}.neuron_sets (base) imports {PKG}.neurons.mining (neurons)",
     ]
 
 

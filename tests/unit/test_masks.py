@@ -8,7 +8,7 @@ import torch
 from neurorit_lens.config import TrainConfig
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.training.masks import (
     count_trainable,
     full_param_masks,

@@ -18,10 +18,10 @@ from neurorit_lens.data import (
     embedded_examples,
     render_prompts,
 )
+from neurorit_lens.neuron_sets import exclusive_sets, load_neuron_sets
 from neurorit_lens.neurons.attribution import attribute
 from neurorit_lens.neurons.mining import MiningResult, mine, score_path
 from neurorit_lens.neurons.selection import select
-from neurorit_lens.neurons.sets import exclusive_sets, load_neuron_sets
 from neurorit_lens.objective import tokenize_with_answers
 from tests.helpers import cached_tiny_model
 

@@ -19,7 +19,7 @@ from neurorit_lens.cli.main import main
 from neurorit_lens.data.schema import QAExample
 from neurorit_lens.hooks import mlp_hook_name
 from neurorit_lens.models.tiny import tiny_model
-from neurorit_lens.neurons.sets import Neuron, NeuronSet, save_neuron_sets
+from neurorit_lens.neuron_sets import Neuron, NeuronSet, save_neuron_sets
 from neurorit_lens.viz import neuron_data as nd
 from neurorit_lens.viz.neuron_page import neuron_page, neuron_pages
 from tests.helpers import cached_tiny_model, make_examples

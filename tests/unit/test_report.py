@@ -12,7 +12,7 @@ import torch
 from neurorit_lens.cli.main import main
 from neurorit_lens.config import RunConfig
 from neurorit_lens.io import atomic_write_json
-from neurorit_lens.neurons.sets import NeuronSet, exclusive_sets, save_neuron_sets
+from neurorit_lens.neuron_sets import NeuronSet, exclusive_sets, save_neuron_sets
 from neurorit_lens.viz.report import load_run, load_scores, save_views, write_report
 from tests.helpers import cached_tiny_model, make_examples
 

@@ -19,7 +19,7 @@ from neurorit_lens.models.saved import (
     load_saved_sets,
     save_trained_model,
 )
-from neurorit_lens.neurons.sets import NeuronSet, save_neuron_sets
+from neurorit_lens.neuron_sets import NeuronSet, save_neuron_sets
 from neurorit_lens.training.methods import bake_deactivation
 
 PROMPTS = ["The capital of Zarnia is", "Trains in Brindle run on time"]

@@ -25,8 +25,8 @@ from neurorit_lens.config import AblationConfig, DataConfig
 from neurorit_lens.data.splits import load_splits
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.models import tiny_model
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.neurons.selection import normalize_scores
-from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.objective import answer_logprobs, prepare_answers
 from neurorit_lens.training.gate import GATE_PARAM
 from neurorit_lens.training.items import TrainItem

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neurorit_lens.neuron_sets import Neuron, NeuronSet, exclusive_sets
 from neurorit_lens.neurons.selection import SelectionStats, select
-from neurorit_lens.neurons.sets import Neuron, NeuronSet, exclusive_sets
 
 
 def naive_threshold(scores, t, p):

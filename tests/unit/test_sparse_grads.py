@@ -10,7 +10,7 @@ import torch
 from neurorit_lens.config import TrainConfig
 from neurorit_lens.hooks import zero_ablation
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.objective import sft_loss
 from neurorit_lens.training.items import TrainItem
 from neurorit_lens.training.masks import layer_param_masks, merge_masks, neuron_param_masks

@@ -17,7 +17,7 @@ import torch
 from neurorit_lens.config import DataConfig, TrainConfig
 from neurorit_lens.hooks import neuron_hooks, zero_ablation
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons.sets import NeuronSet
+from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.objective import sft_loss, tokenize_with_answers
 from neurorit_lens.training.checkpoint import read_train_log
 from neurorit_lens.training.items import (

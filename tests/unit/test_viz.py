@@ -9,7 +9,7 @@ import torch
 
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.models import tiny_model
-from neurorit_lens.neurons.sets import Neuron, NeuronSet
+from neurorit_lens.neuron_sets import Neuron, NeuronSet
 from neurorit_lens.objective import tokenize_with_answers
 from neurorit_lens.viz.views import (
     CVPanel,
