@@ -44,7 +44,9 @@ StageDeactivation = Literal["none", "zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random", "clean"]
 LrSchedule = Literal["cosine", "linear", "constant"]
-StageSchedule = Literal["per_stage", "continuous"]
+StageSchedule = Literal["per_stage", "continuous", "stage1_extra"]
+Stage1Neurons = Literal["r_excl", "random"]
+Stage2Data = Literal["continue", "restart"]
 IrrelevantTarget = Literal["gold", "abstain", "drop"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
@@ -402,10 +404,19 @@ class TrainConfig(ConfigBase):
     # Peak learning rate of neurorit's stage 1 (none = the same as stage 2: --lr, or each value
     # of --lr-grid).
     stage1_lr: float | None = None
-    # Learning-rate schedule of neurorit's two stages: each its own warmup and decay (per_stage),
-    # or one warmup and decay over --steps that stage 2 continues, with one data order
-    # (continuous: the same schedule mass as layers).
+    # Learning-rate schedule of neurorit's two stages: each its own warmup and decay, splitting
+    # --steps (per_stage); one warmup and decay over --steps, so stage 2 gets only the tail of the
+    # decay (continuous); or stage 2 gets --steps on its own schedule, exactly layers' steps,
+    # warmup and decay, and stage 1 comes as --stage1-steps (or --stage1-fraction x --steps) extra
+    # steps before it (stage1_extra).
     stage_schedule: StageSchedule = "per_stage"
+    # Data order of neurorit's stage 2: continue where stage 1 stopped, so no item is seen twice
+    # before every item was seen once (continue), or start again from the first item (restart, the
+    # order of runs made before this option existed).
+    stage2_data: Stage2Data = "continue"
+    # Neurons that neurorit's stage 1 trains: R_excl, or random neurons with R_excl's per-layer
+    # counts (the neuron-identity control; stage 2 keeps the layers chosen from R_excl).
+    stage1_neurons: Stage1Neurons = "r_excl"
     # Target of the irrelevant-only training items: the gold answer, --abstain-answer, or no such
     # items at all (drop).
     irrelevant_target: IrrelevantTarget = "gold"
@@ -447,9 +458,16 @@ class TrainConfig(ConfigBase):
         _check(self.stage1_steps is None or self.stage1_steps >= 1, "stage1_steps must be >= 1")
         _check(self.stage1_lr is None or self.stage1_lr > 0, "stage1_lr must be positive")
         _one_of(self.stage_schedule, StageSchedule, "stage_schedule")
+        _one_of(self.stage2_data, Stage2Data, "stage2_data")
+        _one_of(self.stage1_neurons, Stage1Neurons, "stage1_neurons")
         _one_of(self.irrelevant_target, IrrelevantTarget, "irrelevant_target")
         _check(bool(self.abstain_answer.strip()), "abstain_answer must not be empty")
         _check(math.isfinite(self.gate_penalty) and self.gate_penalty >= 0, "gate_penalty must be >= 0")
+
+
+# TrainConfig fields added with a default that differs from what the runs recorded before them did:
+# a record that lacks the field was made with this value (stage 2 re-read stage 1's items then).
+TRAIN_LEGACY_VALUES: dict[str, Any] = {"stage2_data": "restart"}
 
 
 @dataclass
