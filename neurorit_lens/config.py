@@ -1,6 +1,6 @@
 """One config dataclass per stage, nested in :class:`RunConfig`.
 
-Every field where the paper is silent is a field here (see ``DESIGN.md``). Each field's
+Every field where the paper is silent is a field here (see ``docs/design.md``). Each field's
 trailing comment is its ``--help`` text on the command line. Each list of choices is a
 ``Literal`` type defined once below; the modules that implement the choices derive their
 tuples from it with ``typing.get_args``. Each class validates in ``__post_init__``
@@ -208,7 +208,7 @@ class EvalConfig(ConfigBase):
 
 @dataclass
 class MiningConfig(ConfigBase):
-    """Attribution and neuron selection (DESIGN.md, 'Neurons' to 'Exclusive sets')."""
+    """Attribution and neuron selection (docs/design.md, 'Neurons and attribution', 'Selection and the sets')."""
 
     # Attribution: per-layer Integrated Gradients (ig, the paper's), IG over all layers at once
     # (ig_joint), or gradient x activation (one backward pass).
