@@ -1,4 +1,4 @@
-"""neurorit's stage schedule and the targets of irrelevant-only training items (issue 12, item 5)."""
+"""neurorit's stage schedule and the targets of irrelevant-only training items."""
 
 from __future__ import annotations
 
