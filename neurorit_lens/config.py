@@ -1,6 +1,6 @@
 """One config dataclass per stage, nested in :class:`RunConfig`.
 
-Every field where the paper is silent is a field here (see ``DESIGN.md``). Each field's
+Every field where the paper is silent is a field here (see ``docs/design.md``). Each field's
 trailing comment is its ``--help`` text on the command line. Each list of choices is a
 ``Literal`` type defined once below; the modules that implement the choices derive their
 tuples from it with ``typing.get_args``. Each class validates in ``__post_init__``
@@ -139,12 +139,14 @@ class DataConfig(ConfigBase):
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     # Random seed for the split, the noisy contexts and every later random draw.
     seed: int = 0
-    # Total passages in a noise=R context (relevant plus irrelevant).
+    # Passages in a noise=R, irrelevant or counterfactual context (an example with fewer relevant
+    # passages than noise=R needs keeps the ratio instead, e.g. one gold passage: noise=0.8 is gold+4).
     n_passages: int = 5
     # Prompt format: the model's chat template (chat), plain text, or chat when the tokenizer has
     # one (auto).
     template: Template = "auto"
-    # Token budget of a prompt; passages are truncated past it, never the question.
+    # Token budget of a prompt: non-gold passages are shortened or dropped to fit; the gold passage
+    # and the question are never cut (an example they alone overflow is skipped and counted).
     max_prompt_tokens: int = 512
     # Stop with an error on a bad record instead of skipping it.
     strict: bool = False
@@ -188,7 +190,8 @@ class EvalConfig(ConfigBase):
     max_new_tokens: int = 48
     # Prompts generated per forward pass.
     batch_size: int = 8
-    # Bootstrap resamples for the 95% intervals.
+    # Bootstrap resamples for the percentile 95% intervals of accuracy, EM and F1 (accuracy is
+    # also given a Wilson interval, the one tables print).
     n_bootstrap: int = 1000
     # Random seed of the bootstrap.
     seed: int = 0
@@ -210,7 +213,7 @@ class EvalConfig(ConfigBase):
 
 @dataclass
 class MiningConfig(ConfigBase):
-    """Attribution and neuron selection (DESIGN.md, 'Neurons' to 'Exclusive sets')."""
+    """Attribution and neuron selection (docs/design.md, 'Neurons and attribution', 'Selection and the sets')."""
 
     # Attribution: per-layer Integrated Gradients (ig, the paper's), IG over all layers at once
     # (ig_joint), or gradient x activation (one backward pass).
@@ -354,7 +357,7 @@ class TrainConfig(ConfigBase):
     batch_size: int = 4
     # Micro-batches accumulated per optimizer step.
     grad_accum: int = 1
-    # Linear warmup steps before the schedule.
+    # Linear warmup steps before the decay (per_stage: at the start of each of neurorit's stages).
     warmup_steps: int = 10
     # Gradient-norm clipping threshold (0 = no clipping).
     max_grad_norm: float = 1.0

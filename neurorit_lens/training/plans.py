@@ -24,7 +24,7 @@ clean      nothing                                      the same parameters as `
                                                         on gold-only contexts (the format control)
 =========  ==========================================  =============================================
 
-``clean`` is the format control of issue 13: supervised fine-tuning on the same questions,
+``clean`` is the format control: supervised fine-tuning on the same questions,
 for the same steps and schedule, with the same trainable parameters as ``full``, but every
 training prompt holds the gold passage alone (setting ``gold``; no noisy or irrelevant-only
 instance, :func:`neurorit_lens.training.items.build_train_items` with ``gold_only``). Its
