@@ -1,12 +1,12 @@
 """The ``prompted`` baseline and the ``cross_test`` sets of benchmarks/compare_methods.py.
 
-* ``prompted`` (format control, issue 13 item 3): the untuned base model with a prompt
+* ``prompted`` (format control): the untuned base model with a prompt
   (instruction, system line, template) and a generation length (``max_new_tokens``,
   ``stop_at_newline``) chosen on dev from the declared ``prompted_variants``, by the same
   rule as the LR choice: highest pooled dev accuracy at the selection settings; ties: the
   first declared. Each variant is the run ``prompted/<name>``; only the chosen one is
   evaluated on test (``OUT/selection/prompted.json`` holds the choice and every dev score).
-* ``cross_test`` (issue 13 item 9): test-only data sets. Every question of each set is a
+* ``cross_test``: test-only data sets. Every question of each set is a
   test question (no split, no limit); none is ever trained or mined on (the training and
   mining pools hold only the ``datasets``' training questions). Each evaluated method's
   first-seed run (base, the chosen prompted variant, each trained method's chosen LR) is

@@ -1,5 +1,5 @@
 """TrainConfig variants chosen on dev (``train_grid``) and dev-only selection runs (``dev_only``)
-for benchmarks/compare_methods.py (issue 12 item 5: stage schedule and data chosen on dev).
+for benchmarks/compare_methods.py (stage schedule and data chosen on dev).
 
 * ``train_grid``: ``{method: [{"name", <TrainConfig field>: value, ...}]}``; each entry is a
   named set of TrainConfig overrides on top of the shared ``train`` block. A method's

@@ -1,4 +1,4 @@
-"""The powered, paired comparison of training methods (issue 13), resumable.
+"""The powered, paired comparison of training methods, resumable.
 
     python benchmarks/compare_methods.py --config benchmarks/configs/cpu_small.json
 

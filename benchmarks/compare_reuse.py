@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.compare_protocol import effective_config, utc_now
-from neurorit_lens.config import TrainConfig
+from neurorit_lens.config import TRAIN_LEGACY_VALUES, TrainConfig
 from neurorit_lens.io import atomic_write_json, read_json
 
 log = logging.getLogger("compare_methods")
@@ -45,11 +45,12 @@ def _norm(x: Any) -> Any:
 
 def train_config_key(config: Any) -> Any:
     """A recorded TrainConfig as today's :class:`TrainConfig` would write it: fields added since it was
-    recorded take their defaults. A record today's class cannot read (a removed field) stays as it is."""
+    recorded take their defaults, except those in :data:`TRAIN_LEGACY_VALUES`, which take the value the
+    run really had. A record today's class cannot read (a removed field) stays as it is."""
     if not isinstance(config, Mapping):
         return _norm(config)
     try:
-        return _norm(TrainConfig.from_dict(dict(config)).to_dict())
+        return _norm(TrainConfig.from_dict({**TRAIN_LEGACY_VALUES, **config}).to_dict())
     except (TypeError, ValueError):
         return _norm(config)
 

@@ -1,4 +1,4 @@
-"""How few IG steps are enough (issue 15, item 4), and what per-layer IG costs against its floor.
+"""How few IG steps are enough, and what per-layer IG costs against its floor.
 
 On short gold-only prompts, per-layer Integrated Gradients (``method="ig"``, midpoint rule) is
 run with m = 64 (the reference) and with smaller m on the same examples and layers. For each

@@ -1,6 +1,6 @@
 """The noise-degradation table: accuracy under closed / gold / gold+4 / irrelevant contexts.
 
-Reproduces issue 2's motivating numbers on real data: NQ-open (the lost-in-the-middle
+The motivating measurement on real data: NQ-open (the lost-in-the-middle
 oracle file: one gold passage per question; irrelevant passages are other questions' gold
 passages that do not contain the answer, mined by the data loader) and RGB (``en_fact``:
 positives and negatives). Greedy decoding, 16 new tokens, accuracy = normalised gold

@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mine-limit", type=int, default=32)
     p.add_argument("--mine-method", default="grad_x_act")
     p.add_argument("--threshold", type=float, default=0.05,
-                   help="selection threshold t (DESIGN default 0.2 kept only 14 R_excl / 2 I_excl neurons "
+                   help="selection threshold t (the library default 0.2 kept only 14 R_excl / 2 I_excl neurons "
                         "on 24 SmolLM2 examples, too few to train)")
     p.add_argument("--frequency", type=float, default=0.5)
     p.add_argument("--steps", type=int, default=40)

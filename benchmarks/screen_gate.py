@@ -1,4 +1,4 @@
-"""The ``gate`` mode of the causal screen (issue 12, item 3; protocol in docs/screen.md).
+"""The ``gate`` mode of the causal screen (protocol in docs/screen.md).
 
 A learned gate has no fixed hook: each tested set gets its own gates, trained first. For the
 candidate's I_excl and for each of its random control sets (the same sets, same seeds and

@@ -1,4 +1,4 @@
-"""The causal screens of the definitions of I (issue 12; protocols and selection rule in docs/screen.md).
+"""The causal screens of the definitions of I (protocols and selection rule in docs/screen.md).
 
 For one data set: mine every candidate definition of I on train questions, then deactivate each
 candidate's I_excl in each of its modes on dev questions against 5 random sets of the same
@@ -61,7 +61,7 @@ SCREENS: dict[int, list[tuple[str, str, float]]] = {
         ("negative_paired", "gate", 0.0),
         ("contrast", "gate", 0.0),
     ],
-    # the format-tuned checkpoint (issue 12 item 6): run with --model <clean checkpoint> --data embedded:1000
+    # the format-tuned checkpoint: run with --model <clean checkpoint> --data embedded:1000
     3: [
         ("negative_paired", "scale", 0.5),
         ("contrast", "scale", 0.5),

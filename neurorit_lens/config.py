@@ -1,6 +1,6 @@
 """One config dataclass per stage, nested in :class:`RunConfig`.
 
-Every field where the paper is silent is a field here (see ``DESIGN.md``). Each field's
+Every field where the paper is silent is a field here (see ``docs/design.md``). Each field's
 trailing comment is its ``--help`` text on the command line. Each list of choices is a
 ``Literal`` type defined once below; the modules that implement the choices derive their
 tuples from it with ``typing.get_args``. Each class validates in ``__post_init__``
@@ -44,7 +44,9 @@ StageDeactivation = Literal["none", "zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random", "clean"]
 LrSchedule = Literal["cosine", "linear", "constant"]
-StageSchedule = Literal["per_stage", "continuous"]
+StageSchedule = Literal["per_stage", "continuous", "stage1_extra"]
+Stage1Neurons = Literal["r_excl", "random"]
+Stage2Data = Literal["continue", "restart"]
 IrrelevantTarget = Literal["gold", "abstain", "drop"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
@@ -137,12 +139,14 @@ class DataConfig(ConfigBase):
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     # Random seed for the split, the noisy contexts and every later random draw.
     seed: int = 0
-    # Total passages in a noise=R context (relevant plus irrelevant).
+    # Passages in a noise=R, irrelevant or counterfactual context (an example with fewer relevant
+    # passages than noise=R needs keeps the ratio instead, e.g. one gold passage: noise=0.8 is gold+4).
     n_passages: int = 5
     # Prompt format: the model's chat template (chat), plain text, or chat when the tokenizer has
     # one (auto).
     template: Template = "auto"
-    # Token budget of a prompt; passages are truncated past it, never the question.
+    # Token budget of a prompt: non-gold passages are shortened or dropped to fit; the gold passage
+    # and the question are never cut (an example they alone overflow is skipped and counted).
     max_prompt_tokens: int = 512
     # Stop with an error on a bad record instead of skipping it.
     strict: bool = False
@@ -186,7 +190,8 @@ class EvalConfig(ConfigBase):
     max_new_tokens: int = 48
     # Prompts generated per forward pass.
     batch_size: int = 8
-    # Bootstrap resamples for the 95% intervals.
+    # Bootstrap resamples for the percentile 95% intervals of accuracy, EM and F1 (accuracy is
+    # also given a Wilson interval, the one tables print).
     n_bootstrap: int = 1000
     # Random seed of the bootstrap.
     seed: int = 0
@@ -208,7 +213,7 @@ class EvalConfig(ConfigBase):
 
 @dataclass
 class MiningConfig(ConfigBase):
-    """Attribution and neuron selection (DESIGN.md, 'Neurons' to 'Exclusive sets')."""
+    """Attribution and neuron selection (docs/design.md, 'Neurons and attribution', 'Selection and the sets')."""
 
     # Attribution: per-layer Integrated Gradients (ig, the paper's), IG over all layers at once
     # (ig_joint), or gradient x activation (one backward pass).
@@ -352,7 +357,7 @@ class TrainConfig(ConfigBase):
     batch_size: int = 4
     # Micro-batches accumulated per optimizer step.
     grad_accum: int = 1
-    # Linear warmup steps before the schedule.
+    # Linear warmup steps before the decay (per_stage: at the start of each of neurorit's stages).
     warmup_steps: int = 10
     # Gradient-norm clipping threshold (0 = no clipping).
     max_grad_norm: float = 1.0
@@ -402,10 +407,19 @@ class TrainConfig(ConfigBase):
     # Peak learning rate of neurorit's stage 1 (none = the same as stage 2: --lr, or each value
     # of --lr-grid).
     stage1_lr: float | None = None
-    # Learning-rate schedule of neurorit's two stages: each its own warmup and decay (per_stage),
-    # or one warmup and decay over --steps that stage 2 continues, with one data order
-    # (continuous: the same schedule mass as layers).
+    # Learning-rate schedule of neurorit's two stages: each its own warmup and decay, splitting
+    # --steps (per_stage); one warmup and decay over --steps, so stage 2 gets only the tail of the
+    # decay (continuous); or stage 2 gets --steps on its own schedule, exactly layers' steps,
+    # warmup and decay, and stage 1 comes as --stage1-steps (or --stage1-fraction x --steps) extra
+    # steps before it (stage1_extra).
     stage_schedule: StageSchedule = "per_stage"
+    # Data order of neurorit's stage 2: continue where stage 1 stopped, so no item is seen twice
+    # before every item was seen once (continue), or start again from the first item (restart, the
+    # order of runs made before this option existed).
+    stage2_data: Stage2Data = "continue"
+    # Neurons that neurorit's stage 1 trains: R_excl, or random neurons with R_excl's per-layer
+    # counts (the neuron-identity control; stage 2 keeps the layers chosen from R_excl).
+    stage1_neurons: Stage1Neurons = "r_excl"
     # Target of the irrelevant-only training items: the gold answer, --abstain-answer, or no such
     # items at all (drop).
     irrelevant_target: IrrelevantTarget = "gold"
@@ -447,9 +461,16 @@ class TrainConfig(ConfigBase):
         _check(self.stage1_steps is None or self.stage1_steps >= 1, "stage1_steps must be >= 1")
         _check(self.stage1_lr is None or self.stage1_lr > 0, "stage1_lr must be positive")
         _one_of(self.stage_schedule, StageSchedule, "stage_schedule")
+        _one_of(self.stage2_data, Stage2Data, "stage2_data")
+        _one_of(self.stage1_neurons, Stage1Neurons, "stage1_neurons")
         _one_of(self.irrelevant_target, IrrelevantTarget, "irrelevant_target")
         _check(bool(self.abstain_answer.strip()), "abstain_answer must not be empty")
         _check(math.isfinite(self.gate_penalty) and self.gate_penalty >= 0, "gate_penalty must be >= 0")
+
+
+# TrainConfig fields added with a default that differs from what the runs recorded before them did:
+# a record that lacks the field was made with this value (stage 2 re-read stage 1's items then).
+TRAIN_LEGACY_VALUES: dict[str, Any] = {"stage2_data": "restart"}
 
 
 @dataclass

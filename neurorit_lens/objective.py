@@ -5,7 +5,7 @@ the positions that *predict* them (position t predicts token t+1). Sequences are
 padded, which leaves every real position untouched in a causal model, so no attention
 mask is needed for these forward passes.
 
-F kinds (DESIGN.md, 'Attribution target'):
+F kinds (docs/design.md, 'Neurons and attribution'):
 - ``logprob``: sum over answer tokens of log p(token | prefix) (default).
 - ``prob``: exp of that sum, the probability of the whole answer.
 - ``logit``: sum of the answer tokens' logits.

@@ -30,11 +30,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Args(Common):
-    """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, or scale) each set
-    in --sets and --n-random random sets with the same per-layer counts, and measure the change
-    in gold-answer log-prob (teacher forced) and in accuracy (greedy generation) under
-    relevant-only and noisy contexts. Writes OUT/ablation.json and prints a table with
-    bootstrap 95% intervals and the difference against the random controls.
+    """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, scale, or hold at a
+    constant: --mode) each set in --sets and --n-random random sets with the same per-layer counts,
+    and measure the change in gold-answer log-prob (teacher forced) and in accuracy (greedy
+    generation, a gold answer contained in the output) under relevant-only and noisy contexts.
+    Writes OUT/ablation.json and prints a table with bootstrap 95% intervals and the difference
+    against the random controls.
     """
 
     model: ModelName

@@ -31,9 +31,12 @@ log = logging.getLogger("neurorit_lens")
 @dataclass
 class Args(Common):
     """Load a model and QA data, build each noise setting (closed, gold, gold+K, noise=R,
-    irrelevant, counterfactual), answer greedily and score: accuracy (normalised gold answer
-    contained in the output), EM and F1, with percentile-bootstrap 95% intervals. Writes
-    OUT/eval.json, OUT/predictions.jsonl, OUT/config.json, OUT/environment.json and prints a table.
+    irrelevant, counterfactual, retrieved), answer greedily, extract the answer (first line, first
+    sentence, at most five words more than the longest gold answer) and score the extract:
+    accuracy (a normalised gold answer contained in it) with a Wilson 95% interval, EM and F1 with
+    percentile-bootstrap 95% intervals; accuracy on the whole output (accuracy_raw) and the
+    passage-copy rate are reported beside them. Writes OUT/eval.json, OUT/predictions.jsonl,
+    OUT/config.json, OUT/environment.json and prints a table.
     """
 
     model: ModelName = DEFAULT_MODEL

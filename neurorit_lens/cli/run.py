@@ -22,6 +22,10 @@ class Args(RunConfig, Common):
     --config FILE repeats a run from its saved config.json (other flags are then ignored,
     except --out when given). Section flags are spelled --data.n-passages, --eval.settings,
     --mining.threshold, --ablation.mode, --train.steps, ...
+
+    Each stage takes its own split and limit: the evaluations the test split (--eval-limit),
+    mining and training the train split (--mine-limit, --train-limit), the causal test the dev
+    split (--ablate-limit); --data.split and --data.limit are not used.
     """
 
     _config_class = RunConfig  # config_of(args) -> the RunConfig without --config or Common's extras

@@ -33,11 +33,13 @@ NO_NEURONS = ("full", "clean")  # methods that train without a neurons.json
 class Args(Common):
     """Split the QA data by question (train/dev), build noisy-context training examples
     (relevant passages among irrelevant ones at --noise-ratios, plus --irrelevant-only-fraction
-    irrelevant-only contexts; target: the gold answer) and train with --method: neurorit
-    (stage 1: I_excl deactivated, R_excl neurons' own weights trained; stage 2: MLP of the
-    layers with most R_excl attribution mass), stage1, layers, random, full, or clean (every
-    weight, as full, trained on gold-only contexts: the format control). Every method
-    takes the same --steps optimizer steps and the same --lr-grid search on dev loss.
+    irrelevant-only contexts, whose target --irrelevant-target sets) and train with --method:
+    neurorit (stage 1: the R_excl neurons' own weights trained; I_excl is switched off only
+    with --deactivation zero|scale|constant|gate, and the default, none, switches nothing off;
+    stage 2: the MLPs of the layers with most R_excl attribution mass), stage1, layers (stage 2's
+    layers alone), random, full, or clean (every weight, as full, trained on gold-only contexts:
+    the format control). Every method takes the same --steps optimizer steps and the same
+    --lr-grid search on dev loss.
     Checkpoints under OUT/runs/ make a killed run resumable (--resume, the default). Writes
     OUT/model/ (load it with `--model OUT/model`), OUT/train.json and OUT/train_log.jsonl.
     """

@@ -1,4 +1,4 @@
-"""Paired comparisons of two methods on the same questions (issue 13's contrasts).
+"""Paired comparisons of two methods on the same questions (the method comparison's contrasts).
 
 Every function takes per-question values keyed by example id (``{id: value}``, one dict
 per method or per setting) and pairs them over the ids both hold, in the first dict's

@@ -4,7 +4,7 @@ For each noise setting (``closed``, ``gold``, ``gold+K``, ``noise=R``, ``irrelev
 ``counterfactual``; see :func:`neurorit_lens.data.parse_setting`) the examples become RAG
 instances (:func:`neurorit_lens.data.build_instances`), the instances become prompts
 through the project's one prompt path (:func:`neurorit_lens.data.build.build_prompts`:
-chat template for instruct models, passages truncated past ``max_prompt_tokens``, capped
+chat template for instruct models, non-gold passages cut to fit ``max_prompt_tokens``, capped
 at the model's context minus ``max_new_tokens``), the model answers greedily
 (:func:`neurorit_lens.models.generation.generate_greedy`). Every answer is first
 extracted (:func:`~neurorit_lens.data.answers.extract_answer`: first line, first

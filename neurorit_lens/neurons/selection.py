@@ -1,4 +1,4 @@
-"""Neuron selection from per-example attribution scores (DESIGN.md, 'Aggregation and selection').
+"""Neuron selection from per-example attribution scores (docs/design.md, 'Selection and the sets').
 
 Rules:
 

@@ -43,6 +43,7 @@ class StepOutput:
     stage: str = ""
     dev_loss: float | None = None  # mean answer-token cross-entropy on the dev items
     dev_answer_logprob: float | None = None  # mean per-item log p(answer + EOS | prompt)
+    items: list[int] = dataclasses.field(default_factory=list)  # indices of the step's global batch
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -76,7 +76,8 @@ def run_plan(
         hooks = plan.hooks(st.deactivate)
         trainer = Trainer(model, train_items, cfg, dev_items, hooks=hooks, param_masks=st.masks, out_dir=sdir,
                           steps=st.steps, lr=st.lr if st.lr is not None else lr, stage=st.name,
-                          step_offset=offset, continue_from=st.continue_from, penalty=st.penalty, resume=resume,
+                          step_offset=offset, continue_from=st.continue_from, data_offset=st.data_offset,
+                          penalty=st.penalty, resume=resume,
                           callbacks=callbacks, progress=progress)
         history += trainer.fit()
         offset += st.steps

@@ -24,7 +24,7 @@ clean      nothing                                      the same parameters as `
                                                         on gold-only contexts (the format control)
 =========  ==========================================  =============================================
 
-``clean`` is the format control of issue 13: supervised fine-tuning on the same questions,
+``clean`` is the format control: supervised fine-tuning on the same questions,
 for the same steps and schedule, with the same trainable parameters as ``full``, but every
 training prompt holds the gold passage alone (setting ``gold``; no noisy or irrelevant-only
 instance, :func:`neurorit_lens.training.items.build_train_items` with ``gold_only``). Its
@@ -40,12 +40,19 @@ whose trainable parameters (stage 1 and stage 2 together) are nearest to
 ``TrainConfig.target_fraction`` of the model's parameters (ties: the smaller ``k``).
 
 Stage schedule of neurorit: stage 1 trains at ``TrainConfig.stage1_lr`` (default: the same
-learning rate as stage 2). With ``stage_schedule="per_stage"`` (default) each stage is a run
-of its own, with its own warmup and decay and the data order from the start; stage 2 then
-receives less learning-rate schedule mass (sum of the LR multipliers over its steps) than
-``layers`` over all steps. With ``"continuous"`` the two stages are one run split in two:
-one warmup and decay over ``steps`` and one data order, so the schedule mass of stage 1 plus
-stage 2 equals that of every single-stage method (:func:`schedule_mass`).
+learning rate as stage 2). With ``stage_schedule="per_stage"`` (default) the stages split
+``steps`` and each is a run of its own, with its own warmup and decay; stage 2 then receives
+less learning-rate schedule mass (sum of the LR multipliers over its steps) than ``layers``
+over all steps. With ``"continuous"`` the two stages are one run split in two: one warmup and
+decay over ``steps``, so stage 1 plus stage 2 get the mass of every single-stage method but
+stage 2 gets only the tail of the decay (:func:`schedule_mass`). With ``"stage1_extra"``
+stage 2 is exactly ``layers``' run (``steps`` steps, its warmup and decay) and stage 1 adds
+``stage1_steps`` steps before it; the compute-matched control is ``layers`` trained for the
+sum. In every schedule stage 2 continues the data order where stage 1 stopped
+(``stage2_data="continue"``), so no item is read twice before every item was read once;
+``"restart"`` reproduces the runs made before, whose stage 2 re-read stage 1's items.
+``stage1_neurons="random"`` trains random neurons with ``R_excl``'s per-layer counts in
+stage 1 instead (the neuron-identity control).
 
 Deactivation (``TrainConfig.deactivation``): ``none`` (default: nothing is deactivated, as no
 definition of I passed the causal screen of docs/screen.md), ``zero``, ``scale`` (multiply by
@@ -77,7 +84,7 @@ from jaxtyping import Float
 
 from neurorit_lens.config import TrainConfig, TrainMethod
 from neurorit_lens.hooks import FwdHook, deactivation_hooks
-from neurorit_lens.neurons.sets import NeuronSet, exclusive_sets
+from neurorit_lens.neuron_sets import NeuronSet, exclusive_sets
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.gate import GatePenalty, attach_gates, bake_gates, gate_hooks, gate_masks
 from neurorit_lens.training.masks import (
@@ -103,6 +110,8 @@ class StagePlan:
     ``lr``: its own peak learning rate (``None``: the run's, i.e. ``--lr`` or the searched
     one). ``continue_from``: ``(offset, total)`` when the stage is the part of one schedule of
     ``total`` steps starting at ``offset`` (see :class:`neurorit_lens.training.trainer.Trainer`).
+    ``data_offset``: global batches of the data order that earlier stages consumed (stage 2
+    continues where stage 1 stopped).
     """
 
     name: str
@@ -112,6 +121,7 @@ class StagePlan:
     lr: float | None = None
     continue_from: tuple[int, int] | None = None
     penalty: Callable[[], torch.Tensor] | None = None
+    data_offset: int = 0
 
 
 @dataclass
@@ -238,7 +248,14 @@ def select_target_layers(
 
 
 def _split_steps(cfg: TrainConfig) -> tuple[int, int]:
-    """Steps of neurorit's stage 1 and stage 2: ``stage1_steps``, or ``stage1_fraction`` of ``steps``."""
+    """Steps of neurorit's stage 1 and stage 2: ``stage1_steps``, or ``stage1_fraction`` of ``steps``.
+
+    ``stage1_extra``: stage 2 takes all ``steps`` and stage 1 its ``stage1_steps`` (or
+    ``stage1_fraction`` of ``steps``) on top.
+    """
+    if cfg.stage_schedule == "stage1_extra":
+        s1 = cfg.stage1_steps if cfg.stage1_steps is not None else max(1, round(cfg.steps * cfg.stage1_fraction))
+        return s1, cfg.steps
     if cfg.steps < 2:
         raise ValueError("method neurorit needs steps >= 2 (stage 1 and stage 2 share them)")
     if cfg.stage1_steps is not None:
@@ -254,8 +271,9 @@ def _neurorit_stages(cfg: TrainConfig, i_excl: NeuronSet, s1_masks: ParamMasks,
     """Stage 1 (``stage1_lr``) and stage 2, each with its own schedule or one shared one (``stage_schedule``)."""
     n1, n2 = _split_steps(cfg)
     shared = cfg.stage_schedule == "continuous"
-    return [StagePlan("stage1", i_excl, s1_masks, n1, cfg.stage1_lr, (0, cfg.steps) if shared else None),
-            StagePlan("stage2", i_excl, s2_masks, n2, None, (n1, cfg.steps) if shared else None)]
+    offset2 = n1 if cfg.stage2_data == "continue" or shared else 0
+    return [StagePlan("stage1", i_excl, s1_masks, n1, cfg.stage1_lr, (0, n1 + n2) if shared else None),
+            StagePlan("stage2", i_excl, s2_masks, n2, None, (n1, n1 + n2) if shared else None, data_offset=offset2)]
 
 
 def plan_method(
@@ -320,7 +338,8 @@ def _plan(
         cfg: steps, stage split, target-layer rule, seed.
 
     Returns:
-        A :class:`MethodPlan` whose stages' steps sum to ``cfg.steps``.
+        A :class:`MethodPlan` whose stages' steps sum to ``cfg.steps`` (plus stage 1's with
+        ``stage_schedule="stage1_extra"``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -340,6 +359,9 @@ def _plan(
     r_excl, i_excl = sets.get("R_excl", empty), sets.get("I_excl", empty)
     if method in ("stage1", "neurorit", "random") and not r_excl:
         raise ValueError(f"method {method!r}: R_excl is empty, so stage 1 has nothing to train")
+    s1_neurons = r_excl
+    if method == "neurorit" and cfg.stage1_neurons == "random":
+        s1_neurons = r_excl.random_like(model.cfg.d_mlp, seed=cfg.seed, exclude=r_excl | i_excl)
     if method == "random":
         real = r_excl | i_excl
         trained = r_excl.random_like(model.cfg.d_mlp, seed=cfg.seed, exclude=real)
@@ -347,7 +369,7 @@ def _plan(
         masks = neuron_param_masks(model, trained)
         st = [StagePlan("random", deact, masks, cfg.steps)]
         return MethodPlan(method, st, deact, trained, [], count_trainable(model, masks), total)
-    s1_masks = neuron_param_masks(model, r_excl) if r_excl else {}
+    s1_masks = neuron_param_masks(model, s1_neurons) if s1_neurons else {}
     if method == "stage1":
         st = [StagePlan("stage1", i_excl, s1_masks, cfg.steps)]
         return MethodPlan(method, st, i_excl, r_excl, [], count_trainable(model, s1_masks), total)
@@ -359,7 +381,7 @@ def _plan(
         return MethodPlan(method, st, empty, empty, layers, count_trainable(model, s2_masks), total)
     st = _neurorit_stages(cfg, i_excl, s1_masks, s2_masks)
     n_trainable = count_trainable(model, merge_masks(s1_masks, s2_masks))
-    return MethodPlan(method, st, i_excl, r_excl, layers, n_trainable, total)
+    return MethodPlan(method, st, i_excl, s1_neurons, layers, n_trainable, total)
 
 
 def schedule_mass(plan: MethodPlan, cfg: TrainConfig) -> dict[str, float]:

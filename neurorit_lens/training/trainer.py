@@ -182,6 +182,10 @@ class Trainer:
             happens only where ``offset + step < warmup_steps``) and its data order continues
             that run's (batch ``offset + step``). ``None``: a run of its own (schedule and data
             order from step 0).
+        data_offset: global batches of the data order already consumed before this run's
+            first step (``None``: ``continue_from``'s offset, else 0). A later stage with a
+            schedule of its own passes the steps of the stages before it, so it reads the items
+            they did not.
         penalty: a term added to every step's loss (e.g. the L1 penalty of learned gates,
             :class:`neurorit_lens.training.gate.GatePenalty`); it is not part of the logged loss.
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
@@ -212,6 +216,7 @@ class Trainer:
         stage: str = "",
         step_offset: int = 0,
         continue_from: tuple[int, int] | None = None,
+        data_offset: int | None = None,
         penalty: Callable[[], torch.Tensor] | None = None,
         resume: bool = True,
         callbacks: Sequence[Callable[[StepOutput], None]] = (),
@@ -234,6 +239,9 @@ class Trainer:
         self.stage, self.step_offset, self.resume = stage, step_offset, resume
         self.continue_from = _check_continue(continue_from, self.steps)
         self.sched_offset, self.sched_total = self.continue_from or (0, self.steps)
+        self.data_offset = self.sched_offset if data_offset is None else int(data_offset)
+        if self.data_offset < 0:
+            raise ValueError(f"data_offset must be >= 0, got {self.data_offset}")
         self.penalty = penalty
         self.callbacks = list(callbacks)
         self.items_per_step = cfg.batch_size * cfg.grad_accum
@@ -260,7 +268,7 @@ class Trainer:
     def batch_indices(self, step: int) -> list[int]:
         """Item indices of the global batch of 0-based step ``step`` (a pure function of seed and step)."""
         n = len(self.items)
-        start = (step + self.sched_offset) * self.items_per_step
+        start = (step + self.data_offset) * self.items_per_step
         return [self._perm(pos // n)[pos % n] for pos in range(start, start + self.items_per_step)]
 
     def _micro_batches(self, step: int) -> list[AnswerBatch]:
@@ -274,6 +282,7 @@ class Trainer:
     def _step(self, step: int, opt: torch.optim.Optimizer, sched: Any) -> StepOutput:
         """One optimizer step: weighted micro-batch losses, masked and summed gradients, clip, decay, AdamW."""
         batches = self._micro_batches(step)
+        items = self.batch_indices(step)
         n_tok = max(global_token_count(sum(int(b.answer_mask.sum()) for b in batches)), 1)
         self.trainable.zero_grad()
         loss_total = 0.0
@@ -291,7 +300,7 @@ class Trainer:
         self.trainable.step(opt)
         sched.step()
         return StepOutput(step=step + 1 + self.step_offset, loss=all_reduce_scalar(loss_total), lr=lr_now,
-                          grad_norm=grad_norm, n_tokens=n_tok, stage=self.stage)
+                          grad_norm=grad_norm, n_tokens=n_tok, stage=self.stage, items=items)
 
     def fit(self) -> list[StepOutput]:
         """Train for ``steps`` optimizer steps (resuming if a checkpoint exists).
@@ -368,6 +377,7 @@ class Trainer:
                 "items_sha256": items_sha256(self.items), "cfg": {k: getattr(self.cfg, k) for k in keys},
                 "masks": mask_count, "hooks": [name for name, _ in self.hooks],
                 **({"continue_from": list(self.continue_from)} if self.continue_from else {}),
+                **({"data_offset": self.data_offset} if self.data_offset != self.sched_offset else {}),
                 **({"penalty": getattr(self.penalty, "fingerprint", True)} if self.penalty is not None else {})}
 
     @property

@@ -1,4 +1,4 @@
-"""Issue 8 guarantees end to end: SIGKILL + restart gives identical results; same seed, same run."""
+"""Reliability end to end: SIGKILL + restart gives identical results; same seed, same run."""
 
 from __future__ import annotations
 

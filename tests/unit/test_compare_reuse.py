@@ -135,6 +135,17 @@ def test_a_recorded_config_without_a_later_field_matches_its_default():
     assert train_config_key(unknown) == json.loads(json.dumps(unknown)) != train_config_key(full)
 
 
+def test_a_neurorit_run_recorded_before_stage2_data_is_not_taken_for_a_fair_one():
+    """Runs recorded before ``stage2_data`` existed re-read stage 1's items in stage 2."""
+    from benchmarks.compare_reuse import train_config_key
+    from neurorit_lens.config import TrainConfig
+
+    full = TrainConfig(method="neurorit", lr=3e-4).to_dict()
+    old = {k: v for k, v in full.items() if k != "stage2_data"}
+    assert train_config_key(old) != train_config_key(full)
+    assert train_config_key(old) == train_config_key({**full, "stage2_data": "restart"})
+
+
 def test_shipped_final_config_can_reuse_cpu_main_and_cpu_stage():
     from benchmarks.compare_grid import candidates
     from benchmarks.compare_reuse import reuse_mismatch

@@ -1,4 +1,4 @@
-"""The contrast definition of I against naive references on the tiny model (issue 12, item 1)."""
+"""The contrast definition of I against naive references on the tiny model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property-based tests of every loader (issue 8, item 1).
+"""Property-based tests of every loader.
 
 Random and malformed records (wrong types, missing fields, empty strings, huge passages,
 non-UTF-8 bytes, malformed JSON, duplicated ids, answers absent from all passages) must

@@ -169,7 +169,7 @@ def _subpackage(mod: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-# The pipeline's stages in the order data flows (STYLE.md: data -> prompts/tokens -> model +
+# The pipeline's stages in the order data flows (docs/contributing.md: data -> prompts/tokens -> model +
 # hooks -> scores -> neuron sets -> ablation / training -> evaluation -> report). A module may
 # import modules of its own stage and of earlier ranks, never of a later rank; stages that
 # share a rank (ablation / training) are parallel and do not import each other.

@@ -1,4 +1,4 @@
-"""neurorit's stage schedule and the targets of irrelevant-only training items (issue 12, item 5)."""
+"""neurorit's stage schedule and data order, and the targets of irrelevant-only training items."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from neurorit_lens.config import DataConfig, TrainConfig
 from neurorit_lens.models import tiny_model, tiny_tokenizer
-from neurorit_lens.training.items import build_train_items
+from neurorit_lens.training.items import TrainItem, build_train_items
 from neurorit_lens.training.methods import train
 from neurorit_lens.training.plans import plan_method, schedule_mass
 from neurorit_lens.training.trainer import Trainer
@@ -82,6 +82,69 @@ def test_continuous_stage2_continues_the_data_order():
     assert [part.batch_indices(s) for s in range(2)] == [whole.batch_indices(s) for s in (4, 5)]
     with pytest.raises(ValueError, match="continue_from"):
         Trainer(tiny_model(), ITEMS, cfg, steps=3, continue_from=(4, 6), progress=False)
+
+
+ITEMS12 = [TrainItem(f"Question: Who founded Quorn{i}? Answer:", f" Tamsel{i}", id=f"f{i}") for i in range(12)]
+
+
+def _logged_items(res) -> list[list[int]]:
+    return [o.items for o in res.log]
+
+
+def test_stage2_continues_the_data_order_by_default():
+    """No item is read twice before every item was read once, and neurorit reads layers' items in layers' order."""
+    cfg = _cfg(steps=6, stage1_steps=2)  # 6 steps x 2 items = the 12 items once
+    assert TrainConfig().stage2_data == "continue"
+    neuro = train(tiny_model(seed=3), ITEMS12, None, SETS, None, cfg, progress=False, save_model=False)
+    layers = train(tiny_model(seed=3), ITEMS12, None, SETS, None, cfg.replace(method="layers"), progress=False,
+                   save_model=False)
+    seen = [i for step in _logged_items(neuro) for i in step]
+    assert sorted(seen) == list(range(12))
+    assert _logged_items(neuro) == _logged_items(layers)
+    assert [o.stage for o in neuro.log] == ["stage1"] * 2 + ["stage2"] * 4
+
+
+def test_stage2_data_restart_rereads_stage1_items():
+    cfg = _cfg(steps=6, stage1_steps=2, stage2_data="restart")
+    res = train(tiny_model(seed=3), ITEMS12, None, SETS, None, cfg, progress=False, save_model=False)
+    logged = _logged_items(res)
+    assert logged[2:4] == logged[0:2]  # stage 2's first batches are stage 1's
+    with pytest.raises(BAD_CHOICE, match="continue"):
+        TrainConfig(stage2_data="again")
+
+
+def test_stage1_extra_gives_stage2_exactly_the_layers_run():
+    cfg = _cfg(stage_schedule="stage1_extra", stage1_steps=4, stage1_lr=5e-2)
+    neuro = train(tiny_model(seed=3), ITEMS12, None, SETS, None, cfg, progress=False, save_model=False)
+    layers = train(tiny_model(seed=3), ITEMS12, None, SETS, None, cfg.replace(method="layers"), progress=False,
+                   save_model=False)
+    matched = train(tiny_model(seed=3), ITEMS12, None, SETS, None, cfg.replace(method="layers", steps=14),
+                    progress=False, save_model=False)
+    assert neuro.stage_steps == {"stage1": 4, "stage2": 10} and neuro.steps == 14
+    stage2 = [o for o in neuro.log if o.stage == "stage2"]
+    # stage 2 has layers' steps, warmup and decay, at layers' rate
+    assert [o.lr for o in stage2] == pytest.approx([o.lr for o in layers.log], abs=0)
+    assert _logged_mass(neuro, {"stage1": 5e-2, "stage2": 1e-2})["stage2"] == pytest.approx(naive_cosine_mass(10, 3))
+    # stage 1 is a run of its own before it: 4 steps with their own warmup
+    assert [o.lr for o in neuro.log[:3]] == pytest.approx([5e-2 / 3, 2 * 5e-2 / 3, 5e-2])
+    # the compute-matched control reads the same items in the same order
+    assert _logged_items(neuro) == _logged_items(matched)
+    plan = plan_method(tiny_model(), "neurorit", SETS, None, cfg)
+    assert schedule_mass(plan, cfg)["stage2"] == pytest.approx(naive_cosine_mass(10, 3))
+    frac = plan_method(tiny_model(), "neurorit", SETS, None, cfg.replace(stage1_steps=None, stage1_fraction=0.25))
+    assert [s.steps for s in frac.stages] == [round(10 * 0.25), 10]
+
+
+def test_stage1_neurons_random_keeps_counts_and_target_layers():
+    cfg = _cfg()
+    real = plan_method(tiny_model(), "neurorit", SETS, None, cfg)
+    rand = plan_method(tiny_model(), "neurorit", SETS, None, cfg.replace(stage1_neurons="random"))
+    assert rand.trained_neurons.counts_per_layer() == R_EXCL.counts_per_layer()
+    assert not (rand.trained_neurons & (R_EXCL | I_EXCL))
+    assert rand.target_layers == real.target_layers and rand.trainable_params == real.trainable_params
+    assert rand.deactivated == real.deactivated
+    with pytest.raises(BAD_CHOICE, match="r_excl"):
+        TrainConfig(stage1_neurons="all")
 
 
 def test_stage1_steps_and_bad_values():
