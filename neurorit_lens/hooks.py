@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, get_args
 import torch
 from jaxtyping import Float
 
-from neurorit_lens.config import Deactivation, Site
+from neurorit_lens.config import Site
+from neurorit_lens.registry import Registry
 from neurorit_lens.tl_backend import HookPoint, Model, act_name
 
 if TYPE_CHECKING:
@@ -181,6 +182,39 @@ def mean_ablation(
     return hooks
 
 
+def _deactivate_zero(neurons: NeuronSet, scale: float, values: torch.Tensor | None, site: str) -> list[FwdHook]:
+    return zero_ablation(neurons, site)
+
+
+def _deactivate_scale(neurons: NeuronSet, scale: float, values: torch.Tensor | None, site: str) -> list[FwdHook]:
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number, got {scale}")
+    return scale_ablation(neurons, float(scale), site)
+
+
+def _deactivate_constant(neurons: NeuronSet, scale: float, values: torch.Tensor | None, site: str) -> list[FwdHook]:
+    if values is None:
+        raise ValueError("deactivation mode 'constant' needs the neurons' values (answer_means.safetensors, "
+                         "written by `neurorit mine --answer-means` or `neurorit run --mining.answer-means`)")
+    return mean_ablation(neurons, values, site)
+
+
+def _deactivate_gate(neurons: NeuronSet, scale: float, values: torch.Tensor | None, site: str) -> list[FwdHook]:
+    raise ValueError("deactivation mode 'gate' has no fixed hook: its gates are learned in training "
+                     "(neurorit_lens.training.gate, TrainConfig.deactivation='gate')")
+
+
+DEACTIVATION_MODES: Registry[Callable[[NeuronSet, float, torch.Tensor | None, str], list[FwdHook]]] = Registry(
+    "deactivation mode")
+"""How neurons are switched off: name -> hook factory ``(neurons, scale, values, site) -> hooks``."""
+DEACTIVATION_MODES.register("zero", "set to 0", _deactivate_zero)
+DEACTIVATION_MODES.register("scale", "multiplied by a factor (--deactivation-scale)", _deactivate_scale)
+DEACTIVATION_MODES.register("constant", "held at their mean at the answer-predicting positions of gold-only "
+                            "contexts (mining's answer means)", _deactivate_constant)
+DEACTIVATION_MODES.register("gate", "multiplied by a gate learned with stage 1 under an L1 penalty (training only)",
+                            _deactivate_gate)
+
+
 def deactivation_hooks(
     neurons: NeuronSet,
     mode: str = "zero",
@@ -188,25 +222,11 @@ def deactivation_hooks(
     values: Float[torch.Tensor, "layer d_mlp"] | None = None,
     site: str = "post",
 ) -> list[FwdHook]:
-    """Forward hooks that switch ``neurons`` off in one of the deactivation modes.
+    """Forward hooks that switch ``neurons`` off in one of the deactivation modes (:data:`DEACTIVATION_MODES`).
 
     ``zero`` sets them to 0, ``scale`` multiplies them by ``scale``, ``constant`` holds
     neuron (l, i) at ``values[l, i]`` at every position (e.g. its mean activation at the
     answer-predicting positions of gold-only contexts). Each mode bakes exactly into the
-    weights (:func:`neurorit_lens.training.plans.bake_deactivation`).
+    weights (:func:`neurorit_lens.training.bake.bake_deactivation`).
     """
-    if mode == "zero":
-        return zero_ablation(neurons, site)
-    if mode == "scale":
-        if not math.isfinite(scale):
-            raise ValueError(f"scale must be a finite number, got {scale}")
-        return scale_ablation(neurons, float(scale), site)
-    if mode == "gate":
-        raise ValueError("deactivation mode 'gate' has no fixed hook: its gates are learned in training "
-                         "(neurorit_lens.training.gate, TrainConfig.deactivation='gate')")
-    if mode == "constant":
-        if values is None:
-            raise ValueError("deactivation mode 'constant' needs the neurons' values (answer_means.safetensors, "
-                             "written by `neurorit mine --answer-means` or `neurorit run --mining.answer-means`)")
-        return mean_ablation(neurons, values, site)
-    raise ValueError(f"unknown deactivation mode {mode!r}; choose from {', '.join(get_args(Deactivation))}")
+    return DEACTIVATION_MODES.get(mode)(neurons, scale, values, site)

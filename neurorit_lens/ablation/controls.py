@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import get_args
 
 import torch
@@ -23,6 +23,7 @@ from neurorit_lens.config import AblationMode
 from neurorit_lens.hooks import FwdHook, deactivation_hooks, mlp_hook_name, neuron_hooks
 from neurorit_lens.neuron_sets import NeuronSet
 from neurorit_lens.objective import AnswerBatch, encode_prompt
+from neurorit_lens.registry import Registry
 from neurorit_lens.tl_backend import Model
 
 MODES = get_args(AblationMode)
@@ -129,13 +130,39 @@ def ablation_hooks(
     """
     if not isinstance(neurons, NeuronSet):
         raise ValueError(f"neurons must be a NeuronSet, got {type(neurons).__name__}")
-    if mode not in MODES:
+    if mode not in ABLATION_MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; choose from {MODES}")
-    if mode in ("mean", "constant") and means is None:
-        raise ValueError(f"mode={mode!r} needs means (see neurorit_lens.ablation.controls.neuron_means "
-                         "and answer_position_means)")
-    # ``mean`` and ``constant`` are the same hook (hold each neuron at a value), with other values
-    return deactivation_hooks(neurons, "constant" if mode == "mean" else mode, scale=scale, values=means, site=site)
+    return ABLATION_MODES.get(mode)(neurons, means, scale, site)
+
+
+def _ablate_zero(neurons: NeuronSet, means: torch.Tensor | None, scale: float, site: str) -> list[FwdHook]:
+    return deactivation_hooks(neurons, "zero", scale=scale, values=means, site=site)
+
+
+def _ablate_scale(neurons: NeuronSet, means: torch.Tensor | None, scale: float, site: str) -> list[FwdHook]:
+    return deactivation_hooks(neurons, "scale", scale=scale, values=means, site=site)
+
+
+def _hold_at(mode: str):
+    """``mean`` and ``constant``: the same hook (hold each neuron at a value), with other values."""
+
+    def hooks(neurons: NeuronSet, means: torch.Tensor | None, scale: float, site: str) -> list[FwdHook]:
+        if means is None:
+            raise ValueError(f"mode={mode!r} needs means (see neurorit_lens.ablation.controls.neuron_means "
+                             "and answer_position_means)")
+        return deactivation_hooks(neurons, "constant", scale=scale, values=means, site=site)
+
+    return hooks
+
+
+ABLATION_MODES: Registry[Callable[[NeuronSet, torch.Tensor | None, float, str], list[FwdHook]]] = Registry(
+    "ablation mode")
+"""How a set is ablated in the causal test: name -> hook factory ``(neurons, means, scale, site) -> hooks``."""
+ABLATION_MODES.register("zero", "set to 0", _ablate_zero)
+ABLATION_MODES.register("mean", "set to their mean activation over the reference prompts", _hold_at("mean"))
+ABLATION_MODES.register("scale", "multiplied by --scale (0 = zero, 0.5 = weaken, 2 = enhance)", _ablate_scale)
+ABLATION_MODES.register("constant", "set to their mean at the answer-predicting positions of relevant-only contexts",
+                        _hold_at("constant"))
 
 
 def answer_position_means(

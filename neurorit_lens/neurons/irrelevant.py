@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,14 @@ from neurorit_lens.data.text import contains_answer
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.models.generation import generate_greedy
 from neurorit_lens.objective import AnswerBatch
+from neurorit_lens.registry import Registry
 from neurorit_lens.tl_backend import Model
 
 WRONG_FIELD = "counterfactual_answer"
 STAT_POSITIONS = ("all", "answer")
 
-__all__ = ["STAT_POSITIONS", "WRONG_FIELD", "activation_stats", "attach_wrong_answers", "load_answer_means",
-           "orient_scores", "pair_with_relevant", "wrong_answers"]
+__all__ = ["I_DEFINITIONS", "STAT_POSITIONS", "WRONG_FIELD", "IDefinition", "activation_stats",
+           "attach_wrong_answers", "load_answer_means", "orient_scores", "pair_with_relevant", "wrong_answers"]
 
 
 def activation_stats(
@@ -152,10 +154,18 @@ def orient_scores(
     ones are negated, and with ``paired`` each becomes ``-(score - score_R)`` of the same id;
     ids without an R row are dropped and counted in ``excluded`` (reason ``unpaired``).
     """
-    if definition == "contrast":
-        return -scores, ids
-    if definition != "negative":
-        return scores, ids
+    return I_DEFINITIONS.get(definition).orient(scores, ids, paired, scores_R, ids_R, excluded)
+
+
+def _keep(scores, ids, paired, scores_R, ids_R, excluded):
+    return scores, ids
+
+
+def _negate(scores, ids, paired, scores_R, ids_R, excluded):
+    return -scores, ids
+
+
+def _orient_negative(scores, ids, paired, scores_R, ids_R, excluded):
     if not paired:
         return -scores, ids
     row_R = {i: k for k, i in enumerate(ids_R)}
@@ -229,3 +239,61 @@ def load_answer_means(neurons_dir: str | os.PathLike) -> Float[torch.Tensor, "la
     from neurorit_lens.neurons.score_files import read_tensor
 
     return read_tensor(path)[0]
+
+
+def _score(attribute_items: Callable[..., torch.Tensor], model: Model, items: list[Any], cfg: Any) -> torch.Tensor:
+    return attribute_items(model, items, cfg)
+
+
+def _score_distracted(attribute_items: Callable[..., torch.Tensor], model: Model, items: list[Any],
+                      cfg: Any) -> torch.Tensor:
+    gold = attribute_items(model, items, cfg)
+    return attribute_items(model, items, cfg, wrong=True) - gold
+
+
+def _score_contrast(attribute_items: Callable[..., torch.Tensor], model: Model, items: list[Any],
+                    cfg: Any) -> torch.Tensor:
+    return attribute_items(model, items, cfg, contrast=True)
+
+
+def _prepare_distracted(model: Model, items: list[Any], examples: Sequence[QAExample], template: str,
+                        data_name: str, excluded: dict[str, Any], relevant: list[Any]) -> list[Any]:
+    return attach_wrong_answers(model, items, examples, template, data_name, excluded)
+
+
+def _prepare_contrast(model: Model, items: list[Any], examples: Sequence[QAExample], template: str,
+                      data_name: str, excluded: dict[str, Any], relevant: list[Any]) -> list[Any]:
+    return pair_with_relevant(items, relevant, excluded)
+
+
+@dataclass(frozen=True)
+class IDefinition:
+    """How a definition of I builds, scores and orients the I condition of mining.
+
+    ``setting_field``: the :class:`~neurorit_lens.config.MiningConfig` field naming the noise
+    setting of the I prompts. ``score(attribute_items, model, items, cfg)``: raw scores of a
+    batch, from mining's per-batch attribution ``attribute_items(model, items, cfg, wrong=False,
+    contrast=False)``. ``orient(scores, ids, paired, scores_R, ids_R, excluded)``: larger = more
+    irrelevant-context (:func:`orient_scores`). ``prepare(model, items, examples, template,
+    data_name, excluded, relevant_items)``: what the items need before scoring (or ``None``).
+    ``own_fields``: the definition's config fields (``I_FIELDS``) enter the score fingerprint.
+    """
+
+    setting_field: str
+    score: Callable[..., torch.Tensor]
+    orient: Callable[..., tuple[torch.Tensor, list[str]]]
+    prepare: Callable[..., list[Any]] | None = None
+    own_fields: bool = True
+
+
+I_DEFINITIONS: Registry[IDefinition] = Registry("I definition")
+"""What makes a neuron irrelevant-context (I): name -> :class:`IDefinition`."""
+I_DEFINITIONS.register("gold", "positive attribution to log p(gold) under --irrelevant-setting",
+                       IDefinition("irrelevant_setting", _score, _keep, own_fields=False))
+I_DEFINITIONS.register("negative", "most negative attribution to log p(gold) under --noisy-setting (--paired: minus "
+                       "the relevant-only score)", IDefinition("noisy_setting", _score, _orient_negative))
+I_DEFINITIONS.register("distracted", "attribution to log p(wrong) - log p(gold) under --noisy-setting",
+                       IDefinition("noisy_setting", _score_distracted, _keep, _prepare_distracted))
+I_DEFINITIONS.register("contrast", "IG from the relevant-only to the noisy activations on their shared suffix, "
+                       "negated (the noise-induced change lowers log p(gold))",
+                       IDefinition("noisy_setting", _score_contrast, _negate, _prepare_contrast))

@@ -91,11 +91,10 @@ from neurorit_lens.neuron_sets import (
 from neurorit_lens.neurons.attribution import attribute
 from neurorit_lens.neurons.contrast import contrast_scores
 from neurorit_lens.neurons.irrelevant import (
+    I_DEFINITIONS,
     activation_stats,
-    attach_wrong_answers,
     load_answer_means,
     orient_scores,
-    pair_with_relevant,
 )
 from neurorit_lens.neurons.score_files import (
     CONDITIONS,
@@ -361,9 +360,8 @@ def _score_items(model: Model, items: list[_Item], cond: str, cfg: MiningConfig,
                  shape: tuple[int, int], out_dir: str | os.PathLike | None, resume: bool,
                  show_progress: bool, setting: str) -> tuple[list[torch.Tensor], int]:
     """Per-item raw scores of one condition (resumed from files where the fingerprint matches)."""
-    difference = cond == "I" and cfg.irrelevant_definition == "distracted"
-    extra = ({k: getattr(cfg, k) for k in I_FIELDS}
-             if cond == "I" and cfg.irrelevant_definition != "gold" else None)
+    definition = I_DEFINITIONS.get(cfg.irrelevant_definition) if cond == "I" else None
+    extra = {k: getattr(cfg, k) for k in I_FIELDS} if definition is not None and definition.own_fields else None
     rows: list[torch.Tensor | None] = [None] * len(items)
     fields = {k: getattr(cfg, k) for k in SCORE_FIELDS}
     fps = [fingerprint(name, shape, fields, it.tokens, extra) for it in items]
@@ -380,9 +378,7 @@ def _score_items(model: Model, items: list[_Item], cond: str, cfg: MiningConfig,
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start:start + cfg.batch_size]
             sub = [items[j] for j in chunk]
-            s = _attribute(model, sub, cfg, contrast=cond == "I" and cfg.irrelevant_definition == "contrast")
-            if difference:
-                s = _attribute(model, sub, cfg, wrong=True) - s
+            s = definition.score(_attribute, model, sub, cfg) if definition is not None else _attribute(model, sub, cfg)
             for r, j in enumerate(chunk):
                 rows[j] = s[r].clone()
                 if out_dir is not None:
@@ -460,14 +456,14 @@ def mine(
     excluded: dict[str, Any] = {}
     info: dict[str, Any] = {"data": data_cfg.to_dict(), "n_input_examples": len(examples), "shard": shard,
                             "conditions": {}}
-    i_setting = cfg.irrelevant_setting if cfg.irrelevant_definition == "gold" else cfg.noisy_setting
+    definition = I_DEFINITIONS.get(cfg.irrelevant_definition)
+    i_setting = getattr(cfg, definition.setting_field)
     n_computed = 0
     for cond, setting in (("R", cfg.relevant_setting), ("I", i_setting)):
         items, excl, cinfo = _condition_items(model, examples, setting, data_cfg)
-        if cond == "I" and cfg.irrelevant_definition == "distracted":
-            items = attach_wrong_answers(model, items, examples, cinfo.get("template", "plain"), data_cfg.data, excl)
-        if cond == "I" and cfg.irrelevant_definition == "contrast":
-            items = pair_with_relevant(items, kept["R"], excl)
+        if cond == "I" and definition.prepare is not None:
+            items = definition.prepare(model, items, examples, cinfo.get("template", "plain"), data_cfg.data, excl,
+                                       kept["R"])
         excluded[cond] = excl
         rows, n_new = _score_items(model, items, cond, cfg, name, shape, out_dir, resume, show_progress, setting)
         n_computed += n_new

@@ -85,7 +85,9 @@ from jaxtyping import Float
 from neurorit_lens.config import TrainConfig, TrainMethod
 from neurorit_lens.hooks import FwdHook, deactivation_hooks
 from neurorit_lens.neuron_sets import NeuronSet, exclusive_sets
+from neurorit_lens.registry import Registry
 from neurorit_lens.tl_backend import Model
+from neurorit_lens.training.bake import bake_deactivation
 from neurorit_lens.training.gate import GatePenalty, attach_gates, bake_gates, gate_hooks, gate_masks
 from neurorit_lens.training.masks import (
     ParamMasks,
@@ -93,14 +95,12 @@ from neurorit_lens.training.masks import (
     full_param_masks,
     layer_param_masks,
     merge_masks,
-    mlp_param_name,
-    neuron_param_entries,
     neuron_param_masks,
     total_params,
 )
 from neurorit_lens.training.trainer import lr_factor
 
-METHODS = get_args(TrainMethod)
+METHODS = get_args(TrainMethod)  # the command line's choices; the registered names (TRAIN_METHODS) are the same
 
 
 @dataclass
@@ -320,6 +320,102 @@ def _add_gates(model: Model, plan: MethodPlan, cfg: TrainConfig) -> None:
     plan.trainable_params = count_trainable(model, plan.union_masks)
 
 
+@dataclass
+class PlanInputs:
+    """What a training method's plan builder gets (the registered implementation's argument)."""
+
+    model: Model
+    method: str
+    sets: dict[str, NeuronSet]
+    layer_mass: Mapping[str, Any] | None
+    cfg: TrainConfig
+    total: int
+
+    def exclusive_sets(self, need_r_excl: bool = True) -> tuple[NeuronSet, NeuronSet]:
+        """``R_excl`` and ``I_excl``, checked against the model (``need_r_excl``: present, ``R_excl`` non-empty)."""
+        missing = [k for k in ("R_excl", "I_excl") if k not in self.sets]
+        if missing and need_r_excl:
+            raise ValueError(f"method {self.method!r} needs neuron sets R_excl and I_excl (or R and I); "
+                             f"missing {missing}")
+        for s in self.sets.values():
+            s.check_model(self.model)
+        r_excl, i_excl = self.sets.get("R_excl", NeuronSet()), self.sets.get("I_excl", NeuronSet())
+        if need_r_excl and not r_excl:
+            raise ValueError(f"method {self.method!r}: R_excl is empty, so stage 1 has nothing to train")
+        return r_excl, i_excl
+
+    def neuron_masks(self, neurons: NeuronSet) -> ParamMasks:
+        return neuron_param_masks(self.model, neurons) if neurons else {}
+    def target_layers(self, r_excl: NeuronSet, s1_masks: ParamMasks) -> list[int]:
+        """Stage 2's layers: ranked by ``R_excl``'s attribution mass, as many as ``cfg`` asks."""
+        ranking = layer_ranking(self.model.cfg.n_layers, r_excl, self.layer_mass)
+        return select_target_layers(self.model, ranking, self.cfg, s1_masks)
+
+    def plan(self, stages: list[StagePlan], deactivated: NeuronSet, trained: NeuronSet, layers: list[int],
+             masks: ParamMasks) -> MethodPlan:
+        return MethodPlan(self.method, stages, deactivated, trained, layers, count_trainable(self.model, masks),
+                          self.total)
+
+
+TRAIN_METHODS: Registry[Callable[[PlanInputs], MethodPlan]] = Registry("training method")
+"""Training methods: name -> plan builder (:class:`PlanInputs` -> :class:`MethodPlan`), and a line for the docs."""
+
+
+@TRAIN_METHODS.register("neurorit", "stage 1: the R_excl neurons' own weights (I_excl deactivated); stage 2: the "
+                        "MLP of the layers with most R_excl attribution mass")
+def _plan_neurorit(p: PlanInputs) -> MethodPlan:
+    r_excl, i_excl = p.exclusive_sets()
+    s1_neurons = r_excl
+    if p.cfg.stage1_neurons == "random":
+        s1_neurons = r_excl.random_like(p.model.cfg.d_mlp, seed=p.cfg.seed, exclude=r_excl | i_excl)
+    s1_masks = p.neuron_masks(s1_neurons)
+    layers = p.target_layers(r_excl, s1_masks)
+    s2_masks = layer_param_masks(p.model, layers, p.cfg.train_attention)
+    st = _neurorit_stages(p.cfg, i_excl, s1_masks, s2_masks)
+    return p.plan(st, i_excl, s1_neurons, layers, merge_masks(s1_masks, s2_masks))
+
+
+@TRAIN_METHODS.register("stage1", "Neuro-RIT's stage 1 alone: the R_excl neurons' own weights")
+def _plan_stage1(p: PlanInputs) -> MethodPlan:
+    r_excl, i_excl = p.exclusive_sets()
+    s1_masks = p.neuron_masks(r_excl)
+    return p.plan([StagePlan("stage1", i_excl, s1_masks, p.cfg.steps)], i_excl, r_excl, [], s1_masks)
+
+
+@TRAIN_METHODS.register("layers", "the MLP of the same target layers as neurorit's stage 2, all steps")
+def _plan_layers(p: PlanInputs) -> MethodPlan:
+    r_excl, _ = p.exclusive_sets(need_r_excl=False)
+    layers = p.target_layers(r_excl, p.neuron_masks(r_excl))
+    s2_masks = layer_param_masks(p.model, layers, p.cfg.train_attention)
+    empty = NeuronSet()
+    return p.plan([StagePlan("layers", empty, s2_masks, p.cfg.steps)], empty, empty, layers, s2_masks)
+
+
+def _plan_whole_model(p: PlanInputs) -> MethodPlan:
+    masks = full_param_masks(p.model)
+    empty = NeuronSet()
+    return p.plan([StagePlan(p.method, empty, masks, p.cfg.steps)], empty, empty,
+                  list(range(p.model.cfg.n_layers)), masks)
+
+
+TRAIN_METHODS.register("full", "every weight (RetRobust-style)", _plan_whole_model)
+
+
+@TRAIN_METHODS.register("random", "random neurons with R_excl's per-layer counts (and random ones with I_excl's "
+                        "deactivated): the neuron-identity control")
+def _plan_random(p: PlanInputs) -> MethodPlan:
+    r_excl, i_excl = p.exclusive_sets()
+    real = r_excl | i_excl
+    trained = r_excl.random_like(p.model.cfg.d_mlp, seed=p.cfg.seed, exclude=real)
+    deact = i_excl.random_like(p.model.cfg.d_mlp, seed=p.cfg.seed + 1, exclude=real | trained)
+    masks = neuron_param_masks(p.model, trained)
+    return p.plan([StagePlan("random", deact, masks, p.cfg.steps)], deact, trained, [], masks)
+
+
+TRAIN_METHODS.register("clean", "every weight, as full, trained on gold-only contexts (the format control)",
+                       _plan_whole_model)
+
+
 def _plan(
     model: Model,
     method: str,
@@ -331,7 +427,7 @@ def _plan(
 
     Args:
         model: the model to train.
-        method: one of :data:`METHODS`.
+        method: a name in :data:`TRAIN_METHODS`.
         sets: neuron sets (``R_excl`` and ``I_excl``, or ``R`` and ``I``); unused by ``full``
             and ``clean``.
         layer_mass: ``meta["layer_mass"]`` from ``neurons.json`` (optional).
@@ -341,47 +437,10 @@ def _plan(
         A :class:`MethodPlan` whose stages' steps sum to ``cfg.steps`` (plus stage 1's with
         ``stage_schedule="stage1_extra"``).
     """
-    if method not in METHODS:
+    if method not in TRAIN_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    total = total_params(model)
-    sets = full_sets(sets)
-    empty = NeuronSet()
-    if method in ("full", "clean"):
-        masks = full_param_masks(model)
-        st = [StagePlan(method, empty, masks, cfg.steps)]
-        return MethodPlan(method, st, empty, empty, list(range(model.cfg.n_layers)),
-                          count_trainable(model, masks), total)
-    missing = [k for k in ("R_excl", "I_excl") if k not in sets]
-    if missing and method != "layers":
-        raise ValueError(f"method {method!r} needs neuron sets R_excl and I_excl (or R and I); missing {missing}")
-    for s in sets.values():
-        s.check_model(model)
-    r_excl, i_excl = sets.get("R_excl", empty), sets.get("I_excl", empty)
-    if method in ("stage1", "neurorit", "random") and not r_excl:
-        raise ValueError(f"method {method!r}: R_excl is empty, so stage 1 has nothing to train")
-    s1_neurons = r_excl
-    if method == "neurorit" and cfg.stage1_neurons == "random":
-        s1_neurons = r_excl.random_like(model.cfg.d_mlp, seed=cfg.seed, exclude=r_excl | i_excl)
-    if method == "random":
-        real = r_excl | i_excl
-        trained = r_excl.random_like(model.cfg.d_mlp, seed=cfg.seed, exclude=real)
-        deact = i_excl.random_like(model.cfg.d_mlp, seed=cfg.seed + 1, exclude=real | trained)
-        masks = neuron_param_masks(model, trained)
-        st = [StagePlan("random", deact, masks, cfg.steps)]
-        return MethodPlan(method, st, deact, trained, [], count_trainable(model, masks), total)
-    s1_masks = neuron_param_masks(model, s1_neurons) if s1_neurons else {}
-    if method == "stage1":
-        st = [StagePlan("stage1", i_excl, s1_masks, cfg.steps)]
-        return MethodPlan(method, st, i_excl, r_excl, [], count_trainable(model, s1_masks), total)
-    ranking = layer_ranking(model.cfg.n_layers, r_excl, layer_mass)
-    layers = select_target_layers(model, ranking, cfg, s1_masks)
-    s2_masks = layer_param_masks(model, layers, cfg.train_attention)
-    if method == "layers":
-        st = [StagePlan("layers", empty, s2_masks, cfg.steps)]
-        return MethodPlan(method, st, empty, empty, layers, count_trainable(model, s2_masks), total)
-    st = _neurorit_stages(cfg, i_excl, s1_masks, s2_masks)
-    n_trainable = count_trainable(model, merge_masks(s1_masks, s2_masks))
-    return MethodPlan(method, st, i_excl, s1_neurons, layers, n_trainable, total)
+    build = TRAIN_METHODS.get(method)
+    return build(PlanInputs(model, method, full_sets(sets), layer_mass, cfg, total_params(model)))
 
 
 def schedule_mass(plan: MethodPlan, cfg: TrainConfig) -> dict[str, float]:
@@ -394,50 +453,5 @@ def schedule_mass(plan: MethodPlan, cfg: TrainConfig) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def bake_deactivation(
-    model: Model,
-    neurons: NeuronSet,
-    mode: str = "zero",
-    scale: float = 0.0,
-    values: Float[torch.Tensor, "layer d_mlp"] | None = None,
-) -> None:
-    """Fold the deactivation of ``neurons`` into the weights in place (no hook needed after).
-
-    ``zero``: sets their ``W_out`` rows (which alone makes the MLP output identical to
-    zeroing ``hook_post``), and their ``W_in`` columns, ``b_in`` entries and ``W_gate``
-    columns to 0. ``scale``: multiplies their ``W_out`` rows by ``scale`` (the MLP output
-    is linear in ``hook_post``). ``constant``: adds ``sum_i values[l, i] W_out[l][i]`` to
-    ``b_out`` of layer ``l``, then zeroes the neurons as ``zero`` does.
-    """
-    neurons.check_model(model)
-    params = dict(model.named_parameters())
-    if mode not in ("zero", "scale", "constant"):
-        raise ValueError(f"unknown deactivation mode {mode!r}; choose from zero, scale, constant")
-    if mode == "constant" and values is None:
-        raise ValueError("bake_deactivation(mode='constant') needs values")
-    for layer, idx in neurons.by_layer().items():
-        index = torch.as_tensor(idx, dtype=torch.long)
-        w_out = params[mlp_param_name(layer, "W_out")]
-        if mode == "scale":
-            w_out[index.to(w_out.device)] *= scale
-            continue
-        if mode == "constant":
-            c = values[layer, index].to(w_out.device, w_out.dtype)  # type: ignore[index]
-            b_out = params[mlp_param_name(layer, "b_out")]
-            b_out += (c[:, None] * w_out[index.to(w_out.device)]).sum(0).to(b_out.dtype)
-        _zero_neurons(params, model, layer, idx)
-
-
-def _zero_neurons(params: dict[str, torch.nn.Parameter], model: Model, layer: int, idx: list[int]) -> None:
-    index = torch.as_tensor(idx, dtype=torch.long)
-    for name, axis in neuron_param_entries(model, layer):
-        p = params[name]
-        if axis == 0:
-            p[index.to(p.device)] = 0
-        else:
-            p[:, index.to(p.device)] = 0
-
-
-__all__ = ["METHODS", "MethodPlan", "StagePlan", "bake_deactivation", "full_sets", "layer_ranking",
-           "plan_method", "schedule_mass", "select_target_layers"]
+__all__ = ["METHODS", "TRAIN_METHODS", "MethodPlan", "PlanInputs", "StagePlan", "bake_deactivation", "full_sets",
+           "layer_ranking", "plan_method", "schedule_mass", "select_target_layers"]

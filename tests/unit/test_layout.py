@@ -186,6 +186,7 @@ STAGE_OF: dict[str, tuple[str, str]] = {
     "tl_backend": ("base", "the TransformerLens import shim; imports nothing of the package"),
     "hooks": ("base", "hook factories every stage attaches; imports config, tl_backend, neuron_sets"),
     "objective": ("base", "tokenisation and the teacher-forced loss; imports config, hooks, tl_backend"),
+    "registry": ("base", "the generic name -> implementation table of the registered choices; imports nothing"),
     "neuron_sets": ("base", "the NeuronSet type and the neurons.json format, which hooks take and the "
                             "saved-model folder records; imports only io"),
     "__main__": ("cli", "``python -m neurorit_lens`` runs cli.main"),
