@@ -13,7 +13,7 @@ hide the other's peak): the model is loaded, every weight requires grad (as ``fu
 ``clean`` train), and ``--repeats`` forward + backward passes are timed on the same batch
 of ``--n-items`` rows of ``--tokens`` tokens whose last ``--answer-tokens`` are the answer.
 The peak is the resident high-water mark during the passes (``VmHWM``, reset at their
-start; :mod:`benchmarks.peak_memory`), so it includes the loaded weights and gradients.
+start; :mod:`neurorit_lens.memory`), so it includes the loaded weights and gradients.
 Token ids are random: memory and time depend on the shapes only.
 
     python benchmarks/bench_loss_memory.py                      # SmolLM2, 4 x 896 tokens
@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.peak_memory import PeakRSS, status_kb  # noqa: E402
+from neurorit_lens.memory import PeakRSS, status_kb  # noqa: E402
 from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
 from neurorit_lens.objective import AnswerBatch, answer_sft_loss, sft_loss  # noqa: E402
 

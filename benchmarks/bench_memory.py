@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.peak_memory import reset_peak, status_kb  # noqa: E402
+from neurorit_lens.memory import reset_peak, status_kb  # noqa: E402
 
 LLAMA3_8B = {"name": "llama-3-8b (shape)", "n_layers": 32, "d_model": 4096, "d_mlp": 14336, "n_heads": 32,
              "d_vocab": 128256, "n_params": 8.03e9}

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="where setting_behaviour.{md,json} go "
                    "(default benchmarks/results/<name>)")
     args = p.parse_args(argv)
-    from benchmarks.compare_methods import Harness, load_config
+    from neurorit_lens.experiments.harness import Harness, load_config
 
     cfg = load_config(args.config)
     out = Path(args.out)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import compare_methods as cm
-from benchmarks.compare_report import build_report, render_markdown
-from neurorit_lens.evaluation.comparison import accuracy_contrast, mean_difference, pair, per_question_difference
+from neurorit_lens.experiments import harness as cm
+from neurorit_lens.experiments.comparison import accuracy_contrast, mean_difference, pair, per_question_difference
+from neurorit_lens.experiments.report import build_report, render_markdown
 from neurorit_lens.statistics import (
     bootstrap_ci,
     holm,
@@ -236,7 +236,7 @@ def test_shipped_configs_load_and_declare_the_issue_13_contrasts():
                                                         ("neurorit", "clean")]
         assert {"base", "clean", "layers", "full", "random", "neurorit"} <= set(cfg["methods"])
     # cpu_main_amend = cpu_main plus only what --amend may add
-    from benchmarks.compare_protocol import amendment
+    from neurorit_lens.experiments.protocol import amendment
 
     main, amend = (cm.load_config(ROOT / "benchmarks" / "configs" / f"{n}.json")
                    for n in ("cpu_main", "cpu_main_amend"))
@@ -385,7 +385,7 @@ def test_prompted_variant_rule_highest_dev_then_first_declared(tmp_path, monkeyp
 
 
 def test_amendment_accepts_only_additions(tmp_path):
-    from benchmarks.compare_protocol import amendment, check_protocol
+    from neurorit_lens.experiments.protocol import amendment, check_protocol
 
     old = cm.load_config(_write_cfg(tmp_path, **_old_cfg()))
     path = tmp_path / "protocol.json"

@@ -170,12 +170,12 @@ def _subpackage(mod: str) -> str:
 
 
 # The pipeline's stages in the order data flows (STYLE.md: data -> prompts/tokens -> model +
-# hooks -> scores -> neuron sets -> ablation / training -> evaluation -> report). A module may
-# import modules of its own stage and of earlier ranks, never of a later rank; stages that
+# hooks -> scores -> neuron sets -> ablation / training -> evaluation -> experiments -> report).
+# A module may import modules of its own stage and of earlier ranks, never of a later rank; stages that
 # share a rank (ablation / training) are parallel and do not import each other.
 STAGES: tuple[tuple[str, ...], ...] = (
     ("base",), ("data",), ("models",), ("neurons",), ("distributed",), ("ablation", "training"),
-    ("evaluation",), ("viz",), ("runner",), ("cli",),
+    ("evaluation",), ("experiments",), ("viz",), ("runner",), ("cli",),
 )
 # Modules whose stage is not their subpackage, each with its reason (every other module's
 # stage is its subpackage). The root ``__init__`` (the public API) imports every stage.
@@ -183,6 +183,8 @@ STAGE_OF: dict[str, tuple[str, str]] = {
     "io": ("base", "atomic JSON/text writes and provenance; imports nothing of the package"),
     "config": ("base", "every stage's config dataclass; imports only io"),
     "statistics": ("base", "the one bootstrap and the comparison tests; numeric, imports nothing"),
+    "memory": ("base", "the peak resident memory of a stretch of work; imports nothing of the package"),
+    "stages": ("base", "the stage-folder record and skip rule the runner and the comparison share; imports io"),
     "tl_backend": ("base", "the TransformerLens import shim; imports nothing of the package"),
     "hooks": ("base", "hook factories every stage attaches; imports config, tl_backend, neurons.sets"),
     "objective": ("base", "tokenisation and the teacher-forced loss; imports config, hooks, tl_backend"),

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from benchmarks.peak_memory import PeakRSS, reset_peak, status_kb
+from neurorit_lens.memory import PeakRSS, reset_peak, status_kb
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs") or not reset_peak(),
                                 reason="needs Linux /proc/self/clear_refs")

@@ -23,14 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare_grid import RULE_GRID, check_train_grid
 from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
 from neurorit_lens.data.settings import parse_setting
+from neurorit_lens.experiments.grid import RULE_GRID, UNTRAINED, check_train_grid, trained
 from neurorit_lens.io import atomic_write_json, read_json
 from neurorit_lens.training.plans import METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
-UNTRAINED = ("base", "prompted")  # evaluated methods without a training run
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, when run from one
 REQUIRED = ("name", "model", "datasets", "settings", "methods", "contrasts", "seeds", "lr_grid", "train", "selection")
 OPTIONAL = ("description", "device", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
             "n_distractors", "train_limit", "dev_limit", "test_limit", "extra_seeds", "mining", "mine_limit", "eval",
@@ -51,10 +50,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+=-]+$")
 def shared_data() -> Path:
     """The shared data folder: $NEURORIT_SHARED_DATA, else ``../shared/data`` beside the checkout."""
     return Path(os.environ.get("NEURORIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-
-
-def trained(cfg: Mapping[str, Any]) -> list[str]:
-    return [m for m in cfg["methods"] if m not in UNTRAINED]
 
 
 def run_name(method: str, lr: float | None = None, seed: int | None = None, variant: str | None = None) -> str:

@@ -16,7 +16,7 @@ loses at most the unit in progress; training itself also resumes from its checkp
 2. base model (``base``, untuned): test evaluation;
 3. for every trained method, at the first seed: train one run per LR of its grid (same
    optimizer steps and schedule for every method; with a ``train_grid``, one per LR and
-   TrainConfig variant, :mod:`benchmarks.compare_grid`), evaluate each on the dev questions at
+   TrainConfig variant, :mod:`neurorit_lens.experiments.grid`), evaluate each on the dev questions at
    the selection settings, choose by the declared rule (highest pooled dev accuracy;
    ties: the smaller LR, then the first declared variant), evaluate the chosen run only on
    the test questions (a one-candidate grid without extra seeds has nothing to choose: no
@@ -25,18 +25,18 @@ loses at most the unit in progress; training itself also resumes from its checkp
    non-neurorit method with the highest dev score at its chosen LR), at the LR chosen at
    the first seed;
 5. settings added by amendment: test evaluations of every run of the report (no training,
-   no dev pass; :mod:`benchmarks.compare_extras`);
-6. ``results.json`` and ``results.md`` (:mod:`benchmarks.compare_report`).
+   no dev pass; :mod:`neurorit_lens.experiments.extras`);
+6. ``results.json`` and ``results.md`` (:mod:`neurorit_lens.experiments.report`).
 
 ``"dev_only": true`` stops after the dev choices (base evaluated on dev as a reference): a
-selection run that evaluates no test question (:mod:`benchmarks.compare_grid`).
+selection run that evaluates no test question (:mod:`neurorit_lens.experiments.grid`).
 
-Optional (:mod:`benchmarks.compare_extras`): the ``prompted`` format-control baseline (the
+Optional (:mod:`neurorit_lens.experiments.extras`): the ``prompted`` format-control baseline (the
 untuned model with a prompt and generation length chosen on dev from ``prompted_variants``,
 after the base model), and ``cross_test`` sets (test-only data sets, evaluated last with
 each method's first-seed run; reported in their own tables). ``--amend`` adds these, and
 evaluation settings, to an existing run folder without redoing anything
-(:mod:`benchmarks.compare_protocol`), e.g.
+(:mod:`neurorit_lens.experiments.protocol`), e.g.
 ``--config benchmarks/configs/cpu_main_amend.json --out runs/compare/cpu_main --amend``.
 
 Workers: ``--methods clean,layers`` on one process (or machine) and ``--methods full,neurorit``
@@ -67,11 +67,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.compare_extras import PROMPTED, ExtrasMixin, prompted_run  # noqa: E402
-from benchmarks.compare_grid import (  # noqa: E402
+from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
+from neurorit_lens.experiments.extras import PROMPTED, ExtrasMixin, prompted_run
+from neurorit_lens.experiments.grid import (
     GridMixin,
     candidate_key,
     candidates,
@@ -79,7 +77,7 @@ from benchmarks.compare_grid import (  # noqa: E402
     overrides,
     variant_named,
 )
-from benchmarks.compare_protocol import (  # noqa: E402
+from neurorit_lens.experiments.protocol import (
     RULE,
     amended_parts,
     check_protocol,
@@ -89,13 +87,13 @@ from benchmarks.compare_protocol import (  # noqa: E402
     shared_data,
     trained,
 )
-from benchmarks.compare_report import build_report, render_markdown  # noqa: E402
-from benchmarks.compare_reuse import ReuseMixin  # noqa: E402
-from benchmarks.peak_memory import PeakRSS  # noqa: E402
-from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json  # noqa: E402
+from neurorit_lens.experiments.report import build_report, render_markdown
+from neurorit_lens.experiments.reuse import ReuseMixin
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, fingerprint, read_json
+from neurorit_lens.memory import PeakRSS
+from neurorit_lens.stages import open_stage, run_stage
 
-log = logging.getLogger("compare_methods")
+log = logging.getLogger("neurorit_lens.experiments")
 NEEDS_NEURONS = ("neurorit", "layers", "random", "stage1")
 
 
@@ -144,19 +142,20 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
                 raise ValueError(f"--methods {','.join(methods)!r}: each must be one of the configuration's "
                                  f"methods {cfg['methods']}")
         self.only = None if methods is None else set(methods)  # worker mode: these methods' units only
-        self.reuse_from = [Path(p) for p in reuse or []]  # earlier run folders (benchmarks.compare_reuse)
+        self.reuse_from = [Path(p) for p in reuse or []]  # earlier run folders (neurorit_lens.experiments.reuse)
         self.first_cfg: dict[str, Any] = cfg  # the configuration first declared (load_data reads protocol.json)
         self.amended: dict[str, list[str]] = {}
         self.skipped: dict[str, dict[str, dict[str, int]]] = {}
         self.cross, self.cross_cfgs, self.cross_settings, self.cross_skipped = {}, {}, {}, {}
         self.exploratory: tuple[list[list[str]], list[str]] = ([], [])  # added by amendment
         self.amendments: list[dict[str, Any]] = []
-        self.results = Path(results) if results is not None else ROOT / "benchmarks" / "results" / cfg["name"]
+        self.results = Path(results) if results is not None else None  # a second copy of results.json/md
         self.device = device or cfg.get("device", "cpu")
         self.examples: dict[str, dict[str, list]] = {}
         self.data_cfgs: dict[str, DataConfig] = {}
         self._base = None
         self._loaded: tuple[str, Any] | None = None
+        self._open_evals: set[str] = set()  # eval/<run> folders checked by this process
         self.n_trained = 0  # training runs this process actually ran (not skipped)
 
     # --- setup ------------------------------------------------------------------------------
@@ -199,7 +198,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
 
     def protocol(self, write: bool = True) -> dict[str, Any]:
         """Write ``protocol.json`` once; refuse a changed configuration afterwards unless it is
-        an amendment allowed by ``--amend`` (:func:`benchmarks.compare_protocol.check_protocol`)."""
+        an amendment allowed by ``--amend`` (:func:`neurorit_lens.experiments.protocol.check_protocol`)."""
         proto = check_protocol(self.out / "protocol.json", self.cfg, self.amend,
                                lambda: environment_info(self.cfg["seeds"][0]), write=write)
         self.exploratory = amended_parts(proto) if "amendments" in proto else ([], [])
@@ -216,17 +215,45 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
 
     def neurons(self) -> tuple[dict | None, dict | None]:
         """Neuron sets and layer mass, mined once on the pooled training questions."""
-        from neurorit_lens.neurons.mining import mine
         from neurorit_lens.neurons.sets import load_neuron_sets
 
         mdir = self.out / "mining"
-        if not (mdir / "neurons.json").exists() and not self.reuse_mining(mdir):
-            exs = self.pool("train")[: self.cfg.get("mine_limit") or None]
-            res = mine(self.base, exs, MiningConfig.from_dict(self.cfg.get("mining", {})), self.mix_cfg(), out_dir=mdir,
-                       show_progress=self.progress)
-            res.save(mdir)
+        self.run_unit(mdir, "mining", ["neurons.json"], lambda: self.reuse_mining(mdir) or self._mine(mdir))
         sets = load_neuron_sets(mdir / "neurons.json", self.base)
-        return sets, (read_json(mdir / "neurons.json").get("meta") or {}).get("layer_mass")
+        return sets, self.mining_meta(mdir).get("layer_mass")
+
+    @staticmethod
+    def mining_meta(mdir: Path) -> dict[str, Any]:
+        """The ``meta`` block of ``mdir/neurons.json`` (the one place the harness reads it)."""
+        return read_json(mdir / "neurons.json").get("meta") or {}
+
+    def _mine(self, mdir: Path) -> None:
+        from neurorit_lens.neurons.mining import mine
+
+        exs = self.pool("train")[: self.cfg.get("mine_limit") or None]
+        res = mine(self.base, exs, MiningConfig.from_dict(self.cfg.get("mining", {})), self.mix_cfg(), out_dir=mdir,
+                   show_progress=self.progress)
+        res.save(mdir)
+
+    # --- resumable units (neurorit_lens.stages, the runner's rule) ---------------------------
+    def declared_fingerprint(self) -> str:
+        """Fingerprint of the configuration first declared in ``protocol.json``: every unit's input.
+
+        Raises:
+            RuntimeError: no ``protocol.json`` yet (it is written before any unit runs).
+        """
+        proto = self.out / "protocol.json"
+        if not proto.exists():
+            raise RuntimeError(f"{proto}: the protocol is written before any unit runs (Harness.protocol())")
+        return fingerprint(read_json(proto)["config"])
+
+    def unit_inputs(self, rel: str) -> dict[str, str]:
+        return {"protocol": self.declared_fingerprint(), "unit": rel}
+
+    def run_unit(self, folder: Path, rel: str, outputs: list[str], fn: Callable[[], Any]) -> bool:
+        """One unit folder through :func:`neurorit_lens.stages.run_stage`; a folder without a record
+        (written before records existed) is adopted, one of another protocol is refused."""
+        return run_stage(folder, self.unit_inputs(rel), outputs, fn, name=rel, unrecorded="adopt", stale="refuse")
 
     def mix_cfg(self) -> DataConfig:
         return self.data_cfgs[next(iter(self.data_cfgs))]
@@ -239,15 +266,18 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
 
     def train_unit(self, method: str, lr: float, seed: int, variant: dict[str, Any] | None = None) -> Path:
         """Train one (method, LR, train_grid variant, seed) run unless its ``train.json`` and model exist."""
-        from neurorit_lens.training.methods import train
-
         name = run_name(method, lr, seed, variant and variant["name"])
         d = self.out / "train" / name
-        if (d / "train.json").exists() and (d / "model" / "neurorit_model.json").exists():
-            return d
+        self.run_unit(d, f"train/{name}", ["train.json", "model/neurorit_model.json"],
+                      lambda: self._train(name, d, method, lr, seed, variant))
+        return d
+
+    def _train(self, name: str, d: Path, method: str, lr: float, seed: int, variant: dict[str, Any] | None) -> None:
+        from neurorit_lens.training.methods import train
+
         tcfg = self.train_config(method, lr, seed, variant)
         if self.reuse_train(name, tcfg):
-            return d
+            return
         sets, mass = self.neurons() if method in NEEDS_NEURONS else (None, None)
         log.info("training %s", name)
         import torch
@@ -263,7 +293,6 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
             shutil.rmtree(d / "runs", ignore_errors=True)
         self.n_trained += 1
         del model  # evaluation reloads the saved model, as a resumed run does
-        return d
 
     def model_of(self, run: str):
         if run == "base" or run.startswith(PROMPTED + "/"):
@@ -282,6 +311,10 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         """Greedy answers, scores and teacher-forced log p(gold) of one run on one data set,
         split and setting, per question; skipped when its file exists, copied when ``--reuse``
         has it or when it is base's (a prompted variant without overrides)."""
+        if run not in self._open_evals:
+            open_stage(self.out / "eval" / run, self.unit_inputs(f"eval/{run}"), name=f"eval/{run}",
+                       unrecorded="adopt", stale="refuse")
+            self._open_evals.add(run)
         path = self.eval_path(run, split, dataset, setting)
         if path.exists():
             return read_json(path)
@@ -454,6 +487,10 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
                 bar()
 
     # --- report -----------------------------------------------------------------------------
+    def report_dirs(self) -> list[Path]:
+        """Where ``results.json``/``results.md`` go: the run folder, and ``results`` when given."""
+        return [self.out] + ([self.results] if self.results is not None else [])
+
     def runs(self, selection: dict[str, Any]) -> dict[str, dict[int, str]]:
         out: dict[str, dict[int, str]] = {}
         for m in self.cfg["methods"]:
@@ -522,7 +559,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
             rep["amendments"] = self.amendments
         if units := self.reused_units():
             rep["reused"] = units
-        for rdir in (self.out, self.results):
+        for rdir in self.report_dirs():
             atomic_write_json(rdir / "results.json", _clean(rep))
             atomic_write_text(rdir / "results.md", render_markdown(rep))
         return rep
