@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from neurorit_lens.config import TrainConfig
+from neurorit_lens.experiments.config import check_partial
 from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger("neurorit_lens.experiments")
@@ -74,6 +75,7 @@ def check_train_grid(path: Any, cfg: Mapping[str, Any], name_ok: Callable[[str],
                 if key in GRID_FORBIDDEN:
                     raise ValueError(f"{path}: train_grid[{method!r}] variant {name!r}: {key!r} may not vary (every "
                                      f"method shares {list(GRID_FORBIDDEN)}; LRs go in 'lr_grid')")
+            check_partial(f"train_grid.{method}.{name}", TrainConfig, overrides(v))
             TrainConfig.from_dict({**cfg["train"], **overrides(v), "method": method})
         if len(set(names)) != len(names):
             raise ValueError(f"{path}: train_grid[{method!r}] variant names must be unique, got {names}")

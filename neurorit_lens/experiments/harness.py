@@ -1,16 +1,25 @@
-"""The powered, paired comparison of training methods (issue 13), resumable.
+"""The powered, paired comparison of training methods, resumable.
 
-    python benchmarks/compare_methods.py --config benchmarks/configs/cpu_small.json
+    neurorit compare benchmarks/configs/cpu_small.json --out runs/compare/cpu_small
 
-One JSON configuration (``benchmarks/configs/``) fixes everything before the run: model,
+One configuration (JSON or TOML; :mod:`neurorit_lens.experiments.config`) fixes everything
+before the run: model,
 data sets (split train/dev/test by question with
 :func:`neurorit_lens.data.splits.load_splits`, distractors mined within each split),
 settings, methods, seeds, the learning-rate grid per method, the LR selection rule, and
-the declared contrasts. The harness writes ``protocol.json`` on the first run and refuses
+the declared contrasts. The harness writes ``protocol.json`` before any unit runs and refuses
 to continue in that folder with a changed configuration.
 
-Phases (each unit is written when it finishes and skipped when its file exists, so a kill
-loses at most the unit in progress; training itself also resumes from its checkpoints):
+Units resume by the runner's rule (:mod:`neurorit_lens.stages`): each unit folder
+(``mining/``, ``train/<run>/``, ``eval/<run>/``) records in ``stage.json`` the fingerprint of
+the configuration first declared in ``protocol.json``; a finished unit is skipped, an
+unfinished training resumes from its checkpoints, so a kill loses at most the unit in
+progress. Folders written before these records (no ``stage.json``) are taken as they are;
+a folder recorded under another protocol is refused. Evaluation units are files under
+``eval/<run>/``, each written atomically: one is done when its file exists. Dev choices are
+``selection/<method>.json``, made once.
+
+Phases:
 
 1. mine neurons on the pooled training questions (methods that need neuron sets);
 2. base model (``base``, untuned): test evaluation;
@@ -37,7 +46,7 @@ after the base model), and ``cross_test`` sets (test-only data sets, evaluated l
 each method's first-seed run; reported in their own tables). ``--amend`` adds these, and
 evaluation settings, to an existing run folder without redoing anything
 (:mod:`neurorit_lens.experiments.protocol`), e.g.
-``--config benchmarks/configs/cpu_main_amend.json --out runs/compare/cpu_main --amend``.
+``neurorit compare benchmarks/configs/cpu_main_amend.json --out runs/compare/cpu_main --amend``.
 
 Workers: ``--methods clean,layers`` on one process (or machine) and ``--methods full,neurorit``
 on another share one run folder; each does its methods' units only and ends by writing the
@@ -53,21 +62,19 @@ accuracy, EM, F1, copy flag, teacher-forced log p(gold)) for the paired statisti
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
 import math
 import os
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
+from neurorit_lens.experiments.config import CompareConfig
 from neurorit_lens.experiments.extras import PROMPTED, ExtrasMixin, prompted_run
 from neurorit_lens.experiments.grid import (
     GridMixin,
@@ -132,9 +139,10 @@ def _clean(x: Any) -> Any:
 class Harness(ExtrasMixin, GridMixin, ReuseMixin):
     """One comparison run in ``out`` (see module docstring)."""
 
-    def __init__(self, cfg: dict[str, Any], out: str | os.PathLike, device: str | None = None,
+    def __init__(self, cfg: dict[str, Any] | CompareConfig, out: str | os.PathLike, device: str | None = None,
                  progress: bool = True, results: str | os.PathLike | None = None, amend: bool = False,
                  reuse: list[str | os.PathLike] | None = None, methods: list[str] | None = None):
+        cfg = cfg.declared if isinstance(cfg, CompareConfig) else cfg  # the dict protocol.json records
         self.cfg, self.out, self.progress, self.amend = cfg, Path(out), progress, amend
         if methods is not None:
             unknown = [m for m in methods if m not in cfg["methods"]]
@@ -565,61 +573,34 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         return rep
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="a JSON file under benchmarks/configs/")
-    p.add_argument("--out", default=None, help="run folder (default runs/compare/<name>)")
-    p.add_argument("--device", default=None, help="overrides the configuration's device")
-    p.add_argument("--results", default=None, help="where results.json/md also go (default "
-                   "benchmarks/results/<name>)")
-    p.add_argument("--plan", action="store_true", help="print the units and sizes, load no model, and exit")
-    p.add_argument("--report", action="store_true", help="write results.json/md from the units finished so far "
-                   "(the methods chosen on dev so far); train, evaluate and load nothing (safe beside a running job)")
-    p.add_argument("--amend", action="store_true", help="in an existing run folder, ADD prompted variants, the "
-                   "prompted method, cross_test sets, contrasts naming a new method and settings appended to a "
-                   "settings list (recorded in protocol.json; nothing done is redone; any other change is refused)")
-    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
-                   help="an earlier run folder with the same model, data, splits, prompts, mining and evaluation: "
-                   "its finished trainings with an identical TrainConfig, their dev/test evaluations, base's and "
-                   "the mined neurons are copied instead of recomputed (listed in reused.json; repeatable)")
-    p.add_argument("--methods", default=None, metavar="M[,M...]",
-                   help="worker mode: only these methods' units (training, dev, test, extra seeds, cross sets and "
-                   "amended settings), so that several processes or machines, each with its own methods, can "
-                   "share one run folder; the extra seeds wait until every method's dev choice is on disk, and "
-                   "each worker ends by writing the report of what is finished (as --report)")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+def compare(config: str | os.PathLike | CompareConfig, out: str | os.PathLike, *, plan: bool = False,
+            report: bool = False, amend: bool = False, reuse: list[str | os.PathLike] | None = None,
+            methods: list[str] | None = None, device: str | None = None, results: str | os.PathLike | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """``neurorit compare``: check the configuration and the run folder, then plan, report or run.
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = load_config(args.config)
-    out = Path(args.out or ROOT / "runs" / "compare" / cfg["name"])
+    ``plan``: the units and sizes (JSON-ready), no model loaded and nothing written;
+    ``report``: results.json/md from the units finished so far (nothing trained or evaluated);
+    otherwise every unit not yet done, then the report. Returns the plan or the report.
+    """
+    cfg = config.declared if isinstance(config, CompareConfig) else load_config(config)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     handlers = [logging.FileHandler(out / "harness.log"), logging.StreamHandler()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
-    h = Harness(cfg, out, args.device, progress=not args.no_progress, results=args.results, amend=args.amend,
-                reuse=args.reuse, methods=args.methods.split(",") if args.methods is not None else None)
+    h = Harness(cfg, out, device, progress=progress, results=results, amend=amend, reuse=reuse, methods=methods)
     h.load_data()
-    if args.plan:
+    if plan:
         proto = h.protocol(write=False)  # refuses what a run would refuse
-        plan = h.plan()
+        sizes = h.plan()
         h.check_reuse()
         if h.reuse_from:
-            plan["reuse"] = h.reuse_plan()
-        if proto.get("amendments") and args.amend:
-            plan["amendment"] = proto["amendments"][-1]["added"]
-        print(json.dumps(plan, indent=2))
-        return 0
-    if args.report:
+            sizes["reuse"] = h.reuse_plan()
+        if proto.get("amendments") and amend:
+            sizes["amendment"] = proto["amendments"][-1]["added"]
+        return sizes
+    if report:
         h.protocol(write=False)  # refuses what a run would refuse
-        h.report_so_far()
-    else:
-        h.run()
-    print(f"wrote {out / 'results.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return h.report_so_far()
+    return h.run()

@@ -1,4 +1,4 @@
-"""benchmarks/compare_methods.py: settings added by ``--amend`` (evaluated on the existing runs,
+"""The comparison harness (neurorit_lens.experiments): settings added by ``--amend`` (evaluated on the existing runs,
 exploratory in the report) and the ``train_grid`` of TrainConfig variants chosen on dev."""
 
 from __future__ import annotations

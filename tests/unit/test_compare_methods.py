@@ -1,4 +1,4 @@
-"""benchmarks/compare_methods.py end to end on the tiny model (resume: the second run trains
+"""The comparison harness (neurorit_lens.experiments) end to end on the tiny model (resume: the second run trains
 nothing), and its contrast statistics against neurorit_lens/statistics.py on known inputs."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from neurorit_lens.cli.main import main
 from neurorit_lens.experiments import harness as cm
 from neurorit_lens.experiments.comparison import accuracy_contrast, mean_difference, pair, per_question_difference
 from neurorit_lens.experiments.report import build_report, render_markdown
@@ -115,8 +116,8 @@ def test_workers_split_the_methods_and_share_one_run_folder(tmp_path):
                       "embedded:40"}}, contrasts=[["neurorit", "layers"], ["neurorit", "clean"]],
                       lr_grid={"default": [1e-3]})
     out, res = tmp_path / "run", tmp_path / "results"
-    argv = ["--config", str(path), "--out", str(out), "--results", str(res), "--no-progress"]
-    assert cm.main([*argv, "--methods", "base,clean"]) == 0  # the CLI: worker A
+    argv = ["compare", str(path), "--out", str(out), "--results", str(res), "--no-progress"]
+    assert main([*argv, "--methods", "base,clean"]) == 0  # the CLI: worker A
     assert sorted(p.name for p in (out / "train").iterdir()) == ["clean"]
     assert not (out / "selection" / "strongest_baseline.json").exists()  # layers and neurorit not chosen yet
     assert set(json.loads((res / "results.json").read_text())["runs"]) == {"base", "clean"}

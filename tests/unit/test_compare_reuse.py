@@ -1,4 +1,4 @@
-"""benchmarks/compare_methods.py ``--reuse``: a new run folder takes from an earlier one the
+"""The comparison harness (neurorit_lens.experiments) ``--reuse``: a new run folder takes from an earlier one the
 trainings with an identical TrainConfig (under any run name), their evaluations, base's and
 the mined neurons, and refuses a folder whose data or evaluation differ."""
 

@@ -1,4 +1,4 @@
-"""The per-unit peak resident memory the comparison harness records (benchmarks/peak_memory.py)."""
+"""The per-unit peak resident memory the comparison harness records (neurorit_lens/memory.py)."""
 
 from __future__ import annotations
 
