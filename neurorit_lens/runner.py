@@ -114,7 +114,8 @@ class Runner:
             own = {"mining": c.mining.to_dict(), "mine_limit": c.mine_limit}
         elif kind == "ablation":
             own = {"ablation": c.ablation.to_dict(), "ablate_limit": c.ablate_limit,
-                   "upstream": {"mining": self.stage_fingerprint("mining")}}
+                   "upstream": {"mining": self.stage_fingerprint("mining")},
+                   **({"train_limit": c.train_limit} if c.ablation.mode == "gate" else {})}  # gates learn on train
         elif kind == "train" and method:
             own = {"train": c.train.replace(method=method).to_dict(), "train_limit": c.train_limit,
                    "upstream": {"mining": self.stage_fingerprint("mining")}}
@@ -224,7 +225,9 @@ class Runner:
         def go() -> None:
             sets, _ = self._neuron_sets()
             dev = _limit(self.splits["dev"], self.cfg.ablate_limit)
-            res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data)
+            train = _limit(self.splits["train"], self.cfg.train_limit) if self.cfg.ablation.mode == "gate" else None
+            res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data, train_examples=train,
+                               gate_dir=self.out / "ablation" / "gates")
             res.save(self.out / "ablation")
             print(res.table())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Args:
-    """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, or scale) each set
+    """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, scale, or gate with
+    gates learned per set on the train split) each set
     in --sets and --n-random random sets with the same per-layer counts, and measure the change
     in gold-answer log-prob (teacher forced) and in accuracy (greedy generation) under
     relevant-only and noisy contexts. Writes OUT/ablation.json and prints a table with
@@ -69,8 +71,10 @@ def run(args: Args) -> int:
         from neurorit_lens.neurons.mining import load_answer_means
 
         means = load_answer_means(neurons_path.parent)
+    train = load_examples(dataclasses.replace(data_cfg, split="train")) if cfg.mode == "gate" else None
     res = run_ablation(model, examples, sets, cfg, data_cfg, show_progress=True, means=means,
-                       meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)})
+                       meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)},
+                       train_examples=train, gate_dir=Path(args.out) / "gates")
     res.meta["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)
     path = res.save(out)
