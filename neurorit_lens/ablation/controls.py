@@ -129,6 +129,9 @@ def ablation_hooks(
     """
     if not isinstance(neurons, NeuronSet):
         raise ValueError(f"neurons must be a NeuronSet, got {type(neurons).__name__}")
+    if mode == "gate":
+        raise ValueError("mode 'gate' has no fixed hooks: each set's gates are learned "
+                         "(neurorit_lens.ablation.gate.LearnedGates)")
     if mode not in MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; choose from {MODES}")
     if mode in ("mean", "constant") and means is None:

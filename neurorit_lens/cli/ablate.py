@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,12 +29,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Args:
-    """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, scale, or hold at a
-    constant: --mode) each set in --sets and --n-random random sets with the same per-layer counts,
-    and measure the change in gold-answer log-prob (teacher forced) and in accuracy (greedy
-    generation, a gold answer contained in the output) under relevant-only and noisy contexts.
-    Writes OUT/ablation.json and prints a table with bootstrap 95% intervals and the difference
-    against the random controls.
+    """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, scale, hold at a
+    constant, or gate with gates learned per set on the train split: --mode) each set in --sets and
+    --n-random random sets with the same per-layer counts, and measure the change in gold-answer
+    log-prob (teacher forced) and in accuracy (greedy generation, the extracted answer) under
+    relevant-only and noisy contexts. Writes OUT/ablation.json and prints a table with bootstrap 95%
+    intervals and the difference against the random controls.
     """
 
     model: ModelName
@@ -70,8 +71,10 @@ def run(args: Args) -> int:
         from neurorit_lens.neurons.mining import load_answer_means
 
         means = load_answer_means(neurons_path.parent)
+    train = load_examples(dataclasses.replace(data_cfg, split="train")) if cfg.mode == "gate" else None
     res = run_ablation(model, examples, sets, cfg, data_cfg, show_progress=True, means=means,
-                       meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)})
+                       meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)},
+                       train_examples=train, gate_dir=Path(args.out) / "gates")
     res.meta["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)
     path = res.save(out)
