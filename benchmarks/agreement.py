@@ -18,7 +18,7 @@ passage, I: irrelevant passages):
 
 Run (SmolLM2 on real NQ-open prompts; the lead's long run)::
 
-    python benchmarks/agreement.py --model smollm2-135m-instruct \
+    python -m benchmarks.agreement --model smollm2-135m-instruct \
         --data ../shared/data/lost_in_the_middle/nq-open-oracle.jsonl.gz --limit 20 \
         --layers 3,10,17,24,29 --max-prompt-tokens 256 --out benchmarks/results/agreement
 
@@ -36,12 +36,11 @@ from typing import get_args
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from neurorit_lens.config import AttributionMethod, DataConfig, MiningConfig
+from neurorit_lens.neuron_sets import exclusive_sets
+from neurorit_lens.neurons.selection import select
 
-from neurorit_lens.config import AttributionMethod, DataConfig, MiningConfig  # noqa: E402
-from neurorit_lens.neuron_sets import exclusive_sets  # noqa: E402
-from neurorit_lens.neurons.selection import select  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = get_args(AttributionMethod)
 
@@ -188,7 +187,7 @@ def main(argv=None) -> int:
         "layers": layers, "steps": args.steps, "seconds": seconds,
         "agreement": compare(results, layers, base),
         "environment": environment_info(0),
-        "command": "python benchmarks/agreement.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.agreement " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     atomic_write_json(out / "agreement.json", summary)
     atomic_write_text(out / "agreement.md", render_md(summary))

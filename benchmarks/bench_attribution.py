@@ -22,7 +22,7 @@ given as the increase over the RSS after loading the model), one warm-up prompt 
 one torch thread each (the machine's 2 cores are shared). Scores are compared where the
 computations are the same.
 
-Run: ``python benchmarks/bench_attribution.py`` (about 5-10 minutes on 2 shared cores);
+Run: ``python -m benchmarks.bench_attribution`` (about 5-10 minutes on 2 shared cores);
 writes ``benchmarks/results/attribution.{json,md}``.
 """
 
@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PROMPTS = [
     "Question: Who wrote the report? Passages: Document 1 says the river Quell flows north. The capital of "
@@ -81,7 +80,6 @@ def worker(name: str, ckpt: str, spec: dict, out: str) -> None:
     prompts, answers, steps, chunk = spec["prompts"], spec["answers"], spec["steps"], spec["alpha_chunk"]
     t_load = time.perf_counter()
     if name == "kn":
-        sys.path.insert(0, spec["kn_path"])
         from knowledge_neurons import KnowledgeNeurons
         from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -246,11 +244,12 @@ def run_workers(names: list[str], ckpt: str, spec: dict, tmp: Path) -> tuple[dic
     results, scores = {}, {}
     for name in names:
         wout = str(tmp / name)
-        cmd = [sys.executable, __file__, "--worker", name, "--ckpt", ckpt, "--spec", json.dumps(spec),
-               "--wout", wout]
+        cmd = [sys.executable, "-m", "benchmarks.bench_attribution", "--worker", name, "--ckpt", ckpt, "--spec",
+               json.dumps(spec), "--wout", wout]
         print(f"running {name} ...", flush=True)
-        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1",
-                                                                     "TRANSFORMERS_OFFLINE": "1"})
+        path = os.pathsep.join([str(ROOT), *([spec["kn_path"]] if name == "kn" else [])])  # the reference's checkout
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={
+            **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": path})
         if p.returncode != 0:
             results[name] = {"name": name, "error": p.stderr[-3000:]}
             print(f"  {name} FAILED:\n{p.stderr[-3000:]}", flush=True)
@@ -283,7 +282,7 @@ def _finish_synthetic(args, argv, ckpt: Path, spec: dict, env: dict, results: di
         "score_checks": checks,
         "results": results,
         "environment": {**env, "loadavg_end": list(os.getloadavg())},
-        "command": "python benchmarks/bench_attribution.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.bench_attribution " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     from transformers import AutoTokenizer
 
@@ -333,7 +332,7 @@ def run_real(args, argv, tmp: Path) -> int:
                          if "ours_ig" in scores and "captum" in scores else {}),
         "results": results,
         "environment": {**env, "loadavg_end": list(os.getloadavg()), "torch": torch.__version__},
-        "command": "python benchmarks/bench_attribution.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.bench_attribution " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     out = Path(args.out)
     stem = "attribution_" + args.model.split("/")[-1].lower()

@@ -12,8 +12,8 @@ each definition's I scoring is timed one example at a time, as mining runs it:
 
 The median seconds per example and the ratio to ``negative`` with the same method are written.
 
-    python benchmarks/bench_definition_cost.py --model tiny --n 6
-    python benchmarks/bench_definition_cost.py --model smollm2-135m-instruct --n 4 --methods grad_x_act,ig
+    python -m benchmarks.bench_definition_cost --model tiny --n 6
+    python -m benchmarks.bench_definition_cost --model smollm2-135m-instruct --n 4 --methods grad_x_act,ig
 
 Writes ``<out>/definition_cost_<model>.{json,md}``.
 """
@@ -23,23 +23,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from neurorit_lens.config import DataConfig  # noqa: E402
-from neurorit_lens.data import answer_continuation, embedded_examples  # noqa: E402
-from neurorit_lens.data.build import build_prompts  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
-from neurorit_lens.models import load_model  # noqa: E402
-from neurorit_lens.neurons.attribution import attribute  # noqa: E402
-from neurorit_lens.neurons.contrast import contrast_attribute, shared_suffix  # noqa: E402
-from neurorit_lens.objective import tokenize_with_answers  # noqa: E402
+from neurorit_lens.config import DataConfig
+from neurorit_lens.data import answer_continuation, embedded_examples
+from neurorit_lens.data.build import build_prompts
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+from neurorit_lens.models import load_model
+from neurorit_lens.neurons.attribution import attribute
+from neurorit_lens.neurons.contrast import contrast_attribute, shared_suffix
+from neurorit_lens.objective import tokenize_with_answers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

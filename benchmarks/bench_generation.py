@@ -14,8 +14,8 @@ threads and ``os.getloadavg()`` are recorded beside every timing. The headline n
 build time is measured separately and also folded into a "cold" ratio. Agreement of the
 greedy tokens between the sides is reported (fp32 all; a near-tie may flip a token).
 
-    python benchmarks/bench_generation.py                       # defaults below
-    python benchmarks/bench_generation.py --n-prompts 16 --repeats 3
+    python -m benchmarks.bench_generation                       # defaults below
+    python -m benchmarks.bench_generation --n-prompts 16 --repeats 3
 
 Writes ``benchmarks/results/bench_generation.{json,md}``.
 """
@@ -32,19 +32,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from neurorit_lens.data import build_instances, embedded_examples, render_prompts  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
-from neurorit_lens.models import generation as gen  # noqa: E402
-from neurorit_lens.models import load_model  # noqa: E402
-from neurorit_lens.models.generation import (  # noqa: E402
+from neurorit_lens.data import build_instances, embedded_examples, render_prompts
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+from neurorit_lens.models import generation as gen
+from neurorit_lens.models import load_model
+from neurorit_lens.models.generation import (
     _pad_id,
     encode_for_generation,
     generate_greedy_ids,
     left_pad,
 )
-from neurorit_lens.models.gguf import load_hf_from_gguf, smollm2_gguf_path  # noqa: E402
+from neurorit_lens.models.gguf import load_hf_from_gguf, smollm2_gguf_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -160,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "greedy generation throughput, neurorit_lens.models.generation (auto = transformers twin; "
                      "tl = TransformerLens) vs HF generate",
         "model": args.model,
-        "command": "python benchmarks/bench_generation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.bench_generation " + " ".join(argv if argv is not None else sys.argv[1:]),
         "n_prompts": len(prompts),
         "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens,

@@ -13,11 +13,11 @@ hide the other's peak): the model is loaded, every weight requires grad (as ``fu
 ``clean`` train), and ``--repeats`` forward + backward passes are timed on the same batch
 of ``--n-items`` rows of ``--tokens`` tokens whose last ``--answer-tokens`` are the answer.
 The peak is the resident high-water mark during the passes (``VmHWM``, reset at their
-start; :mod:`benchmarks.peak_memory`), so it includes the loaded weights and gradients.
+start; :mod:`neurorit_lens.memory`), so it includes the loaded weights and gradients.
 Token ids are random: memory and time depend on the shapes only.
 
-    python benchmarks/bench_loss_memory.py                      # SmolLM2, 4 x 896 tokens
-    python benchmarks/bench_loss_memory.py --tiny --tokens 128  # seconds, no checkpoint
+    python -m benchmarks.bench_loss_memory                      # SmolLM2, 4 x 896 tokens
+    python -m benchmarks.bench_loss_memory --tiny --tokens 128  # seconds, no checkpoint
 
 Writes ``benchmarks/results/loss_memory.{json,md}`` (``loss_memory_tiny`` with ``--tiny``).
 """
@@ -36,12 +36,11 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+from neurorit_lens.memory import PeakRSS, status_kb
+from neurorit_lens.objective import AnswerBatch, answer_sft_loss, sft_loss
 
-from benchmarks.peak_memory import PeakRSS, status_kb  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
-from neurorit_lens.objective import AnswerBatch, answer_sft_loss, sft_loss  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("logits", "answer")
 
@@ -108,10 +107,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_variant(args: argparse.Namespace, variant: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant, "--n-items", str(args.n_items),
+    cmd = [sys.executable, "-m", "benchmarks.bench_loss_memory", "--variant", variant, "--n-items", str(args.n_items),
            "--tokens", str(args.tokens), "--answer-tokens", str(args.answer_tokens), "--repeats", str(args.repeats)]
     cmd += ["--threads", str(args.threads)] * bool(args.threads) + ["--tiny"] * args.tiny
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # stderr passes through
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout  # stderr passes through
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -29,7 +29,7 @@ backward, no weight gradients) FLOPs per block parameter per row-token:
 
 Usage (about 3-4 minutes here; real models need their checkpoints)::
 
-    nice -n 10 python benchmarks/bench_memory.py --out benchmarks/results
+    nice -n 10 python -m benchmarks.bench_memory --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -42,10 +42,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from neurorit_lens.memory import reset_peak, status_kb
 
-from benchmarks.peak_memory import reset_peak, status_kb  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LLAMA3_8B = {"name": "llama-3-8b (shape)", "n_layers": 32, "d_model": 4096, "d_mlp": 14336, "n_heads": 32,
              "d_vocab": 128256, "n_params": 8.03e9}
@@ -121,10 +120,10 @@ def run_model(name: str, args: argparse.Namespace, tmp: Path) -> dict | None:
     result = tmp / f"{name}.json"
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", name, "--result", str(result),
+    cmd = [sys.executable, "-m", "benchmarks.bench_memory", "--worker", "--model", name, "--result", str(result),
            "--tokens", str(args.tokens), "--steps", str(args.steps), "--threads", str(args.threads)]
     load = os.getloadavg()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if r.returncode != 0:
         print(f"{name}: skipped ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode})")
         return None
@@ -196,7 +195,7 @@ def main() -> None:
     L = ["# Attribution memory and time vs model size, and the 8B extrapolation", "",
          f"CPU, float32, {args.threads} threads, one prompt of ~{args.tokens} tokens, IG with m = {args.steps}; "
          "peak = VmHWM during the call minus resident memory before it (weights excluded). Shared 2-core machine "
-         "(load average in memory.json). Command: `nice -n 10 python benchmarks/bench_memory.py`.", "",
+         "(load average in memory.json). Command: `nice -n 10 python -m benchmarks.bench_memory`.", "",
          "| model | params | weights (MB) | run | time (s) | activation peak (MB) | model, kappa=1 (MB) |",
          "|---|---|---|---|---|---|---|"]
     for r in results:

@@ -6,7 +6,7 @@ really converts and the second really reads the cache; the import time of the li
 is measured separately and excluded. Threads and machine load are recorded beside the
 timings.
 
-    python benchmarks/bench_model_load.py --model smollm2-135m-instruct --out runs/bench_model_load.json
+    python -m benchmarks.bench_model_load --model smollm2-135m-instruct --out runs/bench_model_load.json
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ its payload in bytes recorded; from those the expected scaling on N GPUs is proj
 
 Usage (about 2-3 minutes here)::
 
-    python benchmarks/bench_scaling.py --out benchmarks/results
+    python -m benchmarks.bench_scaling --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def run_config(name: str, nproc: int, threads: int, args: argparse.Namespace, tm
     result = tmp / f"{name}.json"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    wargs = [str(Path(__file__).resolve()), "--worker", "--threads", str(threads), "--result", str(result),
+    wargs = ["-m", "benchmarks.bench_scaling", "--worker", "--threads", str(threads), "--result", str(result),
              "--n-examples", str(args.n_examples), "--steps", str(args.steps)]
     if nproc == 1:
         cmd = [sys.executable, *wargs]
@@ -104,7 +104,7 @@ def run_config(name: str, nproc: int, threads: int, args: argparse.Namespace, tm
                "127.0.0.1", "--master-port", str(_free_port()), *wargs]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     total = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{r.stderr[-3000:]}")
@@ -182,7 +182,7 @@ def main() -> None:
         f"Job: per-layer IG (m = {args.steps}) on a random model {MODEL_KW} over {args.n_examples} embedded "
         "examples x 2 conditions, the same sets selected in every configuration. This machine: 2 cores, shared "
         "with other engineers' jobs (load average recorded per run). Command: "
-        "`python benchmarks/bench_scaling.py`.", "",
+        "`python -m benchmarks.bench_scaling`.", "",
         "| configuration | mining wall (s) | with start-up (s) | load avg before -> after |", "|---|---|---|---|",
     ]
     for r in runs:

@@ -14,9 +14,9 @@ A second, cheap measurement isolates the optimizer: one AdamW step over the weig
 neuron-level training touches, once over whole tensors (what the trainer did before:
 66M entries for stage 1) and once over the trainable entries only (what it does now).
 
-    python benchmarks/bench_train_step.py                 # SmolLM2, 2 items, 3 repeats
-    python benchmarks/bench_train_step.py --repeats 5 --threads 2
-    python benchmarks/bench_train_step.py --tiny --threads 1   # ~1 min, no download
+    python -m benchmarks.bench_train_step                 # SmolLM2, 2 items, 3 repeats
+    python -m benchmarks.bench_train_step --repeats 5 --threads 2
+    python -m benchmarks.bench_train_step --tiny --threads 1   # ~1 min, no download
 
 ``--tiny`` builds a random gated model from a config instead (d_model 256, 6 layers,
 d_mlp 1024, RMSNorm, SiLU; batch of 2 items of ~140 tokens) with 6 ``R_excl`` and 3
@@ -41,20 +41,18 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from neurorit_lens.config import DataConfig, TrainConfig  # noqa: E402
-from neurorit_lens.data import embedded_examples  # noqa: E402
-from neurorit_lens.hooks import zero_ablation  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
-from neurorit_lens.models import load_model  # noqa: E402
-from neurorit_lens.neuron_sets import NeuronSet  # noqa: E402
-from neurorit_lens.neurons.output import MiningOutput  # noqa: E402
-from neurorit_lens.training.items import build_train_items  # noqa: E402
-from neurorit_lens.training.masks import count_trainable  # noqa: E402
-from neurorit_lens.training.optim import MaskedParams  # noqa: E402
-from neurorit_lens.training.plans import StagePlan, plan_method  # noqa: E402
-from neurorit_lens.training.trainer import Trainer, tokenize_items  # noqa: E402
+from neurorit_lens.config import DataConfig, TrainConfig
+from neurorit_lens.data import embedded_examples
+from neurorit_lens.hooks import zero_ablation
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+from neurorit_lens.models import load_model
+from neurorit_lens.neuron_sets import NeuronSet
+from neurorit_lens.neurons.output import MiningOutput
+from neurorit_lens.training.items import build_train_items
+from neurorit_lens.training.masks import count_trainable
+from neurorit_lens.training.optim import MaskedParams
+from neurorit_lens.training.plans import StagePlan, plan_method
+from neurorit_lens.training.trainer import Trainer, tokenize_items
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NEURONS = RESULTS / "neurons_table_mining.json"

@@ -23,5 +23,5 @@ print("neurorit_lens", neurorit_lens.__version__)
 PY
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
 echo "== mining + training (limit ${LIMIT_S}s)"
-timeout "$LIMIT_S" "$PY" benchmarks/gpu_check.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+timeout "$LIMIT_S" "$PY" -m benchmarks.gpu_check --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
 echo "== done: $OUT/gpu_check.json"

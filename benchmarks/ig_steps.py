@@ -11,8 +11,8 @@ work per IG step, so ``cost(m) / (m * cost(1))`` says how close to the floor IG 
 Resumable: each (example, m) score is a file under ``--out``; a rerun computes only what is
 missing. Wall and CPU seconds are both recorded, with the torch thread count and load.
 
-    python benchmarks/ig_steps.py --n 16 --layers 0,5,10,15,20,25,29      # SmolLM2, ~1 h on 1 core
-    python benchmarks/ig_steps.py --model tiny --n 4 --steps 1,2,4,8       # smoke run
+    python -m benchmarks.ig_steps --n 16 --layers 0,5,10,15,20,25,29      # SmolLM2, ~1 h on 1 core
+    python -m benchmarks.ig_steps --model tiny --n 4 --steps 1,2,4,8       # smoke run
 """
 from __future__ import annotations
 

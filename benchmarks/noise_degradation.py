@@ -12,8 +12,8 @@ Results are written after every (dataset, setting) into
 killed resumes: settings already saved with the same configuration are not redone. The
 summary goes to ``<out>/noise_degradation.{json,md}``.
 
-    python benchmarks/noise_degradation.py --limit 10          # smoke run
-    python benchmarks/noise_degradation.py                     # full: 200 NQ-open + 100 RGB
+    python -m benchmarks.noise_degradation --limit 10          # smoke run
+    python -m benchmarks.noise_degradation                     # full: 200 NQ-open + 100 RGB
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from neurorit_lens.config import DataConfig, EvalConfig  # noqa: E402
-from neurorit_lens.data import load_split  # noqa: E402
-from neurorit_lens.evaluation.evaluate import EvalResult, evaluate  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info  # noqa: E402
-from neurorit_lens.models import load_model  # noqa: E402
+from neurorit_lens.config import DataConfig, EvalConfig
+from neurorit_lens.data import load_split
+from neurorit_lens.evaluation.evaluate import EvalResult, evaluate
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+from neurorit_lens.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "benchmark": "noise degradation (greedy, accuracy = gold answer contained in output, bootstrap 95% CI)",
         "model": args.model,
-        "command": "python benchmarks/noise_degradation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.noise_degradation " + " ".join(argv if argv is not None else sys.argv[1:]),
         "datasets": {d: r.to_dict() for d, r in results.items()},
         "gaps": {},
         "environment": environment_info(args.seed),

@@ -6,7 +6,7 @@ rebuilt by the one prompt path and must match the stored ones token for token), 
 made before a metric change can be read with the new metric without generating again.
 Writes ``OUT/<eval folder>/eval.json`` and prints each table.
 
-    python benchmarks/rescore_run.py runs/default --out runs/default_rescored
+    python -m benchmarks.rescore_run runs/default --out runs/default_rescored
 """
 
 from __future__ import annotations

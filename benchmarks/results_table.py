@@ -13,7 +13,7 @@ One run, resumable (each step is skipped when its output exists):
 
 CPU (2 cores) default sizes are small on purpose; ``--gpu-config`` prints a larger one.
 
-    python benchmarks/results_table.py --out runs/table
+    python -m benchmarks.results_table --out runs/table
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def write_table(out: Path, args, names: list[str], methods: list[str], settings:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.gpu_config:
-        print(f"python benchmarks/results_table.py {GPU_CONFIG} --out runs/table_gpu")
+        print(f"python -m benchmarks.results_table {GPU_CONFIG} --out runs/table_gpu")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)

@@ -12,7 +12,7 @@ prompts held):
   "not mentioned", "cannot", ...; a regular expression, printed with the table), so that a
   model which answers every question with some entity is told apart from one that declines.
 
-    python benchmarks/setting_behaviour.py --config benchmarks/configs/cpu_main_amend2.json --out runs/compare/cpu_main
+    python -m benchmarks.setting_behaviour --config benchmarks/configs/cpu_main_amend2.json --out runs/compare/cpu_main
 
 Prints a markdown report and writes it with its JSON beside the comparison's results
 (``benchmarks/results/<name>/setting_behaviour.{md,json}``); trains and evaluates nothing.
@@ -26,11 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from neurorit_lens.data.schema import Label  # noqa: E402
-from neurorit_lens.data.text import normalize_answer  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+from neurorit_lens.data.schema import Label
+from neurorit_lens.data.text import normalize_answer
+from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
 
 ABSTAIN = re.compile(r"\b(unknown|not (mentioned|provided|stated|given|in)|no (answer|information)|cannot|can't|"
                      r"don't know|unanswerable|none)\b", re.IGNORECASE)
@@ -104,20 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="where setting_behaviour.{md,json} go "
                    "(default benchmarks/results/<name>)")
     args = p.parse_args(argv)
-    from benchmarks.compare_methods import Harness, load_config
+    from neurorit_lens.experiments.harness import Harness, load_config
 
     cfg = load_config(args.config)
     out = Path(args.out)
     if not (out / "eval").is_dir():
         p.error(f"{out} has no eval/ folder: not a comparison run folder")
-    h = Harness(cfg, out, progress=False, results=args.results, amend=True)
+    results = Path(args.results) if args.results else Path(__file__).resolve().parent / "results" / cfg["name"]
+    h = Harness(cfg, out, progress=False, amend=True)
     h.load_data()
     examples = {d: {ex.id: ex for ex in splits["test"]} for d, splits in h.examples.items()}
     res = collect(out, examples)
     text = render(res, cfg["name"])
-    h.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(h.results / "setting_behaviour.json", res)
-    atomic_write_text(h.results / "setting_behaviour.md", text)
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results / "setting_behaviour.json", res)
+    atomic_write_text(results / "setting_behaviour.md", text)
     print(text)
     return 0
 

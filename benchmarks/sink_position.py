@@ -6,7 +6,7 @@ scores the same gold-only prompts with ``positions="all"`` and ``positions="skip
 (``grad_x_act`` by default), and reports the share of each layer's |score| that the first
 position contributes, and the threshold-selected sets under both rules.
 
-    python benchmarks/sink_position.py --n 16 --threads 1
+    python -m benchmarks.sink_position --n 16 --threads 1
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _cells(ns) -> set[tuple[int, int]]:
@@ -52,7 +51,7 @@ def run(args) -> dict:
     return {"model": args.model, "data": args.data, "method": args.method, "n": len(ps.prompts),
             "prompt_tokens": [int(t) for t in ps.n_tokens],
             "first_position_share_per_layer": [round(float(x), 4) for x in share], "sets": sets,
-            "command": "python benchmarks/sink_position.py " + " ".join(sys.argv[1:])}
+            "command": "python -m benchmarks.sink_position " + " ".join(sys.argv[1:])}
 
 
 def render(r: dict) -> str:

@@ -36,7 +36,7 @@ Positions = Literal["all", "skip_first", "last"]
 Target = Literal["logprob", "prob", "logit", "logit_diff"]
 Site = Literal["post", "pre"]
 SelectionRule = Literal["threshold", "topk", "topk_per_layer"]
-AblationMode = Literal["zero", "mean", "scale", "constant"]
+AblationMode = Literal["zero", "mean", "scale", "constant", "gate"]
 IrrelevantDefinition = Literal["gold", "negative", "distracted", "contrast"]
 Deactivation = Literal["zero", "scale", "constant", "gate"]
 # Stage 1 may also leave every neuron on (none: the default the causal screen chose, docs/screen.md).
@@ -296,9 +296,9 @@ class AblationConfig(ConfigBase):
 
     # Neuron sets of neurons.json to ablate, comma-separated.
     sets: tuple[str, ...] = ("R_excl", "I_excl", "shared")
-    # Ablation: set the neurons to zero, to their mean activation, multiply them by --scale, or set
+    # Ablation: set the neurons to zero, to their mean activation, multiply them by --scale, set
     # them to their mean at the answer-predicting positions of the relevant-only contexts
-    # (constant).
+    # (constant), or multiply them by gates learned per set on noisy train items (gate).
     mode: AblationMode = "zero"
     # Factor applied to the neurons' activations in scale mode.
     scale: float = 0.0
@@ -324,6 +324,16 @@ class AblationConfig(ConfigBase):
     accuracy_limit: int | None = None
     # Random controls avoid the tested set only, or every set in neurons.json.
     random_exclude: RandomExclude = "tested"
+    # Mode gate: optimizer steps of each set's gates (every model weight frozen).
+    gate_steps: int = 25
+    # Mode gate: learning rate of the gates (AdamW, constant, no warmup, no weight decay).
+    gate_lr: float = 0.05
+    # Mode gate: L1 coefficient on the mean |gate| (stage 1's penalty).
+    gate_penalty: float = 0.01
+    # Mode gate: train items per gate step.
+    gate_batch_size: int = 4
+    # Mode gate: clamp the gates to [0, 1], so that they can only switch neurons off.
+    gate_clamp: bool = False
 
     def __post_init__(self) -> None:
         self.sets = _split_commas(self.sets)
@@ -338,6 +348,9 @@ class AblationConfig(ConfigBase):
         _one_of(self.random_exclude, RandomExclude, "random_exclude")
         _check(self.n_bootstrap >= 0, "n_bootstrap must be >= 0")
         _check(self.scale == self.scale and abs(self.scale) != float("inf"), "scale must be a finite number")
+        _check(self.gate_steps >= 1 and self.gate_batch_size >= 1, "gate_steps and gate_batch_size must be >= 1")
+        _check(math.isfinite(self.gate_lr) and self.gate_lr > 0, "gate_lr must be > 0")
+        _check(math.isfinite(self.gate_penalty) and self.gate_penalty >= 0, "gate_penalty must be >= 0")
 
 
 @dataclass

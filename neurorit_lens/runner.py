@@ -38,14 +38,13 @@ from neurorit_lens.config import RunConfig, Stage
 from neurorit_lens.io import (
     atomic_write_json,
     fingerprint,
-    read_json,
     sha256_file,
     write_run_metadata,
 )
+from neurorit_lens.stages import STAGE_FILE, read_record, run_stage
 
 log = logging.getLogger(__name__)
 
-STAGE_FILE = "stage.json"
 STAGE_DIRS = ("eval_before", "mining", "ablation", "train", "eval_after")  # train/eval_after: one per method
 REPORT_OUTPUTS = ("report.html", "report.md", "report_files", "views")
 
@@ -116,7 +115,8 @@ class Runner:
             own = {"mining": c.mining.to_dict(), "mine_limit": c.mine_limit}
         elif kind == "ablation":
             own = {"ablation": c.ablation.to_dict(), "ablate_limit": c.ablate_limit,
-                   "upstream": {"mining": self.stage_fingerprint("mining")}}
+                   "upstream": {"mining": self.stage_fingerprint("mining")},
+                   **({"train_limit": c.train_limit} if c.ablation.mode == "gate" else {})}  # gates learn on train
         elif kind == "train" and method:
             own = {"train": c.train.replace(method=method).to_dict(), "train_limit": c.train_limit,
                    "upstream": {"mining": self.stage_fingerprint("mining")}}
@@ -139,7 +139,7 @@ class Runner:
             expected = self.stage_fingerprint(rel)
         except ValueError:  # e.g. train/<name> where <name> is not a method any more
             return False
-        return read_json(path).get("fingerprint") == expected
+        return read_record(self.out / rel).get("fingerprint") == expected
 
     def _existing_stage_folders(self) -> list[str]:
         found = []
@@ -170,18 +170,10 @@ class Runner:
         return stale
 
     def _run_stage(self, rel: str, output: str, fn: Callable[[], None]) -> None:
-        """Run ``fn`` for the stage folder ``rel`` unless it is complete for these inputs."""
-        d, inputs = self.out / rel, self.stage_inputs(rel)
-        record = read_json(d / STAGE_FILE) if (d / STAGE_FILE).exists() else {}
-        fp = fingerprint(inputs)
-        if record.get("fingerprint") == fp and record.get("complete") and (d / output).exists():
-            log.info("skip: %s is up to date", d / output)
-            return
-        if record.get("fingerprint") != fp and d.exists():  # not from these inputs: start clean
-            shutil.rmtree(d)
-        atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": False, "inputs": inputs})
-        fn()
-        atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": True, "inputs": inputs})
+        """Run ``fn`` for the stage folder ``rel`` unless it is complete for these inputs
+        (:func:`neurorit_lens.stages.run_stage`: a folder from other inputs starts clean)."""
+        if not run_stage(self.out / rel, self.stage_inputs(rel), [output], fn, name=rel):
+            log.info("skip: %s is up to date", self.out / rel / output)
 
     # --- stages --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -236,7 +228,9 @@ class Runner:
         def go() -> None:
             sets = self._mining_output().sets
             dev = _limit(self.splits["dev"], self.cfg.ablate_limit)
-            res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data, show_progress=self.progress)
+            train = _limit(self.splits["train"], self.cfg.train_limit) if self.cfg.ablation.mode == "gate" else None
+            res = run_ablation(self.model, dev, sets, self.cfg.ablation, self.cfg.data, show_progress=self.progress,
+                               train_examples=train, gate_dir=self.out / "ablation" / "gates")
             res.save(self.out / "ablation")
             print(res.table())
 

@@ -143,6 +143,11 @@ def _ablate_scale(neurons: NeuronSet, means: torch.Tensor | None, scale: float, 
     return deactivation_hooks(neurons, "scale", scale=scale, values=means, site=site)
 
 
+def _ablate_gate(neurons: NeuronSet, means: torch.Tensor | None, scale: float, site: str) -> list[FwdHook]:
+    raise ValueError("mode 'gate' has no fixed hooks: each set's gates are learned "
+                     "(neurorit_lens.ablation.gate.LearnedGates)")
+
+
 def _hold_at(mode: str):
     """``mean`` and ``constant``: the same hook (hold each neuron at a value), with other values."""
 
@@ -163,6 +168,8 @@ ABLATION_MODES.register("mean", "set to their mean activation over the reference
 ABLATION_MODES.register("scale", "multiplied by --scale (0 = zero, 0.5 = weaken, 2 = enhance)", _ablate_scale)
 ABLATION_MODES.register("constant", "set to their mean at the answer-predicting positions of relevant-only contexts",
                         _hold_at("constant"))
+ABLATION_MODES.register("gate", "multiplied by gates learned per set on the train split (no fixed hooks)",
+                        _ablate_gate)
 
 
 def answer_position_means(

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -300,6 +301,9 @@ def measure_ablation(
         An :class:`~neurorit_lens.ablation.result.AblationResult`.
     """
     _check_inputs(model, contexts, sets, cfg)
+    if cfg.mode == "gate" and hooks_for is None:
+        raise ValueError("mode 'gate' learns each set's hooks: pass hooks_for=LearnedGates(...) "
+                         "(neurorit_lens.ablation.gate), or call run_ablation with train_examples")
     prepared = {ctx.name: prepare_answers(model, ctx.prompts, ctx.continuations, cfg.batch_size) for ctx in contexts}
     means = _reference_means(model, contexts, cfg, means)
     conditions, controls = _conditions(sets, cfg, model.cfg.d_mlp)
@@ -331,6 +335,8 @@ def run_ablation(
     show_progress: bool = True,
     means: Float[torch.Tensor, "layer d_mlp"] | None = None,
     meta: Mapping[str, Any] | None = None,
+    train_examples: Sequence[Any] | None = None,
+    gate_dir: str | Path | None = None,
 ) -> AblationResult:
     """The causal test on held-out QA examples (see the module docstring).
 
@@ -343,15 +349,28 @@ def run_ablation(
         show_progress: tqdm bars.
         means: reference means for ``mode='mean'`` (default: over the rendered prompts).
         meta: extra metadata stored in the result.
+        train_examples: mode ``gate``: the questions whose noisy-context items train each
+            set's gates (:mod:`neurorit_lens.ablation.gate`); other modes ignore them.
+        gate_dir: mode ``gate``: where each set's learned gates are kept (none: not kept).
 
     Returns:
         An :class:`~neurorit_lens.ablation.result.AblationResult`.
     """
     if not examples:
         raise ValueError("run_ablation needs at least one example")
+    hooks_for = None
+    if cfg.mode == "gate":
+        from neurorit_lens.ablation.gate import LearnedGates, gate_train_items
+
+        if not train_examples:
+            raise ValueError("mode 'gate' needs train_examples: the gates are learned on train questions")
+        items = gate_train_items(model, train_examples, data_cfg, seed=cfg.seed)
+        hooks_for = LearnedGates(model, items, cfg, gate_dir)
+        meta = {**dict(meta or {}), "n_gate_items": len(items)}
     contexts = [
         build_context_prompts(model, examples, cfg.relevant_setting, "relevant", data_cfg, cfg.max_new_tokens),
         build_context_prompts(model, examples, cfg.noisy_setting, "noisy", data_cfg, cfg.max_new_tokens),
     ]
     info = {"data": data_cfg.to_dict(), **dict(meta or {})}
-    return measure_ablation(model, contexts, sets, cfg, means=means, show_progress=show_progress, meta=info)
+    return measure_ablation(model, contexts, sets, cfg, means=means, show_progress=show_progress, meta=info,
+                            hooks_for=hooks_for)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,12 +31,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Args(Common):
-    """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, scale, or hold at a
-    constant: --mode) each set in --sets and --n-random random sets with the same per-layer counts,
-    and measure the change in gold-answer log-prob (teacher forced) and in accuracy (greedy
-    generation, a gold answer contained in the output) under relevant-only and noisy contexts.
-    Writes OUT/ablation.json and prints a table with bootstrap 95% intervals and the difference
-    against the random controls.
+    """Causal test of neurons.json: on held-out questions, zero (or mean-ablate, scale, hold at a
+    constant, or gate with gates learned per set on the train split: --mode) each set in --sets and
+    --n-random random sets with the same per-layer counts, and measure the change in gold-answer
+    log-prob (teacher forced) and in accuracy (greedy generation, the extracted answer) under
+    relevant-only and noisy contexts. Writes OUT/ablation.json and prints a table with bootstrap 95%
+    intervals and the difference against the random controls.
     """
 
     model: ModelName
@@ -64,10 +65,11 @@ def run(args: Args) -> int:
     if mined.meta.site and mined.meta.site != cfg.site:
         log.warning("neurons were mined at site %r but --site is %r", mined.meta.site, cfg.site)
     examples = load_examples(data_cfg)
-    # constant mode: mining's answer-position means of its train questions where stored
-    means = mined.answer_means if cfg.mode == "constant" else None
+    means = mined.answer_means if cfg.mode == "constant" else None  # mining's answer-position means, where stored
+    train = load_examples(dataclasses.replace(data_cfg, split="train")) if cfg.mode == "gate" else None
     res = run_ablation(model, examples, mined.sets, cfg, data_cfg, show_progress=args.progress, means=means,
-                       meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)})
+                       meta={"model": args.model, "neurons": str(neurons_path), "n_examples": len(examples)},
+                       train_examples=train, gate_dir=Path(args.out) / "gates")
     res.meta["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)
     path = res.save(out)

@@ -394,3 +394,33 @@ def test_constant_mode_holds_answer_position_means_of_the_relevant_context():
     np.testing.assert_allclose(res.per_example["relevant"]["sets"]["R_excl"]["logprob"]["effect"], want, atol=1e-4)
     with pytest.raises(ValueError, match="constant"):
         ablation_hooks(SET, "constant")
+
+
+def test_cli_ablate_gate_mode_learns_gates_on_the_train_split(tmp_path):
+    from neurorit_lens.cli.main import main
+    from neurorit_lens.neuron_sets import save_neuron_sets
+
+    neurons = save_neuron_sets(tmp_path / "neurons.json", {"R_excl": NeuronSet({0: [1, 2, 3], 1: [5]})},
+                               {"model_shape": [2, 64], "site": "post"})
+    out = tmp_path / "abl"
+    argv = ["ablate", "--model", "tiny", "--neurons", str(neurons), "--out", str(out), "--limit", "3",
+            "--max-prompt-tokens", "320", "--n-passages", "3", "--n-bootstrap", "50", "--batch-size", "4", "--no-plot",
+            "--sets", "R_excl", "--mode", "gate", "--gate-steps", "1", "--gate-batch-size", "2",
+            "--no-measure-accuracy"]
+    assert main(argv) == 0
+    res = AblationResult.load(out / "ablation.json")
+    assert res.config["mode"] == "gate" and res.meta["n_gate_items"] > 0
+    assert {(r.set_name, r.context) for r in res.rows} == {("R_excl", "relevant"), ("R_excl", "noisy")}
+    assert len(list((out / "gates").glob("R_excl_*.safetensors"))) == 6  # the set and its 5 random sets
+
+
+def test_runner_ablation_stage_in_gate_mode_depends_on_the_train_questions():
+    from neurorit_lens.config import RunConfig
+    from neurorit_lens.runner import Runner
+
+    def inputs(mode: str, train_limit: int | None) -> dict:
+        cfg = RunConfig(ablation=AblationConfig(mode=mode), train_limit=train_limit, out="unused")
+        return Runner(cfg, model=object()).stage_inputs("ablation")
+
+    assert "train_limit" not in inputs("zero", 5) and inputs("zero", 5) == inputs("zero", 6)
+    assert inputs("gate", 5)["train_limit"] == 5 and inputs("gate", 5) != inputs("gate", 6)

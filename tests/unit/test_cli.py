@@ -64,9 +64,9 @@ def test_every_flag_says_what_it_does_and_shows_its_default_once(name, capsys, m
     for flag, text in opts.items():
         if flag == "-h":
             continue
-        marks = re.findall(r"\((?:default: [^)]*|required)\)", text)
+        marks = re.findall(r"\((?:default: [^)]*|required|repeatable)\)", text)  # repeatable: an append flag
         assert len(marks) == 1, f"{name} {flag}: default shown {len(marks)} times: {text!r}"
-        words = re.sub(r"\((?:default: [^)]*|required)\)", "", text).split()
+        words = re.sub(r"\((?:default: [^)]*|required|repeatable)\)", "", text).split()
         assert len(words) >= 3, f"{name} {flag} has no help text: {text!r}"
 
 

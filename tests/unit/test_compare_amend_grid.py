@@ -1,4 +1,4 @@
-"""benchmarks/compare_methods.py: settings added by ``--amend`` (evaluated on the existing runs,
+"""The comparison harness (neurorit_lens.experiments): settings added by ``--amend`` (evaluated on the existing runs,
 exploratory in the report) and the ``train_grid`` of TrainConfig variants chosen on dev."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare_methods as cm
-from benchmarks.compare_protocol import amended_settings, amendment, check_protocol
+from neurorit_lens.experiments import harness as cm
+from neurorit_lens.experiments.protocol import amended_settings, amendment, check_protocol
 from tests.unit.test_compare_methods import TINY, _rgb_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def _fake(monkeypatch) -> dict[str, list]:
 
     monkeypatch.setattr(methods, "train", train)
     monkeypatch.setattr(cm.Harness, "eval_unit", eval_unit)
-    monkeypatch.setattr(cm.Harness, "neurons", lambda self: (None, None))
+    monkeypatch.setattr(cm.Harness, "neurons", lambda self: None)  # no mining output
     monkeypatch.setattr(cm.Harness, "base", property(lambda self: object()))
     return calls
 
@@ -215,7 +215,7 @@ def test_train_grid_validation_errors(tmp_path):
 
 
 def test_candidates_follow_the_rule_order_and_ties_go_to_the_first():
-    from benchmarks.compare_grid import candidate_key, candidates, choose
+    from neurorit_lens.experiments.grid import candidate_key, candidates, choose
 
     cfg = {"lr_grid": {"neurorit": [1e-2, 1e-3]}, "train_grid": GRID}
     cands = candidates(cfg, "neurorit")
@@ -229,7 +229,7 @@ def test_candidates_follow_the_rule_order_and_ties_go_to_the_first():
 
 
 def test_dev_only_selection_over_two_variants_picks_by_the_rule(tmp_path, monkeypatch):
-    from benchmarks.compare_grid import RULE_GRID
+    from neurorit_lens.experiments.grid import RULE_GRID
 
     calls = _fake(monkeypatch)
     runs = {v: f"neurorit/lr=0.001+{v}/seed=0" for v in "ab"}
@@ -262,7 +262,7 @@ def test_dev_only_selection_over_two_variants_picks_by_the_rule(tmp_path, monkey
 
 
 def test_without_train_grid_run_names_selection_files_and_rule_are_todays(tmp_path, monkeypatch):
-    from benchmarks.compare_protocol import RULE
+    from neurorit_lens.experiments.protocol import RULE
 
     _fake(monkeypatch)
     cfg = _grid_cfg(tmp_path, methods=["base", "clean"], dev_only=False)
@@ -292,7 +292,7 @@ def test_schedule_mass_of_the_continuous_schedule_is_that_of_one_stage():
 
 
 def test_cpu_stage_and_gpu_configs():
-    from benchmarks.compare_grid import candidates
+    from neurorit_lens.experiments.grid import candidates
 
     main, stage, gpu = (cm.load_config(ROOT / "benchmarks" / "configs" / f"{n}.json")
                         for n in ("cpu_main", "cpu_stage", "gpu"))

@@ -1,4 +1,4 @@
-"""benchmarks/compare_methods.py end to end on the tiny model (resume: the second run trains
+"""The comparison harness (neurorit_lens.experiments) end to end on the tiny model (resume: the second run trains
 nothing), and its contrast statistics against neurorit_lens/statistics.py on known inputs."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import compare_methods as cm
-from benchmarks.compare_report import build_report, render_markdown
-from neurorit_lens.evaluation.comparison import accuracy_contrast, mean_difference, pair, per_question_difference
+from neurorit_lens.cli.main import main
+from neurorit_lens.experiments import harness as cm
+from neurorit_lens.experiments.comparison import accuracy_contrast, mean_difference, pair, per_question_difference
+from neurorit_lens.experiments.report import build_report, render_markdown
 from neurorit_lens.statistics import (
     bootstrap_ci,
     holm,
@@ -115,8 +116,8 @@ def test_workers_split_the_methods_and_share_one_run_folder(tmp_path):
                       "embedded:40"}}, contrasts=[["neurorit", "layers"], ["neurorit", "clean"]],
                       lr_grid={"default": [1e-3]})
     out, res = tmp_path / "run", tmp_path / "results"
-    argv = ["--config", str(path), "--out", str(out), "--results", str(res), "--no-progress"]
-    assert cm.main([*argv, "--methods", "base,clean"]) == 0  # the CLI: worker A
+    argv = ["compare", str(path), "--out", str(out), "--results", str(res), "--no-progress"]
+    assert main([*argv, "--methods", "base,clean"]) == 0  # the CLI: worker A
     assert sorted(p.name for p in (out / "train").iterdir()) == ["clean"]
     assert not (out / "selection" / "strongest_baseline.json").exists()  # layers and neurorit not chosen yet
     assert set(json.loads((res / "results.json").read_text())["runs"]) == {"base", "clean"}
@@ -236,7 +237,7 @@ def test_shipped_configs_load_and_declare_the_issue_13_contrasts():
                                                         ("neurorit", "clean")]
         assert {"base", "clean", "layers", "full", "random", "neurorit"} <= set(cfg["methods"])
     # cpu_main_amend = cpu_main plus only what --amend may add
-    from benchmarks.compare_protocol import amendment
+    from neurorit_lens.experiments.protocol import amendment
 
     main, amend = (cm.load_config(ROOT / "benchmarks" / "configs" / f"{n}.json")
                    for n in ("cpu_main", "cpu_main_amend"))
@@ -384,8 +385,19 @@ def test_prompted_variant_rule_highest_dev_then_first_declared(tmp_path, monkeyp
     assert h.variant_inputs("base", "d", {"x": 1}) == ("d", {"x": 1})
 
 
+def test_a_reworded_description_is_not_a_changed_protocol(tmp_path):
+    from neurorit_lens.experiments.protocol import check_protocol
+
+    old = cm.load_config(_write_cfg(tmp_path, **_old_cfg()))
+    path = tmp_path / "protocol.json"
+    check_protocol(path, dict(old, description="first words"))
+    assert check_protocol(path, dict(old, description="corrected words"))["config"]["description"] == "first words"
+    with pytest.raises(ValueError, match="protocol differs"):
+        check_protocol(path, dict(old, description="corrected words", seeds=[5]))
+
+
 def test_amendment_accepts_only_additions(tmp_path):
-    from benchmarks.compare_protocol import amendment, check_protocol
+    from neurorit_lens.experiments.protocol import amendment, check_protocol
 
     old = cm.load_config(_write_cfg(tmp_path, **_old_cfg()))
     path = tmp_path / "protocol.json"

@@ -1,4 +1,4 @@
-"""benchmarks/compare_methods.py ``--reuse``: a new run folder takes from an earlier one the
+"""The comparison harness (neurorit_lens.experiments) ``--reuse``: a new run folder takes from an earlier one the
 trainings with an identical TrainConfig (under any run name), their evaluations, base's and
 the mined neurons, and refuses a folder whose data or evaluation differ."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare_methods as cm
+from neurorit_lens.experiments import harness as cm
 from tests.unit.test_compare_amend_grid import _fake, _load
 from tests.unit.test_compare_methods import TINY
 
@@ -123,8 +123,8 @@ def test_a_changed_train_config_is_trained_again(tmp_path, monkeypatch):
 
 
 def test_a_recorded_config_without_a_later_field_matches_its_default():
-    from benchmarks.compare_reuse import train_config_key
     from neurorit_lens.config import TrainConfig
+    from neurorit_lens.experiments.reuse import train_config_key
 
     full = TrainConfig(method="layers", lr=3e-4).to_dict()
     old = {k: v for k, v in full.items() if k != "gate_penalty"}  # recorded before the field existed
@@ -138,6 +138,7 @@ def test_a_recorded_config_without_a_later_field_matches_its_default():
 def test_a_neurorit_run_recorded_before_stage2_data_is_not_taken_for_a_fair_one():
     """Runs recorded before ``stage2_data`` existed re-read stage 1's items in stage 2."""
     from benchmarks.compare_reuse import train_config_key
+
     from neurorit_lens.config import TrainConfig
 
     full = TrainConfig(method="neurorit", lr=3e-4).to_dict()
@@ -147,8 +148,8 @@ def test_a_neurorit_run_recorded_before_stage2_data_is_not_taken_for_a_fair_one(
 
 
 def test_shipped_final_config_can_reuse_cpu_main_and_cpu_stage():
-    from benchmarks.compare_grid import candidates
-    from benchmarks.compare_reuse import reuse_mismatch
+    from neurorit_lens.experiments.grid import candidates
+    from neurorit_lens.experiments.reuse import reuse_mismatch
 
     root = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
     main, stage, final = (cm.load_config(root / f"{n}.json") for n in ("cpu_main", "cpu_stage", "cpu_final"))

@@ -170,12 +170,13 @@ def _subpackage(mod: str) -> str:
 
 
 # The pipeline's stages in the order data flows (docs/contributing.md: data -> prompts/tokens -> model +
-# hooks -> scores -> neuron sets -> ablation / training -> evaluation -> report). A module may
-# import modules of its own stage and of earlier ranks, never of a later rank; stages that
-# share a rank (ablation / training) are parallel and do not import each other.
+# hooks -> scores -> neuron sets -> training -> ablation -> evaluation -> experiments -> report).
+# A module may import modules of its own stage and of earlier ranks, never of a later rank; stages that
+# share a rank are parallel and do not import each other. Ablation comes after training: its gate
+# mode learns gates with the trainer.
 STAGES: tuple[tuple[str, ...], ...] = (
-    ("base",), ("data",), ("models",), ("neurons",), ("distributed",), ("ablation", "training"),
-    ("evaluation",), ("viz",), ("runner",), ("cli",),
+    ("base",), ("data",), ("models",), ("neurons",), ("distributed",), ("training",), ("ablation",),
+    ("evaluation",), ("experiments",), ("viz",), ("runner",), ("cli",),
 )
 # Modules whose stage is not their subpackage, each with its reason (every other module's
 # stage is its subpackage). The root ``__init__`` (the public API) imports every stage.
@@ -183,6 +184,8 @@ STAGE_OF: dict[str, tuple[str, str]] = {
     "io": ("base", "atomic JSON/text writes and provenance; imports nothing of the package"),
     "config": ("base", "every stage's config dataclass; imports only io"),
     "statistics": ("base", "the one bootstrap and the comparison tests; numeric, imports nothing"),
+    "memory": ("base", "the peak resident memory of a stretch of work; imports nothing of the package"),
+    "stages": ("base", "the stage-folder record and skip rule the runner and the comparison share; imports io"),
     "tl_backend": ("base", "the TransformerLens import shim; imports nothing of the package"),
     "hooks": ("base", "hook factories every stage attaches; imports config, tl_backend, neuron_sets"),
     "objective": ("base", "tokenisation and the teacher-forced loss; imports config, hooks, tl_backend"),
@@ -224,12 +227,13 @@ def _backward_imports(graph: dict[str, set[str]]) -> list[str]:
 
 def test_stage_rule_flags_backward_and_parallel_imports():
     graph = {f"{PKG}.ablation.a": {f"{PKG}.evaluation.e", f"{PKG}.training.t", f"{PKG}.io", f"{PKG}.data.d"},
+             f"{PKG}.training.t": {f"{PKG}.ablation.a"},
              f"{PKG}.neuron_sets": {f"{PKG}.neurons.mining"}, f"{PKG}.hooks": {f"{PKG}.neuron_sets"},
              PKG: {f"{PKG}.cli.main"}}
     assert _backward_imports(graph) == [
         f"{PKG}.ablation.a (ablation) imports {PKG}.evaluation.e (evaluation)",
-        f"{PKG}.ablation.a (ablation) imports {PKG}.training.t (training)",
         f"{PKG}.neuron_sets (base) imports {PKG}.neurons.mining (neurons)",
+        f"{PKG}.training.t (training) imports {PKG}.ablation.a (ablation)",
     ]
 
 

@@ -1,4 +1,4 @@
-"""The per-unit peak resident memory the comparison harness records (benchmarks/peak_memory.py)."""
+"""The per-unit peak resident memory the comparison harness records (neurorit_lens/memory.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from benchmarks.peak_memory import PeakRSS, reset_peak, status_kb
+from neurorit_lens.memory import PeakRSS, reset_peak, status_kb
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs") or not reset_peak(),
                                 reason="needs Linux /proc/self/clear_refs")

@@ -1,31 +1,34 @@
-"""The causal screen's second list (benchmarks/screen_irrelevant.py, screen_gate.py, screen_summary.py), tiny model."""
+"""The causal screen's second list (neurorit_lens.experiments.screen, screen_report, and the ablation
+mode gate of neurorit_lens.ablation.gate), tiny model."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
 
-from benchmarks import screen_gate
-from benchmarks.screen_gate import GateSettings, run_gate_ablation, train_gates
-from benchmarks.screen_irrelevant import (
-    CANDIDATES,
-    SCREENS,
-    _ablate,
-    _combo_path,
-    _mine_all,
-    candidate_result,
-    main,
-    parse_combo,
-)
-from benchmarks.screen_summary import passes
+from neurorit_lens.ablation import gate as ablation_gate
+from neurorit_lens.ablation.gate import train_gates
+from neurorit_lens.ablation.measure import build_context_prompts, run_ablation
+from neurorit_lens.cli.main import main as cli_main
 from neurorit_lens.config import AblationConfig, DataConfig
 from neurorit_lens.data.splits import load_splits
+from neurorit_lens.experiments.screen import (
+    CANDIDATES,
+    SCREENS,
+    ScreenConfig,
+    ablate_combo,
+    candidate_result,
+    combo_path,
+    mine_candidates,
+    parse_combo,
+)
+from neurorit_lens.experiments.screen_report import passes
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.models import tiny_model
 from neurorit_lens.neuron_sets import NeuronSet
+from neurorit_lens.neurons.score_files import read_tensor
 from neurorit_lens.neurons.selection import normalize_scores
 from neurorit_lens.objective import answer_logprobs, prepare_answers
 from neurorit_lens.training.gate import GATE_PARAM
@@ -42,10 +45,10 @@ def splits():
 
 @pytest.fixture(scope="module")
 def mined(splits, tmp_path_factory):
-    args = argparse.Namespace(top_k=10, noisy="noise=0.8")
+    cfg = ScreenConfig(top_k=10, noisy="noise=0.8")
     out = tmp_path_factory.mktemp("screen") / "emb"
     out.mkdir()
-    return _mine_all(tiny_model(seed=3), splits[0], DATA, out, args, SCREENS[2]), out
+    return mine_candidates(tiny_model(seed=3), splits[0], DATA, out, cfg, SCREENS[2]), out
 
 
 def _no_hooks(model) -> bool:
@@ -91,7 +94,8 @@ def test_train_gates_moves_gates_and_leaves_the_model(splits):
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     neurons = NeuronSet({0: [1, 5, 9], 1: [2, 40]})
     items = [TrainItem("Question: capital of Zarnia? Answer:", " Velmor")] * 4
-    g = train_gates(model, neurons, items, GateSettings(steps=4, lr=0.05, penalty=0.01, batch_size=2))
+    g = train_gates(model, neurons, items, AblationConfig(gate_steps=4, gate_lr=0.05, gate_penalty=0.01,
+                                                          gate_batch_size=2))
     mask = neurons.to_mask(*g.shape)
     assert (g[mask] - 1).abs().min() > 1e-3  # every gate moved away from 1
     assert torch.equal(g[~mask], torch.ones_like(g[~mask]))  # the others are exactly 1
@@ -100,7 +104,7 @@ def test_train_gates_moves_gates_and_leaves_the_model(splits):
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="at least one neuron"):
-        train_gates(model, NeuronSet(), items, GateSettings())
+        train_gates(model, NeuronSet(), items, AblationConfig())
 
 
 def test_clamped_gate_training_gets_no_sft_gradient_outside_the_range():
@@ -109,9 +113,10 @@ def test_clamped_gate_training_gets_no_sft_gradient_outside_the_range():
     model = tiny_model(seed=3)
     neurons = NeuronSet({0: [1, 5, 9], 1: [2, 40]})
     items = [TrainItem("Question: capital of Zarnia? Answer:", " Velmor")] * 4
-    free = train_gates(model, neurons, items, GateSettings(steps=6, lr=0.2, penalty=0.0, batch_size=2))
-    clamped = train_gates(model, neurons, items, GateSettings(steps=6, lr=0.2, penalty=0.0, batch_size=2,
-                                                              clamp=True))
+    free = train_gates(model, neurons, items, AblationConfig(gate_steps=6, gate_lr=0.2, gate_penalty=0.0,
+                                                             gate_batch_size=2))
+    clamped = train_gates(model, neurons, items, AblationConfig(gate_steps=6, gate_lr=0.2, gate_penalty=0.0,
+                                                                gate_batch_size=2, gate_clamp=True))
     mask = neurons.to_mask(*free.shape)
     assert not torch.allclose(free[mask], clamped[mask])  # the flag reaches the training hooks
     assert torch.equal(clamped[~mask], torch.ones_like(clamped[~mask]))
@@ -122,23 +127,23 @@ def test_gate_ablation_random_sets_and_exact_deltas(splits, mined, tmp_path, mon
     dev = splits[1]
     ns = candidate_result(mined[0], "negative_paired").sets["I_excl"]
     assert ns
-    cfg = AblationConfig(sets=("c",), mode="scale", scale=0.0, n_random=5, measure_accuracy=False, batch_size=4)
-    items = screen_gate.gate_train_items(model, splits[0], DATA)
-    gs = GateSettings(steps=2, batch_size=2)
-    res = run_gate_ablation(model, dev, {"c": ns}, cfg, DATA, items, gs, tmp_path, {}, lambda *a: None)
+    cfg = AblationConfig(sets=("c",), mode="gate", n_random=5, measure_accuracy=False, batch_size=4, gate_steps=2,
+                         gate_batch_size=2)
+    res = run_ablation(model, dev, {"c": ns}, cfg, DATA, show_progress=False, train_examples=splits[0],
+                       gate_dir=tmp_path)
     assert res.config["mode"] == "gate" and _no_hooks(model)
     counts = ns.counts_per_layer()
     files = sorted(tmp_path.glob("c_*.safetensors"))
     assert len(files) == 6
-    tested = screen_gate.read_tensor(tmp_path / "c_set.safetensors")[0]
+    tested = read_tensor(tmp_path / "c_set.safetensors")[0]
     for f in files:  # each set's gates differ from 1 exactly on its own neurons: the same per-layer counts
-        g = screen_gate.read_tensor(f)[0]
+        g = read_tensor(f)[0]
         moved = NeuronSet.from_mask(g != 1)
         assert moved.counts_per_layer() == counts
         if f.name != "c_set.safetensors":
             assert not (moved & ns)
     # Δ log p(gold | noisy) of the tested set, recomputed with its saved gates
-    ctx = screen_gate.build_context_prompts(model, dev, "noise=0.8", "noisy", DATA, cfg.max_new_tokens)
+    ctx = build_context_prompts(model, dev, "noise=0.8", "noisy", DATA, cfg.max_new_tokens)
     prep = prepare_answers(model, ctx.prompts, ctx.continuations, 4)
     base = answer_logprobs(model, prep)
     def naive(layer, idx):  # multiply neuron by neuron, the reference of gate_hooks
@@ -155,32 +160,33 @@ def test_gate_ablation_random_sets_and_exact_deltas(splits, mined, tmp_path, mon
     got = res.per_example["noisy"]["sets"]["c"]["logprob"]["effect"]
     torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), (gated - base).double(), rtol=1e-5, atol=1e-5)
     # resume: trained gates are read back, nothing is trained again
-    monkeypatch.setattr(screen_gate, "train_gates", lambda *a, **k: pytest.fail("trained again"))
-    again = run_gate_ablation(model, dev, {"c": ns}, cfg, DATA, items, gs, tmp_path, {}, lambda *a: None)
+    monkeypatch.setattr(ablation_gate, "train_gates", lambda *a, **k: pytest.fail("trained again"))
+    again = run_ablation(model, dev, {"c": ns}, cfg, DATA, show_progress=False, train_examples=splits[0],
+                         gate_dir=tmp_path)
     assert again.per_example["noisy"]["sets"]["c"]["logprob"] == res.per_example["noisy"]["sets"]["c"]["logprob"]
 
 
 def test_resume_skips_finished_combos(tmp_path):
-    path = _combo_path(tmp_path, "contrast", "gate", 0.0, screen=2)
+    path = combo_path(tmp_path, "contrast", "gate", 0.0, screen=2)
     assert path == tmp_path / "screen2" / "ablation_contrast_gate.json"
-    assert _combo_path(tmp_path, "gold", "zero", 0.0) == tmp_path / "ablation_gold_zero.json"  # screen 1 unchanged
+    assert combo_path(tmp_path, "gold", "zero", 0.0) == tmp_path / "ablation_gold_zero.json"  # screen 1 unchanged
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"rows": [], "done": 1}))
-    args = argparse.Namespace(name="x", noisy="noise=0.8")
+    cfg = ScreenConfig(name="x", noisy="noise=0.8")
     # no model, no data: a finished combo is read back, not run
-    assert _ablate(None, [], {}, DATA, "contrast", "gate", 0.0, tmp_path, args, screen=2)["done"] == 1
+    assert ablate_combo(None, [], [], {}, DATA, "contrast", "gate", 0.0, tmp_path, cfg, screen=2)["done"] == 1
 
 
 def test_cli_second_screen_with_accuracy_and_summary(tmp_path, capsys):
-    argv = ["--screen", "2", "--combos", "contrast:scale0.5", "--model", "tiny", "--data", "embedded:40",
+    argv = ["screen", "--screen", "2", "--combos", "contrast:scale0.5", "--model", "tiny", "--data", "embedded:40",
             "--name", "emb", "--results", str(tmp_path), "--train-limit", "4", "--dev-limit", "2", "--top-k", "8",
             "--threads", "1"]
-    main(argv)
+    assert cli_main(argv) == 0
     d = json.loads((tmp_path / "emb" / "screen2" / "ablation_contrast_scale0.5.json").read_text())
     assert {r["metric"] for r in d["rows"]} == {"logprob", "accuracy"}  # accuracy on by default in screen 2
     assert json.loads((tmp_path / "emb" / "screen2" / "config.json").read_text())["accuracy"] is True
     assert not list((tmp_path / "emb").glob("ablation_*.json"))  # the first screen's files untouched
-    main(["--summarize", "emb", "--results", str(tmp_path)])
+    assert cli_main(["screen", "--summarize", "emb", "--results", str(tmp_path)]) == 0
     md = (tmp_path / "screen2.md").read_text()
     assert "| emb | contrast | scale0.5 |" in md and "Δ acc, noisy − random" in md
     assert "Causal screen 2" in capsys.readouterr().out
@@ -190,3 +196,28 @@ def test_selection_rule_and_candidates():
     assert passes({"mean": 0.1}, {"ci_low": 0.01}) and not passes({"mean": -0.25}, {"ci_low": 0.5})
     assert not passes({"mean": 0.0}, {"ci_low": -0.01}) and not passes({"mean": None}, {"ci_low": None})
     assert all(c in CANDIDATES for s in SCREENS.values() for c, _, _ in s)
+
+
+def test_gate_is_an_ablation_mode_that_needs_train_questions(splits):
+    from neurorit_lens.ablation.controls import ablation_hooks
+    from neurorit_lens.ablation.measure import measure_ablation
+    from neurorit_lens.experiments.screen import ablation_config
+
+    model = tiny_model(seed=3)
+    ns = NeuronSet({0: [1, 2]})
+    cfg = AblationConfig(sets=("c",), mode="gate", measure_accuracy=False)
+    with pytest.raises(ValueError, match="no fixed hooks"):
+        ablation_hooks(ns, "gate")
+    with pytest.raises(ValueError, match="needs train_examples"):
+        run_ablation(model, splits[1], {"c": ns}, cfg, DATA, show_progress=False)
+    ctx = build_context_prompts(model, splits[1], "gold", "relevant", DATA, cfg.max_new_tokens)
+    with pytest.raises(ValueError, match="hooks_for"):
+        measure_ablation(model, [ctx], {"c": ns}, cfg, show_progress=False)
+    for bad in ({"gate_steps": 0}, {"gate_lr": 0.0}, {"gate_penalty": -1.0}):
+        with pytest.raises(ValueError, match="gate"):
+            AblationConfig(**bad)
+    one, clamped = (ablation_config("contrast", m, 0.0, ScreenConfig()) for m in ("gate", "gate01"))
+    assert (one.mode, one.gate_clamp, clamped.mode, clamped.gate_clamp) == ("gate", False, "gate", True)
+    with pytest.raises(ValueError, match="bad combo"):
+        ScreenConfig(combos=("contrast:off",))
+    assert cli_main(["screen", "--screen", "4"]) == 2

@@ -109,14 +109,9 @@ def test_exclusive_sets_from_two_conditions():
 
 
 def _agreement_module():
-    import importlib.util
-    from pathlib import Path
+    from benchmarks import agreement
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "agreement.py"
-    spec = importlib.util.spec_from_file_location("agreement_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return agreement
 
 
 def test_agreement_metrics_against_naive_definitions():

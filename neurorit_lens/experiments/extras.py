@@ -1,4 +1,4 @@
-"""The ``prompted`` baseline and the ``cross_test`` sets of benchmarks/compare_methods.py.
+"""The ``prompted`` baseline and the ``cross_test`` sets of the method comparison (``neurorit compare``).
 
 * ``prompted`` (format control): the untuned base model with a prompt
   (instruction, system line, template) and a generation length (``max_new_tokens``,
@@ -17,12 +17,12 @@
   the prompt budget is an error (``evaluate_setting``). A cross set without its own list
   inherits the settings of the configuration *first* declared: settings added by amendment
   are evaluated on the training data sets only.
-* settings added by amendment (``--amend``; :func:`benchmarks.compare_protocol.amendment`):
+* settings added by amendment (``--amend``; :func:`neurorit_lens.experiments.protocol.amendment`):
   evaluated at test only, after every declared unit, on every run of the report (base, the
   chosen prompted variant, each trained method's chosen run at every seed): no dev pass, no
   training, no new choice. A setting a data set's test questions cannot build is skipped
   and counted (``skipped_settings``) when it came from the global list, an error when the
-  data set lists it itself. Their rows are exploratory (:mod:`benchmarks.compare_report`).
+  data set lists it itself. Their rows are exploratory (:mod:`neurorit_lens.experiments.report`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare_protocol import (
+from neurorit_lens.data.settings import build_instances
+from neurorit_lens.data.text import normalize_question
+from neurorit_lens.experiments.protocol import (
     PROMPTED_RULE,
     VARIANT_DATA,
     VARIANT_EVAL,
@@ -41,11 +43,9 @@ from benchmarks.compare_protocol import (
     dataset_settings,
     declared_settings,
 )
-from neurorit_lens.data.settings import build_instances
-from neurorit_lens.data.text import normalize_question
 from neurorit_lens.io import atomic_write_json, read_json
 
-log = logging.getLogger("compare_methods")
+log = logging.getLogger("neurorit_lens.experiments")
 PROMPTED = "prompted"
 
 
@@ -54,7 +54,7 @@ def prompted_run(variant: str) -> str:
 
 
 class ExtrasMixin:
-    """Prompted variants and cross-data-set evaluation for :class:`~benchmarks.compare_methods.Harness`
+    """Prompted variants and cross-data-set evaluation for :class:`~neurorit_lens.experiments.harness.Harness`
     (uses its ``data_cfg``, ``dev_score``, ``eval_unit``, ``eval_path`` and ``settings_of``)."""
 
     cfg: dict[str, Any]

@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from benchmarks.screen_irrelevant import GOLD_LIMIT, SCREENS, _combo_path, _mode_key, _screen_dir
+from neurorit_lens.experiments.screen import GOLD_LIMIT, RESULTS, SCREENS, combo_path, mode_key, screen_dir
 
 INTRO = ("Protocol and selection rule: docs/screen.md. Δ = change in teacher-forced log p(gold) when I_excl is "
          "deactivated, minus the mean change over 5 random sets of the same per-layer counts; mean [paired "
@@ -28,8 +28,8 @@ def passes(gold: dict, noisy: dict) -> bool:
 def _combos_found(out: Path, screen: int) -> list[tuple[str, str, float]]:
     """The screen's declared combos, then any other combo whose file is there (``--combos``)."""
     combos = list(SCREENS[screen])
-    keys = {(c, _mode_key(m, s)) for c, m, s in combos}
-    for path in sorted(_screen_dir(out, screen).glob("ablation_*.json")):
+    keys = {(c, mode_key(m, s)) for c, m, s in combos}
+    for path in sorted(screen_dir(out, screen).glob("ablation_*.json")):
         cand, key = path.stem[len("ablation_"):].rsplit("_", 1)
         if (cand, key) not in keys:
             combos.append((cand, "scale", float(key[5:])) if key.startswith("scale") else (cand, key, 0.0))
@@ -53,15 +53,13 @@ def _row(name: str, path: Path, cand: str, key: str) -> dict | None:
 
 def rows_of(name: str, screen: int = 1, results: Path | None = None) -> tuple[list[dict], list[str]]:
     """The finished rows of one data set's screen, and the combos whose I_excl was empty."""
-    from benchmarks.screen_irrelevant import RESULTS
-
     out, rows, empty = (results or RESULTS) / name, [], []
     for cand, mode, scale in _combos_found(out, screen):
-        path = _combo_path(out, cand, mode, scale, screen)
+        path = combo_path(out, cand, mode, scale, screen)
         if path.exists():
-            r = _row(name, path, cand, _mode_key(mode, scale))
+            r = _row(name, path, cand, mode_key(mode, scale))
             if r is None:
-                empty.append(f"{name}: {cand} × {_mode_key(mode, scale)}")
+                empty.append(f"{name}: {cand} × {mode_key(mode, scale)}")
             else:
                 rows.append(r)
     return rows, empty
@@ -109,14 +107,12 @@ def _verdict(rows: list[dict], names: list[str], missing: list[tuple[str, tuple[
 
 def summarize_screen(names: list[str], screen: int = 1, results: Path | None = None) -> str:
     """Write ``screen.md``/``screen.json`` (screen 1) or ``screen<k>.md``/``.json``; return the Markdown."""
-    from benchmarks.screen_irrelevant import RESULTS
-
     root = results or RESULTS
     got = [rows_of(n, screen, root) for n in names]
     rows = [r for rs, _ in got for r in rs]
     empty = [e for _, es in got for e in es]
-    missing = [(n, (c, _mode_key(m, s))) for n in names for c, m, s in SCREENS[screen]
-               if not _combo_path(root / n, c, m, s, screen).exists()]
+    missing = [(n, (c, mode_key(m, s))) for n in names for c, m, s in SCREENS[screen]
+               if not combo_path(root / n, c, m, s, screen).exists()]
     verdict, winner = _verdict(rows, names, missing)
     if empty:
         verdict += " Empty I_excl (nothing to deactivate): " + "; ".join(empty) + "."
@@ -132,9 +128,7 @@ def summarize_screen(names: list[str], screen: int = 1, results: Path | None = N
 
 def summarize(names: list[str], results: Path | None = None) -> None:
     """Both screens' tables, printed one after the other (a screen with no file yet is skipped)."""
-    from benchmarks.screen_irrelevant import RESULTS
-
     root = results or RESULTS
     for screen in sorted(SCREENS):
-        if screen == 1 or any(any(True for _ in _screen_dir(root / n, screen).glob("ablation_*.json")) for n in names):
+        if screen == 1 or any(any(True for _ in screen_dir(root / n, screen).glob("ablation_*.json")) for n in names):
             print(summarize_screen(names, screen, root))

@@ -1,22 +1,31 @@
 """The powered, paired comparison of training methods, resumable.
 
-    python benchmarks/compare_methods.py --config benchmarks/configs/cpu_small.json
+    neurorit compare benchmarks/configs/cpu_small.json --out runs/compare/cpu_small
 
-One JSON configuration (``benchmarks/configs/``) fixes everything before the run: model,
+One configuration (JSON or TOML; :mod:`neurorit_lens.experiments.config`) fixes everything
+before the run: model,
 data sets (split train/dev/test by question with
 :func:`neurorit_lens.data.splits.load_splits`, distractors mined within each split),
 settings, methods, seeds, the learning-rate grid per method, the LR selection rule, and
-the declared contrasts. The harness writes ``protocol.json`` on the first run and refuses
+the declared contrasts. The harness writes ``protocol.json`` before any unit runs and refuses
 to continue in that folder with a changed configuration.
 
-Phases (each unit is written when it finishes and skipped when its file exists, so a kill
-loses at most the unit in progress; training itself also resumes from its checkpoints):
+Units resume by the runner's rule (:mod:`neurorit_lens.stages`): each unit folder
+(``mining/``, ``train/<run>/``, ``eval/<run>/``) records in ``stage.json`` the fingerprint of
+the configuration first declared in ``protocol.json``; a finished unit is skipped, an
+unfinished training resumes from its checkpoints, so a kill loses at most the unit in
+progress. Folders written before these records (no ``stage.json``) are taken as they are;
+a folder recorded under another protocol is refused. Evaluation units are files under
+``eval/<run>/``, each written atomically: one is done when its file exists. Dev choices are
+``selection/<method>.json``, made once.
+
+Phases:
 
 1. mine neurons on the pooled training questions (methods that need neuron sets);
 2. base model (``base``, untuned): test evaluation;
 3. for every trained method, at the first seed: train one run per LR of its grid (same
    optimizer steps and schedule for every method; with a ``train_grid``, one per LR and
-   TrainConfig variant, :mod:`benchmarks.compare_grid`), evaluate each on the dev questions at
+   TrainConfig variant, :mod:`neurorit_lens.experiments.grid`), evaluate each on the dev questions at
    the selection settings, choose by the declared rule (highest pooled dev accuracy;
    ties: the smaller LR, then the first declared variant), evaluate the chosen run only on
    the test questions (a one-candidate grid without extra seeds has nothing to choose: no
@@ -25,19 +34,19 @@ loses at most the unit in progress; training itself also resumes from its checkp
    non-neurorit method with the highest dev score at its chosen LR), at the LR chosen at
    the first seed;
 5. settings added by amendment: test evaluations of every run of the report (no training,
-   no dev pass; :mod:`benchmarks.compare_extras`);
-6. ``results.json`` and ``results.md`` (:mod:`benchmarks.compare_report`).
+   no dev pass; :mod:`neurorit_lens.experiments.extras`);
+6. ``results.json`` and ``results.md`` (:mod:`neurorit_lens.experiments.report`).
 
 ``"dev_only": true`` stops after the dev choices (base evaluated on dev as a reference): a
-selection run that evaluates no test question (:mod:`benchmarks.compare_grid`).
+selection run that evaluates no test question (:mod:`neurorit_lens.experiments.grid`).
 
-Optional (:mod:`benchmarks.compare_extras`): the ``prompted`` format-control baseline (the
+Optional (:mod:`neurorit_lens.experiments.extras`): the ``prompted`` format-control baseline (the
 untuned model with a prompt and generation length chosen on dev from ``prompted_variants``,
 after the base model), and ``cross_test`` sets (test-only data sets, evaluated last with
 each method's first-seed run; reported in their own tables). ``--amend`` adds these, and
 evaluation settings, to an existing run folder without redoing anything
-(:mod:`benchmarks.compare_protocol`), e.g.
-``--config benchmarks/configs/cpu_main_amend.json --out runs/compare/cpu_main --amend``.
+(:mod:`neurorit_lens.experiments.protocol`), e.g.
+``neurorit compare benchmarks/configs/cpu_main_amend.json --out runs/compare/cpu_main --amend``.
 
 Workers: ``--methods clean,layers`` on one process (or machine) and ``--methods full,neurorit``
 on another share one run folder; each does its methods' units only and ends by writing the
@@ -53,25 +62,20 @@ accuracy, EM, F1, copy flag, teacher-forced log p(gold)) for the paired statisti
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
-import math
 import os
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.compare_extras import PROMPTED, ExtrasMixin, prompted_run  # noqa: E402
-from benchmarks.compare_grid import (  # noqa: E402
+from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
+from neurorit_lens.experiments.config import CompareConfig
+from neurorit_lens.experiments.extras import PROMPTED, ExtrasMixin, prompted_run
+from neurorit_lens.experiments.grid import (
     GridMixin,
     candidate_key,
     candidates,
@@ -79,7 +83,7 @@ from benchmarks.compare_grid import (  # noqa: E402
     overrides,
     variant_named,
 )
-from benchmarks.compare_protocol import (  # noqa: E402
+from neurorit_lens.experiments.protocol import (
     RULE,
     amended_parts,
     check_protocol,
@@ -89,54 +93,23 @@ from benchmarks.compare_protocol import (  # noqa: E402
     shared_data,
     trained,
 )
-from benchmarks.compare_report import build_report, render_markdown  # noqa: E402
-from benchmarks.compare_reuse import ReuseMixin  # noqa: E402
-from benchmarks.peak_memory import PeakRSS  # noqa: E402
-from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig  # noqa: E402
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json  # noqa: E402
+from neurorit_lens.experiments.results import ResultsMixin, _clean, record_peak, schedule_mass  # noqa: F401
+from neurorit_lens.experiments.reuse import ReuseMixin
+from neurorit_lens.io import atomic_write_json, environment_info, fingerprint, read_json
+from neurorit_lens.memory import PeakRSS
+from neurorit_lens.stages import open_stage, run_stage
 
-log = logging.getLogger("compare_methods")
+log = logging.getLogger("neurorit_lens.experiments")
 NEEDS_NEURONS = ("neurorit", "layers", "random", "stage1")
 
 
-def record_peak(train_json: Path, peak_mb: float | None) -> None:
-    """Add the resident high-water mark of the training process (MiB; of the last resumed
-    stretch when a run was resumed) to a run's ``train.json``."""
-    if train_json.exists():
-        atomic_write_json(train_json, {**read_json(train_json), "peak_rss_mb": peak_mb})
-
-
-def lr_grid(cfg: dict[str, Any], method: str) -> list[float]:
-    return sorted(float(x) for x in cfg["lr_grid"].get(method, cfg["lr_grid"].get("default", [])))
-
-
-def schedule_mass(tcfg: TrainConfig, stage_steps: dict[str, int]) -> float:
-    """Sum over every optimizer step of the LR multiplier (per_stage: stages restart the
-    schedule; continuous: one schedule over all steps)."""
-    from neurorit_lens.training.trainer import lr_factor
-
-    spans = [sum(stage_steps.values())] if tcfg.stage_schedule == "continuous" else list(stage_steps.values())
-    return float(sum(lr_factor(s, n, tcfg.warmup_steps, tcfg.lr_schedule, tcfg.min_lr_ratio)
-                     for n in spans for s in range(n)))
-
-
-def _clean(x: Any) -> Any:
-    """NaN -> None, recursively (strict JSON)."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
-class Harness(ExtrasMixin, GridMixin, ReuseMixin):
+class Harness(ExtrasMixin, GridMixin, ReuseMixin, ResultsMixin):
     """One comparison run in ``out`` (see module docstring)."""
 
-    def __init__(self, cfg: dict[str, Any], out: str | os.PathLike, device: str | None = None,
+    def __init__(self, cfg: dict[str, Any] | CompareConfig, out: str | os.PathLike, device: str | None = None,
                  progress: bool = True, results: str | os.PathLike | None = None, amend: bool = False,
                  reuse: list[str | os.PathLike] | None = None, methods: list[str] | None = None):
+        cfg = cfg.declared if isinstance(cfg, CompareConfig) else cfg  # the dict protocol.json records
         self.cfg, self.out, self.progress, self.amend = cfg, Path(out), progress, amend
         if methods is not None:
             unknown = [m for m in methods if m not in cfg["methods"]]
@@ -144,19 +117,20 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
                 raise ValueError(f"--methods {','.join(methods)!r}: each must be one of the configuration's "
                                  f"methods {cfg['methods']}")
         self.only = None if methods is None else set(methods)  # worker mode: these methods' units only
-        self.reuse_from = [Path(p) for p in reuse or []]  # earlier run folders (benchmarks.compare_reuse)
+        self.reuse_from = [Path(p) for p in reuse or []]  # earlier run folders (neurorit_lens.experiments.reuse)
         self.first_cfg: dict[str, Any] = cfg  # the configuration first declared (load_data reads protocol.json)
         self.amended: dict[str, list[str]] = {}
         self.skipped: dict[str, dict[str, dict[str, int]]] = {}
         self.cross, self.cross_cfgs, self.cross_settings, self.cross_skipped = {}, {}, {}, {}
         self.exploratory: tuple[list[list[str]], list[str]] = ([], [])  # added by amendment
         self.amendments: list[dict[str, Any]] = []
-        self.results = Path(results) if results is not None else ROOT / "benchmarks" / "results" / cfg["name"]
+        self.results = Path(results) if results is not None else None  # a second copy of results.json/md
         self.device = device or cfg.get("device", "cpu")
         self.examples: dict[str, dict[str, list]] = {}
         self.data_cfgs: dict[str, DataConfig] = {}
         self._base = None
         self._loaded: tuple[str, Any] | None = None
+        self._open_evals: set[str] = set()  # eval/<run> folders checked by this process
         self.n_trained = 0  # training runs this process actually ran (not skipped)
 
     # --- setup ------------------------------------------------------------------------------
@@ -199,7 +173,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
 
     def protocol(self, write: bool = True) -> dict[str, Any]:
         """Write ``protocol.json`` once; refuse a changed configuration afterwards unless it is
-        an amendment allowed by ``--amend`` (:func:`benchmarks.compare_protocol.check_protocol`)."""
+        an amendment allowed by ``--amend`` (:func:`neurorit_lens.experiments.protocol.check_protocol`)."""
         proto = check_protocol(self.out / "protocol.json", self.cfg, self.amend,
                                lambda: environment_info(self.cfg["seeds"][0]), write=write)
         self.exploratory = amended_parts(proto) if "amendments" in proto else ([], [])
@@ -214,19 +188,41 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
             self._base = load_model(self.cfg["model"], device=self.device)
         return self._base
 
-    def neurons(self) -> tuple[dict | None, dict | None]:
-        """Neuron sets and layer mass, mined once on the pooled training questions."""
-        from neurorit_lens.neurons.mining import mine
-        from neurorit_lens.neurons.sets import load_neuron_sets
+    def neurons(self):
+        """The mining output (sets, meta, layer mass, answer means), mined once on the pooled training questions."""
+        from neurorit_lens.neurons.output import MiningOutput
 
         mdir = self.out / "mining"
-        if not (mdir / "neurons.json").exists() and not self.reuse_mining(mdir):
-            exs = self.pool("train")[: self.cfg.get("mine_limit") or None]
-            res = mine(self.base, exs, MiningConfig.from_dict(self.cfg.get("mining", {})), self.mix_cfg(), out_dir=mdir,
-                       show_progress=self.progress)
-            res.save(mdir)
-        sets = load_neuron_sets(mdir / "neurons.json", self.base)
-        return sets, (read_json(mdir / "neurons.json").get("meta") or {}).get("layer_mass")
+        self.run_unit(mdir, "mining", ["neurons.json"], lambda: self.reuse_mining(mdir) or self._mine(mdir))
+        return MiningOutput.load(mdir, self.base)
+
+    def _mine(self, mdir: Path) -> None:
+        from neurorit_lens.neurons.mining import mine
+
+        exs = self.pool("train")[: self.cfg.get("mine_limit") or None]
+        res = mine(self.base, exs, MiningConfig.from_dict(self.cfg.get("mining", {})), self.mix_cfg(), out_dir=mdir,
+                   show_progress=self.progress)
+        res.save(mdir)
+
+    # --- resumable units (neurorit_lens.stages, the runner's rule) ---------------------------
+    def declared_fingerprint(self) -> str:
+        """Fingerprint of the configuration first declared in ``protocol.json``: every unit's input.
+
+        Raises:
+            RuntimeError: no ``protocol.json`` yet (it is written before any unit runs).
+        """
+        proto = self.out / "protocol.json"
+        if not proto.exists():
+            raise RuntimeError(f"{proto}: the protocol is written before any unit runs (Harness.protocol())")
+        return fingerprint(read_json(proto)["config"])
+
+    def unit_inputs(self, rel: str) -> dict[str, str]:
+        return {"protocol": self.declared_fingerprint(), "unit": rel}
+
+    def run_unit(self, folder: Path, rel: str, outputs: list[str], fn: Callable[[], Any]) -> bool:
+        """One unit folder through :func:`neurorit_lens.stages.run_stage`; a folder without a record
+        (written before records existed) is adopted, one of another protocol is refused."""
+        return run_stage(folder, self.unit_inputs(rel), outputs, fn, name=rel, unrecorded="adopt", stale="refuse")
 
     def mix_cfg(self) -> DataConfig:
         return self.data_cfgs[next(iter(self.data_cfgs))]
@@ -239,16 +235,20 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
 
     def train_unit(self, method: str, lr: float, seed: int, variant: dict[str, Any] | None = None) -> Path:
         """Train one (method, LR, train_grid variant, seed) run unless its ``train.json`` and model exist."""
-        from neurorit_lens.training.methods import train
-
         name = run_name(method, lr, seed, variant and variant["name"])
         d = self.out / "train" / name
-        if (d / "train.json").exists() and (d / "model" / "neurorit_model.json").exists():
-            return d
+        self.run_unit(d, f"train/{name}", ["train.json", "model/neurorit_model.json"],
+                      lambda: self._train(name, d, method, lr, seed, variant))
+        return d
+
+    def _train(self, name: str, d: Path, method: str, lr: float, seed: int, variant: dict[str, Any] | None) -> None:
+        from neurorit_lens.training.inputs import prepare_training
+        from neurorit_lens.training.methods import train
+
         tcfg = self.train_config(method, lr, seed, variant)
         if self.reuse_train(name, tcfg):
-            return d
-        sets, mass = self.neurons() if method in NEEDS_NEURONS else (None, None)
+            return
+        inputs = prepare_training(self.neurons() if method in NEEDS_NEURONS else None, tcfg)
         log.info("training %s", name)
         import torch
 
@@ -256,14 +256,14 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         self._loaded = None  # the last evaluated model (and its generation twin) is not needed while training
         model = copy.deepcopy(self.base)
         with PeakRSS() as mem:
-            train(model, self.pool("train"), None, sets, mass, tcfg, self.mix_cfg(), d, resume=True,
-                  base_model=self.cfg["model"], progress=self.progress)
+            train(model, self.pool("train"), None, inputs.sets, inputs.layer_mass, tcfg, self.mix_cfg(), d,
+                  resume=True, base_model=self.cfg["model"], progress=self.progress,
+                  deactivation_values=inputs.deactivation_values)
         record_peak(d / "train.json", mem.peak_mb)
         if not self.cfg.get("keep_checkpoints", False):
             shutil.rmtree(d / "runs", ignore_errors=True)
         self.n_trained += 1
         del model  # evaluation reloads the saved model, as a resumed run does
-        return d
 
     def model_of(self, run: str):
         if run == "base" or run.startswith(PROMPTED + "/"):
@@ -282,6 +282,10 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
         """Greedy answers, scores and teacher-forced log p(gold) of one run on one data set,
         split and setting, per question; skipped when its file exists, copied when ``--reuse``
         has it or when it is base's (a prompted variant without overrides)."""
+        if run not in self._open_evals:
+            open_stage(self.out / "eval" / run, self.unit_inputs(f"eval/{run}"), name=f"eval/{run}",
+                       unrecorded="adopt", stale="refuse")
+            self._open_evals.add(run)
         path = self.eval_path(run, split, dataset, setting)
         if path.exists():
             return read_json(path)
@@ -453,136 +457,35 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin):
                 self.test_units(chosen_run(sel, seed))
                 bar()
 
-    # --- report -----------------------------------------------------------------------------
-    def runs(self, selection: dict[str, Any]) -> dict[str, dict[int, str]]:
-        out: dict[str, dict[int, str]] = {}
-        for m in self.cfg["methods"]:
-            if m == "base":
-                out[m] = {s: "base" for s in self.cfg["seeds"][:1]}
-                continue
-            if m == PROMPTED and m in selection:
-                out[m] = {s: prompted_run(selection[m]["chosen"]) for s in self.cfg["seeds"][:1]}
-                continue
-            if m not in selection:
-                continue
-            seeds = [self.cfg["seeds"][0], *self.cfg.get("extra_seeds", [])]
-            out[m] = {s: chosen_run(selection[m], s) for s in seeds
-                      if (self.out / "train" / chosen_run(selection[m], s)).exists()}
-        return out
 
-    def cost(self, method: str, runs: dict[int, str], selection: dict[str, Any]) -> dict[str, Any]:
-        evals = [read_json(p)["wall_s"] for run in runs.values()
-                 for p in (self.out / "eval" / run / "test").rglob("*.json")]
-        if method in ("base", PROMPTED):
-            return {"trainable_params": 0, "trainable_fraction": 0.0, "eval_wall_s": sum(evals)}
-        trains = {s: read_json(j) for s, r in runs.items() if (j := self.out / "train" / r / "train.json").exists()}
-        t = trains.get(next(iter(runs)), {})
-        peaks = {s: tr["peak_rss_mb"] for s, tr in trains.items()
-                 if tr.get("peak_rss_mb") is not None}  # recorded since the harness measured it
-        grid = [self.out / "train" / run_name(method, lr, selection["seed"], v and v["name"]) / "train.json"
-                for lr, v in candidates(self.cfg, method)]
-        variant = variant_named(self.cfg, method, selection.get("chosen_variant"))
-        tcfg = TrainConfig.from_dict({**self.cfg["train"], **overrides(variant), "method": method})
-        return {k: t.get(k) for k in ("trainable_params", "total_params", "trainable_fraction", "steps",
-                                       "stage_steps", "target_layers", "n_train_items")} | {
-            "schedule_mass": schedule_mass(tcfg, t["stage_steps"]) if t else None,
-            "train_wall_s": t.get("wall_s", 0.0), "eval_wall_s": sum(evals),
-            "train_peak_rss_mb": max(peaks.values(), default=None), "train_peak_rss_mb_per_seed": peaks,
-            "grid_wall_s": sum(read_json(p)["wall_s"] for p in grid if p.exists()),
-            "train_wall_s_per_seed": {s: tr["wall_s"] for s, tr in trains.items()}}
+def compare(config: str | os.PathLike | CompareConfig, out: str | os.PathLike, *, plan: bool = False,
+            report: bool = False, amend: bool = False, reuse: list[str | os.PathLike] | None = None,
+            methods: list[str] | None = None, device: str | None = None, results: str | os.PathLike | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """``neurorit compare``: check the configuration and the run folder, then plan, report or run.
 
-    def report_so_far(self) -> dict[str, Any]:
-        """``--report``: :meth:`write_report` over the methods whose dev choice is on disk
-        (``selection/<method>.json``) and every test unit finished so far."""
-        return self.write_report(self.selections_on_disk())
-
-    def selections_on_disk(self) -> dict[str, Any]:
-        """``{method: selection/<method>.json}`` for the methods whose dev choice is made."""
-        sel_dir = self.out / "selection"
-        return {m: read_json(sel_dir / f"{m}.json") for m in self.cfg["methods"] if (sel_dir / f"{m}.json").exists()}
-
-    def write_report(self, selection: dict[str, Any]) -> dict[str, Any]:
-        """Collect every finished test evaluation into ``results.json`` and ``results.md``."""
-        runs = self.runs(selection)
-        evals = {}
-        for by_seed in runs.values():
-            for run in by_seed.values():
-                for d in self.cfg["datasets"]:
-                    for s in self.settings_of(d):
-                        p = self.eval_path(run, "test", d, s)
-                        if p.exists():
-                            evals[(run, d, s)] = read_json(p)
-        costs = {m: self.cost(m, by, selection.get(m, {})) for m, by in runs.items() if by}
-        contrasts, cross_sets = self.exploratory
-        rep = build_report(self.cfg, runs, evals, costs, selection, exploratory=contrasts, cross=self.cross_report(
-            selection, cross_sets), settings={d: self.settings_of(d) for d in self.cfg["datasets"]},
-            amended=self.amended, skipped=self.skipped)
-        rep["n_questions"] = {d: {k: len(v) for k, v in self.examples[d].items()} for d in self.examples}
-        if self.amendments:
-            rep["amendments"] = self.amendments
-        if units := self.reused_units():
-            rep["reused"] = units
-        for rdir in (self.out, self.results):
-            atomic_write_json(rdir / "results.json", _clean(rep))
-            atomic_write_text(rdir / "results.md", render_markdown(rep))
-        return rep
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="a JSON file under benchmarks/configs/")
-    p.add_argument("--out", default=None, help="run folder (default runs/compare/<name>)")
-    p.add_argument("--device", default=None, help="overrides the configuration's device")
-    p.add_argument("--results", default=None, help="where results.json/md also go (default "
-                   "benchmarks/results/<name>)")
-    p.add_argument("--plan", action="store_true", help="print the units and sizes, load no model, and exit")
-    p.add_argument("--report", action="store_true", help="write results.json/md from the units finished so far "
-                   "(the methods chosen on dev so far); train, evaluate and load nothing (safe beside a running job)")
-    p.add_argument("--amend", action="store_true", help="in an existing run folder, ADD prompted variants, the "
-                   "prompted method, cross_test sets, contrasts naming a new method and settings appended to a "
-                   "settings list (recorded in protocol.json; nothing done is redone; any other change is refused)")
-    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
-                   help="an earlier run folder with the same model, data, splits, prompts, mining and evaluation: "
-                   "its finished trainings with an identical TrainConfig, their dev/test evaluations, base's and "
-                   "the mined neurons are copied instead of recomputed (listed in reused.json; repeatable)")
-    p.add_argument("--methods", default=None, metavar="M[,M...]",
-                   help="worker mode: only these methods' units (training, dev, test, extra seeds, cross sets and "
-                   "amended settings), so that several processes or machines, each with its own methods, can "
-                   "share one run folder; the extra seeds wait until every method's dev choice is on disk, and "
-                   "each worker ends by writing the report of what is finished (as --report)")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = load_config(args.config)
-    out = Path(args.out or ROOT / "runs" / "compare" / cfg["name"])
+    ``plan``: the units and sizes (JSON-ready), no model loaded and nothing written;
+    ``report``: results.json/md from the units finished so far (nothing trained or evaluated);
+    otherwise every unit not yet done, then the report. Returns the plan or the report.
+    """
+    cfg = config.declared if isinstance(config, CompareConfig) else load_config(config)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     handlers = [logging.FileHandler(out / "harness.log"), logging.StreamHandler()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
-    h = Harness(cfg, out, args.device, progress=not args.no_progress, results=args.results, amend=args.amend,
-                reuse=args.reuse, methods=args.methods.split(",") if args.methods is not None else None)
+    h = Harness(cfg, out, device, progress=progress, results=results, amend=amend, reuse=reuse, methods=methods)
     h.load_data()
-    if args.plan:
+    if plan:
         proto = h.protocol(write=False)  # refuses what a run would refuse
-        plan = h.plan()
+        sizes = h.plan()
         h.check_reuse()
         if h.reuse_from:
-            plan["reuse"] = h.reuse_plan()
-        if proto.get("amendments") and args.amend:
-            plan["amendment"] = proto["amendments"][-1]["added"]
-        print(json.dumps(plan, indent=2))
-        return 0
-    if args.report:
+            sizes["reuse"] = h.reuse_plan()
+        if proto.get("amendments") and amend:
+            sizes["amendment"] = proto["amendments"][-1]["added"]
+        return sizes
+    if report:
         h.protocol(write=False)  # refuses what a run would refuse
-        h.report_so_far()
-    else:
-        h.run()
-    print(f"wrote {out / 'results.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return h.report_so_far()
+    return h.run()

@@ -1,4 +1,4 @@
-"""The declared protocol of benchmarks/compare_methods.py: configuration checks and amendments.
+"""The declared protocol of the method comparison (``neurorit compare``): configuration checks and amendments.
 
 :func:`load_config` reads and checks one JSON configuration. :func:`check_protocol` writes
 ``protocol.json`` on the first run and refuses a changed configuration afterwards, except
@@ -23,14 +23,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare_grid import RULE_GRID, check_train_grid
-from neurorit_lens.config import DataConfig, EvalConfig, MiningConfig, TrainConfig
+from neurorit_lens.config import DataConfig, EvalConfig
 from neurorit_lens.data.settings import parse_setting
+from neurorit_lens.experiments.config import CompareConfig, read_config_file
+from neurorit_lens.experiments.grid import RULE_GRID, UNTRAINED, check_train_grid, trained
 from neurorit_lens.io import atomic_write_json, read_json
 from neurorit_lens.training.plans import METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
-UNTRAINED = ("base", "prompted")  # evaluated methods without a training run
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, when run from one
 REQUIRED = ("name", "model", "datasets", "settings", "methods", "contrasts", "seeds", "lr_grid", "train", "selection")
 OPTIONAL = ("description", "device", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
             "n_distractors", "train_limit", "dev_limit", "test_limit", "extra_seeds", "mining", "mine_limit", "eval",
@@ -51,10 +51,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+=-]+$")
 def shared_data() -> Path:
     """The shared data folder: $NEURORIT_SHARED_DATA, else ``../shared/data`` beside the checkout."""
     return Path(os.environ.get("NEURORIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-
-
-def trained(cfg: Mapping[str, Any]) -> list[str]:
-    return [m for m in cfg["methods"] if m not in UNTRAINED]
 
 
 def run_name(method: str, lr: float | None = None, seed: int | None = None, variant: str | None = None) -> str:
@@ -117,43 +113,57 @@ def _check_cross(path: Any, cfg: Mapping[str, Any]) -> None:
             parse_setting(s)
 
 
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a harness configuration (see ``docs/evaluation.md``)."""
-    cfg = read_json(path)
-    missing = [k for k in REQUIRED if k not in cfg]
-    if missing:
-        raise ValueError(f"{path}: missing key(s) {missing}")
-    unknown = sorted(set(cfg) - set(REQUIRED) - set(OPTIONAL))
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {REQUIRED + OPTIONAL}")
+def load_compare_config(path: str | os.PathLike) -> CompareConfig:
+    """Read (JSON or TOML) and check a comparison configuration (see ``docs/evaluation.md``):
+    every key's type and value (:class:`~neurorit_lens.experiments.config.CompareConfig`), then
+    what ties keys together (methods, contrasts, grids, settings, variants, cross sets).
+    ``.declared`` is the configuration as written, with the selection rule in words added.
+
+    Raises:
+        ValueError: the first problem, naming the key.
+    """
+    raw = read_config_file(path)
+    try:
+        typed = CompareConfig.from_dict(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    cfg = typed.declared
     allowed = (*UNTRAINED, *METHODS)
     bad = [m for m in cfg["methods"] if m not in allowed]
     if bad:
-        raise ValueError(f"{path}: unknown method(s) {bad}; choose from {allowed}")
+        raise ValueError(f"{path}: methods: unknown method(s) {bad}; choose from {allowed}")
     for a, b in cfg["contrasts"]:
         if a not in cfg["methods"] or b not in cfg["methods"]:
-            raise ValueError(f"{path}: contrast {a} vs {b} names a method not in 'methods'")
+            raise ValueError(f"{path}: contrasts: contrast {a} vs {b} names a method not in 'methods'")
     for m in trained(cfg):
         if not cfg["lr_grid"].get(m, cfg["lr_grid"].get("default")):
-            raise ValueError(f"{path}: no lr_grid for method {m!r} (and no 'default')")
+            raise ValueError(f"{path}: lr_grid: no lr_grid for method {m!r} (and no 'default')")
     for s in [*cfg["settings"], *cfg["selection"]["settings"]] + [s for d in cfg["datasets"].values()
                                                                   for s in d.get("settings", [])]:
-        parse_setting(s)
+        try:
+            parse_setting(s)
+        except ValueError as e:
+            raise ValueError(f"{path}: settings: {e}") from e
     if not cfg["seeds"]:
         raise ValueError(f"{path}: 'seeds' is empty")
     _check_variants(path, cfg)
     _check_cross(path, cfg)
     check_train_grid(path, cfg, lambda n: bool(_NAME.match(n)))
-    if not isinstance(cfg.get("dev_only", False), bool):
-        raise ValueError(f"{path}: 'dev_only' must be true or false")
     if cfg.get("dev_only") and (cfg.get("extra_seeds") or "prompted" in cfg["methods"] or cfg.get("cross_test")):
         raise ValueError(f"{path}: a dev_only run chooses on dev only; it takes no 'extra_seeds', 'prompted' "
                          "method or 'cross_test' sets")
     cfg["selection"]["rule"] = RULE_GRID if cfg.get("train_grid") else RULE
-    TrainConfig.from_dict(cfg["train"])  # fields checked before anything runs
-    EvalConfig.from_dict({**cfg.get("eval", {}), "settings": cfg["settings"]})
-    MiningConfig.from_dict(cfg.get("mining", {}))
-    return cfg
+    try:
+        EvalConfig.from_dict({**cfg.get("eval", {}), "settings": cfg["settings"]})
+    except ValueError as e:
+        raise ValueError(f"{path}: eval: {e}") from e
+    return typed
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The declared configuration (a dict, as ``protocol.json`` records it) of
+    :func:`load_compare_config`."""
+    return load_compare_config(path).declared
 
 
 # --- protocol and amendments -----------------------------------------------------------------
@@ -253,6 +263,10 @@ def amendment(old: Mapping[str, Any], new: Mapping[str, Any], original_methods: 
     return added
 
 
+def _without_prose(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k != "description"}
+
+
 def check_protocol(path: Path, cfg: Mapping[str, Any], amend: bool = False,
                    environment: Callable[[], Any] = dict, write: bool = True) -> dict[str, Any]:
     """Write ``protocol.json`` on the first run; afterwards accept only the configuration in
@@ -266,7 +280,7 @@ def check_protocol(path: Path, cfg: Mapping[str, Any], amend: bool = False,
         return proto
     proto = read_json(path)
     current = effective_config(proto)
-    if current == now:
+    if _without_prose(current) == _without_prose(now):  # a reworded description decides nothing
         return proto
     if not amend:
         raise ValueError(f"{path}: the declared protocol differs from this configuration; use a new --out "

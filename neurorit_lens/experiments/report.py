@@ -1,4 +1,4 @@
-"""The tables of benchmarks/compare_methods.py: accuracies, declared contrasts, gaps, cost.
+"""The tables of the method comparison (``neurorit compare``): accuracies, declared contrasts, gaps, cost.
 
 With several data sets, a ``pooled`` pseudo data set holds every data set's questions of
 the settings they all have (ids prefixed by the data set); its rows join the Holm family.
@@ -7,7 +7,7 @@ Input: the per-question test evaluations the harness wrote (one blob per run, da
 setting: ``{"summary": SettingResult dict, "records": [{"id", "accuracy", "logprob", ...}]}``),
 the runs (``{method: {seed: run name}}``), the training cost per run and the LR selection.
 Output: ``results.json`` (every number) and ``results.md`` (the tables). Statistics come from
-:mod:`neurorit_lens.evaluation.comparison` (paired bootstrap, exact McNemar, Holm, minimum
+:mod:`neurorit_lens.experiments.comparison` (paired bootstrap, exact McNemar, Holm, minimum
 detectable difference) and :mod:`neurorit_lens.statistics` (Wilson).
 
 Contrasts added to the protocol by amendment are *exploratory*: reported with their raw
@@ -24,7 +24,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from neurorit_lens.evaluation.comparison import (
+from neurorit_lens.experiments.comparison import (
     accuracy_contrast,
     add_holm,
     mean_difference,

@@ -1,5 +1,5 @@
 """TrainConfig variants chosen on dev (``train_grid``) and dev-only selection runs (``dev_only``)
-for benchmarks/compare_methods.py (stage schedule and data chosen on dev).
+for the method comparison (``neurorit compare``) (stage schedule and data chosen on dev).
 
 * ``train_grid``: ``{method: [{"name", <TrainConfig field>: value, ...}]}``; each entry is a
   named set of TrainConfig overrides on top of the shared ``train`` block. A method's
@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from neurorit_lens.config import TrainConfig
+from neurorit_lens.experiments.config import check_partial
 from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
 
-log = logging.getLogger("compare_methods")
+log = logging.getLogger("neurorit_lens.experiments")
 GRID_FORBIDDEN = ("method", "seed", "steps", "batch_size", "grad_accum", "lr", "lr_grid", "warmup_steps",
                   "lr_schedule", "min_lr_ratio")
 RULE_GRID = ("for each trained method, at the first seed: the candidate (an LR of its lr_grid with a variant of its "
@@ -36,6 +37,12 @@ RULE_GRID = ("for each trained method, at the first seed: the candidate (an LR o
              "of every data set pooled, at the selection settings; ties: the first candidate in that order (the "
              "smaller LR, then the first declared variant); later seeds reuse it")
 Candidate = tuple[float, dict[str, Any] | None]  # (LR, variant or None)
+UNTRAINED = ("base", "prompted")  # evaluated methods without a training run
+
+
+def trained(cfg: Mapping[str, Any]) -> list[str]:
+    """The configuration's methods that train (every one but ``base`` and ``prompted``)."""
+    return [m for m in cfg["methods"] if m not in UNTRAINED]
 
 
 def check_train_grid(path: Any, cfg: Mapping[str, Any], name_ok: Callable[[str], bool]) -> None:
@@ -49,7 +56,7 @@ def check_train_grid(path: Any, cfg: Mapping[str, Any], name_ok: Callable[[str],
     if not isinstance(grid, dict):
         raise ValueError(f"{path}: 'train_grid' must be a dict {{method: [{{'name', <TrainConfig field>: value}}]}}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    trained_methods = [m for m in cfg["methods"] if m not in ("base", "prompted")]
+    trained_methods = trained(cfg)
     for method, variants in grid.items():
         if method not in trained_methods:
             raise ValueError(f"{path}: train_grid method {method!r} is not a trained method of 'methods' "
@@ -68,6 +75,7 @@ def check_train_grid(path: Any, cfg: Mapping[str, Any], name_ok: Callable[[str],
                 if key in GRID_FORBIDDEN:
                     raise ValueError(f"{path}: train_grid[{method!r}] variant {name!r}: {key!r} may not vary (every "
                                      f"method shares {list(GRID_FORBIDDEN)}; LRs go in 'lr_grid')")
+            check_partial(f"train_grid.{method}.{name}", TrainConfig, overrides(v))
             TrainConfig.from_dict({**cfg["train"], **overrides(v), "method": method})
         if len(set(names)) != len(names):
             raise ValueError(f"{path}: train_grid[{method!r}] variant names must be unique, got {names}")
@@ -105,20 +113,18 @@ def choose(cands: list[Candidate], scores: Mapping[str, float]) -> int:
 
 
 class GridMixin:
-    """Dev-only runs for :class:`~benchmarks.compare_methods.Harness` (uses its ``dev_score``,
+    """Dev-only runs for :class:`~neurorit_lens.experiments.harness.Harness` (uses its ``dev_score``,
     ``select``, ``eval_unit`` and ``out``)."""
 
     cfg: dict[str, Any]
     out: Path
-    results: Path
+    report_dirs: Callable[[], list[Path]]
     dev_score: Callable[[str], float]
     select: Callable[[str, int, Callable[[], None]], dict[str, Any]]
     reused_units: Callable[[], list[dict[str, Any]]]
 
     def run_dev_only(self, bar: Callable[[], None]) -> dict[str, Any]:
         """Base on dev (a reference), then every trained method's dev choice; no test question."""
-        from benchmarks.compare_protocol import trained
-
         selection: dict[str, Any] = {}
         base = None
         if "base" in self.cfg["methods"]:
@@ -159,11 +165,11 @@ class GridMixin:
                 lines.append(f"| {m} | {k} | {overrides(v) or '-'} | {'n/a' if score is None else f'{100 * score:.1f}'}"
                              f" | {'-' if wall is None else f'{wall:.0f}'} | {'yes' if k == sel['chosen'] else ''} |")
         if units := self.reused_units():
-            from benchmarks.compare_report import reused_md
+            from neurorit_lens.experiments.report import reused_md
 
             rep["reused"] = units
             lines += ["", reused_md(units)]
-        for rdir in (self.out, self.results):
+        for rdir in self.report_dirs():
             atomic_write_json(rdir / "results.json", rep)
             atomic_write_text(rdir / "results.md", "\n".join(lines) + "\n")
         return rep

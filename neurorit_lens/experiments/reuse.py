@@ -1,4 +1,4 @@
-"""Units of an earlier comparison run reused by a new one (``compare_methods.py --reuse DIR``).
+"""Units of an earlier comparison run reused by a new one (``neurorit compare --reuse DIR``).
 
 A new run folder may take, from earlier run folders, exactly what its own configuration
 would have produced, and nothing else:
@@ -29,11 +29,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare_protocol import effective_config, utc_now
 from neurorit_lens.config import TRAIN_LEGACY_VALUES, TrainConfig
+from neurorit_lens.experiments.protocol import effective_config, utc_now
 from neurorit_lens.io import atomic_write_json, read_json
+from neurorit_lens.stages import STAGE_FILE
 
-log = logging.getLogger("compare_methods")
+log = logging.getLogger("neurorit_lens.experiments")
 REUSE_KEYS = ("model", "datasets", "split_fractions", "data_seed", "n_passages", "max_prompt_tokens", "template",
               "n_distractors", "train_limit", "dev_limit", "test_limit", "eval", "logprob", "mining", "mine_limit")
 REUSED_SPLITS = ("dev", "test")
@@ -67,7 +68,8 @@ def reuse_mismatch(src_cfg: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[s
 
 
 class ReuseMixin:
-    """``--reuse`` for :class:`~benchmarks.compare_methods.Harness` (uses its ``cfg``, ``out``, ``eval_path``)."""
+    """``--reuse`` for :class:`~neurorit_lens.experiments.harness.Harness` (uses its ``cfg``, ``out``,
+    ``eval_path``)."""
 
     cfg: dict[str, Any]
     out: Path
@@ -106,7 +108,7 @@ class ReuseMixin:
         """Copy the first earlier ``mining/`` folder (same mining keys: ``check_reuse``)."""
         for src in self.reuse_from:
             if (src / "mining" / "neurons.json").exists():
-                shutil.copytree(src / "mining", mdir, dirs_exist_ok=True)
+                shutil.copytree(src / "mining", mdir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(STAGE_FILE))
                 self._record("mining", "mining", src / "mining")
                 return True
         return False
@@ -127,8 +129,8 @@ class ReuseMixin:
 
     def reuse_plan(self) -> dict[str, Any]:
         """``--plan``: which first-seed trainings an earlier folder already holds (``{run: source}``)."""
-        from benchmarks.compare_grid import candidates
-        from benchmarks.compare_protocol import run_name, trained
+        from neurorit_lens.experiments.grid import candidates, trained
+        from neurorit_lens.experiments.protocol import run_name
 
         seed = self.cfg["seeds"][0]
         runs = {run_name(m, lr, seed, v and v["name"]): self.train_config(m, lr, seed, v)
@@ -146,7 +148,8 @@ class ReuseMixin:
         dest = self.out / "train" / name
         if dest.exists():  # a partial training of our own: the finished one replaces it
             shutil.rmtree(dest)
-        shutil.copytree(src / "train" / src_run, dest, copy_function=_link_or_copy)
+        shutil.copytree(src / "train" / src_run, dest, copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns(STAGE_FILE))
         atomic_write_json(dest / "reused_from.json", {"folder": str(src), "run": src_run})
         self._record("train", name, src / "train" / src_run)
         return True

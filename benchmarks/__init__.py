@@ -1,0 +1,1 @@
+"""Benchmarks of the package: timings, memory and method checks, each run as ``python -m benchmarks.NAME``."""
