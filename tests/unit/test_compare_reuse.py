@@ -137,8 +137,8 @@ def test_a_recorded_config_without_a_later_field_matches_its_default():
 
 def test_a_neurorit_run_recorded_before_stage2_data_is_not_taken_for_a_fair_one():
     """Runs recorded before ``stage2_data`` existed re-read stage 1's items in stage 2."""
-    from neurorit_lens.experiments.reuse import train_config_key
     from neurorit_lens.config import TrainConfig
+    from neurorit_lens.experiments.reuse import train_config_key
 
     full = TrainConfig(method="neurorit", lr=3e-4).to_dict()
     old = {k: v for k, v in full.items() if k != "stage2_data"}
