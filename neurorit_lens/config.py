@@ -43,6 +43,7 @@ Deactivation = Literal["zero", "scale", "constant", "gate"]
 StageDeactivation = Literal["none", "zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random", "clean"]
+ControlChoice = Literal[TrainMethod, "none"]
 LrSchedule = Literal["cosine", "linear", "constant"]
 StageSchedule = Literal["per_stage", "continuous"]
 IrrelevantTarget = Literal["gold", "abstain", "drop"]
@@ -474,6 +475,10 @@ class RunConfig(ConfigBase):
     train: TrainConfig = field(default_factory=TrainConfig)
     # Training methods compared in one run, comma-separated.
     methods: tuple[TrainMethod, ...] = ("neurorit",)
+    # Control methods trained beside --methods with the same --train section (same items, steps and
+    # LR schedule) and evaluated on the same questions; the report gives each method minus each
+    # control, paired per question (none = no control).
+    controls: tuple[ControlChoice, ...] = ("layers",)
     # Test questions evaluated before and after training (none = all).
     eval_limit: int | None = 40
     # Train questions used for mining (none = all).
@@ -489,8 +494,15 @@ class RunConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         self.methods = _split_commas(self.methods)
+        self.controls = tuple(m for m in _split_commas(self.controls) if m != "none")
         self.stages = _split_commas(self.stages)
         for m in self.methods:
             _one_of(m, TrainMethod, "method")
+        for m in self.controls:
+            _one_of(m, TrainMethod, "control method")
+
+    def trained_methods(self) -> tuple[str, ...]:
+        """``methods`` then the ``controls`` not among them: every method the train stage tunes."""
+        return self.methods + tuple(m for m in dict.fromkeys(self.controls) if m not in self.methods)
         for s in self.stages:
             _one_of(s, Stage, "stage")

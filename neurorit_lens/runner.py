@@ -8,6 +8,7 @@ Every stage writes its own sub-folder of the run folder::
     out/ablation/ablation.json        causal test of the sets against random controls
     out/train/<method>/model/         tuned model (deactivation baked in), train.json
     out/eval_after/<method>/eval.json tuned model on the same test questions
+                                      (<method>: each of cfg.methods, then each control)
     out/report.html, report.md
 
 Each stage folder holds a ``stage.json`` with the fingerprint of what produced it: the
@@ -20,8 +21,13 @@ removes every stage folder whose fingerprint no longer matches, and the report, 
 folder never shows old outputs under the new ``config.json``; the selected stages then
 rerun.
 
+Each stage folder's ``stage.json`` also records the seconds its last run took, and
+``run.json`` the seconds per stage of this invocation (a skipped stage counts its check only).
+
 Questions are split train/dev/test by question once (seeded); mining and tuning see only
-train, the causal test dev, evaluation test.
+train, the causal test dev, evaluation test. The control methods (``cfg.controls``, by
+default ``layers``) train on the same items with the same train section as ``cfg.methods``,
+so the report can pair each method with each control question by question.
 """
 
 from __future__ import annotations
@@ -178,8 +184,12 @@ class Runner:
         if record.get("fingerprint") != fp and d.exists():  # not from these inputs: start clean
             shutil.rmtree(d)
         atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": False, "inputs": inputs})
+        t0 = time.perf_counter()
         fn()
-        atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": True, "inputs": inputs})
+        seconds = round(time.perf_counter() - t0, 1)
+        log.info("%s: %.1f s", rel, seconds)
+        atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": True, "seconds": seconds,
+                                           "inputs": inputs})
 
     # --- stages --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -259,7 +269,7 @@ class Runner:
         self._evaluate(tuned, self.out / "eval_after" / method, f"{self.cfg.model}+{method}")
 
     def stage_train(self) -> None:
-        for method in self.cfg.methods:
+        for method in self.cfg.trained_methods():
             self._run_stage(f"train/{method}", "train.json", lambda m=method: self._train(m))
             self._run_stage(f"eval_after/{method}", "eval.json", lambda m=method: self._evaluate_tuned(m))
 
