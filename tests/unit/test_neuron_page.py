@@ -1,6 +1,7 @@
 """Neuron pages: activations against an unbatched full-cache reference, the direct logit effect
 against the model's own norm and unembedding, selectivity against a hand formula, page and
-index contents, CLI errors, and a headless-Chromium render (skipped without a browser, except under CI, which installs one)."""
+index contents, CLI errors, and a headless-Chromium render (skipped without a browser, except under
+CI, which installs one)."""
 
 from __future__ import annotations
 
