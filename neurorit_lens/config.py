@@ -50,6 +50,7 @@ IrrelevantTarget = Literal["gold", "abstain", "drop"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
 GenerationBackend = Literal["auto", "tl", "hf"]
+AblationBackend = Literal["auto", "tl"]
 ExportFormat = Literal["hf", "gguf"]
 GgufDtype = Literal["float32", "float16", "bfloat16"]
 
@@ -320,6 +321,10 @@ class AblationConfig(ConfigBase):
     accuracy_limit: int | None = None
     # Random controls avoid the tested set only, or every set in neurons.json.
     random_exclude: RandomExclude = "tested"
+    # Greedy decoding path of the accuracy test: auto (zero and scale ablation at the post site
+    # scaled into the transformers twin's output weights, the baseline decoded by the twin too,
+    # where the model has one; TransformerLens hooks otherwise) or tl (always hooks).
+    generation_backend: AblationBackend = "auto"
 
     def __post_init__(self) -> None:
         self.sets = _split_commas(self.sets)
@@ -332,6 +337,7 @@ class AblationConfig(ConfigBase):
         _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
         _check(self.accuracy_limit is None or self.accuracy_limit >= 1, "accuracy_limit must be >= 1")
         _one_of(self.random_exclude, RandomExclude, "random_exclude")
+        _one_of(self.generation_backend, AblationBackend, "generation_backend")
         _check(self.n_bootstrap >= 0, "n_bootstrap must be >= 0")
         _check(self.scale == self.scale and abs(self.scale) != float("inf"), "scale must be a finite number")
 
