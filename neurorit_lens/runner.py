@@ -21,8 +21,10 @@ removes every stage folder whose fingerprint no longer matches, and the report, 
 folder never shows old outputs under the new ``config.json``; the selected stages then
 rerun.
 
-Each stage folder's ``stage.json`` also records the seconds its last run took, and
-``run.json`` the seconds per stage of this invocation (a skipped stage counts its check only).
+Each stage folder's ``stage.json`` also records the wall and CPU seconds its last run took,
+and ``run.json`` those per stage of this invocation (a skipped stage counts its check only)
+with the machine's load average at the end: on a shared machine wall time follows the
+load, CPU time much less.
 
 Questions are split train/dev/test by question once (seeded); mining and tuning see only
 train, the causal test dev, evaluation test. The control methods (``cfg.controls``, by
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -54,6 +57,13 @@ log = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
 STAGE_DIRS = ("eval_before", "mining", "ablation", "train", "eval_after")  # train/eval_after: one per method
 REPORT_OUTPUTS = ("report.html", "report.md", "report_files", "views")
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def _limit(xs: list, n: int | None) -> list:
@@ -184,12 +194,12 @@ class Runner:
         if record.get("fingerprint") != fp and d.exists():  # not from these inputs: start clean
             shutil.rmtree(d)
         atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": False, "inputs": inputs})
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        seconds = round(time.perf_counter() - t0, 1)
-        log.info("%s: %.1f s", rel, seconds)
+        seconds, cpu = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
+        log.info("%s: %.1f s (%.1f s of CPU)", rel, seconds, cpu)
         atomic_write_json(d / STAGE_FILE, {"stage": rel, "fingerprint": fp, "complete": True, "seconds": seconds,
-                                           "inputs": inputs})
+                                           "cpu_seconds": cpu, "inputs": inputs})
 
     # --- stages --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -197,12 +207,14 @@ class Runner:
         self.remove_stale()
         self.cfg.save(self.out / "config.json")
         write_run_metadata(self.out, self.cfg.seed, model=self.cfg.model)
+        cpu: dict[str, float] = {}
         for stage in get_args(Stage):
             if stage in self.cfg.stages:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 getattr(self, f"stage_{stage}")()
                 self.timings[stage] = time.perf_counter() - t0
-        summary = {"out": str(self.out), "timings_s": self.timings}
+                cpu[stage] = time.process_time() - c0
+        summary = {"out": str(self.out), "timings_s": self.timings, "cpu_s": cpu, "load_average": _load_average()}
         atomic_write_json(self.out / "run.json", summary)
         return summary
 

@@ -98,7 +98,10 @@ def _section_summary(c: RunContents) -> list[Block]:
         keys = ("torch", "transformer_lens", "transformers", "torch_threads", "platform")
         rows.append(["environment", ", ".join(f"{k} {env[k]}" for k in keys if k in env)])
     if c.run and c.run.get("timings_s"):
-        rows.append(["stage times", ", ".join(f"{k} {v:.0f} s" for k, v in c.run["timings_s"].items())])
+        cpu = c.run.get("cpu_s") or {}
+        rows.append(["stage times", ", ".join(f"{k} {v:.0f} s" + (f" ({cpu[k]:.0f} s CPU)" if k in cpu else "")
+                                             for k, v in c.run["timings_s"].items())
+                     + (f"; load average at the end {c.run['load_average']}" if c.run.get("load_average") else "")])
     blocks: list[Block] = [Table(["item", "value"], rows)]
     if c.missing:
         blocks.append("**Not in this run folder:** " + "; ".join(c.missing) + ". The sections below show what exists.")
