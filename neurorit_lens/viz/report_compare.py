@@ -9,7 +9,7 @@ contrast at the headline setting (:func:`headline_setting`: the noisiest setting
 holds a gold passage) into one sentence:
 
 >>> reading(Contrast("neurorit", "layers", "gold+4", "gold+4", 24, 0.5, 0.51, -0.012, (-0.052, 0.025), 3, 4, 1.0))
-'neurorit and layers are level at gold+4 (the interval includes 0): -1.2 points [-5.2, +2.5], n=24.'
+'neurorit and layers are level at gold+4: -1.2 points [-5.2, +2.5], n=24; the paired 95% interval includes 0.'
 """
 
 from __future__ import annotations
@@ -107,11 +107,11 @@ def _pts(x: float) -> str:
 def reading(c: Contrast) -> str:
     """One sentence from the numbers: beats / trails when the interval excludes 0, else level."""
     lo, hi = c.ci
-    where = c.setting if c.label in ("", c.setting) else f"{c.setting} ({c.label})"
+    where = c.setting if c.label in ("", c.setting) else f"{c.setting} (prompts held {c.label})"
     if lo > 0:
-        verdict = f"{c.method} beats {c.control} at {where}"
+        verdict, tail = f"{c.method} beats {c.control}", ""
     elif hi < 0:
-        verdict = f"{c.method} trails {c.control} at {where}"
+        verdict, tail = f"{c.method} trails {c.control}", ""
     else:
-        verdict = f"{c.method} and {c.control} are level at {where} (the interval includes 0)"
-    return f"{verdict}: {_pts(c.diff)} points [{_pts(lo)}, {_pts(hi)}], n={c.n}."
+        verdict, tail = f"{c.method} and {c.control} are level", "; the paired 95% interval includes 0"
+    return f"{verdict} at {where}: {_pts(c.diff)} points [{_pts(lo)}, {_pts(hi)}], n={c.n}{tail}."

@@ -200,3 +200,19 @@ def test_scores_rank_views(tmp_path):
     r_excl = [(0, 1), (0, 2), (1, 4), (1, 5)]
     best = max(r_excl, key=lambda n: float(scores["R"][n]))
     assert labels[0] == f"L{best[0]}N{best[1]} (R_excl)"
+
+
+def test_reading_follows_the_interval_and_the_headline_is_the_noisiest_gold_setting():
+    from neurorit_lens.viz.report_compare import Contrast, headline_setting, reading
+
+    def c(lo: float, hi: float, label: str = "gold+2") -> Contrast:
+        return Contrast("neurorit", "layers", "noise=0.8", label, 24, 0.5, 0.5, (lo + hi) / 2, (lo, hi), 3, 3, 1.0)
+
+    assert reading(c(0.01, 0.2)).startswith("neurorit beats layers at noise=0.8 (prompts held gold+2): +10.5 points")
+    assert reading(c(-0.2, -0.01)).startswith("neurorit trails layers at noise=0.8")
+    assert reading(c(-0.1, 0.05)) == ("neurorit and layers are level at noise=0.8 (prompts held gold+2): -2.5 points "
+                                      "[-10.0, +5.0], n=24; the paired 95% interval includes 0.")
+    settings = {s: {"mean_n_irrelevant": IRRELEVANT[s]} for s in SETTINGS}
+    assert headline_setting(settings) == "gold+4"  # a tie with noise=0.8: the first
+    assert headline_setting({"closed": {}, "noise=0.4": {}, "noise=0.8": {}}) == "noise=0.8"
+    assert headline_setting({"closed": {}, "gold": {}}) == "gold"
