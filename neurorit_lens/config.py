@@ -43,6 +43,7 @@ Deactivation = Literal["zero", "scale", "constant", "gate"]
 StageDeactivation = Literal["none", "zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random", "clean"]
+ControlChoice = Literal[TrainMethod, "none"]
 LrSchedule = Literal["cosine", "linear", "constant"]
 StageSchedule = Literal["per_stage", "continuous", "stage1_extra"]
 Stage1Neurons = Literal["r_excl", "random"]
@@ -51,6 +52,7 @@ IrrelevantTarget = Literal["gold", "abstain", "drop"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
 GenerationBackend = Literal["auto", "tl", "hf"]
+AblationBackend = Literal["auto", "tl"]
 ExportFormat = Literal["hf", "gguf"]
 GgufDtype = Literal["float32", "float16", "bfloat16"]
 
@@ -334,6 +336,10 @@ class AblationConfig(ConfigBase):
     gate_batch_size: int = 4
     # Mode gate: clamp the gates to [0, 1], so that they can only switch neurons off.
     gate_clamp: bool = False
+    # Greedy decoding path of the accuracy test: auto (zero and scale ablation at the post site
+    # scaled into the transformers twin's output weights, the baseline decoded by the twin too,
+    # where the model has one; TransformerLens hooks otherwise) or tl (always hooks).
+    generation_backend: AblationBackend = "auto"
 
     def __post_init__(self) -> None:
         self.sets = _split_commas(self.sets)
@@ -346,6 +352,7 @@ class AblationConfig(ConfigBase):
         _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
         _check(self.accuracy_limit is None or self.accuracy_limit >= 1, "accuracy_limit must be >= 1")
         _one_of(self.random_exclude, RandomExclude, "random_exclude")
+        _one_of(self.generation_backend, AblationBackend, "generation_backend")
         _check(self.n_bootstrap >= 0, "n_bootstrap must be >= 0")
         _check(self.scale == self.scale and abs(self.scale) != float("inf"), "scale must be a finite number")
         _check(self.gate_steps >= 1 and self.gate_batch_size >= 1, "gate_steps and gate_batch_size must be >= 1")
@@ -508,6 +515,10 @@ class RunConfig(ConfigBase):
     train: TrainConfig = field(default_factory=TrainConfig)
     # Training methods compared in one run, comma-separated.
     methods: tuple[TrainMethod, ...] = ("neurorit",)
+    # Control methods trained beside --methods with the same --train section (same items, steps and
+    # LR schedule) and evaluated on the same questions; the report gives each method minus each
+    # control, paired per question (none = no control).
+    controls: tuple[ControlChoice, ...] = ("layers",)
     # Test questions evaluated before and after training (none = all).
     eval_limit: int | None = 40
     # Train questions used for mining (none = all).
@@ -523,8 +534,15 @@ class RunConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         self.methods = _split_commas(self.methods)
+        self.controls = tuple(m for m in _split_commas(self.controls) if m != "none")
         self.stages = _split_commas(self.stages)
         for m in self.methods:
             _one_of(m, TrainMethod, "method")
+        for m in self.controls:
+            _one_of(m, TrainMethod, "control method")
+
+    def trained_methods(self) -> tuple[str, ...]:
+        """``methods`` then the ``controls`` not among them: every method the train stage tunes."""
+        return self.methods + tuple(m for m in dict.fromkeys(self.controls) if m not in self.methods)
         for s in self.stages:
             _one_of(s, Stage, "stage")

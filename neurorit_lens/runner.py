@@ -8,6 +8,7 @@ Every stage writes its own sub-folder of the run folder::
     out/ablation/ablation.json        causal test of the sets against random controls
     out/train/<method>/model/         tuned model (deactivation baked in), train.json
     out/eval_after/<method>/eval.json tuned model on the same test questions
+                                      (<method>: each of cfg.methods, then each control)
     out/report.html, report.md
 
 Each stage folder holds a ``stage.json`` with the fingerprint of what produced it: the
@@ -20,14 +21,22 @@ removes every stage folder whose fingerprint no longer matches, and the report, 
 folder never shows old outputs under the new ``config.json``; the selected stages then
 rerun.
 
+Each stage folder's ``stage.json`` also records the wall and CPU seconds its last run took,
+and ``run.json`` those per stage of this invocation (a skipped stage counts its check only)
+with the machine's load average at the end: on a shared machine wall time follows the
+load, CPU time much less.
+
 Questions are split train/dev/test by question once (seeded); mining and tuning see only
-train, the causal test dev, evaluation test.
+train, the causal test dev, evaluation test. The control methods (``cfg.controls``, by
+default ``layers``) train on the same items with the same train section as ``cfg.methods``,
+so the report can pair each method with each control question by question.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -47,6 +56,13 @@ log = logging.getLogger(__name__)
 
 STAGE_DIRS = ("eval_before", "mining", "ablation", "train", "eval_after")  # train/eval_after: one per method
 REPORT_OUTPUTS = ("report.html", "report.md", "report_files", "views")
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def _limit(xs: list, n: int | None) -> list:
@@ -171,9 +187,16 @@ class Runner:
 
     def _run_stage(self, rel: str, output: str, fn: Callable[[], None]) -> None:
         """Run ``fn`` for the stage folder ``rel`` unless it is complete for these inputs
-        (:func:`neurorit_lens.stages.run_stage`: a folder from other inputs starts clean)."""
-        if not run_stage(self.out / rel, self.stage_inputs(rel), [output], fn, name=rel):
-            log.info("skip: %s is up to date", self.out / rel / output)
+        (:func:`neurorit_lens.stages.run_stage`: a folder from other inputs starts clean); a stage
+        that ran records its wall and CPU seconds in its ``stage.json``."""
+        d = self.out / rel
+        t0, c0 = time.perf_counter(), time.process_time()
+        if not run_stage(d, self.stage_inputs(rel), [output], fn, name=rel):
+            log.info("skip: %s is up to date", d / output)
+            return
+        seconds, cpu = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
+        log.info("%s: %.1f s (%.1f s of CPU)", rel, seconds, cpu)
+        atomic_write_json(d / STAGE_FILE, {**read_json(d / STAGE_FILE), "seconds": seconds, "cpu_seconds": cpu})
 
     # --- stages --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -181,12 +204,14 @@ class Runner:
         self.remove_stale()
         self.cfg.save(self.out / "config.json")
         write_run_metadata(self.out, self.cfg.seed, model=self.cfg.model)
+        cpu: dict[str, float] = {}
         for stage in get_args(Stage):
             if stage in self.cfg.stages:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 getattr(self, f"stage_{stage}")()
                 self.timings[stage] = time.perf_counter() - t0
-        summary = {"out": str(self.out), "timings_s": self.timings}
+                cpu[stage] = time.process_time() - c0
+        summary = {"out": str(self.out), "timings_s": self.timings, "cpu_s": cpu, "load_average": _load_average()}
         atomic_write_json(self.out / "run.json", summary)
         return summary
 
@@ -254,7 +279,7 @@ class Runner:
         self._evaluate(tuned, self.out / "eval_after" / method, f"{self.cfg.model}+{method}")
 
     def stage_train(self) -> None:
-        for method in self.cfg.methods:
+        for method in self.cfg.trained_methods():
             self._run_stage(f"train/{method}", "train.json", lambda m=method: self._train(m))
             self._run_stage(f"eval_after/{method}", "eval.json", lambda m=method: self._evaluate_tuned(m))
 

@@ -27,8 +27,15 @@ its transformers twin (built in memory, cached until a parameter changes): the s
 weights (``b_in`` folded exactly), the same left padding and positions, and HF's fused
 attention: 1.7x faster than TL on CPU (benchmarks/results/bench_generation.md). Logits
 agree to ~1e-6, not bitwise, so a near-tie can rarely pick another token. Everything else (hooks active, other
-architectures, ``backend="tl"``) goes through TransformerLens; ablation experiments pin
-``backend="tl"`` so all their conditions share one numerical path.
+architectures, ``backend="tl"``) goes through TransformerLens.
+
+An ablation that bakes exactly into the weights (a neuron's post activation multiplied by
+a factor: zero ablation at 0, scale ablation) can be decoded by the twin too:
+:func:`scaled_neurons_in_twin` multiplies the neurons' rows of the twin's MLP output
+projection by the factor for a ``with`` block (restored bit for bit afterwards). At factor 0
+this is exactly the hook's zero activation (a zero product adds nothing to the output sum);
+other factors round once more or less. The ablation stage uses it for the baseline and
+every condition, so that all its conditions share one numerical path, the twin's.
 
 >>> from neurorit_lens.models import tiny_model
 >>> out = generate_greedy(tiny_model(), ["The capital of Zarnia is", "Hi"], max_new_tokens=3,
@@ -56,7 +63,7 @@ from neurorit_lens.objective import encode_prompt
 from neurorit_lens.tl_backend import KeyValueCache, Model
 
 __all__ = ["CHAT_END_TOKENS", "decode_layout", "encode_for_generation", "generate_greedy", "generate_greedy_ids",
-           "hooks_active", "left_pad", "newline_token_ids", "stop_token_ids"]
+           "hooks_active", "left_pad", "newline_token_ids", "scaled_neurons_in_twin", "stop_token_ids", "twin_of"]
 log = logging.getLogger(__name__)
 
 #: The generation backends (:data:`neurorit_lens.config.GenerationBackend`).
@@ -296,6 +303,63 @@ def _hf_twin(model: Model):
     hf = to_hf_model(model)
     _HF_CACHE[model] = (key, hf)
     return hf
+
+
+def twin_of(model: Model) -> Any | None:
+    """The model's cached transformers twin, or ``None`` when its architecture has none."""
+    if getattr(model.cfg, "original_architecture", None) not in EXPORTABLE:
+        return None
+    try:
+        return _hf_twin(model)
+    except ValueError as e:
+        log.info("no transformers twin: %s", e)
+        return None
+
+
+def _mlp_out_rows(hf: Any, layer: int) -> torch.Tensor | None:
+    """``layer``'s MLP output weight in the twin, laid out ``[d_mlp, d_model]`` (a view), or
+    ``None`` where scaling its rows is not the same as scaling the post activations (an MLP
+    bias folded into the output projection)."""
+    kind = getattr(hf.config, "model_type", "")
+    if kind == "llama":
+        down = hf.model.layers[layer].mlp.down_proj
+        return None if down.bias is not None else down.weight.T  # Linear: [d_model, d_mlp]
+    if kind == "gpt2":
+        return hf.transformer.h[layer].mlp.c_proj.weight  # Conv1D: [d_mlp, d_model]
+    return None
+
+
+@contextlib.contextmanager
+def scaled_neurons_in_twin(model: Model, neurons: dict[int, Sequence[int]], factor: float) -> Iterator[bool]:
+    """Multiply the post activations of ``neurons`` (``{layer: indices}``) by ``factor`` in the
+    model's transformers twin, for the ``with`` block, by scaling their output-weight rows.
+
+    Inside the block, ``generate_greedy(model, ..., backend="hf")`` decodes the ablated model
+    at the twin's speed (no hook on the TL model, whose weights are untouched). Yields
+    ``False`` and changes nothing when the model has no twin or its MLP output carries a
+    folded bias; the caller then uses hooks. The rows are restored bit for bit in ``finally``.
+    """
+    hf = twin_of(model)
+    rows = {l: _mlp_out_rows(hf, l) for l in neurons} if hf is not None else {}
+    if hf is None or any(w is None for w in rows.values()):
+        yield False
+        return
+    saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    try:
+        with torch.no_grad():
+            for layer, idx in neurons.items():
+                w = rows[layer]
+                assert w is not None
+                i = torch.as_tensor(list(idx), dtype=torch.long, device=w.device)
+                saved[layer] = (i, w[i].clone())
+                w[i] = w[i] * factor
+        yield True
+    finally:
+        with torch.no_grad():
+            for layer, (i, old) in saved.items():
+                w = rows[layer]
+                assert w is not None
+                w[i] = old
 
 
 def _choose_backend(model: Model, backend: str):

@@ -10,8 +10,11 @@ says what it lacks, so a run that stopped after mining still gets a report:
     train/<method>/train.json + train_log.jsonl
     views/*.json   neuron views saved by :func:`save_views` (circuitsvis panels)
 
-Sections: run summary; accuracy per noise setting before and after tuning (with 95%
-intervals and the change vs before); neuron sets (counts, layers, attribution mass);
+Sections: run summary; accuracy per noise setting of the base model, the controls and the
+tuned methods side by side (extracted-answer accuracy with Wilson 95% intervals, and the
+change from base), each method minus each control paired per question (paired bootstrap 95%
+interval, exact McNemar test; :mod:`neurorit_lens.viz.report_compare`) with a sentence
+that reads the headline setting; neuron sets (counts, layers, attribution mass);
 ablation effects against random controls; training summary (trainable parameters and
 fraction, wall time, final dev metrics); the plots; the neuron views.
 

@@ -57,14 +57,6 @@ def _num(x: Any, fmt: str = ".3g") -> str:
     return "n/a" if not math.isfinite(x) else format(x, fmt)
 
 
-def _ci_pct(res: Mapping[str, Any], key: str = "accuracy") -> str:
-    m = _pct(res.get(key))
-    ci = res.get(f"{key}_ci") or []
-    if len(ci) == 2 and _pct(ci[0]) != "n/a":
-        return f"{m} [{_pct(ci[0])}, {_pct(ci[1])}]"
-    return m
-
-
 def _fmt_effect(e: Mapping[str, Any] | None, metric: str) -> str:
     if not e or not e.get("n"):
         return "n/a"
@@ -95,6 +87,8 @@ def _section_summary(c: RunContents) -> list[Block]:
                                      f"{a.get('relevant_setting')}, noisy = {a.get('noisy_setting')}"])
         if cfg.get("methods"):
             rows.append(["methods", ", ".join(cfg["methods"])])
+        if cfg.get("controls"):
+            rows.append(["controls", ", ".join(cfg["controls"]) + " (same items, steps and schedule)"])
         rows.append(["seed", str(cfg.get("seed"))])
     if c.data:
         rows.append(["examples", f"{c.data.get('n_examples')} loaded ({c.data.get('n_skipped', 0)} skipped); "
@@ -104,8 +98,11 @@ def _section_summary(c: RunContents) -> list[Block]:
         keys = ("torch", "transformer_lens", "transformers", "torch_threads", "platform")
         rows.append(["environment", ", ".join(f"{k} {env[k]}" for k in keys if k in env)])
     if c.run and c.run.get("timings_s"):
-        rows.append(["stage times", ", ".join(f"{k} {v:.0f} s" for k, v in c.run["timings_s"].items())])
-    blocks: list[Block] = [Table(["", ""], rows)]
+        cpu = c.run.get("cpu_s") or {}
+        rows.append(["stage times", ", ".join(f"{k} {v:.0f} s" + (f" ({cpu[k]:.0f} s CPU)" if k in cpu else "")
+                                             for k, v in c.run["timings_s"].items())
+                     + (f"; load average at the end {c.run['load_average']}" if c.run.get("load_average") else "")])
+    blocks: list[Block] = [Table(["item", "value"], rows)]
     if c.missing:
         blocks.append("**Not in this run folder:** " + "; ".join(c.missing) + ". The sections below show what exists.")
     if c.problems:
@@ -114,33 +111,89 @@ def _section_summary(c: RunContents) -> list[Block]:
 
 
 def _ordered(c: RunContents, d: Mapping[str, Any]) -> dict[str, Any]:
-    """Methods in the config's order, then any others by name."""
-    order = [m for m in (c.config or {}).get("methods", []) if m in d]
+    """Controls, then methods, in the config's order, then any others by name (so a table reads
+    base, control, method from left to right)."""
+    cfg = c.config or {}
+    order = [m for m in dict.fromkeys([*cfg.get("controls", []), *cfg.get("methods", [])]) if m in d]
     return {m: d[m] for m in order + sorted(set(d) - set(order))}
+
+
+#: The metric as eval.json and docs/evaluation.md name it.
+METRIC_TEXT = ("accuracy = the share of questions whose extracted answer (the first non-blank line of the output, "
+               "its first sentence, at most five words more than the longest gold answer) contains a "
+               "SQuAD-normalised gold answer (eval.json: `accuracy`), with its Wilson 95% interval over "
+               "questions (`accuracy_wilson`)")
+
+
+def _wilson_pct(res: Mapping[str, Any]) -> str:
+    ci = res.get("accuracy_wilson") or []
+    m = _pct(res.get("accuracy"))
+    if len(ci) == 2 and _pct(ci[0]) != "n/a":
+        return f"{m} [{_pct(ci[0])}, {_pct(ci[1])}]"
+    return m
+
+
+def _contrast_blocks(c: RunContents, evals: Mapping[str, Mapping[str, Any]]) -> list[Block]:
+    """The reading sentence and the table of each method minus each control, paired per question."""
+    from neurorit_lens.viz.report_compare import contrasts, headline_setting, reading
+
+    cfg = c.config or {}
+    methods, controls = list(cfg.get("methods", [])), list(cfg.get("controls", []))
+    if not controls or not any(m in c.eval_after for m in controls):
+        return []
+    ev = cfg.get("eval") or {}
+    found, problems = contrasts(c.run_dir, methods, controls, n_bootstrap=int(ev.get("n_bootstrap", 1000)),
+                                seed=int(ev.get("seed", 0)))
+    c.problems += problems
+    if not found:
+        return []
+    first = next(iter(evals.values()))
+    head = headline_setting(first["settings"])
+    lead = [x for x in found if x.setting == head] or found[:1]
+    pairs = list(dict.fromkeys((x.method, x.control) for x in found))
+    one = len(pairs) == 1
+    m_name, c_name = pairs[0] if one else ("method", "control")
+    rows = [([] if one else [f"{x.method} - {x.control}"])
+            + [x.setting, x.label, str(x.n), _pct(x.acc_control), _pct(x.acc_method),
+               f"{100 * x.diff:+.1f} [{100 * x.ci[0]:+.1f}, {100 * x.ci[1]:+.1f}]",
+               f"{x.only_method} / {x.only_control}", _num(x.p_value, ".2g")] for x in found]
+    headers = ([] if one else ["contrast"]) + [
+        "setting", "held", "n pairs", f"{c_name} acc %", f"{m_name} acc %",
+        f"{m_name} - {c_name}, points [paired bootstrap 95% CI]", f"only {m_name} / only {c_name} right",
+        "McNemar p (exact)"]
+    names = ", ".join(f"{m} - {ctl}" for m, ctl in pairs)
+    return [
+        "**Reading:** " + " ".join(reading(x) for x in lead),
+        Table(headers, rows,
+              f"**{names}**: the control trains the same items with the same steps and learning-rate schedule, "
+              "and answers the same test questions, so each question gives a pair. The difference is in "
+              "accuracy points, with a paired bootstrap 95% interval over the questions; the interval, not the "
+              "point estimate, says whether the two differ."),
+    ]
 
 
 def _section_eval(c: RunContents) -> list[Block]:
     evals: dict[str, Mapping[str, Any]] = {}
     if c.eval_before:
-        evals["before"] = c.eval_before
+        evals["base"] = c.eval_before
     evals.update(_ordered(c, c.eval_after))
     if not evals:
         return ["No evaluation in this run folder (stages 'eval' / 'train')."]
     settings: list[str] = []
     for e in evals.values():
         settings += [s for s in e["settings"] if s not in settings]
-    headers = ["setting", "n"] + [f"{name} acc % [95% CI]" for name in evals]
+    headers = ["setting", "held", "n"] + [f"{name}: accuracy % [Wilson 95%]" for name in evals]
     rows = []
     for s in settings:
-        n = next((str(e["settings"][s].get("n", "")) for e in evals.values() if s in e["settings"]), "")
-        row = [s, n]
+        first = next(e["settings"][s] for e in evals.values() if s in e["settings"])
+        row = [s, str(first.get("label") or s), str(first.get("n", ""))]
         for name, e in evals.items():
             res = e["settings"].get(s)
             if res is None:
                 row.append("n/a")
                 continue
-            cell = _ci_pct(res)
-            base = (c.eval_before or {}).get("settings", {}).get(s) if name != "before" else None
+            cell = _wilson_pct(res)
+            base = (c.eval_before or {}).get("settings", {}).get(s) if name != "base" else None
             if base is not None:
                 try:
                     cell += f" ({100 * (float(res['accuracy']) - float(base['accuracy'])):+.1f})"
@@ -148,13 +201,17 @@ def _section_eval(c: RunContents) -> list[Block]:
                     pass
             row.append(cell)
         rows.append(row)
-    blocks: list[Block] = [Table(headers, rows, "Accuracy = a normalised gold answer is contained in the output "
-                                                 "(percentile bootstrap 95% interval over questions; in brackets "
-                                                 "after a tuned model: change vs before, in points).")]
-    headers2 = ["setting"] + [f"{name} EM / F1 %" for name in evals]
-    rows2 = [[s] + [f"{_pct(e['settings'][s].get('em'))} / {_pct(e['settings'][s].get('f1'))}"
+    blocks: list[Block] = _contrast_blocks(c, evals)
+    blocks.insert(min(1, len(blocks)), Table(
+        headers, rows, f"{METRIC_TEXT[0].upper()}{METRIC_TEXT[1:]}. In brackets after a tuned model: the change "
+        "from base, in points. `held`: what the prompts really held."))
+    headers2 = ["setting"] + [f"{name}: EM / F1 / raw accuracy %" for name in evals]
+    rows2 = [[s] + [f"{_pct(e['settings'][s].get('em'))} / {_pct(e['settings'][s].get('f1'))} / "
+                    f"{_pct(e['settings'][s].get('accuracy_raw'))}"
                     if s in e["settings"] else "n/a" for e in evals.values()] for s in settings]
-    blocks.append(Table(headers2, rows2))
+    blocks.append(Table(headers2, rows2, "EM and F1: SQuAD v1.1 on the extracted answer (eval.json: `em`, `f1`); "
+                                         "raw accuracy: a gold answer contained anywhere in the whole output "
+                                         "(`accuracy_raw`, the metric before extraction)."))
     return blocks
 
 
@@ -180,15 +237,25 @@ def _section_neurons(c: RunContents) -> list[Block]:
     blocks: list[Block] = [Table(["set", "neurons", "% of all", "layers", "busiest layers", "first neurons"], rows,
                                   f"Model shape (layers, d_mlp) = {shape}. R_excl = R \\ I, I_excl = I \\ R, "
                                   "shared = R & I.")]
-    if meta.counts:
-        counts = meta.counts
-        text = ", ".join(f"{k}: {v}" for k, v in counts.items()) if isinstance(counts, Mapping) else str(counts)
-        blocks.append(f"Mining counts: {text}.")
+    if isinstance(meta.counts, Mapping) and meta.counts:
+        blocks.append(_counts_table(meta.counts))
     if (c.run_dir / "neurons" / "index.html").exists():
         blocks.append(HtmlBlock('<p>Neuron pages (top contexts, histograms, logit effect, attribution): '
                                 '<a href="neurons/index.html">neurons/index.html</a></p>',
                                 "Neuron pages: [neurons/index.html](neurons/index.html)"))
     return blocks
+
+
+def _counts_table(counts: Mapping[str, Any]) -> Table:
+    """Mining counts as a table: neurons per layer and set (``{set: {layer: n}}``), or per set."""
+    names = list(counts)
+    if all(isinstance(v, Mapping) for v in counts.values()):
+        layers = sorted({int(k) for v in counts.values() for k in v})
+        rows = [[f"L{layer}"] + [str(counts[n].get(str(layer), counts[n].get(layer, 0))) for n in names]
+                for layer in layers]
+        rows.append(["all"] + [str(sum(int(x) for x in counts[n].values())) for n in names])
+        return Table(["layer"] + names, rows, "Mined neurons per layer and set.")
+    return Table(["set", "neurons"], [[n, str(counts[n])] for n in names], "Mined neurons per set.")
 
 
 def _section_ablation(c: RunContents) -> list[Block]:
@@ -269,7 +336,7 @@ def _plot_blocks(c: RunContents) -> list[Block]:
             if any(r.get("metric") == metric for r in c.ablation["rows"]):
                 add(f"ablation_{metric}", f"ablation effects ({metric}) vs random controls",
                     plots.plot_ablation_effects, c.ablation, metric=metric)
-    evals = ({"before": c.eval_before} if c.eval_before else {}) | _ordered(c, c.eval_after)
+    evals = ({"base": c.eval_before} if c.eval_before else {}) | _ordered(c, c.eval_after)
     if evals:
         add("accuracy_vs_noise", "accuracy vs noise ratio per method", plots.plot_accuracy_vs_noise, evals)
     if c.train_logs:
@@ -280,7 +347,7 @@ def _plot_blocks(c: RunContents) -> list[Block]:
 def build_sections(c: RunContents) -> tuple[str, list[tuple[str, list[Block]]]]:
     title = f"Neuro-RIT run report: {(c.config or {}).get('model', c.run_dir.name)}"
     sections = [
-        ("Accuracy under noise, before and after tuning", _section_eval(c)),
+        ("Accuracy under noise: base, controls and tuned methods", _section_eval(c)),
         ("Neuron sets", _section_neurons(c)),
         ("Causal test: ablation vs random neurons", _section_ablation(c)),
         ("Training", _section_training(c)),

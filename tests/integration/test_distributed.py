@@ -218,7 +218,8 @@ def test_torchrun_mine_and_train_cli_equal_single_process(tmp_path):
     assert (tmp_path / "t2" / "model").is_dir() and (tmp_path / "t2" / "train.json").is_file()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU (bf16 mining and NCCL gradient sync); CI runs on CPU only")
 def test_gpu_bf16_mining_and_grad_sync_path():
     from neurorit_lens.config import DataConfig, MiningConfig
     from neurorit_lens.data import embedded_examples

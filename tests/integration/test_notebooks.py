@@ -37,8 +37,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert path.read_bytes() == before, f"{path.name} was rewritten by the test"
 
 
-# 03 (evaluation with generation, tuning) has not been run on the real model yet: committed without outputs.
-WITH_OUTPUTS = ("01_explore_neurons", "02_causal_ablation")
+WITH_OUTPUTS = ("01_explore_neurons", "02_causal_ablation", "03_robust_tuning")
 
 
 @pytest.mark.parametrize("name", WITH_OUTPUTS)

@@ -10,7 +10,7 @@ from neurorit_lens.cli.main import main
 
 def test_run_pipeline_tiny_end_to_end_and_resume(tmp_path):
     out = tmp_path / "run"
-    argv = ["run", "--model", "tiny", "--out", str(out), "--methods", "neurorit,random",
+    argv = ["run", "--model", "tiny", "--out", str(out), "--methods", "neurorit", "--controls", "layers,random",
             "--eval-limit", "4", "--mine-limit", "6", "--ablate-limit", "4", "--train-limit", "12",
             "--data.data", "embedded:60", "--data.n-passages", "3", "--data.max-prompt-tokens", "300",
             "--eval.settings", "gold,gold+1,irrelevant", "--eval.max-new-tokens", "4",
@@ -20,8 +20,21 @@ def test_run_pipeline_tiny_end_to_end_and_resume(tmp_path):
     assert main(argv) == 0
     for rel in ("config.json", "environment.json", "data.json", "eval_before/eval.json", "mining/neurons.json",
                 "ablation/ablation.json", "train/neurorit/train.json", "train/random/model/neurorit_model.json",
-                "eval_after/neurorit/eval.json", "eval_after/random/eval.json", "report.html", "report.md"):
+                "eval_after/neurorit/eval.json", "eval_after/random/eval.json", "train/layers/train.json",
+                "eval_after/layers/predictions.jsonl", "report.html", "report.md"):
         assert (out / rel).exists(), rel
+    # the controls train the same items with the same steps and schedule as the method
+    runs = {m: json.loads((out / "train" / m / "train.json").read_text()) for m in ("neurorit", "layers")}
+    assert runs["neurorit"]["steps"] == runs["layers"]["steps"] == 4
+    stage = json.loads((out / "train" / "layers" / "stage.json").read_text())
+    assert stage["complete"] and stage["seconds"] >= 0
+    assert {k: v for k, v in stage["inputs"]["train"].items() if k != "method"} == {
+        k: v for k, v in _stage(out, "train/neurorit")["inputs"]["train"].items() if k != "method"}
+    # the report: base, the controls and the method side by side, each paired difference and a reading
+    md = (out / "report.md").read_text()
+    assert "| setting | held | n | base: accuracy % [Wilson 95%] | layers: accuracy % [Wilson 95%] |" in md
+    assert "| neurorit - layers | gold+1 |" in md and "| neurorit - random | gold+1 |" in md
+    assert re.search(r"\*\*Reading:\*\* neurorit (and layers are level|beats layers|trails layers) at gold\+1", md)
     ev = json.loads((out / "eval_before" / "eval.json").read_text())
     assert set(ev["settings"]) == {"gold", "gold+1", "irrelevant"}
     env = json.loads((out / "environment.json").read_text())
@@ -33,6 +46,10 @@ def test_run_pipeline_tiny_end_to_end_and_resume(tmp_path):
                                           out / "eval_after" / "neurorit" / "eval.json")}
     assert main(argv) == 0
     assert all(p.read_bytes() == b for p, b in before.items())
+    # dropping a control keeps every stage of the method (its fingerprints do not include the controls)
+    trained = (out / "train" / "neurorit" / "stage.json").read_bytes()
+    assert main([a if a != "layers,random" else "layers" for a in argv]) == 0
+    assert (out / "train" / "neurorit" / "stage.json").read_bytes() == trained
 
 
 def test_run_repeats_from_saved_config(tmp_path):

@@ -300,6 +300,29 @@ def test_accuracy_effects_match_naive_generation():
     assert _no_hooks(model)
 
 
+@pytest.mark.parametrize("mode", ["zero", "scale"])
+def test_accuracy_through_the_twin_equals_accuracy_through_hooks(tmp_path, mode):
+    """generation_backend auto (ablation scaled into the transformers twin) gives the accuracy
+    rows of tl (TransformerLens hooks) on a model with a twin."""
+    from tests.unit.test_generation import _tiny_hf_twin_model
+
+    model = _tiny_hf_twin_model("llama", tmp_path)
+    gen = generate_greedy(model, PROMPTS, max_new_tokens=4, batch_size=1, show_progress=False, backend="tl")
+    golds = [[g.strip() or "x"] for g in gen]
+    ctx = ContextPrompts("relevant", "gold", PROMPTS, [" " + g[0] for g in golds], answers=golds)
+    sets = {"R_excl": NeuronSet({0: list(range(0, 128, 2)), 1: list(range(0, 128, 3))})}
+    rows = {}
+    for backend in ("auto", "tl"):
+        cfg = _cfg(measure_accuracy=True, max_new_tokens=4, batch_size=3, mode=mode, scale=0.25,
+                   generation_backend=backend)
+        res = measure_ablation(model, [ctx], sets, cfg, show_progress=False)
+        rows[backend] = res.per_example["relevant"]
+    assert rows["auto"] == rows["tl"]
+    assert rows["tl"]["base_correct"] == [1.0] * len(PROMPTS)
+    assert any(e != 0 for e in rows["tl"]["sets"]["R_excl"]["accuracy"]["effect"])  # the ablation bites
+    assert _no_hooks(model)
+
+
 def test_mean_mode_and_result_roundtrip(tmp_path):
     model = cached_tiny_model()
     ctx = ContextPrompts("relevant", "gold", PROMPTS[:3], ANSWERS[:3])

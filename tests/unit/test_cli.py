@@ -103,7 +103,16 @@ def test_makefile_run_args_parse_to_the_same_config():
                                   max_new_tokens=16)
     assert cfg.mining == MiningConfig(threshold=0.05)
     assert cfg.ablation == AblationConfig(accuracy_limit=8)
-    assert cfg.train == TrainConfig(steps=24, batch_size=2, lr=3e-4, deactivation="zero")
+    # the library's training defaults (deactivation none), with the control trained beside it
+    assert cfg.train == TrainConfig(steps=24, batch_size=2, lr=3e-4) and cfg.train.deactivation == "none"
+    assert cfg.methods == ("neurorit",) and cfg.controls == ("layers",)
+
+
+def test_controls_parse_and_none_turns_them_off():
+    run = MODULES["run"]
+    assert run.build_config(parse_command(run, ["--controls", "none"])).controls == ()
+    cfg = run.build_config(parse_command(run, ["--methods", "neurorit,full", "--controls", "layers,full"]))
+    assert cfg.controls == ("layers", "full") and cfg.trained_methods() == ("neurorit", "full", "layers")
 
 
 def test_defaults_match_the_configs_and_none_tuples_parse():

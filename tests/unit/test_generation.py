@@ -275,3 +275,51 @@ def test_stop_at_newline_ends_the_batch_when_every_row_has_stopped(tmp_path):
     with neuron_hooks(model, [("blocks.0.mlp.hook_post", lambda act, hook: passes.append(1))]):
         assert generate_greedy_ids(model, [prompt], stop_at_newline=True, **kw)[0] == stopped
     assert len(passes) == len(stopped)  # the prompt pass plus one per kept token but the last
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_neurons_scaled_in_the_twin_decode_as_the_hooks_do(tmp_path, arch):
+    """Zero and scale ablation baked into the twin's output rows give TL-with-hooks' greedy ids
+    (and logits to float tolerance); the rows are restored bit for bit and the twin is kept."""
+    from neurorit_lens.ablation.controls import ablation_hooks
+    from neurorit_lens.models import generation as gen
+
+    model = _tiny_hf_twin_model(arch, tmp_path)
+    neurons = NeuronSet({0: [1, 5, 9, 40], 1: [2, 3, 77]})
+    twin = gen.twin_of(model)
+    before = {k: v.clone() for k, v in twin.state_dict().items()}
+    plain = generate_greedy_ids(model, PROMPTS, max_new_tokens=N_NEW, batch_size=4, show_progress=False)
+    toks = model.to_tokens(PROMPTS[0])
+    outputs = []
+    for mode, factor in (("zero", 0.0), ("scale", 0.5), ("scale", 3.0)):
+        with torch.no_grad(), neuron_hooks(model, ablation_hooks(neurons, mode, scale=factor)):
+            ref = generate_greedy_ids(model, PROMPTS, N_NEW, 4, show_progress=False, backend="tl")
+            ref_logits = model(toks)
+        with gen.scaled_neurons_in_twin(model, neurons.by_layer(), factor) as ok:
+            assert ok and not gen.hooks_active(model)
+            got = generate_greedy_ids(model, PROMPTS, N_NEW, 4, show_progress=False, backend="hf")
+            with torch.no_grad():
+                got_logits = twin(toks).logits
+        assert got == ref, mode
+        torch.testing.assert_close(got_logits, ref_logits, atol=1e-4, rtol=1e-4)
+        outputs.append(got)
+    assert any(o != plain for o in outputs)  # the ablations change answers: the comparison can fail
+    assert gen.twin_of(model) is twin
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(RuntimeError), gen.scaled_neurons_in_twin(model, neurons.by_layer(), 0.0):
+        raise RuntimeError("boom")
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in before.items())
+
+
+def test_neurons_are_not_scaled_where_the_twin_folds_an_mlp_bias(tmp_path):
+    from neurorit_lens.models import generation as gen
+
+    model = _tiny_hf_twin_model("llama", tmp_path)
+    with torch.no_grad():  # b_in becomes a bias of the twin's down projection
+        model.blocks[0].mlp.b_in[:5] += 0.5
+    twin = gen.twin_of(model)
+    before = {k: v.clone() for k, v in twin.state_dict().items()}
+    with gen.scaled_neurons_in_twin(model, {0: [1, 2]}, 0.0) as ok:
+        assert not ok
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in before.items())
+    assert gen.twin_of(tiny_model()) is None  # a TL-only architecture has no twin

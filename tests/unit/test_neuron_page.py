@@ -1,11 +1,13 @@
 """Neuron pages: activations against an unbatched full-cache reference, the direct logit effect
 against the model's own norm and unembedding, selectivity against a hand formula, page and
-index contents, CLI errors, and a headless-Chromium render (skipped without a browser)."""
+index contents, CLI errors, and a headless-Chromium render (skipped without a browser, except under
+CI, which installs one)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import statistics
@@ -173,12 +175,16 @@ def test_cli_pages_and_bad_input(tmp_path, capsys):
 # a real browser
 # --------------------------------------------------------------------------------------
 def chromium() -> str:
-    """Path of a Chromium binary, or skip with the reason."""
+    """Path of a Chromium binary; without one, skip with the reason, or fail under CI (``.ci/run``
+    installs Debian's ``chromium`` when it is missing, so the page test runs on every submission)."""
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("no Chromium found: install Debian's `chromium` package (apt-get install -y chromium)")
+    why = "no Chromium found: install Debian's `chromium` package (apt-get install -y chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}; .ci/run installs it, so CI must not skip the browser test")
+    pytest.skip(why)
 
 
 def render_in_chromium(page: Path, tmp_path: Path, screenshot: Path | None = None) -> tuple[str, str, list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,19 +12,26 @@ import torch
 
 from neurorit_lens.cli.main import main
 from neurorit_lens.config import RunConfig
+from neurorit_lens.evaluation.evaluate import EvalRecord, EvalResult, aggregate
 from neurorit_lens.io import atomic_write_json
 from neurorit_lens.neuron_sets import NeuronSet, exclusive_sets, save_neuron_sets
 from neurorit_lens.viz.report import load_run, load_scores, save_views, write_report
 from tests.helpers import cached_tiny_model, make_examples
 
 SETTINGS = ("closed", "gold", "gold+4", "noise=0.4", "noise=0.8", "irrelevant")
+IRRELEVANT = {"closed": 0.0, "gold": 0.0, "gold+4": 4.0, "noise=0.4": 2.0, "noise=0.8": 4.0, "irrelevant": 5.0}
 
 
-def _eval(model: str, shift: float) -> dict:
-    return {"model": model, "data": "embedded", "settings": {
-        s: {"n": 20, "accuracy": max(0.0, 0.9 - 0.15 * i + shift), "em": 0.1, "f1": 0.3,
-            "accuracy_ci": [max(0.0, 0.8 - 0.15 * i + shift), min(1.0, 1.0 - 0.15 * i + shift)]}
-        for i, s in enumerate(SETTINGS)}}
+def _eval(out: Path, model: str, shift: int) -> None:
+    """``out/eval.json`` and ``predictions.jsonl`` of 20 questions per setting: the first
+    ``18 - 3 i + shift`` are right in the i-th setting, so a larger shift is right on a superset."""
+    records = [EvalRecord(f"q{q}", s, 100, "x", ["x"], float(q < 18 - 3 * i + shift), 0.0, 0.5)
+               for i, s in enumerate(SETTINGS) for q in range(20)]
+    settings = {}
+    for s in SETTINGS:
+        agg = aggregate(s, [r for r in records if r.setting == s], n_bootstrap=200)
+        settings[s] = replace(agg, label=s, mean_n_irrelevant=IRRELEVANT[s])
+    EvalResult(model, "embedded", settings, records).save(out)
 
 
 def _effect(m: float, w: float = 0.1, n: int = 20) -> dict:
@@ -38,7 +46,7 @@ def make_run(root: Path, parts: tuple[str, ...] = ("eval", "mine", "ablate", "tr
     atomic_write_json(run / "environment.json", {"seed": 0, "torch": torch.__version__, "torch_threads": 2})
     atomic_write_json(run / "run.json", {"out": str(run), "timings_s": {"eval": 12.0, "mine": 30.5}})
     if "eval" in parts:
-        atomic_write_json(run / "eval_before" / "eval.json", _eval("tiny", 0.0))
+        _eval(run / "eval_before", "tiny", 0)
     if "mine" in parts:
         sets = exclusive_sets(NeuronSet({0: [1, 2, 3], 1: [4, 5]}), NeuronSet({0: [3], 1: [6, 7]}))
         save_neuron_sets(run / "mining" / "neurons.json", sets, {
@@ -61,7 +69,7 @@ def make_run(root: Path, parts: tuple[str, ...] = ("eval", "mine", "ablate", "tr
                           {"config": {"mode": "zero", "n_random": 5}, "contexts": {}, "sets": {}, "rows": rows,
                            "verdicts": [r["verdict"] for r in rows]})
     if "train" in parts:
-        for method, shift in (("neurorit", 0.08), ("full", 0.03)):
+        for method, shift in (("neurorit", 6), ("layers", 1)):
             tdir = run / "train" / method
             log = [{"step": s, "loss": 2.0 / s, "lr": 1e-4, "grad_norm": 1.0, "n_tokens": 8,
                     "stage": "stage1" if s <= 5 else "stage2", "dev_loss": 1.5 - 0.05 * s if s % 5 == 0 else None,
@@ -72,7 +80,7 @@ def make_run(root: Path, parts: tuple[str, ...] = ("eval", "mine", "ablate", "tr
                 "method": method, "lr": 1e-4, "steps": 10, "trainable_params": 12345, "total_params": 200000,
                 "trainable_fraction": 0.0617, "target_layers": [1], "n_deactivated": 2, "n_trained_neurons": 4,
                 "wall_s": 42.0, "final_dev": {"dev_loss": 1.0}, "log": log})
-            atomic_write_json(run / "eval_after" / method / "eval.json", _eval(f"tiny+{method}", shift))
+            _eval(run / "eval_after" / method, f"tiny+{method}", shift)
     return run
 
 
@@ -88,8 +96,11 @@ def test_full_report_with_views(tmp_path):
     html_path, md_path = write_report(run, model=model, examples=make_examples(3, n_irrelevant=2), n_views=1, k=2)
     html, md = html_path.read_text(), md_path.read_text()
     _no_external(html)
-    # tables: eval with CIs and deltas, sets, ablation, training summary
-    assert "| gold | 20 | 75.0 [65.0, 85.0] | 83.0 [73.0, 93.0] (+8.0) |" in md
+    # tables: base, control and method side by side (Wilson intervals, change from base), sets, ablation, training
+    assert "| gold | gold | 20 | 75.0 [53.1, 88.8] | 80.0 [58.4, 91.9] (+5.0) | 100.0 [83.9, 100.0] (+25.0) |" in md
+    # the paired contrast: neurorit is right on a superset of layers' questions (5 more of 20 at gold+4)
+    assert "| gold+4 | gold+4 | 20 | 65.0 | 90.0 | +25.0 [" in md and "| 5 / 0 | 0.062 |" in md
+    assert "**Reading:** neurorit beats layers at gold+4: +25.0 points [" in md
     assert "| R_excl | 3 |" in md and "| I_excl | 2 |" in md
     assert "-0.580 [-0.680, -0.480]" in md and "R_excl verdict under noisy" in md
     assert "12,345" in md and "6.17%" in md and "42 s" in md
@@ -106,6 +117,42 @@ def test_full_report_with_views(tmp_path):
     # regenerating without the model keeps the saved views
     assert main(["report", str(run)]) == 0
     assert (run / "report.html").read_text().count("CircuitsVis.render(") == 6
+
+
+def _md_tables(md: str) -> list[list[str]]:
+    """The Markdown tables of ``md``, each as its lines."""
+    tables, cur = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            cur.append(line)
+        elif cur:
+            tables.append(cur)
+            cur = []
+    return tables
+
+
+def test_report_names_the_current_metric_and_has_only_headed_tables(tmp_path):
+    md = write_report(make_run(tmp_path))[1].read_text()
+    # the metric as eval.json and docs/evaluation.md state it: the extracted answer, Wilson intervals
+    assert "extracted answer" in md and "Wilson 95%" in md and "`accuracy_wilson`" in md
+    assert "contained in the output" not in md and "percentile bootstrap" not in md
+    # no raw Python / JSON mapping printed anywhere (the mining counts are a table)
+    assert not re.search(r"\{['\"]", md), "raw dict in report.md"
+    tables = _md_tables(md)
+    assert len(tables) >= 6
+    for t in tables:
+        header = [h.strip() for h in t[0].strip("|").split("|")]
+        assert all(header), f"a table without a full header: {t[0]}"
+        assert set(t[1]) <= set("|-"), t[1]
+
+
+def test_mining_counts_per_layer_are_a_table(tmp_path):
+    run = make_run(tmp_path, parts=("mine",))
+    meta = json.loads((run / "mining" / "neurons.json").read_text())
+    meta["meta"]["counts"] = {"R_excl": {"0": 2, "1": 2}, "I_excl": {"1": 2}}
+    atomic_write_json(run / "mining" / "neurons.json", meta)
+    md = write_report(run)[1].read_text()
+    assert "| layer | R_excl | I_excl |" in md and "| L0 | 2 | 0 |" in md and "| all | 4 | 2 |" in md
 
 
 def test_report_of_partial_run_says_what_is_missing(tmp_path):
@@ -153,3 +200,19 @@ def test_scores_rank_views(tmp_path):
     r_excl = [(0, 1), (0, 2), (1, 4), (1, 5)]
     best = max(r_excl, key=lambda n: float(scores["R"][n]))
     assert labels[0] == f"L{best[0]}N{best[1]} (R_excl)"
+
+
+def test_reading_follows_the_interval_and_the_headline_is_the_noisiest_gold_setting():
+    from neurorit_lens.viz.report_compare import Contrast, headline_setting, reading
+
+    def c(lo: float, hi: float, label: str = "gold+2") -> Contrast:
+        return Contrast("neurorit", "layers", "noise=0.8", label, 24, 0.5, 0.5, (lo + hi) / 2, (lo, hi), 3, 3, 1.0)
+
+    assert reading(c(0.01, 0.2)).startswith("neurorit beats layers at noise=0.8 (prompts held gold+2): +10.5 points")
+    assert reading(c(-0.2, -0.01)).startswith("neurorit trails layers at noise=0.8")
+    assert reading(c(-0.1, 0.05)) == ("neurorit and layers are level at noise=0.8 (prompts held gold+2): -2.5 points "
+                                      "[-10.0, +5.0], n=24; the paired 95% interval includes 0.")
+    settings = {s: {"mean_n_irrelevant": IRRELEVANT[s]} for s in SETTINGS}
+    assert headline_setting(settings) == "gold+4"  # a tie with noise=0.8: the first
+    assert headline_setting({"closed": {}, "noise=0.4": {}, "noise=0.8": {}}) == "noise=0.8"
+    assert headline_setting({"closed": {}, "gold": {}}) == "gold"
