@@ -47,6 +47,7 @@ from neurorit_lens.config import RunConfig, Stage
 from neurorit_lens.io import (
     atomic_write_json,
     fingerprint,
+    read_json,
     sha256_file,
     write_run_metadata,
 )
