@@ -418,6 +418,9 @@ class TrainConfig(ConfigBase):
     # Clamp each learned gate to [0, 1] in the forward pass and in the export, so a gate can only
     # switch its neuron off, partly or fully (off: a gate may end anywhere, amplifying its neuron).
     gate_clamp: bool = False
+    # Keep only each block's input in the forward pass and recompute the block in backward
+    # (activation checkpointing): less memory, about one more forward pass per step.
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")

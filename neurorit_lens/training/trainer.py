@@ -81,6 +81,7 @@ from neurorit_lens.training.checkpoint import (
 from neurorit_lens.training.items import TrainItem
 from neurorit_lens.training.masks import ParamMasks, check_masks, full_param_masks
 from neurorit_lens.training.optim import MaskedParams
+from neurorit_lens.training.recompute import checkpointed_blocks
 from neurorit_lens.training.sparse_grads import NeuronGrads
 
 log = logging.getLogger(__name__)
@@ -277,10 +278,11 @@ class Trainer:
         n_tok = max(global_token_count(sum(int(b.answer_mask.sum()) for b in batches)), 1)
         self.trainable.zero_grad()
         loss_total = 0.0
-        for b in batches:  # each micro-batch weighted by its share of the global answer tokens
-            loss = answer_sft_loss(self.model, b) * (int(b.answer_mask.sum()) / n_tok)
-            loss.backward()
-            loss_total += float(loss.detach())
+        with checkpointed_blocks(self.model, self.cfg.activation_checkpointing):
+            for b in batches:  # each micro-batch weighted by its share of the global answer tokens
+                loss = answer_sft_loss(self.model, b) * (int(b.answer_mask.sum()) / n_tok)
+                loss.backward()
+                loss_total += float(loss.detach())
         if self.penalty is not None:  # once per step; its gradient is summed over ranks below
             (self.penalty() / self.world_size).backward()
         self.trainable.mask_grads(skip=self.neuron_skip)  # neuron-only gradients are zero outside already
