@@ -66,6 +66,7 @@ from neurorit_lens.neurons.gates import (
     trunk,
 )
 from neurorit_lens.objective import TARGETS, AnswerBatch
+from neurorit_lens.precision import autocast
 from neurorit_lens.tl_backend import Model
 
 METHODS = get_args(AttributionMethod)
@@ -167,6 +168,7 @@ def attribute(
     show_progress: bool = False,
     offload: bool = False,
     alphas: Sequence[float] | None = None,
+    precision: str = "fp32",
 ) -> Float[torch.Tensor, "batch layer d_mlp"]:
     """Attribution score of every MLP neuron for every example of ``batch``.
 
@@ -187,6 +189,9 @@ def attribute(
         offload: keep the cached residuals and the returned scores on CPU.
         alphas: explicit integration points (each weight ``1/len(alphas)``), overriding
             ``steps`` / ``rule``; for comparisons with other libraries' grids.
+        precision: ``fp32``, or ``bf16`` autocast of the forward passes
+            (:func:`neurorit_lens.precision.autocast`); the gates, their gradients and the sum
+            over integration points stay float32 either way.
 
     Returns:
         ``[batch, n_layers, d_mlp]`` scores (model dtype promoted to at least float32),
@@ -203,7 +208,7 @@ def attribute(
     out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
     scores = torch.zeros(len(batch), model.cfg.n_layers, model.cfg.d_mlp, dtype=out_dtype, device=device)
     chunks = list(a.split(alpha_chunk))
-    with frozen_parameters(model):
+    with frozen_parameters(model), autocast(precision, device):
         if method == "ig":
             _ig_per_layer(model, batch, positions, target, site, chosen, chunks, offload, show_progress, scores)
         else:

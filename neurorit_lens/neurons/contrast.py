@@ -53,6 +53,7 @@ from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.neurons.attribution import _check_inputs, _method_alphas, frozen_parameters
 from neurorit_lens.neurons.gates import Readout, cache_resid_pre, tile, trunk
 from neurorit_lens.objective import AnswerBatch, tokenize_with_answers
+from neurorit_lens.precision import autocast
 from neurorit_lens.tl_backend import Model
 
 __all__ = ["contrast_attribute", "contrast_baseline_target", "contrast_scores", "gold_activations", "shared_suffix"]
@@ -159,6 +160,7 @@ def contrast_attribute(
     offload: bool = False,
     alphas: Sequence[float] | None = None,
     show_progress: bool = False,
+    precision: str = "fp32",
 ) -> Float[torch.Tensor, "batch layer d_mlp"]:
     """Contrast score ``C`` of every neuron (see module docstring), summed over the shared suffix.
 
@@ -174,6 +176,7 @@ def contrast_attribute(
         layers: layers to attribute (default all); rows of other layers are 0.
         offload: keep cached residuals and gold-only activations on the CPU.
         show_progress: tqdm bar over passes.
+        precision: ``fp32`` or ``bf16`` autocast, as in ``attribute``.
 
     Returns:
         ``[batch, n_layers, d_mlp]`` scores, not yet oriented (negative = the noise lowers F).
@@ -191,7 +194,7 @@ def contrast_attribute(
     mask = _suffix_mask(noisy, suffix, p0)
     groups = [[l] for l in chosen] if method == "ig" else [chosen]
     chunks = list(a.split(alpha_chunk))
-    with frozen_parameters(model):
+    with frozen_parameters(model), autocast(precision, device):
         bases = gold_activations(model, noisy, gold, suffix, chosen, site, p0, offload)
         resid, kv = cache_resid_pre(model, noisy.tokens, sorted({g[0] for g in groups}), offload, p0)
         bar = tqdm(total=len(groups) * len(chunks), desc=f"contrast {method}", disable=not show_progress,
@@ -235,4 +238,4 @@ def contrast_scores(model: Model, noisy: AnswerBatch, gold_prompts: Sequence[str
     gold = tokenize_with_answers(model, list(gold_prompts), list(answers), max_len=model.cfg.n_ctx)
     return contrast_attribute(model, noisy, gold, method=cfg.method, steps=cfg.steps, rule=cfg.rule,
                               alpha_chunk=cfg.alpha_chunk, target=cfg.target, site=cfg.site, layers=cfg.layers,
-                              offload=cfg.offload_scores).float().cpu()
+                              offload=cfg.offload_scores, precision=cfg.precision).float().cpu()

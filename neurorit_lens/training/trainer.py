@@ -67,6 +67,7 @@ from neurorit_lens.distributed.collectives import (
 from neurorit_lens.distributed.process import barrier, get_rank, get_world_size, local_batch_slice
 from neurorit_lens.hooks import FwdHook
 from neurorit_lens.objective import AnswerBatch, answer_position_logprobs, answer_sft_loss, tokenize_with_answers
+from neurorit_lens.precision import autocast
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.checkpoint import (
     CHECKPOINT,
@@ -280,7 +281,8 @@ class Trainer:
         loss_total = 0.0
         with checkpointed_blocks(self.model, self.cfg.activation_checkpointing):
             for b in batches:  # each micro-batch weighted by its share of the global answer tokens
-                loss = answer_sft_loss(self.model, b) * (int(b.answer_mask.sum()) / n_tok)
+                with autocast(self.cfg.precision, self.model.cfg.device):
+                    loss = answer_sft_loss(self.model, b) * (int(b.answer_mask.sum()) / n_tok)
                 loss.backward()
                 loss_total += float(loss.detach())
         if self.penalty is not None:  # once per step; its gradient is summed over ranks below
@@ -339,7 +341,8 @@ class Trainer:
 
     def _dev_metrics(self, out: StepOutput, step: int) -> None:
         if self.dev_items and self._due(step, self.cfg.eval_every):
-            dev = evaluate_dev(self.model, self.dev_items, self.cfg.batch_size)
+            with autocast(self.cfg.precision, self.model.cfg.device):
+                dev = evaluate_dev(self.model, self.dev_items, self.cfg.batch_size)
             out.dev_loss, out.dev_answer_logprob = dev["dev_loss"], dev["dev_answer_logprob"]
 
     @contextlib.contextmanager

@@ -184,6 +184,7 @@ STAGE_OF: dict[str, tuple[str, str]] = {
     "config": ("base", "every stage's config dataclass; imports only io"),
     "statistics": ("base", "the one bootstrap and the comparison tests; numeric, imports nothing"),
     "tl_backend": ("base", "the TransformerLens import shim; imports nothing of the package"),
+    "precision": ("base", "bf16 autocast around forward passes, which every stage runs; imports only config"),
     "hooks": ("base", "hook factories every stage attaches; imports config, tl_backend, neurons.sets"),
     "objective": ("base", "tokenisation and the teacher-forced loss; imports config, hooks, tl_backend"),
     "neurons.sets": ("base", "the NeuronSet type and its file format, which hooks take and the "
