@@ -268,6 +268,9 @@ class MiningConfig(ConfigBase):
     offload_scores: bool = True
     # Examples per attribution call (rows = batch_size x alpha_chunk).
     batch_size: int = 1
+    # Memory budget (GB) of one attribution pass's activations: fewer alphas per pass than
+    # --alpha-chunk where the estimate would exceed it, the same scores (none = no budget).
+    max_memory_gb: float | None = None
     # Forward passes in fp32, or under bf16 autocast (matrix products in bfloat16, weights and
     # sums kept in fp32; about 2x faster on CPUs with AVX512-BF16; see docs/mining.md).
     precision: Precision = "fp32"
@@ -279,6 +282,7 @@ class MiningConfig(ConfigBase):
         _check(self.steps >= 1, "steps must be >= 1")
         _one_of(self.rule, RiemannRule, "rule")
         _check(self.alpha_chunk >= 1, "alpha_chunk must be >= 1")
+        _check(self.max_memory_gb is None or self.max_memory_gb > 0, "max_memory_gb must be positive")
         _one_of(self.positions, Positions, "positions")
         _one_of(self.target, Target, "target")
         _one_of(self.site, Site, "site")

@@ -352,7 +352,8 @@ def _attribute(model: Model, items: list[_Item], cfg: MiningConfig, wrong: bool 
         return contrast_scores(model, batch, [it.gold_prompt for it in items], answers, cfg)
     return attribute(model, batch, method=cfg.method, steps=cfg.steps, rule=cfg.rule, alpha_chunk=cfg.alpha_chunk,
                      positions=cfg.positions, target=cfg.target, site=cfg.site, layers=cfg.layers,
-                     offload=cfg.offload_scores, precision=cfg.precision).float().cpu()
+                     offload=cfg.offload_scores, precision=cfg.precision,
+                     max_memory_gb=cfg.max_memory_gb).float().cpu()
 
 
 def _score_items(model: Model, items: list[_Item], cond: str, cfg: MiningConfig, name: str,
