@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--tiny", action="store_true", help="a random 4-layer model from a config, no checkpoint")
     p.add_argument("--out", default=str(RESULTS), help="folder for checkpointing.{json,md}")
+    p.add_argument("--stem", default=None, help="file name stem (default checkpointing, checkpointing_tiny)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # "method:0|1" in a child process
     return p.parse_args(argv)
 
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
            "threads": torch.get_num_threads(), "load_avg_start": load_start,
            "load_avg_end": [round(x, 2) for x in os.getloadavg()], "cases": cases, "comparisons": comparisons,
            "goal": goal, "reduced": reduced, "environment": environment_info(0)}
-    stem = "checkpointing_tiny" if args.tiny else "checkpointing"
+    stem = args.stem or ("checkpointing_tiny" if args.tiny else "checkpointing")
     out = Path(args.out)
     atomic_write_json(out / f"{stem}.json", res)
     atomic_write_text(out / f"{stem}.md", render(res))

@@ -144,7 +144,9 @@ class NeuronGrads:
         pre = f"blocks.{layer}.mlp."
 
         def keep_input(_mod: torch.nn.Module, args: tuple) -> None:
-            state["x"] = args[0].reshape(-1, args[0].shape[-1]).to(mlp.W_in.dtype)  # a no-op unless autocast
+            # detached: a gradient hook holding a tensor with a grad_fn would tie the graph to itself
+            # (never freed; with activation checkpointing it kept every recomputed block alive)
+            state["x"] = args[0].detach().reshape(-1, args[0].shape[-1]).to(mlp.W_in.dtype)
 
         def on_grad(fn: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable:
             def hook(act: torch.Tensor, *, hook) -> torch.Tensor:
