@@ -144,8 +144,8 @@ class NeuronGrads:
         pre = f"blocks.{layer}.mlp."
 
         def keep_input(_mod: torch.nn.Module, args: tuple) -> None:
-            # detached: a gradient hook holding a tensor with a grad_fn would tie the graph to itself
-            # (never freed; with activation checkpointing it kept every recomputed block alive)
+            # detached: the state keeps each layer's last input until the next pass; with its grad_fn it
+            # kept that pass's graph alive (under activation checkpointing, every recomputed block)
             state["x"] = args[0].detach().reshape(-1, args[0].shape[-1]).to(mlp.W_in.dtype)
 
         def on_grad(fn: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable:
