@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ig-steps", type=int, default=8, help="IG integration points")
     p.add_argument("--ig-layers", default="20,24,28", help="layers of the per-layer IG (comma-separated)")
     p.add_argument("--curve-steps", type=int, default=32, help="steps of each training curve")
+    p.add_argument("--methods", default="neurorit,stage1,layers,full,random,clean",
+                   help="methods whose training step is timed (comma-separated)")
+    p.add_argument("--curve-methods", default="neurorit,full", help="methods with a training curve")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--tiny", action="store_true", help="a random 4-layer model from a config (no checkpoint)")
     p.add_argument("--out", default=str(RESULTS), help="folder for bf16.{json,md}")
@@ -114,7 +117,7 @@ def train_steps(model: Any, args: argparse.Namespace, sets: dict, mass: Any, ite
     """Second-step time of every method's stages at both precisions (weights restored after each)."""
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     out: dict[str, Any] = {}
-    for method in ("neurorit", "stage1", "layers", "full", "random", "clean"):
+    for method in args.methods.split(","):
         for precision in PRECISIONS:
             cfg = TrainConfig(method=method, steps=2, batch_size=args.train_items, lr=3e-4, warmup_steps=0,
                               seed=0, deactivation="zero", precision=precision,
@@ -191,7 +194,7 @@ def generation(model: Any, exs: list) -> dict[str, Any]:
 def curves(model: Any, args: argparse.Namespace, sets: dict, mass: Any, items: list, dev: list) -> dict[str, Any]:
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     out: dict[str, Any] = {}
-    for method in ("neurorit", "full"):
+    for method in args.curve_methods.split(","):
         row: dict[str, Any] = {}
         for precision in PRECISIONS:
             cfg = TrainConfig(method=method, steps=args.curve_steps, batch_size=args.train_items,
