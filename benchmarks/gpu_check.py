@@ -1,8 +1,15 @@
-"""One-GPU check: mining and a short training run on SmolLM2 in bf16; timings and peak memory.
+"""One-GPU check: mining, IG against Captum, short trainings; timings and peak memory.
 
-Run by ``benchmarks/gpu_check.sh`` (which sets the environment and a time limit). Every
-phase prints one line ``PHASE <name> seconds=<s> peak_gb=<torch.cuda.max_memory_allocated>``
-and the whole result goes to ``$OUT/gpu_check.json`` (or ``--out``).
+Run by ``benchmarks/gpu_check.sh`` (which sets the environment and a time limit). Phases:
+load in bf16; mining (``grad_x_act``, per-layer ``ig`` on 2 layers, ``ig_joint``); per-layer
+IG of one prompt on the last layer against Captum's ``IntegratedGradients`` (fp32 weights,
+relative error); ``neurorit`` training in bf16 weights; then ``neurorit`` with fp32 master
+weights under bf16 autocast (``TrainConfig.precision``) with and without activation
+checkpointing (losses must agree; peak memory compared). Every phase prints one line
+``PHASE <name> seconds=<s> peak_gb=<torch.cuda.max_memory_allocated>``; the whole result goes
+to ``$OUT/gpu_check.json`` (or ``--out``) and the last line printed is one JSON summary.
+
+``--device cpu --model tiny`` dry-runs every phase on a random tiny model (about a minute).
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_check"))
     ap.add_argument("--device", default="cuda", help="'cpu' (with --model tiny) dry-runs the script without a GPU")
     ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--dry", action="store_true", help="= --device cpu --model tiny --train-steps 2")
     args = ap.parse_args()
+    if args.dry:
+        args.device, args.model, args.train_steps, args.n_examples = "cpu", "tiny", 2, 2
 
     import torch
 
@@ -84,9 +94,70 @@ def main() -> int:
     res["phases"]["train_neurorit_bf16"].update({"steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
                                                  "trainable_fraction": tr.trainable_fraction})
     assert all(map(lambda x: x == x, losses)), "NaN training loss"
+    del model
+    if cuda:
+        torch.cuda.empty_cache()
+    model32 = phase("load_fp32", lambda: load_model(args.model, device=args.device, dtype="float32"))
+    phase("ig_vs_captum", lambda: res["phases"].update(captum_check=captum_check(model32, examples[0], data_cfg)))
+    res["phases"]["ig_vs_captum"].update(res["phases"].pop("captum_check"))
+    print(f"IG vs Captum: relative error {res['phases']['ig_vs_captum']['rel_error']:.2e}", flush=True)
+    snapshot = {k: v.clone() for k, v in model32.state_dict().items()}
+    for ckpt in (False, True):
+        name = f"train_neurorit_autocast_bf16_ckpt{int(ckpt)}"
+        cfg = TrainConfig(method="neurorit", steps=args.train_steps, batch_size=4, warmup_steps=2, lr=1e-4,
+                          eval_every=args.train_steps, checkpoint_every=0, precision="bf16",
+                          activation_checkpointing=ckpt)
+        t = phase(name, lambda cfg=cfg: train(model32, embedded_examples()[:24], embedded_examples()[24:32], sets,
+                                              mass, cfg, DataConfig(max_prompt_tokens=896), None,
+                                              save_model=False, progress=False))
+        model32.load_state_dict(snapshot)
+        res["phases"][name].update({"losses": [o.loss for o in t.log]})
+    a, b = (res["phases"][f"train_neurorit_autocast_bf16_ckpt{i}"] for i in (0, 1))
+    res["checkpointing"] = {"same_losses": all(abs(x - y) <= 1e-3 * max(1.0, abs(x))
+                                               for x, y in zip(a["losses"], b["losses"], strict=True)),
+                            "peak_ratio": (a["peak_gb"] / b["peak_gb"]) if cuda and b["peak_gb"] else None,
+                            "time_ratio": b["seconds"] / a["seconds"]}
     (out / "gpu_check.json").write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    summary = {"device": res["device"], "ok": res["checkpointing"]["same_losses"]
+               and res["phases"]["ig_vs_captum"]["rel_error"] < 1e-2,
+               "ig_vs_captum_rel_error": res["phases"]["ig_vs_captum"]["rel_error"],
+               "checkpointing": res["checkpointing"],
+               "peak_gb": {k: v["peak_gb"] for k, v in res["phases"].items()},
+               "seconds": {k: v["seconds"] for k, v in res["phases"].items()}}
+    print(json.dumps(summary))
     return 0
+
+
+def captum_check(model, example, data_cfg) -> dict:
+    """Per-layer IG of the last layer for one gold-context prompt: ours against Captum's IntegratedGradients
+    (8 midpoint steps, fp32 weights; relative error of the position-summed scores)."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    from neurorit_lens.data import answer_continuation, build_instances, render_prompts
+    from neurorit_lens.hooks import mlp_hook_name
+    from neurorit_lens.neurons.attribution import attribute
+    from neurorit_lens.objective import answer_target, tokenize_with_answers
+
+    built = build_instances([example], "gold", 3, 0)
+    rp = render_prompts(built.instances, model.tokenizer, data_cfg.template, 256)
+    b = tokenize_with_answers(model, rp.prompts, [answer_continuation(i.example.answer, rp.template)
+                                                  for i in rp.instances])
+    layer, steps = model.cfg.n_layers - 1, 8
+    ours = attribute(model, b, "ig", steps=steps, layers=[layer], alpha_chunk=4)[0, layer].float().cpu()
+    _, cache = model.run_with_cache(b.tokens, names_filter=mlp_hook_name(layer))
+    a = cache[mlp_hook_name(layer)]
+
+    def forward(x):
+        logits = model.run_with_hooks(b.tokens.expand(x.shape[0], -1),
+                                      fwd_hooks=[(mlp_hook_name(layer), lambda act, hook: x)])
+        return answer_target(logits, b.select([0] * x.shape[0]), "logprob")
+
+    ref = IntegratedGradients(forward).attribute(a, baselines=torch.zeros_like(a), n_steps=steps,
+                                                 method="riemann_middle", internal_batch_size=4)
+    ref = ref[0].sum(0).float().cpu()
+    return {"rel_error": float((ours - ref).norm() / ref.norm()), "layer": layer, "steps": steps,
+            "n_tokens": int(b.lengths[0])}
 
 
 if __name__ == "__main__":

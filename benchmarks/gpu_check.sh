@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# One-GPU check: mining (grad_x_act, per-layer IG, joint IG) and a short Neuro-RIT training run on
-# SmolLM2 in bf16, with timings and peak GPU memory (torch.cuda.max_memory_allocated).
-# Usage: bash benchmarks/gpu_check.sh            (from the repository root; ~1-3 minutes on an H100)
-#        OUT=/some/dir LIMIT_S=540 bash benchmarks/gpu_check.sh
+# One-GPU check, one script of at most 8 minutes: mining (grad_x_act, per-layer IG, joint IG), IG
+# against Captum, a short Neuro-RIT training in bf16 and with fp32 weights under bf16 autocast with
+# and without activation checkpointing, on SmolLM2; timings and peak GPU memory
+# (torch.cuda.max_memory_allocated). The last line printed is one JSON summary.
+# Usage: bash benchmarks/gpu_check.sh            (from the repository root; ~2-4 minutes on an H100)
+#        OUT=/some/dir LIMIT_S=450 bash benchmarks/gpu_check.sh
+#        bash benchmarks/gpu_check.sh --dry      (every phase on a tiny model on the CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/gpu_check}"
-LIMIT_S="${LIMIT_S:-540}"
+LIMIT_S="${LIMIT_S:-450}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY="${PYTHON:-python3}"; fi
 mkdir -p "$OUT"

@@ -55,6 +55,7 @@ GenerationBackend = Literal["auto", "tl", "hf"]
 AblationBackend = Literal["auto", "tl"]
 ExportFormat = Literal["hf", "gguf"]
 GgufDtype = Literal["float32", "float16", "bfloat16"]
+Precision = Literal["fp32", "bf16"]
 
 
 class ConfigBase:
@@ -203,9 +204,13 @@ class EvalConfig(ConfigBase):
     # End each answer at its first newline token (kept), and a batch once every row has ended
     # (faster; the scored first line is unchanged).
     stop_at_newline: bool = False
+    # Forward passes in fp32, or under bf16 autocast (matrix products in bfloat16, weights and
+    # sums kept in fp32; about 2x faster on CPUs with AVX512-BF16; see docs/evaluation.md).
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         _one_of(self.generation_backend, GenerationBackend, "generation_backend")
+        _one_of(self.precision, Precision, "precision")
         self.settings = _split_commas(self.settings)
         _check(len(self.settings) > 0, "at least one setting is needed")
         _check(self.max_new_tokens > 0, "max_new_tokens must be positive")
@@ -270,13 +275,21 @@ class MiningConfig(ConfigBase):
     offload_scores: bool = True
     # Examples per attribution call (rows = batch_size x alpha_chunk).
     batch_size: int = 1
+    # Memory budget (GB) of one attribution pass's activations: fewer alphas per pass than
+    # --alpha-chunk where the estimate would exceed it, the same scores (none = no budget).
+    max_memory_gb: float | None = None
+    # Forward passes in fp32, or under bf16 autocast (matrix products in bfloat16, weights and
+    # sums kept in fp32; about 2x faster on CPUs with AVX512-BF16; see docs/mining.md).
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         _one_of(self.method, AttributionMethod, "method")
+        _one_of(self.precision, Precision, "precision")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(self.steps >= 1, "steps must be >= 1")
         _one_of(self.rule, RiemannRule, "rule")
         _check(self.alpha_chunk >= 1, "alpha_chunk must be >= 1")
+        _check(self.max_memory_gb is None or self.max_memory_gb > 0, "max_memory_gb must be positive")
         _one_of(self.positions, Positions, "positions")
         _one_of(self.target, Target, "target")
         _one_of(self.site, Site, "site")
@@ -340,8 +353,12 @@ class AblationConfig(ConfigBase):
     # scaled into the transformers twin's output weights, the baseline decoded by the twin too,
     # where the model has one; TransformerLens hooks otherwise) or tl (always hooks).
     generation_backend: AblationBackend = "auto"
+    # Forward passes in fp32, or under bf16 autocast (matrix products in bfloat16, weights and
+    # sums kept in fp32; about 2x faster on CPUs with AVX512-BF16; see docs/ablation.md).
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        _one_of(self.precision, Precision, "precision")
         self.sets = _split_commas(self.sets)
         _one_of(self.mode, AblationMode, "mode")
         _check(self.n_random >= 5, f"n_random must be >= 5 (random controls with distinct seeds), got {self.n_random}")
@@ -452,9 +469,16 @@ class TrainConfig(ConfigBase):
     # Clamp each learned gate to [0, 1] in the forward pass and in the export, so a gate can only
     # switch its neuron off, partly or fully (off: a gate may end anywhere, amplifying its neuron).
     gate_clamp: bool = False
+    # Keep only each block's input in the forward pass and recompute the block in backward
+    # (activation checkpointing): less memory, about one more forward pass per step.
+    activation_checkpointing: bool = False
+    # Forward passes in fp32, or under bf16 autocast (matrix products in bfloat16, weights and
+    # sums kept in fp32; about 2x faster on CPUs with AVX512-BF16; see docs/training.md).
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")
+        _one_of(self.precision, Precision, "precision")
         _one_of(self.lr_schedule, LrSchedule, "lr_schedule")
         _check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
         _check(0 < self.stage1_fraction < 1, "stage1_fraction must be in (0, 1)")

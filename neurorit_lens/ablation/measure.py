@@ -66,6 +66,7 @@ from neurorit_lens.objective import (
     prepare_answers,
     tokenize_with_answers,
 )
+from neurorit_lens.precision import autocast
 from neurorit_lens.tl_backend import Model
 
 Condition = tuple[str, int | None, NeuronSet]  # (set name, control seed or None, neurons)
@@ -335,10 +336,12 @@ def measure_ablation(
     if cfg.mode == "gate" and hooks_for is None:
         raise ValueError("mode 'gate' learns each set's hooks: pass hooks_for=LearnedGates(...) "
                          "(neurorit_lens.ablation.gate), or call run_ablation with train_examples")
-    prepared = {ctx.name: prepare_answers(model, ctx.prompts, ctx.continuations, cfg.batch_size) for ctx in contexts}
-    means = _reference_means(model, contexts, cfg, means)
-    conditions, controls = _conditions(sets, cfg, model.cfg.d_mlp)
-    sc = _score_conditions(model, contexts, prepared, conditions, cfg, means, show_progress, hooks_for)
+    with autocast(cfg.precision, model.cfg.device):
+        prepared = {ctx.name: prepare_answers(model, ctx.prompts, ctx.continuations, cfg.batch_size)
+                    for ctx in contexts}
+        means = _reference_means(model, contexts, cfg, means)
+        conditions, controls = _conditions(sets, cfg, model.cfg.d_mlp)
+        sc = _score_conditions(model, contexts, prepared, conditions, cfg, means, show_progress, hooks_for)
     rows: list[SetEffect] = []
     per_example: dict[str, Any] = {}
     for ci, ctx in enumerate(contexts):

@@ -60,6 +60,7 @@ from neurorit_lens.data.prompts import format_passage
 from neurorit_lens.data.schema import QAExample, RAGInstance
 from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
 from neurorit_lens.models.generation import encode_for_generation, generate_greedy
+from neurorit_lens.precision import autocast
 from neurorit_lens.statistics import (
     McNemar,
     bootstrap_ci,
@@ -367,9 +368,10 @@ def evaluate_prompts(
     """Generate greedily for already-rendered ``prompts`` and score against ``instances``."""
     if len(instances) != len(prompts):
         raise ValueError(f"{len(instances)} instances but {len(prompts)} prompts")
-    preds = generate_greedy(model, list(prompts), max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                            show_progress=show_progress, backend=cfg.generation_backend,
-                            stop_at_newline=cfg.stop_at_newline)
+    with autocast(cfg.precision, model.cfg.device):
+        preds = generate_greedy(model, list(prompts), max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                show_progress=show_progress, backend=cfg.generation_backend,
+                                stop_at_newline=cfg.stop_at_newline)
     ntoks = [len(encode_for_generation(model, p)) for p in prompts]
     return score_predictions(instances, prompts, preds, ntoks)
 

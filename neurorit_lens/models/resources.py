@@ -35,6 +35,21 @@ def generation_bytes_per_row(cfg, n_tokens: int, itemsize: int = 4) -> int:
     return int((kv + acts + logits) * itemsize)
 
 
+def backward_bytes_per_row(cfg, n_tokens: int, n_blocks: int, n_answer: int, itemsize: int = 4,
+                           kappa: float = 2.0) -> int:
+    """Rough peak bytes of one row's forward + backward through ``n_blocks`` blocks.
+
+    Per block and token autograd keeps ~12 ``d_model``-sized tensors (norms, q/k/v, z,
+    attention output, residuals), ~4 ``d_mlp``-sized ones and the attention scores and
+    pattern (``2 h T``); ``kappa`` = 2 is the measured / modelled ratio of
+    ``benchmarks/bench_memory.py``. The answer positions' logits, their softmax and
+    gradient add ``3 n_answer d_vocab`` float32 values.
+    """
+    f = cfg.d_mlp or 4 * cfg.d_model
+    per_block = n_tokens * (12 * cfg.d_model + 4 * f + 2 * cfg.n_heads * n_tokens)
+    return int(kappa * n_blocks * per_block * itemsize + 3 * n_answer * cfg.d_vocab * 4)
+
+
 def fit_batch_size(requested: int, bytes_per_row: int, device: torch.device | str = "cpu",
                    fraction: float = 0.5, what: str = "batch", budget: int | None = None) -> int:
     """The largest batch size <= ``requested`` whose estimate fits ``fraction`` of free memory."""

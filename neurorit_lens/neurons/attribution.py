@@ -47,7 +47,7 @@ influence real ones in a causal model, and they are never scaled.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import get_args
 
 import torch
@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 
 from neurorit_lens.config import AttributionMethod, MiningConfig, Positions, RiemannRule, Site, Target
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
+from neurorit_lens.models.resources import backward_bytes_per_row
 from neurorit_lens.neurons.gates import (
     PrefixKV,
     Readout,
@@ -66,6 +67,7 @@ from neurorit_lens.neurons.gates import (
     trunk,
 )
 from neurorit_lens.objective import TARGETS, AnswerBatch
+from neurorit_lens.precision import autocast
 from neurorit_lens.tl_backend import Model
 
 METHODS = get_args(AttributionMethod)
@@ -78,6 +80,7 @@ __all__ = [
     "RULES",
     "attribute",
     "baseline_target",
+    "budget_chunk",
     "completeness_gap",
     "ig_alphas",
     "position_mask",
@@ -171,6 +174,8 @@ def attribute(
     show_progress: bool = False,
     offload: bool = False,
     alphas: Sequence[float] | None = None,
+    precision: str = "fp32",
+    max_memory_gb: float | None = None,
 ) -> Float[torch.Tensor, "batch layer d_mlp"]:
     """Attribution score of every MLP neuron for every example of ``batch``.
 
@@ -193,6 +198,15 @@ def attribute(
         offload: keep the cached residuals and the returned scores on CPU.
         alphas: explicit integration points (each weight ``1/len(alphas)``), overriding
             ``steps`` / ``rule``; for comparisons with other libraries' grids.
+        precision: ``fp32``, or ``bf16`` autocast of the forward passes
+            (:func:`neurorit_lens.precision.autocast`); the gates, their gradients and the sum
+            over integration points stay float32 either way.
+        max_memory_gb: a budget for the activations of one forward + backward pass
+            (weights and cached residuals not counted): each pass takes at most
+            ``alpha_chunk`` alphas, fewer where the estimate
+            (:func:`neurorit_lens.models.resources.backward_bytes_per_row`, from the layers the
+            pass runs through) would exceed it, at least 1. The scores are the same sum
+            (equal to float rounding). ``None``: ``alpha_chunk`` everywhere.
 
     Returns:
         ``[batch, n_layers, d_mlp]`` scores (model dtype promoted to at least float32),
@@ -208,15 +222,32 @@ def attribute(
     a = _method_alphas(method, steps, rule, alphas)
     out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
     scores = torch.zeros(len(batch), model.cfg.n_layers, model.cfg.d_mlp, dtype=out_dtype, device=device)
-    chunks = list(a.split(alpha_chunk))
-    with frozen_parameters(model):
+    def chunks(start_layer: int) -> list[torch.Tensor]:
+        return list(a.split(budget_chunk(model, batch, start_layer, alpha_chunk, max_memory_gb)))
+
+    with frozen_parameters(model), autocast(precision, device):
         if method == "ig":
             _ig_per_layer(model, batch, positions, target, site, chosen, chunks, offload, show_progress, scores)
         else:
-            _ig_joint(model, batch, positions, target, site, chosen, chunks, offload,
+            _ig_joint(model, batch, positions, target, site, chosen, chunks(chosen[0]), offload,
                       show_progress, method, scores)
     scores /= a.numel()
     return scores.cpu() if offload else scores
+
+
+def budget_chunk(model: Model, batch: AnswerBatch, start_layer: int, alpha_chunk: int,
+                 max_memory_gb: float | None) -> int:
+    """Alphas per pass from ``start_layer``: ``alpha_chunk``, lowered until the estimated
+    activation memory of ``alpha_chunk * len(batch)`` rows fits ``max_memory_gb`` (at least 1)."""
+    if max_memory_gb is None:
+        return alpha_chunk
+    if max_memory_gb <= 0:
+        raise ValueError(f"max_memory_gb must be positive, got {max_memory_gb}")
+    itemsize = torch.tensor([], dtype=model.cfg.dtype).element_size()
+    per_row = backward_bytes_per_row(model.cfg, int(batch.tokens.shape[1]), model.cfg.n_layers - start_layer,
+                                     int(batch.answer_mask.sum()) // max(len(batch), 1) + 1, itemsize)
+    rows = int(max_memory_gb * 1e9) // max(per_row * len(batch), 1)
+    return int(min(alpha_chunk, max(1, rows)))
 
 
 def _method_alphas(method: str, steps: int, rule: str,
@@ -262,17 +293,19 @@ class _GatedPasses:
 
 
 def _ig_per_layer(model: Model, batch: AnswerBatch, positions: str, target: str, site: str,
-                  chosen: list[int], chunks: list[torch.Tensor], offload: bool, show_progress: bool,
-                  scores: torch.Tensor) -> None:
-    """``ig``: each layer's gate scaled alone, from its own cached ``resid_pre`` (adds into ``scores``)."""
+                  chosen: list[int], chunks: Callable[[int], list[torch.Tensor]], offload: bool,
+                  show_progress: bool, scores: torch.Tensor) -> None:
+    """``ig``: each layer's gate scaled alone, from its own cached ``resid_pre`` (adds into ``scores``);
+    ``chunks(layer)``: the alphas of each pass from ``layer``."""
     passes = _GatedPasses(model, batch, positions, target, site)
     resid = passes.cache(batch.tokens, chosen, offload)
     B, d_mlp, device = len(batch), model.cfg.d_mlp, scores.device
-    bar = tqdm(total=len(chosen) * len(chunks), desc="ig", disable=not show_progress, leave=False)
+    per_layer = {layer: chunks(layer) for layer in chosen}
+    bar = tqdm(total=sum(map(len, per_layer.values())), desc="ig", disable=not show_progress, leave=False)
     try:
         for layer in chosen:
             r0 = resid.pop(layer).to(device)
-            for chunk in chunks:
+            for chunk in per_layer[layer]:
                 g = passes.run(r0, layer, [layer], chunk)
                 scores[:, layer] += g[:, 0].view(len(chunk), B, d_mlp).sum(0).to(scores.dtype)
                 bar.update(1)

@@ -50,9 +50,10 @@ from tqdm.auto import tqdm
 
 from neurorit_lens.config import AttributionMethod, MiningConfig, RiemannRule, Site, Target
 from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
-from neurorit_lens.neurons.attribution import _check_inputs, _method_alphas, frozen_parameters
+from neurorit_lens.neurons.attribution import _check_inputs, _method_alphas, budget_chunk, frozen_parameters
 from neurorit_lens.neurons.gates import Readout, cache_resid_pre, tile, trunk
 from neurorit_lens.objective import AnswerBatch, tokenize_with_answers
+from neurorit_lens.precision import autocast
 from neurorit_lens.tl_backend import Model
 
 __all__ = ["contrast_attribute", "contrast_baseline_target", "contrast_scores", "gold_activations", "shared_suffix"]
@@ -159,6 +160,8 @@ def contrast_attribute(
     offload: bool = False,
     alphas: Sequence[float] | None = None,
     show_progress: bool = False,
+    precision: str = "fp32",
+    max_memory_gb: float | None = None,
 ) -> Float[torch.Tensor, "batch layer d_mlp"]:
     """Contrast score ``C`` of every neuron (see module docstring), summed over the shared suffix.
 
@@ -175,6 +178,8 @@ def contrast_attribute(
         layers: layers to attribute (default all); rows of other layers are 0.
         offload: keep cached residuals and gold-only activations on the CPU.
         show_progress: tqdm bar over passes.
+        precision: ``fp32`` or ``bf16`` autocast, as in ``attribute``.
+        max_memory_gb: fewer alphas per pass where one pass would exceed it, as in ``attribute``.
 
     Returns:
         ``[batch, n_layers, d_mlp]`` scores, not yet oriented (negative = the noise lowers F).
@@ -191,16 +196,16 @@ def contrast_attribute(
     readout = Readout(noisy).prepare(model).shift(p0)
     mask = _suffix_mask(noisy, suffix, p0)
     groups = [[l] for l in chosen] if method == "ig" else [chosen]
-    chunks = list(a.split(alpha_chunk))
-    with frozen_parameters(model):
+    chunks = {g[0]: list(a.split(budget_chunk(model, noisy, g[0], alpha_chunk, max_memory_gb))) for g in groups}
+    with frozen_parameters(model), autocast(precision, device):
         bases = gold_activations(model, noisy, gold, suffix, chosen, site, p0, offload)
         resid, kv = cache_resid_pre(model, noisy.tokens, sorted({g[0] for g in groups}), offload, p0)
-        bar = tqdm(total=len(groups) * len(chunks), desc=f"contrast {method}", disable=not show_progress,
+        bar = tqdm(total=sum(map(len, chunks.values())), desc=f"contrast {method}", disable=not show_progress,
                    leave=False)
         try:
             for group in groups:
                 start = resid.pop(group[0]).to(device)
-                for chunk in chunks:
+                for chunk in chunks[group[0]]:
                     c = len(chunk)
                     past = None if kv is None else {i: e.prefix(p0, c) for i, e in kv.items()}
                     g = _contrast_pass(model, tile(start, c), group[0], group,
@@ -237,4 +242,5 @@ def contrast_scores(model: Model, noisy: AnswerBatch, gold_prompts: Sequence[str
     gold = tokenize_with_answers(model, list(gold_prompts), list(answers), max_len=model.cfg.n_ctx)
     return contrast_attribute(model, noisy, gold, method=cfg.method, steps=cfg.steps, rule=cfg.rule,
                               alpha_chunk=cfg.alpha_chunk, target=cfg.target, site=cfg.site, layers=cfg.layers,
-                              offload=cfg.offload_scores).float().cpu()
+                              offload=cfg.offload_scores, precision=cfg.precision,
+                              max_memory_gb=cfg.max_memory_gb).float().cpu()

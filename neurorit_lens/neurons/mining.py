@@ -353,7 +353,8 @@ def _attribute(model: Model, items: list[_Item], cfg: MiningConfig, wrong: bool 
         return contrast_scores(model, batch, [it.gold_prompt for it in items], answers, cfg)
     return attribute(model, batch, method=cfg.method, steps=cfg.steps, rule=cfg.rule, alpha_chunk=cfg.alpha_chunk,
                      positions=cfg.positions, target=cfg.target, site=cfg.site, layers=cfg.layers,
-                     offload=cfg.offload_scores).float().cpu()
+                     offload=cfg.offload_scores, precision=cfg.precision,
+                     max_memory_gb=cfg.max_memory_gb).float().cpu()
 
 
 def _score_items(model: Model, items: list[_Item], cond: str, cfg: MiningConfig, name: str,
@@ -364,6 +365,8 @@ def _score_items(model: Model, items: list[_Item], cond: str, cfg: MiningConfig,
     extra = {k: getattr(cfg, k) for k in I_FIELDS} if definition is not None and definition.own_fields else None
     rows: list[torch.Tensor | None] = [None] * len(items)
     fields = {k: getattr(cfg, k) for k in SCORE_FIELDS}
+    if cfg.precision != "fp32":  # stamped only when not the default, so fp32 score files stay valid
+        fields["precision"] = cfg.precision
     fps = [fingerprint(name, shape, fields, it.tokens, extra) for it in items]
     todo = []
     for j, (it, fp) in enumerate(zip(items, fps, strict=True)):

@@ -27,6 +27,8 @@ the columns of ``I`` and written in the same operand order, accumulated into ``p
 unchanged). The activation gradients are those of the dense path; whether a narrower GEMM
 sums in the same order is up to the BLAS, so the gradients equal the dense ones to float
 rounding (``tests/unit/test_training.py`` compares the trained weights of both paths).
+Under bf16 autocast (``TrainConfig.precision``) the caught activations and gradients are
+cast to the weights' dtype first, so these products run in fp32.
 A layer that has a whole-tensor MLP parameter (``layers``, neurorit stage 2) keeps the
 ordinary dense path.
 """
@@ -142,7 +144,9 @@ class NeuronGrads:
         pre = f"blocks.{layer}.mlp."
 
         def keep_input(_mod: torch.nn.Module, args: tuple) -> None:
-            state["x"] = args[0].reshape(-1, args[0].shape[-1])
+            # detached: the state keeps each layer's last input until the next pass; with its grad_fn it
+            # kept that pass's graph alive (under activation checkpointing, every recomputed block)
+            state["x"] = args[0].detach().reshape(-1, args[0].shape[-1]).to(mlp.W_in.dtype)
 
         def on_grad(fn: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable:
             def hook(act: torch.Tensor, *, hook) -> torch.Tensor:
@@ -150,7 +154,7 @@ class NeuronGrads:
                     if not act.requires_grad:
                         act.requires_grad_(True)
                     x = state["x"]
-                    act.register_hook(lambda g: fn(x, g.reshape(-1, g.shape[-1])))
+                    act.register_hook(lambda g: fn(x, g.reshape(-1, g.shape[-1]).to(x.dtype)))
                 return act
             return hook
 
@@ -169,7 +173,7 @@ class NeuronGrads:
             _accumulate(mlp.b_in, 0, idx, g.index_select(1, idx).sum(0))
 
         def keep_post(act: torch.Tensor, *, hook) -> torch.Tensor:
-            state["post"] = act.reshape(-1, act.shape[-1]).index_select(1, idx).detach()
+            state["post"] = act.reshape(-1, act.shape[-1]).index_select(1, idx).detach().to(mlp.W_out.dtype)
             return act
 
         def on_output(_mod: torch.nn.Module, _args: tuple, out: torch.Tensor) -> None:
@@ -177,7 +181,7 @@ class NeuronGrads:
                 post = state["post"]
 
                 def grad_out(g: torch.Tensor) -> None:
-                    g2 = g.reshape(-1, g.shape[-1])
+                    g2 = g.reshape(-1, g.shape[-1]).to(post.dtype)
                     # F.linear(post, W_out.T): [d, m] weight grad g^T post; addmm: post^T g
                     _accumulate(mlp.W_out, 0, idx, (g2.T @ post).T if gated else post.T @ g2)
                 out.register_hook(grad_out)

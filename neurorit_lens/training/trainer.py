@@ -67,6 +67,7 @@ from neurorit_lens.distributed.collectives import (
 from neurorit_lens.distributed.process import barrier, get_rank, get_world_size, local_batch_slice
 from neurorit_lens.hooks import FwdHook
 from neurorit_lens.objective import AnswerBatch, answer_position_logprobs, answer_sft_loss, tokenize_with_answers
+from neurorit_lens.precision import autocast
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.checkpoint import (
     CHECKPOINT,
@@ -81,6 +82,7 @@ from neurorit_lens.training.checkpoint import (
 from neurorit_lens.training.items import TrainItem
 from neurorit_lens.training.masks import ParamMasks, check_masks, full_param_masks
 from neurorit_lens.training.optim import MaskedParams
+from neurorit_lens.training.recompute import checkpointed_blocks
 from neurorit_lens.training.sparse_grads import NeuronGrads
 
 log = logging.getLogger(__name__)
@@ -286,10 +288,12 @@ class Trainer:
         n_tok = max(global_token_count(sum(int(b.answer_mask.sum()) for b in batches)), 1)
         self.trainable.zero_grad()
         loss_total = 0.0
-        for b in batches:  # each micro-batch weighted by its share of the global answer tokens
-            loss = answer_sft_loss(self.model, b) * (int(b.answer_mask.sum()) / n_tok)
-            loss.backward()
-            loss_total += float(loss.detach())
+        with checkpointed_blocks(self.model, self.cfg.activation_checkpointing):
+            for b in batches:  # each micro-batch weighted by its share of the global answer tokens
+                with autocast(self.cfg.precision, self.model.cfg.device):
+                    loss = answer_sft_loss(self.model, b) * (int(b.answer_mask.sum()) / n_tok)
+                loss.backward()
+                loss_total += float(loss.detach())
         if self.penalty is not None:  # once per step; its gradient is summed over ranks below
             (self.penalty() / self.world_size).backward()
         self.trainable.mask_grads(skip=self.neuron_skip)  # neuron-only gradients are zero outside already
@@ -346,7 +350,8 @@ class Trainer:
 
     def _dev_metrics(self, out: StepOutput, step: int) -> None:
         if self.dev_items and self._due(step, self.cfg.eval_every):
-            dev = evaluate_dev(self.model, self.dev_items, self.cfg.batch_size)
+            with autocast(self.cfg.precision, self.model.cfg.device):
+                dev = evaluate_dev(self.model, self.dev_items, self.cfg.batch_size)
             out.dev_loss, out.dev_answer_logprob = dev["dev_loss"], dev["dev_answer_logprob"]
 
     @contextlib.contextmanager

@@ -132,6 +132,16 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
     (Attention key biases are left out on purpose: their true gradient is 0 (softmax shift
     invariance), so Adam turns float noise into full-size steps that differ between runs.)
     """
+    return _fsdp_run(lambda n: n.startswith("blocks.1.mlp."), steps, lr, checkpointing=False)
+
+
+def fsdp_full_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-3) -> dict[str, Any]:
+    """``full`` sharded by FSDP2: every parameter but the attention key biases (see above), with
+    activation checkpointing per block (:mod:`neurorit_lens.training.recompute`) on top."""
+    return _fsdp_run(lambda n: not n.endswith("attn.b_K"), steps, lr, checkpointing=True)
+
+
+def _fsdp_run(trains, steps: int, lr: float, checkpointing: bool) -> dict[str, Any]:
     from neurorit_lens.distributed.collectives import (
         all_reduce_scalar,
         global_token_count,
@@ -141,9 +151,10 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
     from neurorit_lens.hooks import neuron_hooks, zero_ablation
     from neurorit_lens.neuron_sets import NeuronSet
     from neurorit_lens.objective import token_logprobs, tokenize_with_answers
+    from neurorit_lens.training.recompute import checkpointed_blocks
 
     model = tiny_model_for_check()
-    names = [n for n, _ in model.named_parameters() if n.startswith("blocks.1.mlp.")]  # stage-2 style
+    names = [n for n, _ in model.named_parameters() if trains(n)]
     for n, p in model.named_parameters():
         p.requires_grad_(n in names)
     shard_model_fsdp(model, sum_gradients=True)
@@ -153,7 +164,7 @@ def fsdp_training(out_dir: Path | None = None, steps: int = 3, lr: float = 1e-2)
     batch = tokenize_with_answers(model, [p for p, _ in items], [a for _, a in items])
     n_global = global_token_count(batch.answer_mask.sum())
     losses = []
-    with neuron_hooks(model, zero_ablation(NeuronSet({0: [20, 21]}))):
+    with neuron_hooks(model, zero_ablation(NeuronSet({0: [20, 21]}))), checkpointed_blocks(model, checkpointing):
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             loss = -token_logprobs(model(batch.tokens), batch).sum() / n_global
@@ -192,7 +203,8 @@ def mining_run(out_dir: Path | None = None) -> dict[str, Any]:
             "files": sorted(x.name for x in out_dir.iterdir()) if out_dir and out_dir.exists() else []}
 
 
-TASKS = {"mine": mining_run, "fsdp": fsdp_training, "stats": task_stats, "manual_training": manual_training,
+TASKS = {"mine": mining_run, "fsdp": fsdp_training, "fsdp_full": fsdp_full_training, "stats": task_stats,
+         "manual_training": manual_training,
          "trainer": trainer_run}
 
 

@@ -129,6 +129,21 @@ def test_fsdp_sharded_layer_training_matches_one_process(spawned):
     assert ref["losses"][-1] < ref["losses"][0]
 
 
+@pytest.mark.allow_loopback
+def test_fsdp_sharded_full_training_with_checkpointing_matches_one_process(spawned):
+    """``full`` (every weight) sharded over 2 gloo processes by FSDP2, blocks recomputed in backward:
+    the losses and final weights of one process without sharding or checkpointing."""
+    ref = W._fsdp_run(lambda n: not n.endswith("attn.b_K"), 3, 1e-3, checkpointing=False)
+    assert not ref["sharded"] and len(ref["params"]) > 20
+    for res in spawned:
+        got = res["fsdp_full"]
+        assert got["sharded"]
+        assert got["losses"] == pytest.approx(ref["losses"], abs=1e-5)
+        for name, p in ref["params"].items():
+            torch.testing.assert_close(got["params"][name], p, rtol=1e-4, atol=1e-5, msg=name)
+    assert ref["losses"][-1] < ref["losses"][0]
+
+
 def test_split_across_devices_validates_and_maps_blocks_like_tl():
     model = W.tiny_model_for_check()
     assert D.split_across_devices(model, 1) is model

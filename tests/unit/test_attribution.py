@@ -294,3 +294,41 @@ def test_skip_first_leaves_the_first_position_unscaled(method):
             assert_rel_close(ours[i, layer], total / steps)
     assert completeness_gap(model, b, attribute(model, b, "ig", steps=32, alpha_chunk=16, positions="skip_first"),
                             "ig", positions="skip_first").abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("method", ["ig", "ig_joint"])
+def test_memory_budget_lowers_the_chunk_and_keeps_the_scores(method):
+    """A tiny budget forces one alpha per pass; the scores equal the default chunk's to float rounding."""
+    from neurorit_lens.neurons.attribution import budget_chunk
+
+    model = model64(True)
+    batch = batch_for(model)
+    assert budget_chunk(model, batch, 0, 5, None) == 5
+    assert budget_chunk(model, batch, 0, 5, 1e-9) == 1
+    assert budget_chunk(model, batch, 0, 5, 1e3) == 5
+    big = budget_chunk(model, batch, 1, 50, 1e-3)
+    assert budget_chunk(model, batch, 0, 50, 1e-3) <= big  # a pass from a lower layer runs more blocks
+    ref = attribute(model, batch, method, steps=6, alpha_chunk=3)
+    small = attribute(model, batch, method, steps=6, alpha_chunk=3, max_memory_gb=1e-9)
+    torch.testing.assert_close(small, ref, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="max_memory_gb"):
+        attribute(model, batch, method, steps=2, max_memory_gb=0)
+
+
+def test_mining_config_carries_the_budget_to_attribute(monkeypatch):
+    import neurorit_lens.neurons.mining as mining
+    from neurorit_lens.config import DataConfig, MiningConfig
+    from neurorit_lens.data import embedded_examples
+
+    seen = []
+
+    def spy(*a, **k):
+        seen.append(k["max_memory_gb"])
+        return attribute(*a, **k)
+
+    monkeypatch.setattr(mining, "attribute", spy)
+    mining.mine(tiny_model(n_layers=2, d_mlp=32), embedded_examples()[:2], MiningConfig(method="grad_x_act",
+                max_memory_gb=0.5), DataConfig(max_prompt_tokens=320, n_passages=2), show_progress=False)
+    assert seen and set(seen) == {0.5}
+    with pytest.raises(ValueError, match="max_memory_gb"):
+        MiningConfig(max_memory_gb=0)

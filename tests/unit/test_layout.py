@@ -187,6 +187,7 @@ STAGE_OF: dict[str, tuple[str, str]] = {
     "memory": ("base", "the peak resident memory of a stretch of work; imports nothing of the package"),
     "stages": ("base", "the stage-folder record and skip rule the runner and the comparison share; imports io"),
     "tl_backend": ("base", "the TransformerLens import shim; imports nothing of the package"),
+    "precision": ("base", "bf16 autocast around forward passes, which every stage runs; imports only config"),
     "hooks": ("base", "hook factories every stage attaches; imports config, tl_backend, neuron_sets"),
     "objective": ("base", "tokenisation and the teacher-forced loss; imports config, hooks, tl_backend"),
     "registry": ("base", "the generic name -> implementation table of the registered choices; imports nothing"),
