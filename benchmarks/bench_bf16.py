@@ -38,9 +38,11 @@ from typing import Any
 
 import torch
 
+from benchmarks.bench_checkpointing import load
+from benchmarks.bench_checkpointing import sets_for as neuron_sets
 from neurorit_lens.config import DataConfig, TrainConfig
 from neurorit_lens.data import answer_continuation, build_instances, embedded_examples, render_prompts
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
 from neurorit_lens.models.generation import generate_greedy
 from neurorit_lens.neurons.attribution import attribute
 from neurorit_lens.neurons.selection import select
@@ -82,28 +84,6 @@ class Clock:
 
     def __exit__(self, *exc: object) -> None:
         self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
-
-
-def load(tiny: bool) -> Any:
-    if tiny:
-        from neurorit_lens.models import tiny_model
-
-        return tiny_model(n_layers=4, d_model=128, d_mlp=512, n_heads=4, gated=True, normalization_type="RMS",
-                          act_fn="silu", seed=0)
-    from neurorit_lens.models import load_model
-
-    return load_model()
-
-
-def neuron_sets(model: Any, tiny: bool) -> tuple[dict[str, NeuronSet], Any]:
-    if tiny:
-        g = torch.Generator().manual_seed(0)
-        perms = {layer: torch.randperm(model.cfg.d_mlp, generator=g)[:9].tolist() for layer in range(4)}
-        return {"R_excl": NeuronSet({k: v[:6] for k, v in perms.items()}),
-                "I_excl": NeuronSet({k: v[6:] for k, v in perms.items()})}, None
-    neurons = read_json(NEURONS)
-    return ({k: NeuronSet.from_dict(neurons[k]) for k in ("R_excl", "I_excl")},
-            (neurons.get("meta") or {}).get("layer_mass"))
 
 
 def rendered(model: Any, exs: list, setting: str, n_passages: int, budget: int) -> tuple[list[str], list[str]]:

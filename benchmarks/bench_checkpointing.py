@@ -12,7 +12,7 @@ hide another's peak): load the model, plan the method from the results table's n
 (``benchmarks/results/neurons_table_mining.json``), allocate the AdamW state (one step with
 zero gradients, which moves nothing) and time a 1-step ``Trainer.fit``: a step as in the
 middle of a run. The peak is the resident high-water mark over that step (``VmHWM``,
-:class:`benchmarks.peak_memory.PeakRSS`): weights, gradients, AdamW state and activations.
+:class:`neurorit_lens.memory.PeakRSS`): weights, gradients, AdamW state and activations.
 Wall and CPU time of the step are both reported (the machine is shared; CPU time is less
 sensitive to other jobs). Cases run one
 after another; before a case without checkpointing, the parent reads ``MemAvailable`` and,
@@ -42,10 +42,11 @@ from typing import Any
 
 import torch
 
-from benchmarks.peak_memory import PeakRSS, status_kb
 from neurorit_lens.config import TrainConfig
 from neurorit_lens.data import embedded_examples
-from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info, read_json
+from neurorit_lens.io import atomic_write_json, atomic_write_text, environment_info
+from neurorit_lens.memory import PeakRSS, status_kb
+from neurorit_lens.neurons.output import MiningOutput
 from neurorit_lens.neurons.sets import NeuronSet
 from neurorit_lens.training.items import TrainItem
 from neurorit_lens.training.plans import plan_method
@@ -106,9 +107,8 @@ def sets_for(model: Any, tiny: bool) -> tuple[dict[str, NeuronSet], Any]:
         perms = {layer: torch.randperm(model.cfg.d_mlp, generator=g)[:9].tolist() for layer in range(4)}
         return {"R_excl": NeuronSet({k: v[:6] for k, v in perms.items()}),
                 "I_excl": NeuronSet({k: v[6:] for k, v in perms.items()})}, None
-    neurons = read_json(NEURONS)
-    return {k: NeuronSet.from_dict(neurons[k]) for k in ("R_excl", "I_excl")}, (neurons.get("meta") or {}).get(
-        "layer_mass")
+    mined = MiningOutput.load(NEURONS, model)
+    return {k: mined.sets[k] for k in ("R_excl", "I_excl")}, mined.layer_mass
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:

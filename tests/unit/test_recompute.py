@@ -99,7 +99,7 @@ def test_neuron_only_gradients_keep_the_memory_checkpointing_saves():
     """The neuron-gradient hooks keep each layer's last MLP input; holding its graph kept every
     recomputed block alive (the peak of the plain path). Peak resident memory of forward + backward,
     neuron-only gradients vs dense masked gradients, both checkpointed: about the same."""
-    from benchmarks.peak_memory import PeakRSS, status_kb
+    from neurorit_lens.memory import PeakRSS, status_kb
     from neurorit_lens.objective import AnswerBatch, answer_sft_loss
     from neurorit_lens.training.masks import neuron_param_masks
     from neurorit_lens.training.optim import MaskedParams
