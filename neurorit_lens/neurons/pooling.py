@@ -45,12 +45,14 @@ def _check_compatible(results: Sequence[MiningResult]) -> None:
     if not results:
         raise ValueError("pool_results needs at least one MiningResult")
     first = results[0]
+    first_cfg = first.config.to_dict()
     for r in results[1:]:
         if r.model_shape != first.model_shape or r.model_name != first.model_name:
             raise ValueError(f"cannot pool mining of {r.model_name} {r.model_shape} with "
                              f"{first.model_name} {first.model_shape}")
-        if r.config.to_dict() != first.config.to_dict():
-            diff = sorted(k for k, v in r.config.to_dict().items() if first.config.to_dict()[k] != v)
+        cfg = r.config.to_dict()
+        if cfg != first_cfg:
+            diff = sorted(k for k, v in cfg.items() if first_cfg[k] != v)
             raise ValueError(f"cannot pool mining runs whose MiningConfig differs in {diff}")
     for cond in ("R", "I"):
         ids = [i for r in results for i in (r.ids_R if cond == "R" else r.ids_I)]

@@ -273,9 +273,9 @@ class Trainer:
         start = (step + self.data_offset) * self.items_per_step
         return [self._perm(pos // n)[pos % n] for pos in range(start, start + self.items_per_step)]
 
-    def _micro_batches(self, step: int) -> list[AnswerBatch]:
-        """This rank's slice of step ``step``'s global batch, tokenised, in micro-batches."""
-        idx = local_batch_slice(self.batch_indices(step), self.rank, self.world_size)
+    def _micro_batches(self, items: list[int]) -> list[AnswerBatch]:
+        """This rank's slice of a step's global batch (its item indices), tokenised, in micro-batches."""
+        idx = local_batch_slice(items, self.rank, self.world_size)
         device, bs = self.trainable.params[0].device, self.cfg.batch_size
         return [tokenize_items(self.model, [self.items[i] for i in idx[s: s + bs]]).to(device)
                 for s in range(0, len(idx), bs)]
@@ -283,8 +283,8 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------
     def _step(self, step: int, opt: torch.optim.Optimizer, sched: Any) -> StepOutput:
         """One optimizer step: weighted micro-batch losses, masked and summed gradients, clip, decay, AdamW."""
-        batches = self._micro_batches(step)
         items = self.batch_indices(step)
+        batches = self._micro_batches(items)
         n_tok = max(global_token_count(sum(int(b.answer_mask.sum()) for b in batches)), 1)
         self.trainable.zero_grad()
         loss_total = 0.0
