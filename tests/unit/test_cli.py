@@ -102,7 +102,7 @@ def test_makefile_run_args_parse_to_the_same_config():
     assert cfg.eval == EvalConfig(settings=("closed", "gold", "noise=0.4", "noise=0.8", "irrelevant"),
                                   max_new_tokens=16)
     assert cfg.mining == MiningConfig(threshold=0.05)
-    assert cfg.ablation == AblationConfig(accuracy_limit=8)
+    assert cfg.ablation == AblationConfig(sets=("R_excl", "I_excl"), accuracy_limit=8)
     # the library's training defaults (deactivation none), with the control trained beside it
     assert cfg.train == TrainConfig(steps=24, batch_size=2, lr=3e-4) and cfg.train.deactivation == "none"
     assert cfg.methods == ("neurorit",) and cfg.controls == ("layers",)
