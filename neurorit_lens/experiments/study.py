@@ -46,6 +46,7 @@ from neurorit_lens.experiments.study_config import Arm, StudyConfig, load_study_
 from neurorit_lens.experiments.study_mining import (
     MINE_COMMAND,
     arm_sets_key,
+    folder_mismatches,
     mining_status,
     require_mining,
     sets_needed,
@@ -231,6 +232,11 @@ class Study:
         """The units, what is done, and what each arm still needs (no model, no data loaded)."""
         needed = [s for a in self.arms for s in sets_needed(self.cfg.arm_specs[a])]
         status = mining_status(self.cfg, self.mining, needed)
+        problems = {(s, d): f"{st.path}: mined with {', '.join(bad)}" for s, by in status.items()
+                    for d, st in by.items() if st.state == "complete"
+                    and (bad := folder_mismatches(self.cfg, st.path, s))}
+        shown = {s: {d: problems.get((s, d), st.describe() + (", mined as declared" if st.state == "complete" else ""))
+                     for d, st in by.items()} for s, by in status.items()}
         arms = {}
         for a in self.arms:
             arm, tcfg = self.cfg.arm_specs[a], self.cfg.train_config(a)
@@ -244,11 +250,11 @@ class Study:
                                                                        for o in TRAIN_OUTPUTS),
                        "evaluated": sum(self.eval_path(a, *e.split("/", 1)).exists() for e in evals),
                        "eval_units": len(evals),
-                       "needs": [st.describe() for s in sets_needed(arm) for st in status[s].values()
-                                 if st.state != "complete"]}
+                       "needs": [shown[s][d] for s in sets_needed(arm) for d, st in status[s].items()
+                                 if st.state != "complete" or (s, d) in problems]}
         ready = [a for a in self.arms if not arms[a]["needs"]]
         return {"out": str(self.out), "mining": str(self.mining),
-                "mining_folders": {s: {d: st.describe() for d, st in by.items()} for s, by in status.items()},
+                "mining_folders": shown,
                 "questions": {"train_per_dataset": self.cfg.train_limit, "dev_per_dataset": self.cfg.dev_limit,
                               "datasets": list(self.cfg.datasets)},
                 "settings": {d: list(v) for d, v in self.cfg.settings.items()},

@@ -16,16 +16,16 @@ and the split-half stability of the pooled sets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from neurorit_lens.experiments.study_config import SET_DATA_KEYS, Arm, StudyConfig
-from neurorit_lens.io import atomic_write_json, sha256_file
+from neurorit_lens.io import atomic_write_json, read_json, sha256_file
 
-__all__ = ["MINE_COMMAND", "FolderStatus", "arm_sets_key", "load_runs", "mining_status", "pooled_set", "require_mining",
-           "sources_fingerprint", "write_arm_sets"]
+__all__ = ["MINE_COMMAND", "FolderStatus", "arm_sets_key", "folder_mismatches", "load_runs", "mining_status",
+           "pooled_set", "require_mining", "sources_fingerprint", "write_arm_sets"]
 
 MINE_COMMAND = "bash benchmarks/study_mine.sh"
 COMPLETE_FILES = ("neurons.json", "scores_R.safetensors", "scores_I.safetensors")
@@ -92,19 +92,32 @@ def _same(got: Any, want: Any) -> bool:
     return got == want
 
 
-def check_mined(res: Any, folder: Path, cfg: StudyConfig, name: str) -> None:
-    """``ValueError`` unless ``res`` (a ``MiningResult``) was mined with the model and flags the set declares
-    (selection flags excepted: the pooled selection applies them)."""
+def mismatches(cfg: StudyConfig, name: str, model_name: str, mined: Mapping[str, Any], data: Mapping[str, Any]
+               ) -> list[str]:
+    """How a folder's recorded model, MiningConfig (``mined``) and DataConfig (``data``) differ from what
+    the set declares (selection flags excepted: the pooled selection applies them)."""
     from neurorit_lens.neurons.mining import SELECTION_FIELDS
 
-    mined, data = res.config.to_dict(), res.info.get("data", {})
-    bad = [] if res.model_name == cfg.model else [f"model={res.model_name!r} (declared {cfg.model!r})"]
+    bad = [] if model_name == cfg.model else [f"model={model_name!r} (declared {cfg.model!r})"]
     for k, v in cfg.set_spec(name).items():
         if k in SELECTION_FIELDS:
             continue
         got = data.get(k) if k in SET_DATA_KEYS else mined.get(k)
         if (k not in SET_DATA_KEYS or got is not None) and not _same(got, v):
             bad.append(f"{k}={got!r} (declared {v!r})")
+    return bad
+
+
+def folder_mismatches(cfg: StudyConfig, folder: Path, name: str) -> list[str]:
+    """:func:`mismatches` of a complete folder, read from its ``neurons.json`` meta and ``mining.json`` (no tensor)."""
+    meta = read_json(folder / "neurons.json").get("meta", {})
+    info = read_json(folder / "mining.json").get("info", {}) if (folder / "mining.json").exists() else {}
+    return mismatches(cfg, name, str(meta.get("model", "")), meta.get("config") or {}, info.get("data", {}))
+
+
+def check_mined(res: Any, folder: Path, cfg: StudyConfig, name: str) -> None:
+    """``ValueError`` unless ``res`` (a ``MiningResult``) was mined with the model and flags the set declares."""
+    bad = mismatches(cfg, name, res.model_name, res.config.to_dict(), res.info.get("data", {}))
     if bad:
         raise ValueError(f"{folder}: mined with {', '.join(bad)}; the study declares mining.sets.{name}. Mine it "
                          f"again into a fresh folder (`{MINE_COMMAND}`) or pass the right --mining folder")

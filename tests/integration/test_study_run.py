@@ -171,3 +171,10 @@ def test_missing_or_mismatched_mining_is_named(setup, tmp_path, capsys):
     cfg["mining"]["sets"]["ig"]["positions"] = "all"
     with pytest.raises(ValueError, match=r"ig/emb: mined with positions='skip_first' \(declared 'all'\)"):
         pooled_set(StudyConfig.from_dict(cfg), mining, "ig")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(cfg))
+    assert main(["study", str(other), "--out", str(tmp_path / "run2"), "--mining", str(mining), "--plan"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["ready"] == [] and plan["mining_folders"]["contrast"]["nq"].endswith("complete, mined as declared")
+    assert plan["arms"]["fair"]["needs"] == [f"{mining}/ig/{d}: mined with positions='skip_first' (declared 'all')"
+                                             for d in ("emb", "nq")]
