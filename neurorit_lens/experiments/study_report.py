@@ -195,7 +195,8 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
              f"{rep['n_bootstrap']} resamples, 95%. log p(gold): teacher-forced, summed over the answer tokens. "
              f"A log-prob contrast whose half-width exceeds ±{rep['target_halfwidth_nats']:g} nats is under-powered "
              "(not a null).", "",
-             f"Questions per data set: {rep['n_questions']} (train limit {rep['train_limit']}, dev limit "
+             "Dev questions scored per data set: " + ", ".join(f"{d} {n}" for d, n in rep["n_questions"].items())
+             + f" (train limit {rep['train_limit']}, dev limit "
              f"{rep['dev_limit']}).", "", "## Declared contrasts, pooled over the data sets", "",
              "| contrast | a − b | n | Δ log p(gold \\| gold+4) | half-width | Δ log p(gold \\| gold) | "
              "Δ acc gold+4 (points) | Δ acc gold (points) |", "|---|---|---:|---|---|---|---|---|"]
@@ -220,6 +221,8 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
         lines.append(f"| {r['contrast']} | {r['scope']} | {r['setting']} | {r['n']} | {_ci(r.get('logprob'))} | "
                      f"{_hw(r.get('logprob'))} | {_ci(acc, 'diff', 100, 1)} | {p} |")
     lines += ["", "## Cost per arm (read from each arm's train_log.jsonl and train.json)", "",
+              "LR mass: the sum of the per-step learning rates; stage 2: the steps that train the target layers. "
+              "Wall time: the training call that finished the run (its last stretch, when it was resumed).", "",
               "| arm | steps | items read | distinct items | re-read before all read | LR mass | LR mass stage 2 | "
               "trainable params | wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arm, c in rep["cost"].items():
