@@ -27,6 +27,13 @@ Setting names (the ``neurorit eval --settings`` vocabulary):
   set's passages (whose gold passage is also of kind ``gold``) are not retrieval results. No
   passage is marked gold (so the token budget cuts from the end, as a real prompt would be cut). Examples without a
   context list are skipped as ``no_context_list``.
+* ``<setting>@<method>`` (``gold+4@bm25``): a setting with irrelevant passages (``gold+K``,
+  ``noise=R``, ``irrelevant``) drawn only from the passages mined as ``<method>`` distractors
+  (``random`` or ``bm25``; kind ``distractor:<method>``,
+  :func:`~neurorit_lens.data.distractors.add_distractors`): load gold-only data such as
+  NQ-open with ``DataConfig.distractors="bm25"`` to score ``gold+4@bm25``. An example without
+  such passages (data with its own irrelevant passages, or loaded with the other method) is
+  skipped as ``no_<method>_distractors``.
 
 Which irrelevant passages are used, and the order, come from a per-example RNG seeded
 with ``(seed, setting, example id)``: the same inputs always give the same instances,
@@ -37,29 +44,36 @@ negative counts from the end).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
+from neurorit_lens.config import DistractorMethod
 from neurorit_lens.data.schema import Passage, QAExample, RAGInstance
 
-VALID_SETTINGS = "closed, gold, gold+K (K >= 0), noise=R (0 <= R <= 1), irrelevant, counterfactual, retrieved"
+VALID_SETTINGS = ("closed, gold, gold+K (K >= 0), noise=R (0 <= R <= 1), irrelevant, counterfactual, retrieved; "
+                  "gold+K, noise=R or irrelevant with @bm25 or @random (only the passages mined as such distractors)")
 #: ``Passage.kind`` values that make up an example's retrieved context list (in data order).
 RETRIEVED_KINDS = ("ctx", "passage")
 _GOLD_K = re.compile(r"^gold\+(\d+)$")
 _NOISE = re.compile(r"^noise=([0-9]*\.?[0-9]+)$")
+_WITH_IRRELEVANT = ("gold+k", "noise", "irrelevant")  # kinds whose passages a @<method> suffix restricts
 
 
 @dataclass(frozen=True)
 class Setting:
-    """A parsed setting: ``kind`` in closed/gold/gold+k/noise/irrelevant/counterfactual/retrieved."""
+    """A parsed setting: ``kind`` in closed/gold/gold+k/noise/irrelevant/counterfactual/retrieved;
+    ``distractors``: the ``@<method>`` suffix (irrelevant passages of that distractor kind only)."""
 
     name: str
     kind: str
     k: int = 0  # irrelevant passages for gold+k
     ratio: float = 0.0  # for noise
+    distractors: str | None = None  # "bm25" or "random": only passages of kind distractor:<method>
 
     def counts(self, n_passages: int) -> tuple[int, int]:
         """(relevant, irrelevant) passages this setting asks for (counterfactual: (1, 0))."""
@@ -81,14 +95,27 @@ def parse_setting(name: str) -> Setting:
     """Parse a setting name.
 
     >>> parse_setting("gold+4")
-    Setting(name='gold+4', kind='gold+k', k=4, ratio=0.0)
+    Setting(name='gold+4', kind='gold+k', k=4, ratio=0.0, distractors=None)
+    >>> parse_setting("gold+4@bm25").distractors
+    'bm25'
 
     Raises:
-        ValueError: unknown name (the message lists the valid forms).
+        ValueError: unknown name (the message lists the valid forms), or a ``@<method>`` suffix
+            that is not a distractor method or follows a setting without irrelevant passages.
     """
     if not isinstance(name, str):
         raise ValueError(f"setting must be a string, got {type(name).__name__}; valid: {VALID_SETTINGS}")
     s = name.strip()
+    if "@" in s:
+        base, _, method = s.rpartition("@")
+        methods = get_args(DistractorMethod)
+        if method not in methods:
+            raise ValueError(f"unknown distractor method {method!r} in setting {name!r}; choose from "
+                             f"{', '.join(methods)}")
+        st = parse_setting(base)
+        if st.kind not in _WITH_IRRELEVANT or st.distractors is not None:
+            raise ValueError(f"setting {name!r}: @{method} applies to gold+K, noise=R or irrelevant, not {base!r}")
+        return dataclasses.replace(st, name=s, distractors=method)
     if s in ("closed", "gold", "irrelevant", "counterfactual", "retrieved"):
         return Setting(s, s)
     m = _GOLD_K.match(s)
@@ -200,6 +227,11 @@ def build_instances(
         rng = random.Random(f"{seed}:{st.name}:{n_passages}:{ex.id}")
         rel, irr, cf = ex.relevant, ex.irrelevant, ex.counterfactual
         n_rel, n_irr = _counts_for(st, n_passages, len(rel))
+        if st.distractors is not None:
+            irr = [p for p in irr if p.kind == f"distractor:{st.distractors}"]
+            if not irr and n_irr:
+                reasons[f"no_{st.distractors}_distractors"] += 1
+                continue
         if len(rel) < n_rel:
             reasons["not_enough_relevant"] += 1
             continue

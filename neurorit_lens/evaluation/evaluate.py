@@ -385,6 +385,11 @@ def _no_example_error(setting: str, ps: PromptSet, data_name: str) -> ValueError
                 "or a JSONL 'passages' list)")
     elif "gold_over_budget" in ps.skipped_reasons:
         hint = f" (raise max_prompt_tokens above {ps.budget})"
+    elif method := next((k[3:-12] for k in ps.skipped_reasons if k.startswith("no_") and k.endswith("_distractors")),
+                        None):
+        hint = (f" (@{method} draws from the passages mined as {method} distractors: load gold-only data such as "
+                f"NQ-open with distractors={method!r}; data with its own irrelevant passages, such as the embedded "
+                "set, has no such pool)")
     return ValueError(f"setting {setting!r} fits no example of {where}: {ps.n_skipped} skipped ({reasons}){hint}")
 
 

@@ -297,9 +297,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin, ResultsMixin):
 
     def evaluate(self, run: str, split: str, dataset: str, setting: str) -> dict[str, Any]:
         """One evaluation unit computed and written (``eval_unit`` without its shortcuts)."""
-        from neurorit_lens.data.build import build_prompts
-        from neurorit_lens.evaluation.evaluate import evaluate_setting
-        from neurorit_lens.objective import answer_logprobs
+        from neurorit_lens.experiments.scoring import score_questions
 
         path = self.eval_path(run, split, dataset, setting)
         with PeakRSS() as mem:
@@ -310,16 +308,7 @@ class Harness(ExtrasMixin, GridMixin, ReuseMixin, ResultsMixin):
                 exs, dcfg = self.examples[dataset][split], self.data_cfgs[dataset]
             dcfg, ecfg_d = self.variant_inputs(run, dcfg, self.cfg.get("eval", {}))
             ecfg = EvalConfig.from_dict({**ecfg_d, "settings": [setting]})
-            recs, summary = evaluate_setting(model, exs, setting, ecfg, dcfg, show_progress=False, data_name=dataset)
-            lp: dict[str, float] = {}
-            if self.cfg.get("logprob", True):
-                ps = build_prompts(exs, setting, model.tokenizer, dcfg, n_ctx=model.cfg.n_ctx,
-                                   reserve_tokens=ecfg.max_new_tokens)
-                lp = dict(zip(ps.ids, answer_logprobs(model, ps.prompts, ps.continuations, ecfg.batch_size).tolist(),
-                              strict=True))
-            keep = ("id", "accuracy", "em", "f1", "accuracy_raw", "copied", "prediction", "extracted", "n_passages",
-                    "gold_positions", "prompt_tokens")
-            records = [{**{k: getattr(r, k) for k in keep}, "logprob": lp.get(r.id)} for r in recs]
+            records, summary = score_questions(model, exs, setting, ecfg, dcfg, dataset, self.cfg.get("logprob", True))
             blob = {"run": run, "split": split, "dataset": dataset, "setting": setting, "summary": summary.to_dict(),
                     "records": records, "wall_s": time.perf_counter() - t0}
         blob["peak_rss_mb"] = mem.peak_mb
