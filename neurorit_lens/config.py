@@ -44,6 +44,9 @@ StageDeactivation = Literal["none", "zero", "scale", "constant", "gate"]
 RandomExclude = Literal["tested", "all"]
 TrainMethod = Literal["neurorit", "stage1", "layers", "full", "random", "clean"]
 ControlChoice = Literal[TrainMethod, "none"]
+# The methods that train every weight whole: under torchrun FSDP2 shards their weights, gradients
+# and AdamW state (TrainConfig.sharding); the others train a few percent and keep DDP.
+FSDP_METHODS: tuple[TrainMethod, ...] = ("full", "clean")
 LrSchedule = Literal["cosine", "linear", "constant"]
 StageSchedule = Literal["per_stage", "continuous", "stage1_extra"]
 Stage1Neurons = Literal["r_excl", "random"]
@@ -51,6 +54,7 @@ Stage2Data = Literal["continue", "restart"]
 IrrelevantTarget = Literal["gold", "abstain", "drop"]
 Stage = Literal["eval", "mine", "ablate", "train", "report"]
 DistBackend = Literal["auto", "gloo", "nccl"]
+Sharding = Literal["auto", "ddp", "fsdp"]
 GenerationBackend = Literal["auto", "tl", "hf"]
 AblationBackend = Literal["auto", "tl"]
 ExportFormat = Literal["hf", "gguf"]
@@ -475,9 +479,20 @@ class TrainConfig(ConfigBase):
     # Forward passes in fp32, or under bf16 autocast (matrix products in bfloat16, weights and
     # sums kept in fp32; about 2x faster on CPUs with AVX512-BF16; see docs/training.md).
     precision: Precision = "fp32"
+    # How the model is split over ranks under torchrun: every rank keeps the whole model and the
+    # trained tensors' gradients are summed (ddp), every weight, gradient and AdamW state is sharded
+    # per block with FSDP2 (fsdp; only full and clean, which train every weight), or fsdp for full
+    # and clean and ddp for the others (auto). No effect in one process (docs/distributed.md).
+    sharding: Sharding = "auto"
 
     def __post_init__(self) -> None:
         _one_of(self.method, TrainMethod, "method")
+        _one_of(self.sharding, Sharding, "sharding")
+        _check(self.sharding != "fsdp" or self.method in FSDP_METHODS,
+               f"sharding 'fsdp' is for the methods that train every weight ({', '.join(FSDP_METHODS)}), not "
+               f"{self.method!r}, which trains a few percent: its gradients and AdamW state are small (DDP "
+               "replicates only frozen weights), and the neuron masks, compact AdamW and neuron-only gradients "
+               "of the neuron-level stages index plain local tensors, not FSDP shards; use sharding 'ddp' or 'auto'")
         _one_of(self.precision, Precision, "precision")
         _one_of(self.lr_schedule, LrSchedule, "lr_schedule")
         _check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")

@@ -12,8 +12,8 @@ parameters only are summed with one bucketed ``all_reduce`` (:class:`GradientSyn
 losses normalised by the *global* token count (:func:`global_token_count`), the summed
 gradient is exactly the single-process gradient of the global batch. This is what DDP
 does, without DDP's need to own ``forward`` (TransformerLens' hooks and helpers stay
-reachable). Models that do not fit one GPU: :func:`shard_model_fsdp` applies FSDP2's
-``fully_shard`` per transformer block.
+reachable). Training every weight: :func:`~neurorit_lens.distributed.fsdp.shard_model_fsdp`
+(re-exported here) applies FSDP2's ``fully_shard`` per transformer block instead.
 
 Every function is a no-op (or returns its input) in a single process.
 
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from neurorit_lens.distributed.fsdp import shard_model_fsdp
 from neurorit_lens.distributed.process import get_rank, get_world_size, is_distributed
 
 log = logging.getLogger(__name__)
@@ -235,45 +236,6 @@ class GradientSync:
                 n = p.numel()
                 p.grad.copy_(flat[offset: offset + n].view_as(p.grad).to(p.grad.device))
                 offset += n
-
-
-def shard_model_fsdp(
-    model: torch.nn.Module, reshard_after_forward: bool = True, sum_gradients: bool = False, **kwargs: Any
-) -> torch.nn.Module:
-    """Shard a HookedTransformer with FSDP2 (``fully_shard`` on every block, then the root).
-
-    For models whose weights, gradients and optimiser state do not fit one GPU: each rank
-    keeps ``1/W`` of every parameter (a ``DTensor`` sharded on dim 0) and gathers a block's
-    weights just for its forward and backward. TL's hook points live inside the blocks and
-    keep working, so deactivation hooks stay on. Intended for layer-level training (stage 2,
-    the ``layers``/``full`` baselines: whole tensors trainable, no masks); entry-level masks
-    would have to be applied to each rank's local shard of the gradient.
-
-    Args:
-        model: a HookedTransformer (``requires_grad`` already set on what trains).
-        reshard_after_forward: free gathered weights after forward (ZeRO-3) or keep them (ZeRO-2).
-        sum_gradients: sum instead of average gradients over ranks (use with losses already
-            normalised by the global token count, :func:`global_token_count`).
-        **kwargs: passed to ``fully_shard`` (e.g. ``mp_policy`` for bf16 compute).
-
-    Returns:
-        The same model, sharded in place (unchanged in one process).
-    """
-    if not is_distributed():
-        return model
-    from torch.distributed.fsdp import fully_shard
-
-    blocks = getattr(model, "blocks", None)
-    if blocks is None:
-        raise ValueError("shard_model_fsdp expects a HookedTransformer-like model with .blocks")
-    for block in blocks:
-        fully_shard(block, reshard_after_forward=reshard_after_forward, **kwargs)
-    fully_shard(model, reshard_after_forward=reshard_after_forward, **kwargs)
-    if sum_gradients:
-        for m in [*blocks, model]:
-            m.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]  (gloo has no PREMUL_SUM)
-            m.set_gradient_divide_factor(1.0)  # type: ignore[operator]
-    return model
 
 
 __all__ = [

@@ -94,6 +94,7 @@ def save_trained_model(
     sets: Mapping[str, NeuronSet] | None = None,
     extra: Mapping[str, Any] | None = None,
     train_log: Sequence[Any] | None = None,
+    tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model`` to ``dir`` (see module docstring for the layout).
 
@@ -104,6 +105,8 @@ def save_trained_model(
         extra: metadata merged into ``neurorit_model.json`` (method, base model, trainable
             parameters, seed ...).
         train_log: step outputs (objects with ``to_dict()`` or dicts) for ``train_log.jsonl``.
+        tensors: the weights to write instead of ``model.named_parameters()`` (same names and
+            order), e.g. the full weights gathered from an FSDP2-sharded model.
 
     Returns:
         The folder path.
@@ -114,7 +117,8 @@ def save_trained_model(
     dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dir.parent, prefix=f".{dir.name}.partial-"))
     try:
-        tensors = {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters()}
+        named = tensors.items() if tensors is not None else model.named_parameters()
+        tensors = {n: p.detach().to("cpu").contiguous().clone() for n, p in named}
         atomic_write_bytes(tmp / "model.safetensors", st_save(tensors, metadata={"format": FORMAT}))
         atomic_write_json(tmp / "config.json", config_to_dict(model.cfg))
         if model.tokenizer is not None:

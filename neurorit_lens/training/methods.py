@@ -30,6 +30,7 @@ import torch
 
 from neurorit_lens.config import DataConfig, TrainConfig
 from neurorit_lens.data.schema import QAExample
+from neurorit_lens.distributed.fsdp import gather_full, is_sharded, shard_like
 from neurorit_lens.distributed.process import is_main_process
 from neurorit_lens.io import (
     _json_default,
@@ -192,6 +193,9 @@ def train(
 
     Returns:
         A :class:`TrainResult` (also written to ``out_dir/train.json``).
+
+    Under ``torchrun`` with FSDP2 (``full``, ``clean``; ``TrainConfig.sharding``) ``model`` stays
+    sharded after the call; ``out_dir/model`` holds its full weights, gathered to rank 0.
     """
     t0 = time.perf_counter()
     data_cfg = data_cfg or DataConfig()
@@ -216,8 +220,10 @@ def train(
         final_dev=evaluate_dev(model, dev_items, cfg.batch_size) if dev_items else {},
         data={"train": train_info, "dev": dev_info}, config=cfg.to_dict(), environment=environment_info(cfg.seed),
         log=history)
+    # FSDP2 shards: every rank joins the gathers, rank 0 gets the full weights to save
+    weights = gather_full(model.named_parameters()) if root is not None and save_model and is_sharded(model) else None
     if root is not None and is_main_process():  # under torchrun only rank 0 writes
-        _write_outputs(root, model, plan, sets, cfg, result, save_model, base_model)
+        _write_outputs(root, model, plan, sets, cfg, result, save_model, base_model, weights)
         result.wall_s = time.perf_counter() - t0
         result.save(root / "train.json")
     return result
@@ -249,7 +255,7 @@ def _search_lr(model: Model, plan: MethodPlan, run: Callable[..., list[StepOutpu
     histories: dict[float, list[StepOutput]] = {}
     for i, lr in enumerate(lrs):
         if i > 0:
-            _restore(params, snapshot)
+            _restore(model, snapshot)
         histories[lr] = run(_run_dir(root, lr), lr, resume, progress, callbacks)
         dev = [o.dev_loss for o in histories[lr] if o.dev_loss is not None]
         search[f"{lr:g}"] = dev[-1] if dev else None
@@ -257,7 +263,7 @@ def _search_lr(model: Model, plan: MethodPlan, run: Callable[..., list[StepOutpu
     if len(lrs) > 1:
         best = min(lrs, key=lambda lr: _nan_last(search[f"{lr:g}"]))
         if best != lrs[-1]:
-            _restore(params, snapshot)
+            _restore(model, snapshot)
             if root is None:
                 histories[best] = run(None, best, False, progress)
             else:  # every stage of that run is complete on disk: this reloads its final weights
@@ -266,24 +272,27 @@ def _search_lr(model: Model, plan: MethodPlan, run: Callable[..., list[StepOutpu
 
 
 def _write_outputs(root: Path, model: Model, plan: MethodPlan, sets: Mapping[str, NeuronSet] | None,
-                   cfg: TrainConfig, result: TrainResult, save_model: bool, base_model: str | None) -> None:
-    """``root/train_log.jsonl`` and (with ``save_model``) ``root/model`` with its neuron sets and metadata."""
+                   cfg: TrainConfig, result: TrainResult, save_model: bool, base_model: str | None,
+                   weights: Mapping[str, torch.Tensor] | None = None) -> None:
+    """``root/train_log.jsonl`` and (with ``save_model``) ``root/model`` with its neuron sets and metadata
+    (``weights``: the full weights of a sharded ``model``)."""
     atomic_write_text(root / TRAIN_LOG, log_lines(result.log))
     if not save_model:
         return
     from neurorit_lens.models.saved import save_trained_model
 
     out_sets = {**full_sets(sets), "deactivated": plan.deactivated, "trained_neurons": plan.trained_neurons}
-    save_trained_model(model, root / "model", sets=out_sets, train_log=result.log, extra={
+    save_trained_model(model, root / "model", sets=out_sets, train_log=result.log, tensors=weights, extra={
         "base_model": base_model, "method": cfg.method, "lr": result.lr, "steps": result.steps,
         "trainable_params": result.trainable_params, "trainable_fraction": result.trainable_fraction,
         "target_layers": result.target_layers, "seed": cfg.seed, "train_config": cfg.to_dict()})
 
 
-def _restore(params: Mapping[str, torch.nn.Parameter], snapshot: Mapping[str, torch.Tensor]) -> None:
+def _restore(model: Model, snapshot: Mapping[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())  # read anew: FSDP2 replaces them when the first run shards the model
     with torch.no_grad():
         for n, t in snapshot.items():
-            params[n].copy_(t)
+            params[n].copy_(shard_like(t, params[n]))
 
 
 def _nan_last(x: float | None) -> float:

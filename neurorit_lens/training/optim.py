@@ -19,6 +19,10 @@ owns everything the trainer does to parameters around ``backward``:
   whose gradient is always 0, would not move there either; but the optimizer's moments
   and its work are proportional to the trained entries (0.24M for stage 1 on SmolLM2)
   instead of to the touched weight matrices (66M).
+
+Under FSDP2 (whole tensors only: ``full``, ``clean``) the parameters are ``DTensor`` shards:
+there are no shadows, decay and AdamW are elementwise on each rank's shard, and
+:meth:`MaskedParams.clip` all-reduces the gradient norm.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Collection, Iterator, Mapping
 
 import torch
 
+from neurorit_lens.distributed.fsdp import full_tensor
 from neurorit_lens.tl_backend import Model
 from neurorit_lens.training.masks import ParamMasks
 
@@ -101,13 +106,18 @@ class MaskedParams:
                 p.grad = torch.where(m, p.grad, torch.zeros((), dtype=p.grad.dtype, device=p.grad.device))
 
     def clip(self, max_norm: float) -> float:
-        """Clip the (masked) gradients to global L2 norm ``max_norm`` (0: no clipping); the norm before."""
-        if max_norm > 0:
-            return float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        """Clip the (masked) gradients to global L2 norm ``max_norm`` (0: no clipping); the norm before.
+
+        FSDP2-sharded gradients give a partial norm per rank; :func:`full_tensor` all-reduces it
+        to the norm of the whole gradient, so every rank clips by the same factor.
+        """
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
             return 0.0
-        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        norm = full_tensor(torch.nn.utils.get_total_norm(grads))
+        if max_norm > 0:
+            torch.nn.utils.clip_grads_with_norm_(self.params, max_norm, norm)
+        return float(norm)
 
     @torch.no_grad()
     def decay(self, lr: float, wd: float) -> None:

@@ -25,6 +25,14 @@ Both Neuro-RIT stages and every baseline are configurations of one loop
   before clipping (:class:`neurorit_lens.distributed.collectives.GradientSync`), so every
   rank takes the single-process step. Rank 0 writes checkpoints and logs; every rank
   resumes from them. Outside a process group every collective is a no-op.
+- **sharded** (``TrainConfig.sharding``, :func:`uses_fsdp`): the methods that train every
+  weight (``full``, ``clean``) shard the model with FSDP2 instead
+  (:func:`neurorit_lens.distributed.fsdp.shard_model_fsdp`, once, in place): each rank keeps
+  ``1/W`` of every weight, gradient and AdamW moment, FSDP2 sums the gradients
+  (reduce-scatter), the norm for clipping is all-reduced, and checkpoints hold full tensors
+  gathered to rank 0 (the layout one process writes). The methods that train a few percent
+  keep the replicated path above: their gradients and AdamW state are small, and their
+  neuron masks, compact AdamW shadows and neuron-only gradients index plain local tensors.
 - **determinism**: the data order is a pure function of ``(seed, position)`` (one seeded
   permutation per epoch), so resuming needs only the step count.
 - **checkpoints** (:mod:`neurorit_lens.training.checkpoint`): every ``checkpoint_every``
@@ -57,12 +65,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from neurorit_lens.config import TrainConfig
+from neurorit_lens.config import FSDP_METHODS, TrainConfig
 from neurorit_lens.distributed.collectives import (
     GradientSync,
     all_reduce_scalar,
     broadcast_parameters,
     global_token_count,
+)
+from neurorit_lens.distributed.fsdp import (
+    full_optimizer_state,
+    gather_full,
+    is_sharded,
+    shard_like,
+    shard_model_fsdp,
+    shard_optimizer_state,
 )
 from neurorit_lens.distributed.process import barrier, get_rank, get_world_size, local_batch_slice
 from neurorit_lens.hooks import FwdHook
@@ -107,6 +123,15 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_
     if schedule == "linear":
         return min_ratio + (1 - min_ratio) * (1 - t)
     raise ValueError(f"unknown lr schedule {schedule!r}")
+
+
+def uses_fsdp(cfg: TrainConfig, world_size: int) -> bool:
+    """Whether the trainer shards the model with FSDP2: only in a process group of several
+    ranks, with ``cfg.sharding == "fsdp"``, or ``"auto"`` for a method that trains every
+    weight (:data:`neurorit_lens.config.FSDP_METHODS`)."""
+    if world_size <= 1:
+        return False
+    return cfg.sharding == "fsdp" or (cfg.sharding == "auto" and cfg.method in FSDP_METHODS)
 
 
 def _check_continue(continue_from: tuple[int, int] | None, steps: int) -> tuple[int, int] | None:
@@ -199,8 +224,10 @@ class Trainer:
             float rounding).
 
     Raises:
-        ValueError: no items, nothing trainable, ``steps < 1``, or a global batch
-            (``batch_size * grad_accum``) smaller than the number of ranks.
+        ValueError: no items, nothing trainable, ``steps < 1``, a global batch
+            (``batch_size * grad_accum``) smaller than the number of ranks, FSDP2 sharding
+            (:func:`uses_fsdp`) asked for entry-level masks or a penalty, or a model already
+            sharded by FSDP2 given to a replicated run.
     """
 
     def __init__(
@@ -254,11 +281,33 @@ class Trainer:
         self.shared_dir = Path(out_dir) if out_dir is not None else None
         self.out_dir = self.shared_dir if self.rank == 0 else None  # only rank 0 writes
         self.progress = progress and self.rank == 0
+        self.fsdp = uses_fsdp(cfg, self.world_size)
+        if self.fsdp:
+            self._shard()
+        elif is_sharded(model):
+            raise ValueError("the model is sharded by FSDP2: only sharding 'fsdp' (full, clean) can train it")
         self.trainable = MaskedParams(model, self.masks)
         self.neuron_grads = NeuronGrads(model, self.masks if neuron_grads else {})
         self.neuron_skip = frozenset(self.neuron_grads.names)
-        self.sync = GradientSync(self.trainable.params, average=False, only_trainable=False)
+        # under FSDP2 the gradients are summed by its reduce-scatter: nothing to sync here
+        self.sync = GradientSync(() if self.fsdp else self.trainable.params, average=False, only_trainable=False)
         self._perms: dict[int, list[int]] = {}
+
+    def _shard(self) -> None:
+        """Shard the model with FSDP2 (once: a model sharded by an earlier run stays so)."""
+        masked = sorted(n for n, m in self.masks.items() if m is not None)
+        if masked or self.penalty is not None:
+            raise ValueError(f"FSDP2 sharding (sharding {self.cfg.sharding!r}, method {self.cfg.method!r}) trains "
+                             f"whole tensors only, but entry masks ({masked[:3]}) or a penalty index plain local "
+                             "tensors, not FSDP shards: use sharding 'ddp'")
+        if is_sharded(self.model):
+            return
+        params = dict(self.model.named_parameters())
+        for n, p in params.items():  # before sharding, so FSDP2 sees what trains
+            p.requires_grad_(n in self.masks)
+        broadcast_parameters([p for n, p in params.items() if n in self.masks])  # every rank slices rank 0's
+        shard_model_fsdp(self.model, sum_gradients=True)  # losses are normalised by the global token count
+        log.info("sharded the model with FSDP2 over %d ranks", self.world_size)
 
     # --- data order -------------------------------------------------------------------
     def _perm(self, epoch: int) -> list[int]:
@@ -313,7 +362,8 @@ class Trainer:
             One :class:`StepOutput` per optimizer step of the whole run (resumed steps
             included), also written to ``out_dir/train_log.jsonl``.
         """
-        broadcast_parameters(self.trainable.params)  # every rank starts from rank 0's weights
+        if not self.fsdp:  # (sharded: broadcast before sharding)
+            broadcast_parameters(self.trainable.params)  # every rank starts from rank 0's weights
         self.trainable.refresh()
         opt, sched = self._optimizer()
         start, history = self._resume(opt, sched)
@@ -390,14 +440,19 @@ class Trainer:
         return self.shared_dir / CHECKPOINT if self.shared_dir is not None else None
 
     def _save_checkpoint(self, step: int, history: list[StepOutput], opt: torch.optim.Optimizer, sched: Any) -> None:
-        if self.out_dir is None:
+        if self.shared_dir is None:
             return
         complete = step == self.steps
+        trainable = dict(zip(self.trainable.names, self.trainable.params, strict=True))
+        optimizer = None if complete else opt.state_dict()
+        if self.fsdp:  # every rank joins the gathers; rank 0 gets full tensors, as one process would write
+            trainable = gather_full(trainable.items())
+            optimizer = None if optimizer is None else full_optimizer_state(optimizer)
+        if self.out_dir is None:
+            return
         save_checkpoint(self.out_dir / CHECKPOINT, step=step, position=step * self.items_per_step, complete=complete,
-                        fingerprint=self.fingerprint(),
-                        trainable=dict(zip(self.trainable.names, self.trainable.params, strict=True)),
-                        optimizer=None if complete else opt.state_dict(), scheduler=sched.state_dict(),
-                        history=history)
+                        fingerprint=self.fingerprint(), trainable=trainable, optimizer=optimizer,
+                        scheduler=sched.state_dict(), history=history)
 
     def _resume(self, opt: torch.optim.Optimizer, sched: Any) -> tuple[int, list[StepOutput]]:
         """Load ``checkpoint_path`` into the weights, optimizer and schedule; ``(step, log so far)``."""
@@ -407,10 +462,13 @@ class Trainer:
         state = load_checkpoint(path, self.fingerprint())
         with torch.no_grad():
             for n, p in zip(self.trainable.names, self.trainable.params, strict=True):
-                p.copy_(state["trainable"][n].to(p.device, p.dtype))
+                p.copy_(shard_like(state["trainable"][n], p))  # sharded: this rank's slice of the full tensor
         self.trainable.refresh()
         if state["optimizer"] is not None:
-            opt.load_state_dict(state["optimizer"])
+            osd = state["optimizer"]
+            if self.fsdp:
+                osd = shard_optimizer_state(osd, [p for g in opt.param_groups for p in g["params"]])
+            opt.load_state_dict(osd)
         sched.load_state_dict(state["scheduler"])
         log.info("resumed %s from %s at step %d/%d", self.stage or "training", path, state["step"], self.steps)
         return int(state["step"]), state["log"]
@@ -420,4 +478,5 @@ class Trainer:
             write_train_log(self.out_dir / TRAIN_LOG, history)
 
 
-__all__ = ["CHECKPOINT", "TRAIN_LOG", "StepOutput", "Trainer", "evaluate_dev", "lr_factor", "tokenize_items"]
+__all__ = ["CHECKPOINT", "TRAIN_LOG", "StepOutput", "Trainer", "evaluate_dev", "lr_factor", "tokenize_items",
+           "uses_fsdp"]

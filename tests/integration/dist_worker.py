@@ -177,6 +177,68 @@ def _fsdp_run(trains, steps: int, lr: float, checkpointing: bool) -> dict[str, A
     return {"losses": losses, "sharded": sharded, "params": full}
 
 
+class StopTraining(Exception):
+    """Raised by a callback to stop a run after a checkpoint (a killed job, on every rank at once)."""
+
+
+FULL_CFG = dict(method="full", steps=4, batch_size=2, grad_accum=2, warmup_steps=1, lr=1e-3, max_grad_norm=0.5,
+                weight_decay=0.01, checkpoint_every=2, eval_every=2, seed=1)
+
+
+def full_train(out_dir: Path, model=None, callbacks=()):
+    """``full`` through the real entry (:func:`neurorit_lens.training.methods.train`, default
+    ``sharding="auto"``: FSDP2 in a process group, plain in one process): a global batch of 4
+    items (2 x 2 accumulated), clipping, weight decay, a checkpoint every 2 steps; rank 0
+    writes ``out_dir/model``. Returns the :class:`TrainResult`."""
+    from neurorit_lens.config import TrainConfig
+    from neurorit_lens.training.items import TrainItem
+    from neurorit_lens.training.methods import train
+
+    items = [TrainItem(p, a, id=str(i)) for i, (p, a) in enumerate(GLOBAL_BATCH)]
+    model = tiny_model_for_check() if model is None else model
+    return train(model, items, items[:3], None, None, TrainConfig(**FULL_CFG), out_dir=out_dir, progress=False,
+                 callbacks=callbacks)
+
+
+def full_train_run(out_dir: Path, resume_check: bool = True) -> dict[str, Any]:
+    """:func:`full_train` in ``out_dir/whole``; with ``resume_check`` also in ``out_dir/resumed``
+    stopped after step 2 (rank 0 copies that folder to ``out_dir/stopped``) and resumed on a
+    fresh model; and the error for entry-level masks under FSDP2."""
+    import shutil
+
+    from neurorit_lens.config import TrainConfig
+    from neurorit_lens.distributed.fsdp import is_dtensor, is_sharded
+    from neurorit_lens.distributed.process import get_rank
+    from neurorit_lens.neuron_sets import NeuronSet
+    from neurorit_lens.training.masks import neuron_param_masks
+    from neurorit_lens.training.trainer import Trainer
+
+    out_dir = Path(out_dir)
+    model = tiny_model_for_check()
+    res = full_train(out_dir / "whole", model)
+    out: dict[str, Any] = {"log": [o.to_dict() for o in res.log], "sharded": is_sharded(model),
+                           "dtensor": all(is_dtensor(p) for p in model.parameters())}
+    if resume_check:
+        def stop(o) -> None:
+            if o.step == 2:
+                raise StopTraining
+
+        try:
+            full_train(out_dir / "resumed", callbacks=[stop])
+        except StopTraining:
+            pass
+        if get_rank() == 0:  # the step-2 checkpoint, for resuming it elsewhere
+            shutil.copytree(out_dir / "resumed", out_dir / "stopped")
+        out["resumed_log"] = [o.to_dict() for o in full_train(out_dir / "resumed").log]
+    try:  # entry-level masks cannot be sharded: a clear error in a process group (none in one process)
+        Trainer(tiny_model_for_check(), GLOBAL_BATCH, TrainConfig(**{**FULL_CFG, "sharding": "fsdp"}),
+                param_masks=neuron_param_masks(tiny_model_for_check(), NeuronSet({0: [1, 2]})), progress=False)
+        out["masked_error"] = None
+    except ValueError as e:
+        out["masked_error"] = str(e)
+    return out
+
+
 MINE_EXAMPLES = 5  # odd: the shards are uneven
 
 
@@ -205,7 +267,7 @@ def mining_run(out_dir: Path | None = None) -> dict[str, Any]:
 
 TASKS = {"mine": mining_run, "fsdp": fsdp_training, "fsdp_full": fsdp_full_training, "stats": task_stats,
          "manual_training": manual_training,
-         "trainer": trainer_run}
+         "trainer": trainer_run, "full_train": full_train_run}
 
 
 # --- process entry -------------------------------------------------------------------------

@@ -6,6 +6,8 @@ one of its results with the same task run in this process without a process grou
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -66,6 +68,26 @@ def test_helpers_are_noops_in_one_process():
     assert C.stats_comm_bytes(s) == 8 + 15 * 8 + 15 * 4
     with pytest.raises(ValueError, match="no field"):
         C.all_reduce_additive(object(), fields=("keep_count",))
+
+
+def test_fsdp_helpers_are_identity_in_one_process():
+    from neurorit_lens.distributed import fsdp as F
+
+    model = W.tiny_model_for_check()
+    assert F.shard_model_fsdp(model) is model and not F.is_sharded(model)
+    assert not any(F.is_dtensor(p) for p in model.parameters()) and not F.is_dtensor(3.0)
+    t = torch.arange(6.0).view(2, 3)
+    assert F.full_tensor(t) is t and torch.equal(F.shard_like(t.double(), t), t) and F.shard_like(t, t).dtype == t.dtype
+    got = F.gather_full([("a", t)])
+    assert torch.equal(got["a"], t) and got["a"].data_ptr() != t.data_ptr()
+    opt = torch.optim.AdamW([torch.nn.Parameter(t.clone())])
+    opt.param_groups[0]["params"][0].grad = torch.ones(2, 3)
+    opt.step()
+    state = opt.state_dict()
+    full = F.full_optimizer_state(state)
+    assert torch.equal(full["state"][0]["exp_avg"], state["state"][0]["exp_avg"])
+    back = F.shard_optimizer_state(full, opt.param_groups[0]["params"])
+    assert back["state"][0]["exp_avg"] is full["state"][0]["exp_avg"]
 
 
 # --- 2 processes vs 1 -----------------------------------------------------------------------
@@ -144,6 +166,70 @@ def test_fsdp_sharded_full_training_with_checkpointing_matches_one_process(spawn
     assert ref["losses"][-1] < ref["losses"][0]
 
 
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model" / "model.safetensors"))
+
+
+@pytest.mark.allow_loopback
+def test_full_training_sharded_by_fsdp_matches_one_process_and_resumes(spawned, spawned_dir, tmp_path):
+    """``train(method="full")`` in 2 gloo processes shards the model with FSDP2 (sharding ``auto``)
+    and gives the losses, gradient norms, dev losses and saved weights of one process; a run
+    stopped after its step-2 checkpoint and resumed on a fresh model ends with the same weights."""
+    ref = W.full_train_run(tmp_path, resume_check=False)
+    assert not ref["sharded"] and ref["masked_error"] is None  # one process: nothing sharded
+    r0, r1 = (res["full_train"] for res in spawned)
+    for got in (r0, r1):
+        assert got["sharded"] and got["dtensor"]  # every parameter is an FSDP2 shard
+        assert len(got["log"]) == len(ref["log"]) == 4
+        for g, e in zip(got["log"], ref["log"], strict=True):
+            assert g["loss"] == pytest.approx(e["loss"], abs=1e-5)
+            assert g["grad_norm"] == pytest.approx(e["grad_norm"], rel=1e-4, abs=1e-5)
+            assert g["n_tokens"] == e["n_tokens"] and g["items"] == e["items"] and g["lr"] == pytest.approx(e["lr"])
+            assert (g["dev_loss"] is None) == (e["dev_loss"] is None)
+            if e["dev_loss"] is not None:
+                assert g["dev_loss"] == pytest.approx(e["dev_loss"], abs=1e-5)
+        assert [o["loss"] for o in got["resumed_log"]] == [o["loss"] for o in got["log"]]
+        assert "whole tensors only" in got["masked_error"]
+    assert ref["log"][-1]["loss"] < ref["log"][0]["loss"]
+    one = _weights(tmp_path / "whole")
+    two = _weights(spawned_dir / "full_train" / "whole")  # rank 0 gathered the shards: full tensors
+    resumed = _weights(spawned_dir / "full_train" / "resumed")
+    assert list(two) == list(one) and all(two[n].shape == t.shape for n, t in one.items())
+    init = W.tiny_model_for_check().state_dict()
+    moved = 0
+    for name, t in one.items():
+        torch.testing.assert_close(resumed[name], two[name], rtol=0, atol=1e-7, msg=name)
+        if name.endswith("attn.b_K"):
+            continue  # true gradient 0 (softmax shift invariance): Adam turns rounding noise into steps
+        torch.testing.assert_close(two[name], t, rtol=1e-4, atol=1e-5, msg=name)
+        moved += not torch.equal(t, init[name])
+    assert moved > 20  # full: nearly every tensor was trained
+    lines = (spawned_dir / "full_train" / "whole" / "train_log.jsonl").read_text().splitlines()
+    assert len(lines) == 4  # rank 0 alone wrote the log, one line per step
+    # the sharded run's step-2 checkpoint holds full tensors: one process resumes it
+    shutil.copytree(spawned_dir / "full_train" / "stopped", tmp_path / "cross")
+    cross = W.full_train(tmp_path / "cross")
+    assert [o.loss for o in cross.log] == pytest.approx([o["loss"] for o in ref["log"]], abs=1e-5)
+    for name, t in _weights(tmp_path / "cross").items():
+        if not name.endswith("attn.b_K"):
+            torch.testing.assert_close(t, one[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sharding_choice_and_its_validation():
+    from neurorit_lens.config import TrainConfig
+    from neurorit_lens.training.trainer import uses_fsdp
+
+    for method, auto in (("full", True), ("clean", True), ("layers", False), ("neurorit", False)):
+        cfg = TrainConfig(method=method)
+        assert cfg.sharding == "auto" and uses_fsdp(cfg, 2) is auto and not uses_fsdp(cfg, 1)
+        assert not uses_fsdp(cfg.replace(sharding="ddp"), 4)
+    assert uses_fsdp(TrainConfig(method="full", sharding="fsdp"), 2)
+    with pytest.raises(ValueError, match="every weight.*few percent"):
+        TrainConfig(method="layers", sharding="fsdp")
+
+
 def test_split_across_devices_validates_and_maps_blocks_like_tl():
     model = W.tiny_model_for_check()
     assert D.split_across_devices(model, 1) is model
@@ -193,7 +279,7 @@ def test_distributed_mining_equals_single_process(spawned, spawned_dir, tmp_path
 
 
 # --- the CLI under torchrun (subprocesses: slow on a loaded 2-core machine) ------------------
-def _cli(tmp_path, nproc: int | None, argv: list[str]) -> None:
+def _cli(tmp_path, nproc: int | None, argv: list[str]):
     import os
     import subprocess
     import sys
@@ -206,6 +292,7 @@ def _cli(tmp_path, nproc: int | None, argv: list[str]) -> None:
                "127.0.0.1", "--master-port", str(W.free_port()), "-m", "neurorit_lens", *argv]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    return r
 
 
 @pytest.mark.slow
@@ -231,6 +318,31 @@ def test_torchrun_mine_and_train_cli_equal_single_process(tmp_path):
     assert [x["loss"] for x in lb] == pytest.approx([x["loss"] for x in la], abs=1e-5)
     assert [x["n_tokens"] for x in lb] == [x["n_tokens"] for x in la]
     assert (tmp_path / "t2" / "model").is_dir() and (tmp_path / "t2" / "train.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.allow_loopback
+def test_torchrun_train_full_cli_shards_with_fsdp_and_equals_single_process(tmp_path):
+    """`neurorit train --method full` under torchrun (sharding auto: FSDP2) logs the losses of one
+    process and saves full, unsharded weights in the same format."""
+    import json
+
+    args = ["train", "--model", "tiny", "--limit", "8", "--method", "full", "--steps", "3", "--batch-size", "2",
+            "--grad-accum", "2", "--warmup-steps", "0", "--lr", "1e-3", "--max-prompt-tokens", "256",
+            "--no-progress"]
+    _cli(tmp_path, None, [*args, "--out", str(tmp_path / "t1")])
+    r = _cli(tmp_path, 2, [*args, "--out", str(tmp_path / "t2")])
+    assert r.stderr.count("sharded the model with FSDP2 over 2 ranks") == 2  # once per rank
+    la, lb = ([json.loads(x) for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines()]
+              for d in ("t1", "t2"))
+    assert len(la) == len(lb) == 3
+    assert [x["loss"] for x in lb] == pytest.approx([x["loss"] for x in la], abs=1e-5)
+    one, two = _weights(tmp_path / "t1"), _weights(tmp_path / "t2")
+    assert list(two) == list(one)
+    for name, t in one.items():
+        if not name.endswith("attn.b_K"):  # see test_full_training_sharded_by_fsdp_matches_one_process_and_resumes
+            torch.testing.assert_close(two[name], t, rtol=1e-4, atol=1e-5, msg=name)
+    assert json.loads((tmp_path / "t2" / "train.json").read_text())["config"]["sharding"] == "auto"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
