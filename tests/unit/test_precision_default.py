@@ -142,3 +142,18 @@ def test_a_study_set_declared_auto_matches_either_resolved_value(tmp_path):
         data = {k: spec[k] for k in SET_DATA_KEYS}
         bad = mismatches(cfg, name, cfg.model, mined, data)
         assert bad == ([] if ok else ["precision='bf16' (declared 'auto')"]), (name, got, bad)
+
+
+def test_the_runners_mining_inputs_hold_the_resolved_precision(tmp_path, supported):
+    """An earlier grad_x_act run folder (mined in fp32) stays current under the auto default."""
+    from neurorit_lens.config import RunConfig
+    from neurorit_lens.runner import Runner
+
+    supported(True)
+    cfg = RunConfig(out=str(tmp_path))
+    assert cfg.mining.precision == "auto" and cfg.mining.method == "grad_x_act"
+    assert Runner(cfg).stage_inputs("mining")["mining"] == cfg.mining.replace(precision="fp32").to_dict()
+    ig = cfg.replace(mining=MiningConfig(method="ig"))
+    assert Runner(ig).stage_inputs("mining")["mining"]["precision"] == "bf16"
+    supported(False)
+    assert Runner(ig).stage_inputs("mining")["mining"]["precision"] == "fp32"
