@@ -166,8 +166,9 @@ def main(argv=None) -> int:
     layers = [int(x) for x in args.layers.split(",") if x.strip()]
     data_cfg = DataConfig(data=args.data, split=args.split, limit=args.limit, n_passages=args.n_passages,
                           max_prompt_tokens=args.max_prompt_tokens)
+    # fp32 for every estimator (auto would run ig and ig_joint in bf16, grad_x_act in fp32)
     base = MiningConfig(steps=args.steps, alpha_chunk=args.alpha_chunk, threshold=args.threshold,
-                        frequency=args.frequency)
+                        frequency=args.frequency, precision="fp32")
     examples = load_split(data_cfg)
     model = load_model(args.model, device=args.device)
     bad = [x for x in layers if not 0 <= x < model.cfg.n_layers]

@@ -65,7 +65,7 @@ def worker(args: argparse.Namespace) -> None:
     with distributed_session():
         model = tiny_model(**MODEL_KW)
         examples = embedded_examples()[: args.n_examples]
-        cfg = MiningConfig(method="ig", steps=args.steps, alpha_chunk=args.steps)
+        cfg = MiningConfig(method="ig", steps=args.steps, alpha_chunk=args.steps, precision="fp32")  # as recorded
         data_cfg = DataConfig(max_prompt_tokens=256)
         barrier()
         t0 = time.perf_counter()

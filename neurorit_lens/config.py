@@ -60,6 +60,8 @@ AblationBackend = Literal["auto", "tl"]
 ExportFormat = Literal["hf", "gguf"]
 GgufDtype = Literal["float32", "float16", "bfloat16"]
 Precision = Literal["fp32", "bf16"]
+# Mining alone may leave the choice to the method and device (neurorit_lens.precision.resolve_precision).
+MiningPrecision = Literal["auto", Precision]
 
 
 class ConfigBase:
@@ -283,12 +285,13 @@ class MiningConfig(ConfigBase):
     # --alpha-chunk where the estimate would exceed it, the same scores (none = no budget).
     max_memory_gb: float | None = None
     # Forward passes in fp32, or under bf16 autocast (matrix products in bfloat16, weights and
-    # sums kept in fp32; about 2x faster on CPUs with AVX512-BF16; see docs/mining.md).
-    precision: Precision = "fp32"
+    # sums kept in fp32; about 2x faster on CPUs with AVX512-BF16); auto = bf16 for ig and ig_joint
+    # where the device runs bf16 natively, else fp32 (grad_x_act: fp32); see docs/mining.md.
+    precision: MiningPrecision = "auto"
 
     def __post_init__(self) -> None:
         _one_of(self.method, AttributionMethod, "method")
-        _one_of(self.precision, Precision, "precision")
+        _one_of(self.precision, MiningPrecision, "precision")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(self.steps >= 1, "steps must be >= 1")
         _one_of(self.rule, RiemannRule, "rule")

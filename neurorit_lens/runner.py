@@ -51,6 +51,7 @@ from neurorit_lens.io import (
     sha256_file,
     write_run_metadata,
 )
+from neurorit_lens.precision import resolve_precision
 from neurorit_lens.stages import STAGE_FILE, read_record, run_stage
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,9 @@ class Runner:
         if kind == "eval_before":
             own = {"eval": c.eval.to_dict(), "eval_limit": c.eval_limit}
         elif kind == "mining":
-            own = {"mining": c.mining.to_dict(), "mine_limit": c.mine_limit}
+            # the precision mining will resolve to: an auto that runs fp32 keeps earlier fp32 folders current
+            mcfg = c.mining.replace(precision=resolve_precision(c.mining.precision, c.mining.method, c.device))
+            own = {"mining": mcfg.to_dict(), "mine_limit": c.mine_limit}
         elif kind == "ablation":
             own = {"ablation": c.ablation.to_dict(), "ablate_limit": c.ablate_limit,
                    "upstream": {"mining": self.stage_fingerprint("mining")},

@@ -103,6 +103,7 @@ def mine_distributed(
     rank, world = get_rank(), get_world_size()
     local = mine(model, examples, cfg, data_cfg, out_dir, resume, show_progress and rank == 0, current_shard(),
                  model_name)
+    # local.config: cfg with its precision resolved (what the result records)
     for cond in CONDITIONS:
         all_reduce_additive(getattr(local, f"stats_{cond}"))
     sets = exclusive_sets(local.stats_R.select(cfg.selection, cfg.frequency, cfg.top_k),
@@ -115,7 +116,7 @@ def mine_distributed(
     parts = gather_objects(payload)
     if rank != 0:
         res = MiningResult(local.scores_R, local.scores_I, local.ids_R, local.ids_I, sets, local.stats_R,
-                           local.stats_I, cfg, local.model_name, local.model_shape, local.excluded,
+                           local.stats_I, local.config, local.model_name, local.model_shape, local.excluded,
                            {**local.info, "distributed": comm})
         barrier()
         return res
@@ -124,8 +125,8 @@ def mine_distributed(
     ids, scores = _merge_scores(parts, order, local.model_shape)
     excluded = {c: merge_excluded([p["excluded"][c] for p in parts], order) for c in CONDITIONS}
     info = _merge_info([p["info"] for p in parts], comm, ids)
-    res = MiningResult(scores["R"], scores["I"], ids["R"], ids["I"], sets, local.stats_R, local.stats_I, cfg,
-                       local.model_name, local.model_shape, excluded, info)
+    res = MiningResult(scores["R"], scores["I"], ids["R"], ids["I"], sets, local.stats_R, local.stats_I,
+                       local.config, local.model_name, local.model_shape, excluded, info)
     try:
         if out_dir is not None:
             res.save(out_dir)

@@ -92,6 +92,14 @@ def _same(got: Any, want: Any) -> bool:
     return got == want
 
 
+def _auto_precisions(method: str | None) -> tuple[str, ...]:
+    """What ``precision="auto"`` may resolve to for ``method`` (None: MiningConfig's default)."""
+    from neurorit_lens.config import MiningConfig
+    from neurorit_lens.precision import BF16_METHODS
+
+    return ("fp32", "bf16") if (method or MiningConfig.method) in BF16_METHODS else ("fp32",)
+
+
 def mismatches(cfg: StudyConfig, name: str, model_name: str, mined: Mapping[str, Any], data: Mapping[str, Any]
                ) -> list[str]:
     """How a folder's recorded model, MiningConfig (``mined``) and DataConfig (``data``) differ from what
@@ -103,6 +111,8 @@ def mismatches(cfg: StudyConfig, name: str, model_name: str, mined: Mapping[str,
         if k in SELECTION_FIELDS:
             continue
         got = data.get(k) if k in SET_DATA_KEYS else mined.get(k)
+        if k == "precision" and v == "auto" and got in _auto_precisions(cfg.set_spec(name).get("method")):
+            continue  # recorded resolved
         if (k not in SET_DATA_KEYS or got is not None) and not _same(got, v):
             bad.append(f"{k}={got!r} (declared {v!r})")
     return bad

@@ -53,7 +53,7 @@ from neurorit_lens.hooks import mlp_hook_name, neuron_hooks
 from neurorit_lens.neurons.attribution import _check_inputs, _method_alphas, budget_chunk, frozen_parameters
 from neurorit_lens.neurons.gates import Readout, cache_resid_pre, tile, trunk
 from neurorit_lens.objective import AnswerBatch, tokenize_with_answers
-from neurorit_lens.precision import autocast
+from neurorit_lens.precision import autocast, resolve_precision
 from neurorit_lens.tl_backend import Model
 
 __all__ = ["contrast_attribute", "contrast_baseline_target", "contrast_scores", "gold_activations", "shared_suffix"]
@@ -238,9 +238,11 @@ def contrast_baseline_target(model: Model, noisy: AnswerBatch, gold: AnswerBatch
 
 def contrast_scores(model: Model, noisy: AnswerBatch, gold_prompts: Sequence[str], answers: Sequence[str],
                     cfg: MiningConfig) -> Float[torch.Tensor, "batch layer d_mlp"]:
-    """Mining's call: :func:`contrast_attribute` with ``cfg``'s settings, float32 on the CPU."""
+    """Mining's call: :func:`contrast_attribute` with ``cfg``'s settings (``auto`` precision
+    resolved, :func:`neurorit_lens.precision.resolve_precision`), float32 on the CPU."""
     gold = tokenize_with_answers(model, list(gold_prompts), list(answers), max_len=model.cfg.n_ctx)
+    precision = resolve_precision(cfg.precision, cfg.method, model.cfg.device)
     return contrast_attribute(model, noisy, gold, method=cfg.method, steps=cfg.steps, rule=cfg.rule,
                               alpha_chunk=cfg.alpha_chunk, target=cfg.target, site=cfg.site, layers=cfg.layers,
-                              offload=cfg.offload_scores, precision=cfg.precision,
+                              offload=cfg.offload_scores, precision=precision,
                               max_memory_gb=cfg.max_memory_gb).float().cpu()

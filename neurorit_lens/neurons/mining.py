@@ -107,6 +107,7 @@ from neurorit_lens.neurons.score_files import (
 )
 from neurorit_lens.neurons.selection import SelectionStats, normalize_scores
 from neurorit_lens.objective import encode_answer, tokenize_with_answers
+from neurorit_lens.precision import resolve_precision
 from neurorit_lens.tl_backend import Model
 
 log = logging.getLogger(__name__)
@@ -365,7 +366,7 @@ def _score_items(model: Model, items: list[_Item], cond: str, cfg: MiningConfig,
     extra = {k: getattr(cfg, k) for k in I_FIELDS} if definition is not None and definition.own_fields else None
     rows: list[torch.Tensor | None] = [None] * len(items)
     fields = {k: getattr(cfg, k) for k in SCORE_FIELDS}
-    if cfg.precision != "fp32":  # stamped only when not the default, so fp32 score files stay valid
+    if cfg.precision != "fp32":  # bf16 (cfg is resolved by mine) is stamped, fp32 not: old fp32 files stay valid
         fields["precision"] = cfg.precision
     fps = [fingerprint(name, shape, fields, it.tokens, extra) for it in items]
     todo = []
@@ -432,7 +433,9 @@ def mine(
     Args:
         model: the HookedTransformer.
         examples: QA examples with labelled passages.
-        cfg: attribution, I definition and selection settings.
+        cfg: attribution, I definition and selection settings; its ``precision="auto"`` is
+            resolved (:func:`neurorit_lens.precision.resolve_precision`: bf16 for IG where the
+            device runs it natively, else fp32) and the result records the resolved value.
         data_cfg: prompt settings (``n_passages``, ``seed``, ``template``, ``max_prompt_tokens``).
         out_dir: where per-example scores are flushed (and, for an unsharded run, where
             :meth:`MiningResult.save` writes ``neurons.json`` and the raw scores).
@@ -449,6 +452,8 @@ def mine(
     """
     examples = list(examples)
     _check_args(cfg, data_cfg, examples, shard)
+    # auto -> fp32 or bf16 here, so the score files, neurons.json and mining.json record what ran
+    cfg = cfg.replace(precision=resolve_precision(cfg.precision, cfg.method, model.cfg.device))
     if shard is not None:
         examples = examples[shard[0]::shard[1]]
     name = model_name or getattr(model.cfg, "model_name", "") or "model"

@@ -129,7 +129,8 @@ def test_mining_contrast_stores_negated_contrast_scores_and_resumes(method, tmp_
 
     model = cached_tiny_model()
     exs = embedded_examples()[:3]
-    cfg = MiningConfig(method=method, steps=3, irrelevant_definition="contrast", noisy_setting="noise=0.5")
+    cfg = MiningConfig(method=method, steps=3, irrelevant_definition="contrast", noisy_setting="noise=0.5",
+                       precision="fp32")  # the reference is fp32 (auto would run IG in bf16)
     res = mine(model, exs, cfg, DATA, out_dir=tmp_path, show_progress=False)
     noisy, answers = _mining_prompts(model, exs, "noise=0.5")
     gold, _ = _mining_prompts(model, exs, "gold")

@@ -48,6 +48,8 @@ OTHER_MEANING = {
     ("neuron_pages", "sets"): "the mined sets to show membership in (none = none)",
     ("neuron_page", "limit"): "passages read for the page, not questions of a split",
     ("neuron_pages", "limit"): "passages read for the pages, not questions of a split",
+    ("attribute", "precision"): "the resolved precision (fp32 or bf16); mine resolves MiningConfig's auto",
+    ("contrast_attribute", "precision"): "the resolved precision (fp32 or bf16); mine resolves MiningConfig's auto",
 }
 
 

@@ -40,7 +40,8 @@ def _ref_scores(model, prompts, answers, cfg):
 def test_negative_and_paired_match_naive_reference(method):
     model = cached_tiny_model()
     exs = embedded_examples()[:3]
-    cfg = MiningConfig(method=method, steps=3, alpha_chunk=2, irrelevant_definition="negative")
+    cfg = MiningConfig(method=method, steps=3, alpha_chunk=2, irrelevant_definition="negative",
+                       precision="fp32")  # the reference is fp32 (auto would run IG in bf16)
     res = mine(model, exs, cfg, DATA, show_progress=False)
     rp, ids = _prompts(model, exs, "noise=0.8")
     gold = [answer_continuation(i.example.answer, rp.template) for i in rp.instances]

@@ -45,9 +45,12 @@ def test_autocast_is_a_no_op_in_fp32_and_bf16_matmuls_in_bf16():
     with pytest.raises(ValueError, match="precision"):
         autocast("fp16")
     for cfg in (EvalConfig, MiningConfig, AblationConfig, TrainConfig):
-        assert cfg().precision == "fp32"
+        assert cfg().precision == ("auto" if cfg is MiningConfig else "fp32")  # auto: test_precision_default.py
         with pytest.raises(BAD_CHOICE):
             cfg(precision="fp8")
+    for cfg in (EvalConfig, AblationConfig, TrainConfig):  # auto is mining's alone
+        with pytest.raises(BAD_CHOICE):
+            cfg(precision="auto")
 
 
 def _jaccard(a: torch.Tensor, b: torch.Tensor, frac: float = 0.1) -> float:
