@@ -120,9 +120,11 @@ def mismatches(cfg: StudyConfig, name: str, model_name: str, mined: Mapping[str,
 
 def folder_mismatches(cfg: StudyConfig, folder: Path, name: str) -> list[str]:
     """:func:`mismatches` of a complete folder, read from its ``neurons.json`` meta and ``mining.json`` (no tensor)."""
-    meta = read_json(folder / "neurons.json").get("meta", {})
+    from neurorit_lens.neuron_sets import read_neurons_file
+
+    _, meta = read_neurons_file(folder / "neurons.json")
     info = read_json(folder / "mining.json").get("info", {}) if (folder / "mining.json").exists() else {}
-    return mismatches(cfg, name, str(meta.get("model", "")), meta.get("config") or {}, info.get("data", {}))
+    return mismatches(cfg, name, meta.model, meta.config or {}, info.get("data", {}))
 
 
 def check_mined(res: Any, folder: Path, cfg: StudyConfig, name: str) -> None:
