@@ -14,12 +14,12 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from neurorit_lens.data.schema import QAExample
 from neurorit_lens.data.text import normalize_question
 
-__all__ = ["overlap", "question_key", "subject_key", "unseen"]
+__all__ = ["draw", "fresh_draw", "overlap", "question_key", "split_fresh", "subject_key", "unseen"]
 
 
 def question_key(ex: QAExample) -> str:
@@ -45,3 +45,29 @@ def unseen(candidates: Sequence[QAExample], seen: Iterable[QAExample]) -> list[Q
     """``candidates`` without those that :func:`overlap` ``seen``, in their order."""
     hit = {id(e) for e in overlap(candidates, seen)}
     return [e for e in candidates if id(e) not in hit]
+
+
+def draw(spec: str) -> list[QAExample]:
+    """The questions of an embedded draw ``embedded:N[:SEED]``, as :func:`~neurorit_lens.data.load_examples` reads."""
+    from neurorit_lens.data.loaders import load_examples
+
+    if not spec.startswith("embedded"):
+        raise ValueError(f"a seen draw must be embedded:N[:SEED], got {spec!r}")
+    return load_examples(spec).examples
+
+
+def fresh_draw(candidates: Sequence[QAExample], seen_draws: Iterable[str], limit: int,
+               start: int = 0) -> tuple[list[QAExample], list[QAExample]]:
+    """``(fresh, seen)``: the candidates :func:`unseen` keeps against every question of ``seen_draws``
+    (``embedded:N[:SEED]`` specs), ``[start:start + limit]``, and those seen questions."""
+    seen = [e for s in seen_draws for e in draw(s)]
+    return unseen(candidates, seen)[start: start + limit], seen
+
+
+def split_fresh(splits: Mapping[str, Sequence[QAExample]], split: str, start: int,
+                limit: int) -> tuple[list[QAExample], list[QAExample]]:
+    """``(fresh, seen)`` of a data set split by question: ``split[start:start + limit]``, and every
+    question of the other splits plus ``split[:start]`` (those earlier runs may have trained on or scored)."""
+    fresh = list(splits[split][start: start + limit])
+    seen = [e for s, exs in splits.items() if s != split for e in exs] + list(splits[split][:start])
+    return fresh, seen

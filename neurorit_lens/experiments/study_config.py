@@ -13,6 +13,12 @@ deactivates, ``train_distractors`` the distractors of its gold-only training dat
 every other key is a :class:`~neurorit_lens.config.TrainConfig` field. Its TrainConfig is
 ``train``, then its base block, then its own fields (:meth:`StudyConfig.train_config`).
 
+The ``confirmatory`` block (:class:`ConfirmatorySpec`) declares the later test on fresh
+questions: per data set the fresh questions (``data``, ``format``, ``split``, ``start``,
+``limit``), the draws already seen, the seeds, the arms (``chosen`` and baseline methods), their
+learning rates, the settings and the contrasts; ``neurorit study --confirmatory`` runs it
+(:mod:`neurorit_lens.experiments.confirmatory`).
+
 The dict as written (``StudyConfig.declared``) is what ``protocol.json`` records.
 """
 
@@ -28,22 +34,27 @@ from typing import Any, Literal
 from neurorit_lens.config import (
     ConfigBase,
     DataConfig,
+    DataFormat,
     DistractorMethod,
     EvalConfig,
     MiningConfig,
+    SplitChoice,
     Template,
     TrainConfig,
+    TrainMethod,
 )
 from neurorit_lens.data.settings import parse_setting
 from neurorit_lens.experiments.config import DatasetSpec, check_partial, check_value, read_config_file, typed_from_dict
 
-__all__ = ["Arm", "ContrastSpec", "MiningSpec", "StudyConfig", "load_study_config"]
+__all__ = ["CHOSEN", "Arm", "ConfirmatorySpec", "ContrastSpec", "FreshQuestions", "MiningSpec", "StudyConfig",
+           "load_study_config"]
 
 Metric = Literal["logprob_gold", "accuracy"]
 ARM_KEYS = ("base", "sets", "train_distractors", "i_excl_from")  # an arm's keys that are not TrainConfig fields
 BASES = ("fair_neurorit",)  # TrainConfig blocks an arm may start from
 SET_DATA_KEYS = ("n_passages", "max_prompt_tokens")  # a mining set's keys that are DataConfig fields
 RULE_SETTINGS = ("gold", "gold+4")  # the settings the declared rule reads, in every data set
+CHOSEN = "chosen"  # the confirmatory arm that trains the configuration chosen.json names
 
 
 @dataclass
@@ -63,6 +74,32 @@ class MiningSpec(ConfigBase):
     questions: str = ""  # in words
     n_passages: int = 1  # passages of the mining prompts (a set may give its own)
     stability: str = ""  # in words
+
+
+@dataclass
+class FreshQuestions(ConfigBase):
+    """One data set's fresh questions: ``split`` of ``data`` (split as the study splits), ``[start:start+limit]``;
+    for ``split: all`` the first ``limit`` questions past ``start`` that no seen draw holds."""
+
+    data: str  # a path ({shared} = the shared data folder) or embedded:N[:seed]
+    limit: int
+    format: DataFormat = "auto"
+    split: SplitChoice = "all"
+    start: int = 0
+    why: str = ""  # in words
+
+
+@dataclass
+class ConfirmatorySpec(ConfigBase):
+    """The confirmatory run, declared with the dev study (docs/study.md, "The confirmatory run")."""
+
+    questions: dict[str, FreshQuestions]  # data set -> its fresh questions
+    seeds: tuple[int, ...]  # TrainConfig.seed of each training
+    arms: tuple[str, ...]  # ``chosen`` and baseline TrainConfig methods
+    lrs: dict[str, float]  # baseline arm -> its learning rate (``chosen`` keeps train.lr)
+    settings: dict[str, tuple[str, ...]]  # data set -> settings
+    contrasts: tuple[tuple[str, str], ...]  # (a, b): arm a minus arm b
+    seen: dict[str, tuple[str, ...] | str] = field(default_factory=dict)  # data set -> seen draws (or in words)
 
 
 @dataclass(frozen=True)
@@ -105,7 +142,7 @@ class StudyConfig(ConfigBase):
     eval: dict[str, Any] = field(default_factory=dict)  # EvalConfig fields
     n_bootstrap: int = 2000
     target_halfwidth_nats: float = 0.2
-    confirmatory: dict[str, Any] = field(default_factory=dict)  # declared for the later run; not run here
+    confirmatory: ConfirmatorySpec | None = None  # the later run on fresh questions (``--confirmatory``)
     declared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     arm_specs: dict[str, Arm] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -135,6 +172,8 @@ class StudyConfig(ConfigBase):
             raise ValueError("arms: at least one arm is needed")
         self.arm_specs = {name: self._arm(name, spec) for name, spec in self.arms.items()}
         self._check_contrasts()
+        if self.confirmatory is not None:
+            self._check_confirmatory(self.confirmatory)
 
     def _check_settings(self) -> None:
         missing = sorted(set(self.datasets) - set(self.settings))
@@ -203,6 +242,57 @@ class StudyConfig(ConfigBase):
                                      f"{list(self.arms)}")
             if c.a == c.b:
                 raise ValueError(f"contrasts[{i}]: a and b are the same arm {c.a!r}")
+
+    def _check_confirmatory(self, c: ConfirmatorySpec) -> None:
+        k = "confirmatory"
+        for d in c.questions:
+            if d not in self.datasets:
+                raise ValueError(f"{k}.questions.{d}: not a data set of the study; choose from {list(self.datasets)}")
+        for d in self.datasets:
+            if d not in c.questions:
+                raise ValueError(f"{k}.questions.{d}: missing; every data set the arms train on needs fresh questions")
+        for d, q in c.questions.items():
+            if q.start < 0:
+                raise ValueError(f"{k}.questions.{d}.start: must be >= 0, got {q.start}")
+            if q.limit < 1:
+                raise ValueError(f"{k}.questions.{d}.limit: must be >= 1, got {q.limit}")
+        if not c.seeds or len(set(c.seeds)) != len(c.seeds):
+            raise ValueError(f"{k}.seeds: at least one seed, each once; got {list(c.seeds)}")
+        if CHOSEN not in c.arms or len(set(c.arms)) != len(c.arms):
+            raise ValueError(f"{k}.arms: must hold {CHOSEN!r} and each arm once; got {list(c.arms)}")
+        methods = typing.get_args(TrainMethod)
+        for i, a in enumerate(c.arms):
+            if a != CHOSEN and (a not in methods or a == "neurorit"):
+                raise ValueError(f"{k}.arms[{i}]: unknown arm {a!r}; {CHOSEN!r} or a baseline method "
+                                 f"{[m for m in methods if m != 'neurorit']}")
+            if a != CHOSEN and a not in c.lrs:
+                raise ValueError(f"{k}.lrs.{a}: missing; every baseline arm trains at its declared learning rate")
+        for a, lr in c.lrs.items():
+            if a not in c.arms or a == CHOSEN:
+                raise ValueError(f"{k}.lrs.{a}: not a baseline arm of {k}.arms (chosen keeps train.lr)")
+            if lr <= 0:
+                raise ValueError(f"{k}.lrs.{a}: must be > 0, got {lr}")
+        if set(c.settings) != set(c.questions):
+            raise ValueError(f"{k}.settings: one list per data set {sorted(c.questions)}, got {sorted(c.settings)}")
+        for d, names in c.settings.items():
+            if not names:
+                raise ValueError(f"{k}.settings.{d}: at least one setting")
+            for i, s in enumerate(names):
+                try:
+                    parse_setting(s)
+                except ValueError as e:
+                    raise ValueError(f"{k}.settings.{d}[{i}]: {e}") from e
+        if not c.contrasts or len(set(c.contrasts)) != len(c.contrasts):
+            raise ValueError(f"{k}.contrasts: at least one, each once")
+        for i, (a, b) in enumerate(c.contrasts):
+            for j, arm in enumerate((a, b)):
+                if arm not in c.arms:
+                    raise ValueError(f"{k}.contrasts[{i}][{j}]: unknown arm {arm!r}; choose from {list(c.arms)}")
+            if a == b:
+                raise ValueError(f"{k}.contrasts[{i}]: a and b are the same arm {a!r}")
+        for d in c.seen:
+            if d not in c.questions:
+                raise ValueError(f"{k}.seen.{d}: not a data set of {k}.questions")
 
     # --- what the runner reads --------------------------------------------------------------
     def train_config(self, arm: Arm | str) -> TrainConfig:

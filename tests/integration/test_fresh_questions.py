@@ -9,7 +9,7 @@ import pytest
 
 from neurorit_lens.config import DataConfig
 from neurorit_lens.data import embedded_examples
-from neurorit_lens.data.fresh import overlap, question_key, unseen
+from neurorit_lens.data.fresh import draw, fresh_draw, overlap, question_key, split_fresh
 from neurorit_lens.data.splits import load_splits
 from tests.conftest import SHARED_DATA
 
@@ -17,15 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIRM = json.loads((ROOT / "benchmarks/configs/study_dev.json").read_text())["confirmatory"]
 
 
-def _embedded(spec: str):
-    parts = spec.split(":")
-    return embedded_examples(int(parts[1]), int(parts[2]) if len(parts) > 2 else 0)
-
-
 def fresh_embedded():
     spec = CONFIRM["questions"]["embedded"]
-    seen = [e for s in CONFIRM["seen"]["embedded"] for e in _embedded(s)]
-    return unseen(_embedded(spec["data"]), seen)[: spec["limit"]], seen
+    return fresh_draw(draw(spec["data"]), CONFIRM["seen"]["embedded"], spec["limit"])
+
+
+def test_draw_reads_the_generated_set():
+    assert [e.question for e in draw("embedded:30:7")] == [e.question for e in embedded_examples(30, 7)]
 
 
 def test_fresh_embedded_questions_are_new_texts_and_new_subjects():
@@ -34,7 +32,7 @@ def test_fresh_embedded_questions_are_new_texts_and_new_subjects():
     assert overlap(fresh, seen) == []
     assert not {question_key(e) for e in fresh} & {question_key(e) for e in seen}
     # the check can fail: the new draw does reuse a seed-0 name
-    assert overlap(_embedded(CONFIRM["questions"]["embedded"]["data"]), seen)
+    assert overlap(draw(CONFIRM["questions"]["embedded"]["data"]), seen)
 
 
 @pytest.mark.real_data
@@ -44,8 +42,8 @@ def test_fresh_nq_questions_were_never_trained_on_nor_scored():
     if not path.exists():
         pytest.skip(f"{path} not found")
     _, splits = load_splits(DataConfig(data=str(path), format=spec["format"], split="all"))
-    fresh = splits["test"][spec["start"]: spec["start"] + spec["limit"]]
-    scored = splits["train"] + splits["dev"] + splits["test"][: spec["start"]]
+    fresh, scored = split_fresh(splits, "test", spec["start"], spec["limit"])
+    assert len(scored) == len(splits["train"]) + len(splits["dev"]) + spec["start"]
     assert len(fresh) == spec["limit"] >= 300
     assert overlap(fresh, scored) == []
     assert not {question_key(e) for e in fresh} & {question_key(e) for e in scored}
