@@ -23,7 +23,9 @@ class Args:
     and teacher-forced log p(gold) per question), then write DIR/report.json, report.md and, once
     the declared rule can be applied, chosen.json. DIR/protocol.json records CONFIG first; a rerun
     skips every finished unit, resumes an interrupted training from its checkpoints and refuses a
-    changed CONFIG.
+    changed CONFIG. With --confirmatory --chosen DEV/chosen.json: the configuration's confirmatory run
+    (the chosen configuration against the baselines, every seed, on fresh questions) in DIR,
+    report_confirmatory.json/md.
     """
 
     # The study's configuration (.json or .toml).
@@ -42,20 +44,36 @@ class Args:
     train_limit: int | None = None
     # Dev questions per data set instead of the configuration's (smoke runs; recorded in protocol.json).
     dev_limit: int | None = None
+    # Run the configuration's confirmatory block (fresh questions, the chosen configuration against the baselines).
+    confirmatory: bool = False
+    # The dev run's chosen.json (--confirmatory): refused when it was chosen under another configuration.
+    chosen: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
     device: str | None = None  # Torch device (none = the configuration's).
     progress: Progress = True
 
 
 def run(args: Args) -> int:
+    from neurorit_lens.experiments.confirmatory import confirm
     from neurorit_lens.experiments.study import study
 
     if args.plan and args.report:
         raise ValueError("--plan and --report exclude each other")
-    got = study(args.config, args.out, mining=args.mining, plan=args.plan, report=args.report,
-                arms=list(args.arms) if args.arms is not None else None, device=args.device,
-                train_limit=args.train_limit, dev_limit=args.dev_limit, progress=args.progress)
+    if args.confirmatory:
+        if args.chosen is None:
+            raise ValueError("--confirmatory needs --chosen DEV/chosen.json (the dev run's choice)")
+        if args.arms is not None or args.train_limit is not None or args.dev_limit is not None:
+            raise ValueError("--arms, --train-limit and --dev-limit are for the dev run; the confirmatory run "
+                             "trains every declared arm on the declared questions")
+        got = confirm(args.config, args.out, args.chosen, mining=args.mining, plan=args.plan, report=args.report,
+                      device=args.device, progress=args.progress)
+    elif args.chosen is not None:
+        raise ValueError("--chosen is read by --confirmatory only")
+    else:
+        got = study(args.config, args.out, mining=args.mining, plan=args.plan, report=args.report,
+                    arms=list(args.arms) if args.arms is not None else None, device=args.device,
+                    train_limit=args.train_limit, dev_limit=args.dev_limit, progress=args.progress)
     if args.plan:
         print(json.dumps(got, indent=2))
     else:
-        print(f"wrote {Path(args.out) / 'report.md'}")
+        print(f"wrote {Path(args.out) / ('report_confirmatory.md' if args.confirmatory else 'report.md')}")
     return 0

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neurorit_lens.config import DataConfig, EvalConfig
+from neurorit_lens.config import DataConfig, EvalConfig, TrainConfig
 from neurorit_lens.data.settings import parse_setting
 from neurorit_lens.experiments.protocol import shared_data
 from neurorit_lens.experiments.results import _clean, record_peak
@@ -57,11 +57,17 @@ from neurorit_lens.io import atomic_write_json, environment_info, fingerprint, r
 from neurorit_lens.memory import PeakRSS
 from neurorit_lens.stages import open_stage, read_record, run_stage
 
-__all__ = ["DEFAULT_MINING", "Study", "study"]
+__all__ = ["DEFAULT_MINING", "Study", "execute", "optimizer_steps", "study"]
 
 log = logging.getLogger("neurorit_lens.experiments")
 DEFAULT_MINING = Path("runs") / "study" / "mining"
 TRAIN_OUTPUTS = ["train.json", "model/neurorit_model.json"]
+
+
+def optimizer_steps(tcfg: TrainConfig) -> int:
+    """The optimizer steps a training takes: ``steps``, plus stage 1's under ``stage1_extra``."""
+    return tcfg.steps + ((tcfg.stage1_steps or 0) if tcfg.method == "neurorit"
+                         and tcfg.stage_schedule == "stage1_extra" else 0)
 
 
 class Study:
@@ -161,18 +167,21 @@ class Study:
                   unrecorded="adopt", stale="refuse")
         return d
 
-    def _train(self, arm: Arm, d: Path, sets_dir: Path) -> None:
+    def _train(self, arm: Arm, d: Path, sets_dir: Path | None, tcfg: TrainConfig | None = None) -> None:
+        """Train ``arm`` (``tcfg``: its TrainConfig, default the configuration's) into ``d``; ``sets_dir``
+        ``None`` for a method that needs no neurons."""
         import torch
 
         from neurorit_lens.neurons.output import MiningOutput
         from neurorit_lens.training.inputs import prepare_training
         from neurorit_lens.training.methods import train
 
-        tcfg = self.cfg.train_config(arm)
-        inputs = prepare_training(MiningOutput.load(sets_dir, self.base), tcfg)
+        tcfg = tcfg or self.cfg.train_config(arm)
+        inputs = prepare_training(MiningOutput.load(sets_dir, self.base) if sets_dir is not None else None, tcfg)
         pool = self.train_pool(arm.train_distractors)
-        log.info("training %s (%s, sets %s, %s distractors) on %d questions", arm.name, tcfg.method,
-                 arm_sets_key(arm), arm.train_distractors, len(pool))
+        log.info("training %s (%s, seed %d, sets %s, %s distractors) on %d questions", d.relative_to(self.out),
+                 tcfg.method, tcfg.seed, arm_sets_key(arm) if sets_dir is not None else "-", arm.train_distractors,
+                 len(pool))
         torch.manual_seed(tcfg.seed)
         self._loaded = None  # the last evaluated model is not needed while training
         model = copy.deepcopy(self.base)
@@ -192,6 +201,12 @@ class Study:
             self._loaded = (arm, load_model(str(self.out / "train" / arm / "model"), device=self.device))
         return self._loaded[1]
 
+    eval_split = "dev"  # what the scored questions are (an evaluation blob records it)
+
+    def eval_examples(self, dataset: str, distractors: str = "random") -> list:
+        """The questions every arm is scored on: the first ``dev_limit`` dev questions."""
+        return self.examples(dataset, "dev", distractors)
+
     def eval_path(self, arm: str, dataset: str, setting: str) -> Path:
         return self.out / "eval" / arm / dataset / f"{setting}.json"
 
@@ -208,14 +223,14 @@ class Study:
         if path.exists():
             return read_json(path)
         distractors = parse_setting(setting).distractors or "random"
-        exs = self.examples(dataset, "dev", distractors)
+        exs = self.eval_examples(dataset, distractors)
         ecfg = EvalConfig.from_dict({**self.cfg.eval, "settings": [setting]})
         with PeakRSS() as mem:
             model, t0 = self.model_of(arm), time.perf_counter()
             records, summary = score_questions(model, exs, setting, ecfg, self.data_cfg(dataset, distractors), dataset,
                                                logprob="logprob_gold" in self.cfg.metrics)
-            blob = {"arm": arm, "split": "dev", "dataset": dataset, "setting": setting, "summary": summary.to_dict(),
-                    "records": records, "wall_s": time.perf_counter() - t0}
+            blob = {"arm": arm, "split": self.eval_split, "dataset": dataset, "setting": setting,
+                    "summary": summary.to_dict(), "records": records, "wall_s": time.perf_counter() - t0}
         blob["peak_rss_mb"] = mem.peak_mb
         atomic_write_json(path, _clean(blob))
         self.n_evaluated += 1
@@ -242,8 +257,7 @@ class Study:
             arm, tcfg = self.cfg.arm_specs[a], self.cfg.train_config(a)
             rec = read_record(self.out / "train" / a)
             evals = [f"{d}/{s}" for d in self.cfg.datasets for s in self.cfg.settings[d]]
-            steps = tcfg.steps + ((tcfg.stage1_steps or 0) if tcfg.method == "neurorit"
-                                  and tcfg.stage_schedule == "stage1_extra" else 0)
+            steps = optimizer_steps(tcfg)
             arms[a] = {"method": tcfg.method, "sets": arm_sets_key(arm), "train_distractors": arm.train_distractors,
                        "optimizer_steps": steps, "items_read": steps * tcfg.batch_size * tcfg.grad_accum,
                        "trained": bool(rec.get("complete")) and all((self.out / "train" / a / o).exists()
@@ -287,17 +301,22 @@ def study(config: str | os.PathLike, out: str | os.PathLike, *, mining: str | os
     """``neurorit study``: check the configuration and the folder, then plan, report or run.
 
     ``train_limit`` / ``dev_limit``: fewer questions per data set (smoke runs; recorded in
-    ``protocol.json``, so such a folder is never mixed with a full run).
+    ``protocol.json``, so such a folder is never mixed with a full run). The confirmatory run:
+    :func:`neurorit_lens.experiments.confirmatory.confirm`.
     """
     cfg = load_study_config(config)
     if train_limit is not None or dev_limit is not None:
         cfg = cfg.with_limits(train_limit, dev_limit)
-    s = Study(cfg, out, mining, device=device, arms=arms, progress=progress)
+    return execute(Study(cfg, out, mining, device=device, arms=arms, progress=progress), plan=plan, report=report)
+
+
+def execute(s: Study, plan: bool = False, report: bool = False) -> dict[str, Any]:
+    """Plan (loading nothing), report (from the finished units) or run ``s`` in its folder."""
+    out = s.out
     if plan:
-        if (Path(out) / "protocol.json").exists():
+        if (out / "protocol.json").exists():
             s.protocol(write=False)  # refuses what a run would refuse
         return s.plan()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=[logging.FileHandler(out / "study.log"), logging.StreamHandler()], force=True)

@@ -34,7 +34,7 @@ from neurorit_lens.experiments.report import POOLED, values
 from neurorit_lens.experiments.results import _clean
 from neurorit_lens.experiments.study_config import StudyConfig
 from neurorit_lens.experiments.study_rule import GOLD_FLOOR, apply_rule
-from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
+from neurorit_lens.io import atomic_write_json, atomic_write_text, fingerprint, read_json
 
 __all__ = ["POOLED", "STAGE2_NAMES", "contrast_row", "contrast_rows", "cost_from_log", "cost_of", "load_evals",
            "render_markdown", "write_report"]
@@ -164,8 +164,8 @@ def write_report(cfg: StudyConfig, out: Path) -> dict[str, Any]:
     rep = _clean(build_report(cfg, out))
     atomic_write_json(out / "report.json", rep)
     atomic_write_text(out / "report.md", render_markdown(rep))
-    if rep["rule"]["complete"]:
-        atomic_write_json(out / "chosen.json", rep["rule"]["chosen"])
+    if rep["rule"]["complete"]:  # the protocol fingerprint lets the confirmatory run refuse another config's choice
+        atomic_write_json(out / "chosen.json", {**rep["rule"]["chosen"], "protocol": fingerprint(cfg.declared)})
     return rep
 
 
