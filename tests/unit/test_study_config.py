@@ -118,3 +118,42 @@ def test_the_cli_names_the_file_and_the_key(tmp_path, capsys):
     assert str(path) in err and "arms.zero.deactivation" in err
     assert main(["study", str(SHIPPED), "--out", str(tmp_path / "run"), "--plan", "--report"]) == 2
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_the_shipped_confirmatory_block_parses_as_declared():
+    c = load_study_config(SHIPPED).confirmatory
+    assert c is not None and c.arms == ("chosen", "layers", "full", "clean") and c.seeds == (0, 1)
+    assert c.lrs == {"layers": 3e-4, "full": 1e-4, "clean": 3e-5}
+    nq, emb = c.questions["nq"], c.questions["embedded"]
+    assert (nq.split, nq.start, nq.limit, nq.format) == ("test", 200, 331, "dpr")
+    assert (emb.data, emb.split, emb.start, emb.limit) == ("embedded:1000:7", "all", 0, 300)
+    assert c.seen["embedded"] == ("embedded:200", "embedded:500", "embedded:1000") and isinstance(c.seen["nq"], str)
+    assert c.settings["nq"] == ("gold", "gold+4", "gold+4@bm25") and c.settings["embedded"] == ("gold", "gold+4")
+    assert c.contrasts == (("chosen", "layers"), ("chosen", "full"), ("chosen", "clean"))
+
+
+@pytest.mark.parametrize(("path", "value", "match"), [
+    ("confirmatory.seeds", [0, 0], r"confirmatory\.seeds: at least one seed, each once"),
+    ("confirmatory.seeds", ["0"], r"confirmatory\.seeds\[0\]: expected an integer"),
+    ("confirmatory.arms", ["layers", "full"], r"confirmatory\.arms: must hold 'chosen'"),
+    ("confirmatory.arms", ["chosen", "lora"], r"confirmatory\.arms\[1\]: unknown arm 'lora'"),
+    ("confirmatory.lrs", {"layers": 3e-4, "full": 1e-4}, r"confirmatory\.lrs\.clean: missing"),
+    ("confirmatory.lrs", {"layers": 3e-4, "full": 1e-4, "clean": 0.0}, r"confirmatory\.lrs\.clean: must be > 0"),
+    ("confirmatory.lrs", {"layers": 3e-4, "full": 1e-4, "clean": 3e-5, "chosen": 1e-3},
+     r"confirmatory\.lrs\.chosen: not a baseline arm"),
+    ("confirmatory.questions.nq.split", "val", r"confirmatory\.questions\.nq\.split: unknown value 'val'"),
+    ("confirmatory.questions.nq.start", -1, r"confirmatory\.questions\.nq\.start: must be >= 0"),
+    ("confirmatory.questions.nq.limit", 0, r"confirmatory\.questions\.nq\.limit: must be >= 1"),
+    ("confirmatory.questions.nq.limit", _DELETE, r"missing key.*confirmatory\.questions\.nq\.limit"),
+    ("confirmatory.questions.nq.fromat", "dpr", r"unknown key.*confirmatory\.questions\.nq\.fromat"),
+    ("confirmatory.questions.web", {"data": "x", "limit": 3}, r"confirmatory\.questions\.web: not a data set"),
+    ("confirmatory.questions.embedded", _DELETE, r"confirmatory\.questions\.embedded: missing"),
+    ("confirmatory.settings.nq", ["gold", "gold+4@bm26"], r"confirmatory\.settings\.nq\[1\]: unknown distractor"),
+    ("confirmatory.contrasts", [["chosen", "lora"]], r"confirmatory\.contrasts\[0\]\[1\]: unknown arm 'lora'"),
+    ("confirmatory.contrasts", [["chosen", "chosen"]], r"confirmatory\.contrasts\[0\]: a and b are the same arm"),
+    ("confirmatory.seen.web", ["embedded:200"], r"confirmatory\.seen\.web: not a data set"),
+    ("confirmatory.colour", 1, r"unknown key.*confirmatory\.colour"),
+])
+def test_each_bad_confirmatory_key_is_one_error_naming_it(path, value, match):
+    with pytest.raises(ValueError, match=match):
+        StudyConfig.from_dict(_set(_shipped(), path, value))
