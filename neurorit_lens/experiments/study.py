@@ -123,6 +123,9 @@ class Study:
         path = self.out / "protocol.json"
         if path.exists():
             proto = read_json(path)
+            if proto.get("confirmatory"):
+                raise ValueError(f"{path}: this folder holds a confirmatory run; run the dev study in another --out "
+                                 "folder")
             if fingerprint(proto["config"]) != fingerprint(self.cfg.declared):
                 diff = sorted(k for k in {*proto["config"], *self.cfg.declared}
                               if proto["config"].get(k) != self.cfg.declared.get(k))

@@ -164,6 +164,8 @@ def test_confirmatory_runs_resumes_and_reports(setup, monkeypatch, capsys):
     other.write_text(json.dumps({**_chosen(cfg), "train_distractors": "bm25"}))
     assert main([*argv[:-2], str(other), "--no-progress", "--report"]) == 2
     assert "made for another configuration or chosen.json" in capsys.readouterr().err
+    assert main(["study", str(path), "--out", str(out), "--mining", str(mining), "--report"]) == 2  # the dev run
+    assert "holds a confirmatory run" in capsys.readouterr().err
 
 
 def test_chosen_json_of_another_configuration_or_none_is_refused(setup, tmp_path, capsys):
