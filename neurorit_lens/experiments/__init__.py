@@ -10,5 +10,7 @@ earlier run folders (``reuse``), the paired statistics (``comparison``) and the 
 (:mod:`neurorit_lens.experiments.study`): its configuration (``study_config``), the arms'
 sets pooled from the shared mining folders (``study_mining``), the contrasts and cost per
 arm (``study_report``) and the declared rule that picks the confirmatory configuration
-(``study_rule``).
+(``study_rule``). ``neurorit study CONFIG --confirmatory --chosen DEV/chosen.json`` runs that
+configuration against the baselines on fresh questions (``confirmatory``,
+``confirmatory_report``).
 """
