@@ -141,6 +141,14 @@ def cost_of(train_dir: Path) -> dict[str, Any] | None:
             "peak_rss_mb": t.get("peak_rss_mb")}
 
 
+def arm_scores(blob: Mapping[str, Any]) -> dict[str, Any]:
+    """One evaluation unit's n, accuracy with its Wilson interval, and mean log p(gold) over its questions."""
+    lps = [r["logprob"] for r in blob["records"] if r.get("logprob") is not None]
+    summary = blob["summary"]
+    return {"n": len(blob["records"]), "accuracy": summary.get("accuracy"),
+            "accuracy_wilson": summary.get("accuracy_wilson"), "mean_logprob": sum(lps) / len(lps) if lps else None}
+
+
 def build_report(cfg: StudyConfig, out: Path) -> dict[str, Any]:
     """Every number of the report (JSON-ready)."""
     evals = load_evals(cfg, out)
@@ -156,6 +164,7 @@ def build_report(cfg: StudyConfig, out: Path) -> dict[str, Any]:
             "arms": {a: {"evaluated": sorted(f"{d}/{s}" for (x, d, s) in evals if x == a),
                          "trained": a in costs} for a in cfg.arm_specs},
             "accuracy": {f"{a}|{d}|{s}": blob["summary"].get("accuracy") for (a, d, s), blob in evals.items()},
+            "scores": {f"{a}|{d}|{s}": arm_scores(blob) for (a, d, s), blob in evals.items()},
             "contrasts": rows, "cost": costs, "stability": stability, "rule": apply_rule(cfg, rows)}
 
 
@@ -188,7 +197,7 @@ def _row(rows: Sequence[Mapping[str, Any]], name: str, scope: str, setting: str)
 
 
 def render_markdown(rep: Mapping[str, Any]) -> str:
-    """``report.md``: contrasts (pooled, then per data set), cost per arm, stability, the rule."""
+    """``report.md``: contrasts (pooled, then per data set), scores and cost per arm, stability, the rule."""
     rows = rep["contrasts"]
     lines = [f"# Component study `{rep['name']}` (dev questions)", "",
              "Protocol: docs/study.md. Δ = arm a − arm b per question, paired; intervals: percentile bootstrap, "
@@ -220,6 +229,15 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
         p = f"{acc['p_value']:.3g}" if acc.get("p_value") is not None else "-"
         lines.append(f"| {r['contrast']} | {r['scope']} | {r['setting']} | {r['n']} | {_ci(r.get('logprob'))} | "
                      f"{_hw(r.get('logprob'))} | {_ci(acc, 'diff', 100, 1)} | {p} |")
+    lines += ["", "## Scores per arm", "",
+              "| arm | data set | setting | n | accuracy % [Wilson 95%] | mean log p(gold) |",
+              "|---|---|---|---:|---|---:|"]
+    for key, sc in rep.get("scores", {}).items():
+        arm, d, setting = key.split("|")
+        w = sc.get("accuracy_wilson") or [None, None]
+        acc = "-" if sc.get("accuracy") is None else f"{100 * sc['accuracy']:.1f}" + (
+            f" [{100 * w[0]:.1f}, {100 * w[1]:.1f}]" if None not in w else "")
+        lines.append(f"| {arm} | {d} | {setting} | {sc['n']} | {acc} | {_num(sc.get('mean_logprob'))} |")
     lines += ["", "## Cost per arm (read from each arm's train_log.jsonl and train.json)", "",
               "LR mass: the sum of the per-step learning rates; stage 2: the steps that train the target layers. "
               "Wall time: the training call that finished the run (its last stretch, when it was resumed).", "",

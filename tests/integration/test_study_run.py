@@ -138,6 +138,10 @@ def test_study_runs_resumes_after_a_kill_and_reports(setup, monkeypatch, capsys)
     assert (out / "report.md").read_text().startswith("# Component study `tiny_study`")
     blob = read_json(out / "eval" / "fair" / "nq" / "gold+4@bm25.json")
     assert len(blob["records"]) == 3 and all(isinstance(r["logprob"], float) for r in blob["records"])
+    score = rep["scores"]["fair|nq|gold+4@bm25"]  # the per-arm table: mean over the unit's own records
+    assert score["n"] == 3 and score["mean_logprob"] == pytest.approx(sum(r["logprob"] for r in blob["records"]) / 3)
+    assert score["accuracy"] == pytest.approx(sum(r["accuracy"] for r in blob["records"]) / 3)
+    assert "| fair | nq | gold+4@bm25 | 3 |" in (out / "report.md").read_text()
     neurons = read_json(out / "sets" / "ig+I_excl=contrast" / "neurons.json")
     assert neurons["meta"]["study"]["i_excl_from"] == "contrast"
     assert neurons["I_excl"] == pooled_set(StudyConfig.from_dict(json.loads(path.read_text())), mining,
