@@ -34,7 +34,7 @@ from neurorit_lens.experiments.comparison import accuracy_contrast, add_holm, me
 from neurorit_lens.experiments.report import POOLED, values
 from neurorit_lens.experiments.results import _clean
 from neurorit_lens.experiments.study_config import CHOSEN, StudyConfig
-from neurorit_lens.experiments.study_report import cost_of
+from neurorit_lens.experiments.study_report import cost_of, format_ci
 from neurorit_lens.io import atomic_write_json, atomic_write_text, read_json
 
 __all__ = ["AIM", "aim_check", "build_report", "mean_rows", "seed_rows", "write_report"]
@@ -206,13 +206,6 @@ def write_report(cfg: StudyConfig, out: Path) -> dict[str, Any]:
 
 
 # --- markdown ---------------------------------------------------------------------------------
-def _ci(d: Mapping[str, Any] | None, key: str = "mean", scale: float = 1.0, digits: int = 2) -> str:
-    if not d or d.get(key) is None or (isinstance(d[key], float) and math.isnan(d[key])):
-        return "-"
-    lo, hi = d["ci"]
-    return f"{scale * d[key]:+.{digits}f} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
-
-
 def _p(x: Any) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
@@ -248,7 +241,7 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
     for r in rows:
         if r["seed"] == MEAN:
             lines.append(f"| `{r['a']}` − `{r['b']}` | {r['scope']} | {r['setting']} | {r['n']} | "
-                         f"{_ci(r.get('accuracy'), 'diff', 100, 1)} | {_ci(r.get('logprob'))} |")
+                         f"{format_ci(r.get('accuracy'), 'diff', 100, 1)} | {format_ci(r.get('logprob'))} |")
     lines += ["", "## Per seed", "",
               "McNemar: exact, two-sided. Holm: over the declared contrasts within one family (one seed, one scope, "
               "one setting). MDD: the smallest accuracy difference n questions detect (McNemar, two-sided 5%, "
@@ -260,8 +253,9 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
             continue
         acc = r.get("accuracy") or {}
         lines.append(f"| {r['seed']} | `{r['a']}` − `{r['b']}` | {r['scope']} | {r['setting']} | {r['n']} | "
-                     f"{_ci(acc, 'diff', 100, 1)} | {_p(acc.get('p_value'))} | {_p(r.get('p_holm'))} | "
-                     f"{_pts(acc.get('mdd_observed'))} / {_pts(acc.get('mdd_planning'))} | {_ci(r.get('logprob'))} |")
+                     f"{format_ci(acc, 'diff', 100, 1)} | {_p(acc.get('p_value'))} | {_p(r.get('p_holm'))} | "
+                     f"{_pts(acc.get('mdd_observed'))} / {_pts(acc.get('mdd_planning'))} | "
+                     f"{format_ci(r.get('logprob'))} |")
     lines += ["", "## Cost per training (read from each train_log.jsonl and train.json)", "",
               "| arm / seed | steps | items read | distinct items | LR mass | LR mass stage 2 | trainable params | "
               "wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]

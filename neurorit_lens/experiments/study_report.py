@@ -36,8 +36,8 @@ from neurorit_lens.experiments.study_config import StudyConfig
 from neurorit_lens.experiments.study_rule import GOLD_FLOOR, apply_rule
 from neurorit_lens.io import atomic_write_json, atomic_write_text, fingerprint, read_json
 
-__all__ = ["POOLED", "STAGE2_NAMES", "contrast_row", "contrast_rows", "cost_from_log", "cost_of", "load_evals",
-           "render_markdown", "write_report"]
+__all__ = ["POOLED", "STAGE2_NAMES", "contrast_row", "contrast_rows", "cost_from_log", "cost_of", "format_ci",
+           "load_evals", "render_markdown", "write_report"]
 
 STAGE2_NAMES = ("stage2", "layers")  # the stage that trains the target layers
 
@@ -179,7 +179,8 @@ def write_report(cfg: StudyConfig, out: Path) -> dict[str, Any]:
 
 
 # --- markdown ---------------------------------------------------------------------------------
-def _ci(d: Mapping[str, Any] | None, key: str = "mean", scale: float = 1.0, digits: int = 2) -> str:
+def format_ci(d: Mapping[str, Any] | None, key: str = "mean", scale: float = 1.0, digits: int = 2) -> str:
+    """``+m [+lo, +hi]`` of a statistic with its interval (``-`` when it is missing or NaN)."""
     if not d or d.get(key) is None or (isinstance(d[key], float) and math.isnan(d[key])):
         return "-"
     lo, hi = d["ci"]
@@ -216,9 +217,10 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
         if first is None:
             continue
         lines.append(f"| {name} | `{first['a']}` − `{first['b']}` | {first['n']} | "
-                     f"{_ci((noisy or {}).get('logprob'))} | {_hw((noisy or {}).get('logprob'))} | "
-                     f"{_ci((gold or {}).get('logprob'))} | {_ci((noisy or {}).get('accuracy'), 'diff', 100, 1)} | "
-                     f"{_ci((gold or {}).get('accuracy'), 'diff', 100, 1)} |")
+                     f"{format_ci((noisy or {}).get('logprob'))} | {_hw((noisy or {}).get('logprob'))} | "
+                     f"{format_ci((gold or {}).get('logprob'))} | "
+                     f"{format_ci((noisy or {}).get('accuracy'), 'diff', 100, 1)} | "
+                     f"{format_ci((gold or {}).get('accuracy'), 'diff', 100, 1)} |")
     lines += ["", "## Per data set (secondary rows)", "",
               "| contrast | data set | setting | n | Δ log p(gold) | half-width | Δ acc (points) | McNemar p |",
               "|---|---|---|---:|---|---|---|---:|"]
@@ -227,8 +229,8 @@ def render_markdown(rep: Mapping[str, Any]) -> str:
             continue
         acc = r.get("accuracy") or {}
         p = f"{acc['p_value']:.3g}" if acc.get("p_value") is not None else "-"
-        lines.append(f"| {r['contrast']} | {r['scope']} | {r['setting']} | {r['n']} | {_ci(r.get('logprob'))} | "
-                     f"{_hw(r.get('logprob'))} | {_ci(acc, 'diff', 100, 1)} | {p} |")
+        lines.append(f"| {r['contrast']} | {r['scope']} | {r['setting']} | {r['n']} | {format_ci(r.get('logprob'))} | "
+                     f"{_hw(r.get('logprob'))} | {format_ci(acc, 'diff', 100, 1)} | {p} |")
     lines += ["", "## Scores per arm", "",
               "| arm | data set | setting | n | accuracy % [Wilson 95%] | mean log p(gold) |",
               "|---|---|---|---:|---|---:|"]
